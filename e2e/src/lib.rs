@@ -1,0 +1,2 @@
+//! End-to-end environment and test helpers.
+pub mod cli;
