@@ -1,0 +1,1061 @@
+//! An in-memory PD with PD's semantics, for reconciler tests (feature `fake`).
+//!
+//! Time does not pass by itself: [`FakePd::tick`] is one step of PD's
+//! background work (leader eviction, region migration off removing stores,
+//! tombstoning empty removing stores, Preparing -> Serving).
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use pd_client::{FakePd, PdApi, StoreId, NodeState};
+//! let pd = FakePd::with_cluster(3, 4);
+//! pd.delete_store(StoreId(4)).await.unwrap();
+//! pd.advance(100);
+//! assert_eq!(pd.store(StoreId(4)).await.unwrap().node_state, NodeState::Removed);
+//! # });
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::api::PdApi;
+use crate::error::{PdError, Result};
+use crate::types::{
+    ClusterId, DownPeer, Member, MemberHealth, MemberId, Members, NodeState, Readiness,
+    ReplicationConfig, Store, StoreId, StoreLiveness, StoreState,
+};
+
+/// The trait method a call, an injected error or a log entry refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum FakeOp {
+    ClusterId,
+    IsBootstrapped,
+    Members,
+    Health,
+    MemberReady,
+    Leader,
+    TransferLeader,
+    RemoveMember,
+    Stores,
+    Store,
+    DeleteStore,
+    CancelStoreRemoval,
+    SetStoreLabels,
+    DeleteStoreLabel,
+    AddEvictLeader,
+    RemoveEvictLeader,
+    EvictingStores,
+    DownPeers,
+    ReplicationConfig,
+}
+
+#[derive(Debug)]
+struct FakeMember {
+    member: Member,
+    healthy: bool,
+    ready: bool,
+}
+
+#[derive(Debug)]
+struct FakeState {
+    cluster_id: ClusterId,
+    bootstrapped: bool,
+    members: Vec<FakeMember>,
+    next_member_id: u64,
+    leader: Option<String>,
+    stores: BTreeMap<StoreId, Store>,
+    evicting: BTreeSet<StoreId>,
+    replication: ReplicationConfig,
+    down_peers: Vec<DownPeer>,
+    unreachable: bool,
+    injected: VecDeque<(Option<FakeOp>, PdError)>,
+    calls: Vec<FakeOp>,
+    ticks: u64,
+    leaders_moved_per_tick: u64,
+    regions_moved_per_tick: u64,
+}
+
+/// In-memory PD. Cheap to clone; clones share state, so a test keeps one
+/// handle to drive time and inspect state while the code under test holds
+/// another as `Arc<dyn PdApi>`.
+#[derive(Debug, Clone)]
+pub struct FakePd {
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl Default for FakePd {
+    fn default() -> Self {
+        Self::new(ClusterId(6_981_209_371_002_452_019))
+    }
+}
+
+impl FakePd {
+    /// An empty, not yet bootstrapped cluster with no members.
+    pub fn new(cluster_id: ClusterId) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(FakeState {
+                cluster_id,
+                bootstrapped: false,
+                members: Vec::new(),
+                // Real member ids are large; start above 2^53 on purpose.
+                next_member_id: (1 << 53) + 1,
+                leader: None,
+                stores: BTreeMap::new(),
+                evicting: BTreeSet::new(),
+                replication: ReplicationConfig::default(),
+                down_peers: Vec::new(),
+                unreachable: false,
+                injected: VecDeque::new(),
+                calls: Vec::new(),
+                ticks: 0,
+                leaders_moved_per_tick: 10,
+                regions_moved_per_tick: 10,
+            })),
+        }
+    }
+
+    /// A bootstrapped cluster: members `pd-0..pd-{members-1}` (leader `pd-0`)
+    /// and Serving stores `1..=stores`, each holding 20 regions and 10 leaders.
+    pub fn with_cluster(members: usize, stores: u64) -> Self {
+        let pd = Self::default();
+        for i in 0..members {
+            pd.add_member(&format!("pd-{i}"));
+        }
+        for id in 1..=stores {
+            pd.add_store(StoreId(id), &format!("tikv-{}:20160", id - 1));
+            pd.set_store_counts(StoreId(id), 20, 10);
+        }
+        pd.tick();
+        pd
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FakeState> {
+        // A panic while holding the lock leaves consistent-enough state for a fake.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    // ----- test setup and control -----
+
+    /// Adds a healthy, ready member named `name` with client URL
+    /// `http://{name}:2379`. The first member becomes leader.
+    pub fn add_member(&self, name: &str) -> Member {
+        let mut s = self.lock();
+        let id = s.next_member_id;
+        s.next_member_id += 1;
+        let member = Member {
+            name: name.to_owned(),
+            id: MemberId(id),
+            peer_urls: vec![format!("http://{name}:2380")],
+            client_urls: vec![format!("http://{name}:2379")],
+            binary_version: "v8.5.0".to_owned(),
+            git_hash: String::new(),
+        };
+        s.members.push(FakeMember {
+            member: member.clone(),
+            healthy: true,
+            ready: true,
+        });
+        s.elect_if_needed();
+        member
+    }
+
+    /// Marks a member up or down; the leader is re-elected when needed and
+    /// possible (a quorum of healthy members).
+    pub fn set_member_healthy(&self, name: &str, healthy: bool) {
+        let mut s = self.lock();
+        if let Some(m) = s.members.iter_mut().find(|m| m.member.name == name) {
+            m.healthy = healthy;
+        }
+        s.elect_if_needed();
+    }
+
+    /// Sets what `member_ready` answers for a member.
+    pub fn set_member_ready(&self, name: &str, ready: bool) {
+        let mut s = self.lock();
+        if let Some(m) = s.members.iter_mut().find(|m| m.member.name == name) {
+            m.ready = ready;
+        }
+    }
+
+    /// The current leader's name.
+    pub fn leader_name(&self) -> Option<String> {
+        self.lock().leader.clone()
+    }
+
+    /// Names of all members.
+    pub fn member_names(&self) -> Vec<String> {
+        self.lock()
+            .members
+            .iter()
+            .map(|m| m.member.name.clone())
+            .collect()
+    }
+
+    /// Registers a store as its first heartbeat would: Up and Preparing (it
+    /// becomes Serving at the next tick). Bootstraps the cluster.
+    pub fn add_store(&self, id: StoreId, address: &str) {
+        let mut s = self.lock();
+        s.bootstrapped = true;
+        s.stores.insert(
+            id,
+            Store {
+                id,
+                address: address.to_owned(),
+                status_address: String::new(),
+                version: "8.5.0".to_owned(),
+                labels: BTreeMap::new(),
+                state: StoreState::Up,
+                node_state: NodeState::Preparing,
+                liveness: StoreLiveness::Alive,
+                physically_destroyed: false,
+                leader_count: Some(0),
+                region_count: 0,
+                capacity_bytes: Some(100 << 30),
+                available_bytes: Some(90 << 30),
+                uptime: None,
+            },
+        );
+    }
+
+    /// Sets a store's region and leader counts.
+    pub fn set_store_counts(&self, id: StoreId, regions: u64, leaders: u64) {
+        let mut s = self.lock();
+        if let Some(st) = s.stores.get_mut(&id) {
+            st.region_count = regions;
+            st.leader_count = Some(leaders.min(regions));
+        }
+    }
+
+    /// Sets a store's heartbeat liveness (e.g. Down when its Pod is gone).
+    pub fn set_store_liveness(&self, id: StoreId, liveness: StoreLiveness) {
+        let mut s = self.lock();
+        if let Some(st) = s.stores.get_mut(&id) {
+            st.liveness = liveness;
+        }
+    }
+
+    /// A copy of a store's current state, without going through the API
+    /// (no call is logged, no error injected).
+    pub fn store_snapshot(&self, id: StoreId) -> Option<Store> {
+        self.lock().stores.get(&id).cloned()
+    }
+
+    /// Sets the replication config.
+    pub fn set_replication(&self, config: ReplicationConfig) {
+        self.lock().replication = config;
+    }
+
+    /// Sets the down peers PD reports.
+    pub fn set_down_peers(&self, peers: Vec<DownPeer>) {
+        self.lock().down_peers = peers;
+    }
+
+    /// Sets whether the cluster is bootstrapped.
+    pub fn set_bootstrapped(&self, bootstrapped: bool) {
+        self.lock().bootstrapped = bootstrapped;
+    }
+
+    /// When `true`, every call fails with [`PdError::Unavailable`] (an outage).
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.lock().unreachable = unreachable;
+    }
+
+    /// The next call of `op` fails with `error` (once). Errors queue up.
+    pub fn inject_error(&self, op: FakeOp, error: PdError) {
+        self.lock().injected.push_back((Some(op), error));
+    }
+
+    /// The next call of any method fails with `error` (once).
+    pub fn inject_error_any(&self, error: PdError) {
+        self.lock().injected.push_back((None, error));
+    }
+
+    /// How many leaders an evicted store loses, and how many regions a
+    /// removing store sheds, per tick (defaults 10 and 10).
+    pub fn set_rates(&self, leaders_per_tick: u64, regions_per_tick: u64) {
+        let mut s = self.lock();
+        s.leaders_moved_per_tick = leaders_per_tick.max(1);
+        s.regions_moved_per_tick = regions_per_tick.max(1);
+    }
+
+    /// Every API call made so far, in order.
+    pub fn calls(&self) -> Vec<FakeOp> {
+        self.lock().calls.clone()
+    }
+
+    /// Ticks elapsed.
+    pub fn ticks(&self) -> u64 {
+        self.lock().ticks
+    }
+
+    /// One step of PD's background work.
+    pub fn tick(&self) {
+        self.lock().tick();
+    }
+
+    /// `n` ticks.
+    pub fn advance(&self, n: u64) {
+        let mut s = self.lock();
+        for _ in 0..n {
+            s.tick();
+        }
+    }
+
+    /// Common entry of every API call: log it, then fail if PD is unreachable,
+    /// an error is injected for it, or (when `needs_leader`) there is no leader.
+    fn enter(&self, op: FakeOp, needs_leader: bool) -> Result<MutexGuard<'_, FakeState>> {
+        let mut s = self.lock();
+        s.calls.push(op);
+        if s.unreachable {
+            return Err(PdError::unavailable("fake PD is unreachable"));
+        }
+        if let Some(pos) = s
+            .injected
+            .iter()
+            .position(|(o, _)| o.is_none() || *o == Some(op))
+            && let Some((_, err)) = s.injected.remove(pos)
+        {
+            return Err(err);
+        }
+        if needs_leader && s.leader.is_none() {
+            return Err(PdError::unavailable("no PD leader (no quorum)"));
+        }
+        Ok(s)
+    }
+}
+
+impl FakeState {
+    fn healthy_count(&self) -> usize {
+        self.members.iter().filter(|m| m.healthy).count()
+    }
+
+    fn has_quorum(&self) -> bool {
+        !self.members.is_empty() && self.healthy_count() > self.members.len() / 2
+    }
+
+    fn elect_if_needed(&mut self) {
+        if !self.has_quorum() {
+            self.leader = None;
+            return;
+        }
+        let leader_ok = self.leader.as_ref().is_some_and(|l| {
+            self.members
+                .iter()
+                .any(|m| &m.member.name == l && m.healthy)
+        });
+        if !leader_ok {
+            self.leader = self
+                .members
+                .iter()
+                .filter(|m| m.healthy)
+                .map(|m| m.member.name.clone())
+                .min();
+        }
+    }
+
+    fn member(&self, name: &str) -> Option<&FakeMember> {
+        self.members.iter().find(|m| m.member.name == name)
+    }
+
+    fn store(&self, id: StoreId) -> Result<&Store> {
+        self.stores.get(&id).ok_or_else(|| PdError::NotFound {
+            what: format!("store {id}"),
+        })
+    }
+
+    fn store_mut(&mut self, id: StoreId) -> Result<&mut Store> {
+        self.stores.get_mut(&id).ok_or_else(|| PdError::NotFound {
+            what: format!("store {id}"),
+        })
+    }
+
+    /// Stores that can take regions and leaders: Up, not being removed.
+    fn placement_targets(&self, except: StoreId) -> Vec<StoreId> {
+        self.stores
+            .values()
+            .filter(|s| s.id != except && s.state == StoreState::Up)
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// Moves `n` leaders (or regions, when `regions` is set) from `from` to the
+    /// given targets, round robin.
+    fn move_counts(&mut self, from: StoreId, targets: &[StoreId], n: u64, regions: bool) {
+        for i in 0..n {
+            let Some(&to) = targets.get((i as usize) % targets.len().max(1)) else {
+                return;
+            };
+            if let Some(t) = self.stores.get_mut(&to) {
+                if regions {
+                    t.region_count += 1;
+                } else {
+                    t.leader_count = Some(t.leader_count.unwrap_or(0) + 1);
+                    t.region_count = t.region_count.max(t.leader_count.unwrap_or(0));
+                }
+            }
+        }
+        if let Some(f) = self.stores.get_mut(&from) {
+            if regions {
+                f.region_count -= n;
+                f.leader_count = Some(f.leader_count.unwrap_or(0).min(f.region_count));
+            } else {
+                f.leader_count = Some(f.leader_count.unwrap_or(0) - n);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        self.ticks += 1;
+        let ids: Vec<StoreId> = self.stores.keys().copied().collect();
+        for id in ids {
+            let Some(store) = self.stores.get(&id).cloned() else {
+                continue;
+            };
+            match store.state {
+                StoreState::Up => {
+                    if store.node_state == NodeState::Preparing
+                        && let Some(s) = self.stores.get_mut(&id)
+                    {
+                        s.node_state = NodeState::Serving;
+                    }
+                    if self.evicting.contains(&id) {
+                        let targets: Vec<StoreId> = self
+                            .placement_targets(id)
+                            .into_iter()
+                            .filter(|t| !self.evicting.contains(t))
+                            .collect();
+                        let leaders = store.leader_count.unwrap_or(0);
+                        if !targets.is_empty() && leaders > 0 {
+                            let n = leaders.min(self.leaders_moved_per_tick);
+                            self.move_counts(id, &targets, n, false);
+                        }
+                    }
+                }
+                StoreState::Offline => {
+                    // Leaders leave first, then regions; each region needs a
+                    // store without a replica of it, which exists only while
+                    // the other Up stores are at least max-replicas.
+                    let targets = self.placement_targets(id);
+                    let leaders = store.leader_count.unwrap_or(0);
+                    if leaders > 0 && !targets.is_empty() {
+                        let n = leaders.min(self.leaders_moved_per_tick);
+                        self.move_counts(id, &targets, n, false);
+                    }
+                    if store.region_count > 0
+                        && targets.len() as u64 >= self.replication.max_replicas
+                    {
+                        let n = store.region_count.min(self.regions_moved_per_tick);
+                        self.move_counts(id, &targets, n, true);
+                    } else if store.region_count == 0
+                        && let Some(s) = self.stores.get_mut(&id)
+                    {
+                        s.state = StoreState::Tombstone;
+                        s.node_state = NodeState::Removed;
+                        s.leader_count = Some(0);
+                    }
+                }
+                StoreState::Tombstone => {}
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl PdApi for FakePd {
+    async fn cluster_id(&self) -> Result<ClusterId> {
+        let s = self.enter(FakeOp::ClusterId, true)?;
+        Ok(s.cluster_id)
+    }
+
+    async fn is_bootstrapped(&self) -> Result<bool> {
+        let s = self.enter(FakeOp::IsBootstrapped, true)?;
+        Ok(s.bootstrapped)
+    }
+
+    async fn members(&self) -> Result<Members> {
+        let s = self.enter(FakeOp::Members, true)?;
+        let leader = s
+            .leader
+            .as_deref()
+            .and_then(|l| s.member(l))
+            .map(|m| m.member.clone());
+        Ok(Members {
+            cluster_id: s.cluster_id,
+            members: s.members.iter().map(|m| m.member.clone()).collect(),
+            etcd_leader: leader.clone(),
+            leader,
+        })
+    }
+
+    async fn health(&self) -> Result<Vec<MemberHealth>> {
+        let s = self.enter(FakeOp::Health, true)?;
+        Ok(s.members
+            .iter()
+            .map(|m| MemberHealth {
+                name: m.member.name.clone(),
+                id: m.member.id,
+                client_urls: m.member.client_urls.clone(),
+                healthy: m.healthy,
+            })
+            .collect())
+    }
+
+    async fn member_ready(&self, client_url: &str) -> Result<Readiness> {
+        // Asks one member directly: works without a leader.
+        let s = self.enter(FakeOp::MemberReady, false)?;
+        let url = client_url.trim_end_matches('/');
+        let Some(m) = s
+            .members
+            .iter()
+            .find(|m| m.member.client_urls.iter().any(|u| u == url))
+        else {
+            return Err(PdError::unavailable(format!("no PD member at {url}")));
+        };
+        if !m.healthy {
+            return Err(PdError::unavailable(format!(
+                "PD member {} is down",
+                m.member.name
+            )));
+        }
+        Ok(if m.ready && s.leader.is_some() {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady
+        })
+    }
+
+    async fn leader(&self) -> Result<Member> {
+        let s = self.enter(FakeOp::Leader, true)?;
+        s.leader
+            .as_deref()
+            .and_then(|l| s.member(l))
+            .map(|m| m.member.clone())
+            .ok_or_else(|| PdError::unavailable("no PD leader"))
+    }
+
+    async fn transfer_leader(&self, to: &str) -> Result<()> {
+        let mut s = self.enter(FakeOp::TransferLeader, true)?;
+        let Some(m) = s.member(to) else {
+            return Err(PdError::NotFound {
+                what: format!("PD member {to}"),
+            });
+        };
+        if !m.healthy {
+            return Err(PdError::Rejected {
+                operation: "transfer_leader",
+                status: Some(500),
+                message: format!("member {to} is not healthy"),
+            });
+        }
+        s.leader = Some(to.to_owned());
+        Ok(())
+    }
+
+    async fn remove_member(&self, name: &str) -> Result<()> {
+        let mut s = self.enter(FakeOp::RemoveMember, true)?;
+        let Some(pos) = s.members.iter().position(|m| m.member.name == name) else {
+            return Err(PdError::NotFound {
+                what: format!("PD member {name}"),
+            });
+        };
+        // etcd's strict reconfiguration check: the started members left must
+        // still form a quorum of the new membership.
+        let remaining = s.members.len() - 1;
+        let started_left = s.healthy_count() - usize::from(s.members[pos].healthy);
+        if remaining == 0 || started_left <= remaining / 2 {
+            return Err(PdError::Rejected {
+                operation: "remove_member",
+                status: Some(500),
+                message: "etcdserver: re-configuration failed due to not enough started members"
+                    .to_owned(),
+            });
+        }
+        s.members.remove(pos);
+        if s.leader.as_deref() == Some(name) {
+            s.leader = None;
+        }
+        s.elect_if_needed();
+        Ok(())
+    }
+
+    async fn stores(&self) -> Result<Vec<Store>> {
+        let s = self.enter(FakeOp::Stores, true)?;
+        Ok(s.stores.values().cloned().collect())
+    }
+
+    async fn store(&self, id: StoreId) -> Result<Store> {
+        let s = self.enter(FakeOp::Store, true)?;
+        s.store(id).cloned()
+    }
+
+    async fn delete_store(&self, id: StoreId) -> Result<()> {
+        let mut s = self.enter(FakeOp::DeleteStore, true)?;
+        let store = s.store(id)?.clone();
+        match store.state {
+            StoreState::Tombstone => Err(PdError::AlreadyRemoved {
+                what: format!("store {id}"),
+            }),
+            StoreState::Offline => Ok(()),
+            StoreState::Up => {
+                let up = s
+                    .stores
+                    .values()
+                    .filter(|st| st.state == StoreState::Up)
+                    .count() as u64;
+                let max_replicas = s.replication.max_replicas;
+                if up.saturating_sub(1) < max_replicas {
+                    return Err(PdError::Rejected {
+                        operation: "delete_store",
+                        status: Some(400),
+                        message: format!(
+                            "the number of the up stores ({up}) minus one is less than \
+                             max-replicas ({max_replicas}); store {id} cannot be removed"
+                        ),
+                    });
+                }
+                let st = s.store_mut(id)?;
+                st.state = StoreState::Offline;
+                st.node_state = NodeState::Removing;
+                Ok(())
+            }
+        }
+    }
+
+    async fn cancel_store_removal(&self, id: StoreId) -> Result<()> {
+        let mut s = self.enter(FakeOp::CancelStoreRemoval, true)?;
+        let st = s.store_mut(id)?;
+        match st.state {
+            StoreState::Tombstone => Err(PdError::AlreadyRemoved {
+                what: format!("store {id}"),
+            }),
+            StoreState::Up => Ok(()),
+            StoreState::Offline => {
+                st.state = StoreState::Up;
+                st.node_state = NodeState::Serving;
+                Ok(())
+            }
+        }
+    }
+
+    async fn set_store_labels(&self, id: StoreId, labels: &BTreeMap<String, String>) -> Result<()> {
+        let mut s = self.enter(FakeOp::SetStoreLabels, true)?;
+        let st = s.store_mut(id)?;
+        if st.state == StoreState::Tombstone {
+            return Err(PdError::AlreadyRemoved {
+                what: format!("store {id}"),
+            });
+        }
+        if let Some((k, _)) = labels.iter().find(|(k, v)| k.is_empty() || v.is_empty()) {
+            return Err(PdError::Rejected {
+                operation: "set_store_labels",
+                status: Some(400),
+                message: format!("invalid label {k:?}: keys and values must not be empty"),
+            });
+        }
+        st.labels
+            .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(())
+    }
+
+    async fn delete_store_label(&self, id: StoreId, key: &str) -> Result<()> {
+        let mut s = self.enter(FakeOp::DeleteStoreLabel, true)?;
+        let st = s.store_mut(id)?;
+        st.labels.remove(key);
+        Ok(())
+    }
+
+    async fn add_evict_leader(&self, id: StoreId) -> Result<()> {
+        let mut s = self.enter(FakeOp::AddEvictLeader, true)?;
+        if s.store(id)?.state == StoreState::Tombstone {
+            return Err(PdError::AlreadyRemoved {
+                what: format!("store {id}"),
+            });
+        }
+        s.evicting.insert(id);
+        Ok(())
+    }
+
+    async fn remove_evict_leader(&self, id: StoreId) -> Result<()> {
+        let mut s = self.enter(FakeOp::RemoveEvictLeader, true)?;
+        s.evicting.remove(&id);
+        Ok(())
+    }
+
+    async fn evicting_stores(&self) -> Result<BTreeSet<StoreId>> {
+        let s = self.enter(FakeOp::EvictingStores, true)?;
+        Ok(s.evicting.clone())
+    }
+
+    async fn down_peers(&self) -> Result<Vec<DownPeer>> {
+        let s = self.enter(FakeOp::DownPeers, true)?;
+        Ok(s.down_peers.clone())
+    }
+
+    async fn replication_config(&self) -> Result<ReplicationConfig> {
+        let s = self.enter(FakeOp::ReplicationConfig, true)?;
+        Ok(s.replication.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn sid(id: u64) -> StoreId {
+        StoreId(id)
+    }
+
+    #[tokio::test]
+    async fn new_stores_prepare_then_serve() {
+        let pd = FakePd::with_cluster(3, 0);
+        assert!(!pd.is_bootstrapped().await.unwrap());
+        pd.add_store(sid(7), "tikv-7:20160");
+        assert!(pd.is_bootstrapped().await.unwrap());
+        let s = pd.store(sid(7)).await.unwrap();
+        assert_eq!(
+            (s.state, s.node_state),
+            (StoreState::Up, NodeState::Preparing)
+        );
+        pd.tick();
+        let s = pd.store(sid(7)).await.unwrap();
+        assert_eq!(
+            (s.state, s.node_state),
+            (StoreState::Up, NodeState::Serving)
+        );
+    }
+
+    #[tokio::test]
+    async fn removal_goes_offline_then_tombstone_once_regions_moved() {
+        let pd = FakePd::with_cluster(3, 4);
+        let total_regions: u64 = pd
+            .stores()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.region_count)
+            .sum();
+        pd.delete_store(sid(4)).await.unwrap();
+        let s = pd.store(sid(4)).await.unwrap();
+        assert_eq!(s.state, StoreState::Offline);
+        assert_eq!(s.node_state, NodeState::Removing);
+        assert!(s.is_removing());
+        // Idempotent while removing.
+        pd.delete_store(sid(4)).await.unwrap();
+
+        // 20 regions at 10 per tick: still holding regions after one tick.
+        pd.tick();
+        let s = pd.store(sid(4)).await.unwrap();
+        assert_eq!(s.state, StoreState::Offline);
+        assert_eq!(s.region_count, 10);
+        pd.tick();
+        assert_eq!(pd.store(sid(4)).await.unwrap().region_count, 0);
+        pd.tick();
+        let s = pd.store(sid(4)).await.unwrap();
+        assert_eq!(s.state, StoreState::Tombstone);
+        assert_eq!(s.node_state, NodeState::Removed);
+        assert!(s.is_removed());
+
+        // Regions were moved, not lost.
+        let after: u64 = pd
+            .stores()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.region_count)
+            .sum();
+        assert_eq!(after, total_regions);
+        // Removing a tombstone store again: already removed.
+        let err = pd.delete_store(sid(4)).await.unwrap_err();
+        assert!(matches!(err, PdError::AlreadyRemoved { .. }), "{err:?}");
+        assert!(err.is_already_gone());
+    }
+
+    #[tokio::test]
+    async fn removal_refused_below_max_replicas() {
+        let pd = FakePd::with_cluster(3, 3);
+        let err = pd.delete_store(sid(3)).await.unwrap_err();
+        match &err {
+            PdError::Rejected {
+                status, message, ..
+            } => {
+                assert_eq!(*status, Some(400));
+                assert!(message.contains("max-replicas"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!err.is_retryable());
+        assert_eq!(pd.store(sid(3)).await.unwrap().state, StoreState::Up);
+
+        // With max-replicas 2 the same removal is allowed.
+        pd.set_replication(ReplicationConfig {
+            max_replicas: 2,
+            location_labels: vec![],
+        });
+        pd.delete_store(sid(3)).await.unwrap();
+        // Now Up stores = 2: removing another one is refused again.
+        assert!(matches!(
+            pd.delete_store(sid(2)).await.unwrap_err(),
+            PdError::Rejected { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn removal_stalls_when_regions_have_nowhere_to_go() {
+        let pd = FakePd::with_cluster(3, 4);
+        pd.delete_store(sid(4)).await.unwrap();
+        // Another store dies and is removed too (user forced it): only 2 Up
+        // stores remain for 3 replicas, so store 4 keeps its regions.
+        pd.set_replication(ReplicationConfig {
+            max_replicas: 2,
+            location_labels: vec![],
+        });
+        pd.delete_store(sid(3)).await.unwrap();
+        pd.set_replication(ReplicationConfig::default());
+        pd.advance(10);
+        let s4 = pd.store(sid(4)).await.unwrap();
+        assert_eq!(s4.state, StoreState::Offline);
+        assert_eq!(s4.region_count, 20);
+        // Cancelling brings it back.
+        pd.cancel_store_removal(sid(4)).await.unwrap();
+        let s4 = pd.store(sid(4)).await.unwrap();
+        assert_eq!(
+            (s4.state, s4.node_state),
+            (StoreState::Up, NodeState::Serving)
+        );
+    }
+
+    #[tokio::test]
+    async fn cancel_removal() {
+        let pd = FakePd::with_cluster(3, 4);
+        pd.set_rates(10, 5);
+        pd.delete_store(sid(1)).await.unwrap();
+        pd.tick();
+        pd.cancel_store_removal(sid(1)).await.unwrap();
+        let s = pd.store(sid(1)).await.unwrap();
+        assert_eq!(
+            (s.state, s.node_state),
+            (StoreState::Up, NodeState::Serving)
+        );
+        let regions = s.region_count;
+        assert_eq!(regions, 15);
+        pd.advance(5);
+        assert_eq!(pd.store(sid(1)).await.unwrap().region_count, regions);
+        // Cancel on an Up store is a no-op, on unknown store NotFound.
+        pd.cancel_store_removal(sid(1)).await.unwrap();
+        assert!(matches!(
+            pd.cancel_store_removal(sid(99)).await.unwrap_err(),
+            PdError::NotFound { .. }
+        ));
+        // Cancel after tombstone is too late.
+        pd.delete_store(sid(2)).await.unwrap();
+        pd.advance(10);
+        assert!(pd.store(sid(2)).await.unwrap().is_removed());
+        assert!(matches!(
+            pd.cancel_store_removal(sid(2)).await.unwrap_err(),
+            PdError::AlreadyRemoved { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn evict_leader_drains_leaders_over_ticks() {
+        let pd = FakePd::with_cluster(3, 3);
+        pd.set_rates(4, 10);
+        pd.add_evict_leader(sid(2)).await.unwrap();
+        pd.add_evict_leader(sid(2)).await.unwrap();
+        assert_eq!(
+            pd.evicting_stores().await.unwrap(),
+            BTreeSet::from([sid(2)])
+        );
+        assert_eq!(pd.store(sid(2)).await.unwrap().leader_count, Some(10));
+        pd.tick();
+        assert_eq!(pd.store(sid(2)).await.unwrap().leader_count, Some(6));
+        pd.advance(2);
+        assert_eq!(pd.store(sid(2)).await.unwrap().leader_count, Some(0));
+        let total: u64 = pd
+            .stores()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.leader_count.unwrap())
+            .sum();
+        assert_eq!(total, 30, "leaders moved to other stores, not lost");
+        // Region count of the evicted store is unchanged.
+        assert_eq!(pd.store(sid(2)).await.unwrap().region_count, 20);
+
+        pd.remove_evict_leader(sid(2)).await.unwrap();
+        pd.remove_evict_leader(sid(2)).await.unwrap();
+        assert!(pd.evicting_stores().await.unwrap().is_empty());
+        assert!(matches!(
+            pd.add_evict_leader(sid(42)).await.unwrap_err(),
+            PdError::NotFound { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn evicting_everywhere_cannot_move_leaders() {
+        let pd = FakePd::with_cluster(1, 2);
+        pd.add_evict_leader(sid(1)).await.unwrap();
+        pd.add_evict_leader(sid(2)).await.unwrap();
+        pd.advance(5);
+        assert_eq!(pd.store(sid(1)).await.unwrap().leader_count, Some(10));
+    }
+
+    #[tokio::test]
+    async fn members_leader_and_quorum() {
+        let pd = FakePd::with_cluster(3, 0);
+        let members = pd.members().await.unwrap();
+        assert_eq!(members.members.len(), 3);
+        assert!(members.is_leader("pd-0"));
+        assert!(members.members.iter().all(|m| m.id.get() > 1 << 53));
+
+        pd.transfer_leader("pd-2").await.unwrap();
+        assert_eq!(pd.leader().await.unwrap().name, "pd-2");
+        assert!(matches!(
+            pd.transfer_leader("pd-9").await.unwrap_err(),
+            PdError::NotFound { .. }
+        ));
+
+        // Leader goes down: a new one is elected among the healthy majority.
+        pd.set_member_healthy("pd-2", false);
+        assert_eq!(pd.leader_name().as_deref(), Some("pd-0"));
+        let health = pd.health().await.unwrap();
+        assert_eq!(health.iter().filter(|h| h.healthy).count(), 2);
+        assert!(matches!(
+            pd.transfer_leader("pd-2").await.unwrap_err(),
+            PdError::Rejected { .. }
+        ));
+
+        // Removing a healthy member now would leave 1 started of 2: refused.
+        let err = pd.remove_member("pd-1").await.unwrap_err();
+        assert!(matches!(err, PdError::Rejected { .. }), "{err:?}");
+        // Removing the dead member is fine.
+        pd.remove_member("pd-2").await.unwrap();
+        assert_eq!(pd.member_names(), ["pd-0", "pd-1"]);
+        let err = pd.remove_member("pd-2").await.unwrap_err();
+        assert!(err.is_already_gone(), "{err:?}");
+
+        // Losing quorum: no leader, every leader-bound call is unavailable.
+        pd.set_member_healthy("pd-1", false);
+        assert_eq!(pd.leader_name(), None);
+        let err = pd.stores().await.unwrap_err();
+        assert!(err.is_retryable());
+        assert_eq!(err.category(), "unavailable");
+        assert_eq!(
+            pd.member_ready("http://pd-0:2379").await.unwrap(),
+            Readiness::NotReady
+        );
+        assert!(pd.member_ready("http://pd-1:2379").await.is_err());
+        pd.set_member_healthy("pd-1", true);
+        assert!(pd.stores().await.is_ok());
+        assert_eq!(
+            pd.member_ready("http://pd-1:2379/").await.unwrap(),
+            Readiness::Ready
+        );
+    }
+
+    #[tokio::test]
+    async fn removing_the_leader_elects_another() {
+        let pd = FakePd::with_cluster(3, 0);
+        pd.remove_member("pd-0").await.unwrap();
+        assert_eq!(pd.leader().await.unwrap().name, "pd-1");
+    }
+
+    #[tokio::test]
+    async fn outages_and_injected_errors() {
+        let pd = FakePd::with_cluster(3, 3);
+        pd.set_unreachable(true);
+        for err in [
+            pd.stores().await.unwrap_err(),
+            pd.delete_store(sid(1)).await.unwrap_err(),
+            pd.member_ready("http://pd-0:2379").await.unwrap_err(),
+        ] {
+            assert!(matches!(err, PdError::Unavailable { .. }), "{err:?}");
+            assert!(err.is_retryable());
+        }
+        pd.set_unreachable(false);
+
+        pd.inject_error(
+            FakeOp::Store,
+            PdError::Timeout {
+                operation: "store",
+                after: std::time::Duration::from_secs(3),
+            },
+        );
+        // Another op is not affected; the targeted one fails once.
+        pd.stores().await.unwrap();
+        assert_eq!(pd.store(sid(1)).await.unwrap_err().category(), "timeout");
+        pd.store(sid(1)).await.unwrap();
+
+        pd.inject_error_any(PdError::unavailable("blip"));
+        assert!(pd.leader().await.is_err());
+        assert!(pd.leader().await.is_ok());
+
+        assert_eq!(
+            pd.calls(),
+            [
+                FakeOp::Stores,
+                FakeOp::DeleteStore,
+                FakeOp::MemberReady,
+                FakeOp::Stores,
+                FakeOp::Store,
+                FakeOp::Store,
+                FakeOp::Leader,
+                FakeOp::Leader,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn labels_and_config() {
+        let pd = FakePd::with_cluster(1, 3);
+        let labels = BTreeMap::from([
+            ("zone".to_owned(), "a".to_owned()),
+            ("host".to_owned(), "h1".to_owned()),
+        ]);
+        pd.set_store_labels(sid(1), &labels).await.unwrap();
+        pd.set_store_labels(
+            sid(1),
+            &BTreeMap::from([("zone".to_owned(), "b".to_owned())]),
+        )
+        .await
+        .unwrap();
+        let s = pd.store(sid(1)).await.unwrap();
+        assert_eq!(s.labels.get("zone").map(String::as_str), Some("b"));
+        assert_eq!(s.labels.get("host").map(String::as_str), Some("h1"));
+        pd.delete_store_label(sid(1), "host").await.unwrap();
+        pd.delete_store_label(sid(1), "host").await.unwrap();
+        assert_eq!(pd.store(sid(1)).await.unwrap().labels.len(), 1);
+        assert!(matches!(
+            pd.set_store_labels(sid(1), &BTreeMap::from([(String::new(), "x".to_owned())]))
+                .await
+                .unwrap_err(),
+            PdError::Rejected { .. }
+        ));
+        assert_eq!(pd.replication_config().await.unwrap().max_replicas, 3);
+        pd.set_down_peers(vec![DownPeer {
+            region_id: 5,
+            peer_id: 6,
+            store_id: sid(2),
+            down_seconds: 700,
+        }]);
+        assert_eq!(pd.down_peers().await.unwrap()[0].store_id, sid(2));
+    }
+
+    #[tokio::test]
+    async fn usable_as_shared_trait_object() {
+        let pd = FakePd::with_cluster(3, 3);
+        let api: Arc<dyn PdApi> = Arc::new(pd.clone());
+        api.add_evict_leader(sid(3)).await.unwrap();
+        // The test's handle sees what the trait object did.
+        pd.advance(1);
+        assert_eq!(pd.store_snapshot(sid(3)).unwrap().leader_count, Some(0));
+        let nested: Arc<Arc<dyn PdApi>> = Arc::new(api);
+        assert_eq!(nested.stores().await.unwrap().len(), 3);
+    }
+}
