@@ -1,10 +1,4 @@
-//! Client for PD, the control plane of a TiKV cluster.
-//!
-//! Reconcilers depend on the [`PdApi`] trait only. [`PdClient`] implements it
-//! against a real PD (gRPC for reads with leader discovery, HTTP for
-//! operations, optional mutual TLS); `FakePd` (feature `fake`) implements it
-//! in memory with PD's semantics for tests. Wire types (prost messages, JSON
-//! bodies) never leave this crate.
+#![doc = include_str!("../README.md")]
 
 mod api;
 mod client;
