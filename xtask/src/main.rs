@@ -1,1 +1,132 @@
-fn main() {}
+//! Project automation: `cargo xtask <command>`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "tikv-operator project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write one YAML file per CRD under manifests/crds/.
+    GenCrds {
+        /// Do not write; fail if the files on disk differ from what would be written.
+        #[arg(long)]
+        check: bool,
+    },
+    /// End-to-end environment and tests.
+    E2e(tikv_operator_e2e::cli::Args),
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::GenCrds { check } => gen_crds(&project_root().join("manifests/crds"), check),
+        Command::E2e(args) => tikv_operator_e2e::cli::run(args),
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Generates (or, with `check`, verifies) the CRD files in `dir`. Files in
+/// `dir` that no CRD produces are reported as stale too.
+fn gen_crds(dir: &Path, check: bool) -> anyhow::Result<()> {
+    let mut wanted = Vec::new();
+    for crd in tikv_operator_api::all_crds() {
+        let name = tikv_operator_api::crd_file_name(&crd);
+        let yaml = tikv_operator_api::render_crd_yaml(&crd).with_context(|| format!("rendering {name}"))?;
+        wanted.push((name, yaml));
+    }
+    let mut stale = Vec::new();
+    for (name, yaml) in &wanted {
+        let path = dir.join(name);
+        let current = std::fs::read_to_string(&path).ok();
+        if current.as_deref() == Some(yaml.as_str()) {
+            continue;
+        }
+        if check {
+            stale.push(format!("{} ({})", path.display(), if current.is_some() { "differs" } else { "missing" }));
+        } else {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if dir.exists() {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            if file.ends_with(".yaml") && !wanted.iter().any(|(name, _)| *name == file) {
+                if check {
+                    stale.push(format!("{} (no CRD generates it)", path.display()));
+                } else {
+                    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                    println!("removed {}", path.display());
+                }
+            }
+        }
+    }
+    if !stale.is_empty() {
+        bail!(
+            "generated CRDs are stale; run `cargo xtask gen-crds` and commit the result:\n  {}",
+            stale.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-gen-crds-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn check_fails_on_missing_changed_and_extra_files_and_passes_after_generation() {
+        let dir = temp_dir("check");
+        let err = gen_crds(&dir, true).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+
+        gen_crds(&dir, false).unwrap();
+        gen_crds(&dir, true).unwrap();
+
+        let file = dir.join("pdgroups.core.tikv.org.yaml");
+        std::fs::write(&file, "edited by hand\n").unwrap();
+        let err = gen_crds(&dir, true).unwrap_err().to_string();
+        assert!(err.contains("pdgroups.core.tikv.org.yaml (differs)"), "{err}");
+
+        gen_crds(&dir, false).unwrap();
+        std::fs::write(dir.join("old.core.tikv.org.yaml"), "x").unwrap();
+        let err = gen_crds(&dir, true).unwrap_err().to_string();
+        assert!(err.contains("no CRD generates it"), "{err}");
+        gen_crds(&dir, false).unwrap();
+        gen_crds(&dir, true).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

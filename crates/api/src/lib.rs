@@ -1,1 +1,35 @@
-//! placeholder
+//! The `core.tikv.org/v1alpha1` API of tikv-operator.
+//!
+//! Five kinds, in three layers:
+//!
+//! ```text
+//! Cluster
+//!  ├── PDGroup   ──> PD   (one per PD member)
+//!  └── TiKVGroup ──> TiKV (one per TiKV store; several groups per Cluster)
+//! ```
+//!
+//! This crate holds the CRD types, the label/annotation/finalizer keys, the
+//! helpers that derive every child object name, and the CEL rules the API
+//! server enforces. It contains no client code.
+
+pub mod cluster;
+pub mod common;
+pub mod crd;
+pub mod labels;
+pub mod names;
+pub mod pd;
+pub mod rules;
+pub mod tikv;
+
+pub use cluster::{Cluster, ClusterSpec, ClusterStatus};
+pub use common::*;
+pub use crd::{all_crds, crd_file_name, render_all_crds_yaml, render_crd_yaml};
+pub use pd::{PD, PDGroup, PDGroupSpec, PDGroupStatus, PDSpec, PDStatus, PDTemplateSpec};
+pub use tikv::{TiKV, TiKVGroup, TiKVGroupSpec, TiKVGroupStatus, TiKVSpec, TiKVStatus, TiKVTemplateSpec};
+
+/// API group of every kind in this crate.
+pub const GROUP: &str = "core.tikv.org";
+/// API version of every kind in this crate.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` string of every kind in this crate.
+pub const API_VERSION: &str = "core.tikv.org/v1alpha1";

@@ -1,0 +1,41 @@
+//! Label, annotation and finalizer keys. Every key the operator reads or writes
+//! on a Kubernetes object is defined here and nowhere else.
+
+/// Standard `app.kubernetes.io/managed-by` label; value [`MANAGED_BY_VALUE`].
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY`] on every object the operator creates.
+pub const MANAGED_BY_VALUE: &str = "tikv-operator";
+/// Standard `app.kubernetes.io/component` label: `pd` or `tikv`.
+pub const COMPONENT: &str = "app.kubernetes.io/component";
+/// Name of the Cluster an object belongs to.
+pub const CLUSTER: &str = "core.tikv.org/cluster";
+/// Name of the PDGroup or TiKVGroup an object belongs to.
+pub const GROUP: &str = "core.tikv.org/group";
+/// Name of the PD or TiKV instance an object belongs to.
+pub const INSTANCE: &str = "core.tikv.org/instance";
+/// Template revision (hash) an instance or pod was created from.
+pub const INSTANCE_REVISION: &str = "core.tikv.org/instance-revision";
+/// Hash of the rendered configuration a pod was started with.
+pub const CONFIG_HASH: &str = "core.tikv.org/config-hash";
+/// Name of the volume (from `volumes[].name`) a PVC was created for.
+pub const VOLUME_NAME: &str = "core.tikv.org/volume-name";
+
+/// Component value of [`COMPONENT`] for PD objects.
+pub const COMPONENT_PD: &str = "pd";
+/// Component value of [`COMPONENT`] for TiKV objects.
+pub const COMPONENT_TIKV: &str = "tikv";
+
+/// Annotation on a PDGroup or TiKVGroup: changing its value (for example to
+/// the current time) starts a rolling restart through the safe update path.
+pub const RESTARTED_AT: &str = "core.tikv.org/restarted-at";
+/// Annotation on a PD or TiKV instance: an integer; on scale-in, among
+/// otherwise equal candidates, the instance with the highest value is
+/// removed first.
+pub const DELETE_PRIORITY: &str = "core.tikv.org/delete-priority";
+
+/// Finalizer the operator puts on objects whose deletion needs ordered
+/// cleanup (groups, instances, the Cluster).
+pub const FINALIZER: &str = "core.tikv.org/finalizer";
+
+/// Field manager used for every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "tikv-operator";

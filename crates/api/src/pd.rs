@@ -1,0 +1,194 @@
+//! PDGroup and PD: the Placement Driver members of a Cluster.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{
+    ClusterReference, CommonStatus, GroupStatus, ObjectMeta, Overlay, Port, ResourceRequirements,
+    SchedulePolicy, Topology, UpdateStrategy, Volume,
+};
+use crate::rules;
+
+/// Desired state of a PDGroup: a set of PD members sharing one template.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "core.tikv.org",
+    version = "v1alpha1",
+    kind = "PDGroup",
+    plural = "pdgroups",
+    namespaced,
+    status = "PDGroupStatus",
+    shortname = "pdg",
+    category = "tikv",
+    category = "group",
+    doc = "PDGroup manages the PD (Placement Driver) members of a Cluster.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster.name"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Updated", type_ = "integer", json_path = ".status.updatedReplicas"),
+    printcolumn(name = "Revision", type_ = "string", json_path = ".status.updateRevision"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PDGroupSpec {
+    /// The Cluster this group belongs to. Immutable.
+    #[schemars(extend("x-kubernetes-validations" = rules::immutable("cluster")))]
+    pub cluster: ClusterReference,
+    /// Number of PD members. Use an odd number (3 or 5) for production: PD
+    /// needs a majority of members to be healthy.
+    #[schemars(extend("x-kubernetes-validations" = rules::non_negative("replicas")))]
+    pub replicas: i32,
+    /// Seconds a new or restarted member must be Ready before the next one is touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = rules::non_negative("minReadySeconds")))]
+    pub min_ready_seconds: Option<i32>,
+    /// How members are placed over topologies (zones, racks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub schedule_policies: Vec<SchedulePolicy>,
+    /// Template of every PD member of this group.
+    pub template: PDTemplate,
+}
+
+/// Template of the PD members of a group.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PDTemplate {
+    /// Labels and annotations of the PD instances and their pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<ObjectMeta>,
+    /// Specification of each PD member.
+    pub spec: PDTemplateSpec,
+}
+
+/// Specification of one PD member, shared by PDGroup templates and PD instances.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PDTemplateSpec {
+    /// PD version, a semantic version such as `v8.5.5`. Also the image tag
+    /// unless `image` carries one. Downgrades are refused.
+    #[schemars(extend("x-kubernetes-validations" = rules::semver_version()))]
+    pub version: String,
+    /// Image without tag (default `pingcap/pd`), or with a tag or digest to pin it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Server settings: ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<PDServer>,
+    /// CPU and memory of the PD container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// How changes reach running members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_strategy: Option<UpdateStrategy>,
+    /// PD configuration file content (TOML). Keys the operator owns (name,
+    /// data-dir, URLs, initial-cluster, join) are rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    #[schemars(extend("x-kubernetes-validations" = rules::pd_config()))]
+    pub config: Option<String>,
+    /// Persistent volumes. One must be named `data`.
+    #[schemars(length(max = 8))]
+    #[schemars(extend(
+        "x-kubernetes-validations" = rules::data_volume_required(),
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["name"]
+    ))]
+    pub volumes: Vec<Volume>,
+    /// Overrides applied last to the rendered Pod and PVCs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<Overlay>,
+}
+
+/// PD server settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PDServer {
+    /// Ports PD listens on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<PDPorts>,
+}
+
+/// Ports of PD.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PDPorts {
+    /// Client port (gRPC and HTTP API), default 2379.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<Port>,
+    /// Peer port (member-to-member traffic), default 2380.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<Port>,
+}
+
+/// Observed state of a PDGroup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PDGroupStatus {
+    /// Conditions and observed generation.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// Replica counts, revisions and selector.
+    #[serde(flatten)]
+    pub group: GroupStatus,
+}
+
+/// Desired state of one PD member. PD objects are normally created by their
+/// PDGroup; their spec is the group template plus placement.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "core.tikv.org",
+    version = "v1alpha1",
+    kind = "PD",
+    plural = "pds",
+    namespaced,
+    status = "PDStatus",
+    shortname = "pdi",
+    category = "tikv",
+    category = "instance",
+    doc = "PD is one PD (Placement Driver) member of a Cluster.",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster.name"),
+    printcolumn(name = "Leader", type_ = "boolean", json_path = ".status.isLeader"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = rules::topology_immutable()))]
+pub struct PDSpec {
+    /// The Cluster this member belongs to. Immutable.
+    #[schemars(extend("x-kubernetes-validations" = rules::immutable("cluster")))]
+    pub cluster: ClusterReference,
+    /// Node labels this member is pinned to (chosen by the group's schedule
+    /// policy). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
+    /// Name of the headless Service giving the pod its DNS name.
+    pub subdomain: String,
+    /// The member's specification (copied from the group template).
+    #[serde(flatten)]
+    pub template: PDTemplateSpec,
+}
+
+/// Observed state of one PD member.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PDStatus {
+    /// Conditions and observed generation.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// PD member id (a 64-bit unsigned integer, as a string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Whether this member is the PD leader.
+    #[serde(default)]
+    pub is_leader: bool,
+    /// Template revision the running pod was created from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
+}
