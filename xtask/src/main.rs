@@ -55,7 +55,8 @@ fn gen_crds(dir: &Path, check: bool) -> anyhow::Result<()> {
     let mut wanted = Vec::new();
     for crd in tikv_operator_api::all_crds() {
         let name = tikv_operator_api::crd_file_name(&crd);
-        let yaml = tikv_operator_api::render_crd_yaml(&crd).with_context(|| format!("rendering {name}"))?;
+        let yaml = tikv_operator_api::render_crd_yaml(&crd)
+            .with_context(|| format!("rendering {name}"))?;
         wanted.push((name, yaml));
     }
     let mut stale = Vec::new();
@@ -66,7 +67,15 @@ fn gen_crds(dir: &Path, check: bool) -> anyhow::Result<()> {
             continue;
         }
         if check {
-            stale.push(format!("{} ({})", path.display(), if current.is_some() { "differs" } else { "missing" }));
+            stale.push(format!(
+                "{} ({})",
+                path.display(),
+                if current.is_some() {
+                    "differs"
+                } else {
+                    "missing"
+                }
+            ));
         } else {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
@@ -76,12 +85,17 @@ fn gen_crds(dir: &Path, check: bool) -> anyhow::Result<()> {
     if dir.exists() {
         for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
             let path = entry?.path();
-            let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let file = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
             if file.ends_with(".yaml") && !wanted.iter().any(|(name, _)| *name == file) {
                 if check {
                     stale.push(format!("{} (no CRD generates it)", path.display()));
                 } else {
-                    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing {}", path.display()))?;
                     println!("removed {}", path.display());
                 }
             }
@@ -102,7 +116,8 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("xtask-gen-crds-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("xtask-gen-crds-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -119,7 +134,10 @@ mod tests {
         let file = dir.join("pdgroups.core.tikv.org.yaml");
         std::fs::write(&file, "edited by hand\n").unwrap();
         let err = gen_crds(&dir, true).unwrap_err().to_string();
-        assert!(err.contains("pdgroups.core.tikv.org.yaml (differs)"), "{err}");
+        assert!(
+            err.contains("pdgroups.core.tikv.org.yaml (differs)"),
+            "{err}"
+        );
 
         gen_crds(&dir, false).unwrap();
         std::fs::write(dir.join("old.core.tikv.org.yaml"), "x").unwrap();

@@ -24,7 +24,11 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
 
 /// Adds the root-level rule that bounds `metadata.name` (only the root schema
 /// may look at `self.metadata.name`).
-fn with_name_rule(mut crd: CustomResourceDefinition, kind: &str, max: usize) -> CustomResourceDefinition {
+fn with_name_rule(
+    mut crd: CustomResourceDefinition,
+    kind: &str,
+    max: usize,
+) -> CustomResourceDefinition {
     let rule: ValidationRule = match serde_json::from_value(rules::object_name(kind, max)) {
         Ok(rule) => rule,
         // The rule is built from constants in this crate; a failure here is a
@@ -32,8 +36,15 @@ fn with_name_rule(mut crd: CustomResourceDefinition, kind: &str, max: usize) -> 
         Err(err) => panic!("invalid built-in name rule for {kind}: {err}"),
     };
     for version in &mut crd.spec.versions {
-        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
-            schema.x_kubernetes_validations.get_or_insert_with(Vec::new).push(rule.clone());
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            schema
+                .x_kubernetes_validations
+                .get_or_insert_with(Vec::new)
+                .push(rule.clone());
         }
     }
     crd
@@ -41,7 +52,10 @@ fn with_name_rule(mut crd: CustomResourceDefinition, kind: &str, max: usize) -> 
 
 /// One CRD as YAML, with the generated-file header.
 pub fn render_crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_norway::Error> {
-    Ok(format!("{GENERATED_HEADER}{}", serde_norway::to_string(crd)?))
+    Ok(format!(
+        "{GENERATED_HEADER}{}",
+        serde_norway::to_string(crd)?
+    ))
 }
 
 /// Every CRD as one multi-document YAML stream (what `tikv-operator crd` prints).

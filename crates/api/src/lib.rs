@@ -25,7 +25,9 @@ pub use cluster::{Cluster, ClusterSpec, ClusterStatus};
 pub use common::*;
 pub use crd::{all_crds, crd_file_name, render_all_crds_yaml, render_crd_yaml};
 pub use pd::{PD, PDGroup, PDGroupSpec, PDGroupStatus, PDSpec, PDStatus, PDTemplateSpec};
-pub use tikv::{TiKV, TiKVGroup, TiKVGroupSpec, TiKVGroupStatus, TiKVSpec, TiKVStatus, TiKVTemplateSpec};
+pub use tikv::{
+    TiKV, TiKVGroup, TiKVGroupSpec, TiKVGroupStatus, TiKVSpec, TiKVStatus, TiKVTemplateSpec,
+};
 
 /// API group of every kind in this crate.
 pub const GROUP: &str = "core.tikv.org";

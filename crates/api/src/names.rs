@@ -72,7 +72,11 @@ mod tests {
     fn longest_allowed_names_fit_in_a_dns_label() {
         let group = "g".repeat(MAX_GROUP_NAME_LEN);
         for name in all_group_derived(&group) {
-            assert!(name.len() <= DNS_LABEL_MAX_LEN, "{name} is {} chars", name.len());
+            assert!(
+                name.len() <= DNS_LABEL_MAX_LEN,
+                "{name} is {} chars",
+                name.len()
+            );
         }
         let inst = instance(&group, &"a".repeat(INSTANCE_SUFFIX_LEN));
         assert_eq!(inst.len(), MAX_INSTANCE_NAME_LEN);

@@ -66,7 +66,9 @@ pub fn volume_name() -> Value {
 /// Root-level rule: `metadata.name` short enough for every derived object name.
 pub fn object_name(kind: &str, max: usize) -> Value {
     rule(
-        format!("size(self.metadata.name) <= {max} && self.metadata.name.matches('{DNS1035_LABEL}')"),
+        format!(
+            "size(self.metadata.name) <= {max} && self.metadata.name.matches('{DNS1035_LABEL}')"
+        ),
         format!(
             "{kind} name must be a DNS-1035 label (lower-case letters, digits, '-', starting with a letter) of at most {max} characters, so that the names derived from it are valid"
         ),
@@ -85,7 +87,10 @@ pub fn topology_immutable() -> Value {
 pub fn tls_cluster_immutable() -> Value {
     let now = "(has(self.tlsCluster) && has(self.tlsCluster.enabled) && self.tlsCluster.enabled)";
     let old = "(has(oldSelf.tlsCluster) && has(oldSelf.tlsCluster.enabled) && oldSelf.tlsCluster.enabled)";
-    json!([rule(format!("{now} == {old}"), "tlsCluster.enabled is immutable")])
+    json!([rule(
+        format!("{now} == {old}"),
+        "tlsCluster.enabled is immutable"
+    )])
 }
 
 /// `EvenlySpread` policies need their topology list.
@@ -140,7 +145,13 @@ pub const TIKV_OWNED_KEYS: OwnedKeys = OwnedKeys {
     tables: &[
         (
             "server",
-            &["addr", "advertise-addr", "status-addr", "advertise-status-addr", "labels"],
+            &[
+                "addr",
+                "advertise-addr",
+                "status-addr",
+                "advertise-status-addr",
+                "labels",
+            ],
         ),
         ("storage", &["data-dir"]),
         ("pd", &["endpoints"]),

@@ -28,17 +28,37 @@ fn cases() -> Vec<Case> {
 }
 
 fn schema_of(kind: &str) -> Value {
-    let crd = all_crds().into_iter().find(|c| c.spec.names.kind == kind).unwrap();
-    let schema = crd.spec.versions[0].schema.clone().unwrap().open_api_v3_schema.unwrap();
+    let crd = all_crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .unwrap();
+    let schema = crd.spec.versions[0]
+        .schema
+        .clone()
+        .unwrap()
+        .open_api_v3_schema
+        .unwrap();
     serde_json::to_value(schema).unwrap()
 }
 
 #[test]
 fn every_rule_compiles() {
     for crd in all_crds() {
-        let schema = serde_json::to_value(crd.spec.versions[0].schema.clone().unwrap().open_api_v3_schema.unwrap()).unwrap();
+        let schema = serde_json::to_value(
+            crd.spec.versions[0]
+                .schema
+                .clone()
+                .unwrap()
+                .open_api_v3_schema
+                .unwrap(),
+        )
+        .unwrap();
         let compiled = kube_cel::compile_schema(&schema);
-        let errors: Vec<String> = compiled.compilation_errors().iter().map(|e| e.to_string()).collect();
+        let errors: Vec<String> = compiled
+            .compilation_errors()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{}: {errors:?}", crd.spec.names.kind);
     }
 }
@@ -52,15 +72,23 @@ fn accept_and_reject_cases() {
         let result = validator.validate(&schema, &case.object, case.old.as_ref());
         match (&case.rejects, result) {
             (None, Ok(())) => {}
-            (None, Err(errs)) => {
-                failures.push(format!("{}: expected accepted, got {:?}", case.name, errs.iter().map(|e| e.to_string()).collect::<Vec<_>>()))
-            }
+            (None, Err(errs)) => failures.push(format!(
+                "{}: expected accepted, got {:?}",
+                case.name,
+                errs.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+            )),
             (Some(want), Err(errs)) => {
                 if !errs.iter().any(|e| e.message.contains(want.as_str())) {
-                    failures.push(format!("{}: rejected, but not with {want:?}: {errs:?}", case.name));
+                    failures.push(format!(
+                        "{}: rejected, but not with {want:?}: {errs:?}",
+                        case.name
+                    ));
                 }
             }
-            (Some(want), Ok(())) => failures.push(format!("{}: expected rejection with {want:?}, was accepted", case.name)),
+            (Some(want), Ok(())) => failures.push(format!(
+                "{}: expected rejection with {want:?}, was accepted",
+                case.name
+            )),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -71,8 +99,16 @@ fn accept_and_reject_cases() {
 #[test]
 fn every_rule_has_a_rejecting_case() {
     fn collect(node: &Value, out: &mut Vec<String>) {
-        if let Some(rules) = node.get("x-kubernetes-validations").and_then(Value::as_array) {
-            out.extend(rules.iter().filter_map(|r| r.get("message").and_then(Value::as_str)).map(str::to_owned));
+        if let Some(rules) = node
+            .get("x-kubernetes-validations")
+            .and_then(Value::as_array)
+        {
+            out.extend(
+                rules
+                    .iter()
+                    .filter_map(|r| r.get("message").and_then(Value::as_str))
+                    .map(str::to_owned),
+            );
         }
         for key in ["properties", "additionalProperties"] {
             if let Some(Value::Object(children)) = node.get(key) {
@@ -94,16 +130,23 @@ fn every_rule_has_a_rejecting_case() {
         messages.sort();
         messages.dedup();
         for message in messages {
-            let covered = cases.iter().filter(|c| c.kind == kind && c.rejects.is_some()).any(|c| {
-                validator
-                    .validate(&schema, &c.object, c.old.as_ref())
-                    .err()
-                    .is_some_and(|errs| errs.iter().any(|e| e.message == message))
-            });
+            let covered = cases
+                .iter()
+                .filter(|c| c.kind == kind && c.rejects.is_some())
+                .any(|c| {
+                    validator
+                        .validate(&schema, &c.object, c.old.as_ref())
+                        .err()
+                        .is_some_and(|errs| errs.iter().any(|e| e.message == message))
+                });
             if !covered {
                 missing.push(format!("{kind}: {message}"));
             }
         }
     }
-    assert!(missing.is_empty(), "rules without a rejecting case:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "rules without a rejecting case:\n{}",
+        missing.join("\n")
+    );
 }

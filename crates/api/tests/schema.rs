@@ -19,7 +19,13 @@ fn schemas() -> Vec<(String, Value)> {
 }
 
 /// Walks a schema and returns every structural violation, with its path.
-fn structural_violations(node: &Value, path: &str, in_junctor: bool, out: &mut Vec<String>, preserve: &mut BTreeSet<String>) {
+fn structural_violations(
+    node: &Value,
+    path: &str,
+    in_junctor: bool,
+    out: &mut Vec<String>,
+    preserve: &mut BTreeSet<String>,
+) {
     let Some(obj) = node.as_object() else {
         out.push(format!("{path}: schema node is not an object"));
         return;
@@ -35,7 +41,14 @@ fn structural_violations(node: &Value, path: &str, in_junctor: bool, out: &mut V
         preserve.insert(path.to_owned());
     }
     if in_junctor {
-        for key in ["type", "description", "default", "additionalProperties", "nullable", "x-kubernetes-preserve-unknown-fields"] {
+        for key in [
+            "type",
+            "description",
+            "default",
+            "additionalProperties",
+            "nullable",
+            "x-kubernetes-preserve-unknown-fields",
+        ] {
             if obj.contains_key(key) {
                 out.push(format!("{path}: `{key}` inside anyOf/oneOf/allOf/not"));
             }
@@ -60,14 +73,26 @@ fn structural_violations(node: &Value, path: &str, in_junctor: bool, out: &mut V
         structural_violations(items, &format!("{path}[]"), in_junctor, out, preserve);
     }
     if let Some(additional @ Value::Object(_)) = obj.get("additionalProperties") {
-        structural_violations(additional, &format!("{path}{{}}"), in_junctor, out, preserve);
+        structural_violations(
+            additional,
+            &format!("{path}{{}}"),
+            in_junctor,
+            out,
+            preserve,
+        );
     }
     for junctor in ["anyOf", "oneOf", "allOf"] {
         if let Some(Value::Array(branches)) = obj.get(junctor) {
             if !int_or_string && junctor != "allOf" {
                 // Branches may only repeat value validations of what the node itself declares.
                 for (i, branch) in branches.iter().enumerate() {
-                    structural_violations(branch, &format!("{path}.{junctor}[{i}]"), true, out, preserve);
+                    structural_violations(
+                        branch,
+                        &format!("{path}.{junctor}[{i}]"),
+                        true,
+                        out,
+                        preserve,
+                    );
                 }
             }
         }
@@ -83,10 +108,17 @@ fn structural_violations(node: &Value, path: &str, in_junctor: bool, out: &mut V
             .and_then(Value::as_array)
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        for key in obj.get("x-kubernetes-list-map-keys").and_then(Value::as_array).into_iter().flatten() {
+        for key in obj
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let key = key.as_str().unwrap_or_default();
             if !required.contains(key) {
-                out.push(format!("{path}: list map key `{key}` is not required in items"));
+                out.push(format!(
+                    "{path}: list map key `{key}` is not required in items"
+                ));
             }
         }
     }
@@ -98,7 +130,11 @@ fn every_schema_is_structural() {
         let mut violations = Vec::new();
         let mut preserve = BTreeSet::new();
         structural_violations(&schema, "", false, &mut violations, &mut preserve);
-        assert!(violations.is_empty(), "{name} is not structural:\n{}", violations.join("\n"));
+        assert!(
+            violations.is_empty(),
+            "{name} is not structural:\n{}",
+            violations.join("\n")
+        );
     }
 }
 
@@ -120,7 +156,10 @@ fn the_walker_catches_non_structural_constructs() {
     assert!(all.contains(".untyped: missing type"), "{all}");
     assert!(all.contains(".union.anyOf[0]: `type` inside"), "{all}");
     assert!(all.contains(".ref: contains $ref"), "{all}");
-    assert!(all.contains(".list: list map key `name` is not required"), "{all}");
+    assert!(
+        all.contains(".list: list map key `name` is not required"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -132,11 +171,13 @@ fn unknown_fields_are_preserved_only_in_overlay_specs() {
     .into_iter()
     .map(str::to_owned)
     .collect();
-    let instance_specs: BTreeSet<String> =
-        [".spec.overlay.pod.spec", ".spec.overlay.persistentVolumeClaims[].persistentVolumeClaim.spec"]
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+    let instance_specs: BTreeSet<String> = [
+        ".spec.overlay.pod.spec",
+        ".spec.overlay.persistentVolumeClaims[].persistentVolumeClaim.spec",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
     for (name, schema) in schemas() {
         let mut preserve = BTreeSet::new();
         structural_violations(&schema, "", false, &mut Vec::new(), &mut preserve);
@@ -154,7 +195,11 @@ fn descriptions_missing(node: &Value, path: &str, out: &mut Vec<String>) {
     if let Some(Value::Object(props)) = node.get("properties") {
         for (name, child) in props {
             let child_path = format!("{path}.{name}");
-            if child.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if child
+                .get("description")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 out.push(child_path.clone());
             }
             descriptions_missing(child, &child_path, out);
@@ -173,7 +218,10 @@ fn every_field_has_a_description_for_kubectl_explain() {
         // apiVersion/kind/metadata are described by Kubernetes itself; Kubernetes
         // types embedded from k8s-openapi (conditions) carry their own text.
         missing.retain(|p| !matches!(p.as_str(), ".apiVersion" | ".kind" | ".metadata"));
-        assert!(missing.is_empty(), "{name}: fields without description: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{name}: fields without description: {missing:?}"
+        );
     }
 }
 
@@ -187,20 +235,61 @@ fn names_subresources_and_columns() {
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         let sub = version.subresources.as_ref().unwrap();
-        assert!(sub.status.is_some(), "{} has no status subresource", crd.spec.names.kind);
+        assert!(
+            sub.status.is_some(),
+            "{} has no status subresource",
+            crd.spec.names.kind
+        );
         let categories = crd.spec.names.categories.clone().unwrap();
         assert!(categories.contains(&"tikv".to_owned()));
     }
     for (kind, short, category, columns) in [
-        ("PDGroup", "pdg", "group", vec!["Cluster", "Desired", "Ready", "Updated", "Revision", "Age"]),
-        ("TiKVGroup", "kvg", "group", vec!["Cluster", "Desired", "Ready", "Updated", "Revision", "Age"]),
-        ("PD", "pdi", "instance", vec!["Cluster", "Leader", "Ready", "Age"]),
-        ("TiKV", "kv", "instance", vec!["Cluster", "StoreID", "StoreState", "Leaders", "Ready", "Age"]),
+        (
+            "PDGroup",
+            "pdg",
+            "group",
+            vec!["Cluster", "Desired", "Ready", "Updated", "Revision", "Age"],
+        ),
+        (
+            "TiKVGroup",
+            "kvg",
+            "group",
+            vec!["Cluster", "Desired", "Ready", "Updated", "Revision", "Age"],
+        ),
+        (
+            "PD",
+            "pdi",
+            "instance",
+            vec!["Cluster", "Leader", "Ready", "Age"],
+        ),
+        (
+            "TiKV",
+            "kv",
+            "instance",
+            vec![
+                "Cluster",
+                "StoreID",
+                "StoreState",
+                "Leaders",
+                "Ready",
+                "Age",
+            ],
+        ),
         ("Cluster", "tkc", "tikv", vec!["PD", "Ready", "Age"]),
     ] {
         let crd = by_kind(kind);
-        assert_eq!(crd.spec.names.short_names.clone().unwrap(), vec![short.to_owned()]);
-        assert!(crd.spec.names.categories.clone().unwrap().contains(&category.to_owned()));
+        assert_eq!(
+            crd.spec.names.short_names.clone().unwrap(),
+            vec![short.to_owned()]
+        );
+        assert!(
+            crd.spec
+                .names
+                .categories
+                .clone()
+                .unwrap()
+                .contains(&category.to_owned())
+        );
         let got: Vec<String> = crd.spec.versions[0]
             .additional_printer_columns
             .clone()
@@ -211,12 +300,27 @@ fn names_subresources_and_columns() {
         assert_eq!(got, columns, "{kind}");
     }
     for kind in ["PDGroup", "TiKVGroup"] {
-        let scale = by_kind(kind).spec.versions[0].subresources.clone().unwrap().scale.unwrap();
+        let scale = by_kind(kind).spec.versions[0]
+            .subresources
+            .clone()
+            .unwrap()
+            .scale
+            .unwrap();
         assert_eq!(scale.spec_replicas_path, ".spec.replicas");
         assert_eq!(scale.status_replicas_path, ".status.replicas");
-        assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
+        assert_eq!(
+            scale.label_selector_path.as_deref(),
+            Some(".status.selector")
+        );
     }
     for kind in ["PD", "TiKV", "Cluster"] {
-        assert!(by_kind(kind).spec.versions[0].subresources.clone().unwrap().scale.is_none());
+        assert!(
+            by_kind(kind).spec.versions[0]
+                .subresources
+                .clone()
+                .unwrap()
+                .scale
+                .is_none()
+        );
     }
 }

@@ -62,8 +62,9 @@ mod tests {
             .iter()
             .map(|crd| {
                 let path = dir.join(tikv_operator_api::crd_file_name(crd));
-                std::fs::read_to_string(&path)
-                    .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask gen-crds`", path.display()))
+                std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                    panic!("{}: {e}; run `cargo xtask gen-crds`", path.display())
+                })
             })
             .collect();
         assert_eq!(output(&["tikv-operator", "crd"]), expected.join("---\n"));
@@ -71,7 +72,10 @@ mod tests {
 
     #[test]
     fn version_prints_the_package_version() {
-        assert_eq!(output(&["tikv-operator", "version"]), format!("tikv-operator {}\n", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            output(&["tikv-operator", "version"]),
+            format!("tikv-operator {}\n", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]
