@@ -12,6 +12,10 @@
 //! helpers that derive every child object name, and the CEL rules the API
 //! server enforces. It contains no client code.
 
+// Repeated `printcolumn(type_ = ...)` arguments of the CRD derive are distinct
+// columns, not duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod cluster;
 pub mod common;
 pub mod crd;

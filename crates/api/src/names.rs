@@ -19,6 +19,9 @@ pub const MAX_VOLUME_NAME_LEN: usize = 15;
 /// Longest name Kubernetes accepts for a DNS-1035 label (Service names, host names, label values).
 pub const DNS_LABEL_MAX_LEN: usize = 63;
 
+// Checked at compile time: a cluster name is used as a label value.
+const _: () = assert!(MAX_CLUSTER_NAME_LEN <= DNS_LABEL_MAX_LEN);
+
 /// Name of a PD or TiKV instance created by `group`, with a random `suffix`.
 pub fn instance(group: &str, suffix: &str) -> String {
     format!("{group}-{suffix}")
@@ -84,7 +87,6 @@ mod tests {
         assert!(config_map(&inst).len() <= DNS_LABEL_MAX_LEN);
         let volume = "v".repeat(MAX_VOLUME_NAME_LEN);
         assert!(pvc(&volume, &inst).len() <= DNS_LABEL_MAX_LEN);
-        assert!(MAX_CLUSTER_NAME_LEN <= DNS_LABEL_MAX_LEN);
     }
 
     #[test]

@@ -82,18 +82,19 @@ fn structural_violations(
         );
     }
     for junctor in ["anyOf", "oneOf", "allOf"] {
-        if let Some(Value::Array(branches)) = obj.get(junctor) {
-            if !int_or_string && junctor != "allOf" {
-                // Branches may only repeat value validations of what the node itself declares.
-                for (i, branch) in branches.iter().enumerate() {
-                    structural_violations(
-                        branch,
-                        &format!("{path}.{junctor}[{i}]"),
-                        true,
-                        out,
-                        preserve,
-                    );
-                }
+        // Branches may only repeat value validations of what the node itself declares.
+        if let Some(Value::Array(branches)) = obj.get(junctor)
+            && !int_or_string
+            && junctor != "allOf"
+        {
+            for (i, branch) in branches.iter().enumerate() {
+                structural_violations(
+                    branch,
+                    &format!("{path}.{junctor}[{i}]"),
+                    true,
+                    out,
+                    preserve,
+                );
             }
         }
     }
