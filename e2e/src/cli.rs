@@ -1,10 +1,172 @@
 //! `cargo xtask e2e ...` entry point.
 
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cluster::{self, UpOptions};
+use crate::config::{self, Layout};
+
 /// Arguments of `cargo xtask e2e`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: E2eCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum E2eCommand {
+    /// Start, stop or inspect the local environment.
+    Env {
+        #[command(subcommand)]
+        action: EnvAction,
+    },
+    /// Run the e2e tests (starts the environment if it is not up, and stops it afterwards
+    /// unless --keep-env).
+    Test(TestArgs),
+    /// Build (or reuse) the cached binaries: etcd, Kubernetes, kwok, pd-server.
+    Build,
+    /// Run a command with the environment's KUBECONFIG and hosts file (pod names resolve),
+    /// e.g. the operator out of cluster: `cargo xtask e2e exec -- target/debug/tikv-operator`.
+    Exec {
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum EnvAction {
+    /// Start the environment (building missing binaries first).
+    Up {
+        /// Fail instead of building missing binaries.
+        #[arg(long)]
+        skip_build: bool,
+    },
+    /// Stop every process of the environment and remove its state.
+    Down,
+    /// Show processes and API server health.
+    Status,
+    /// Print the tails of the environment's logs.
+    Logs {
+        /// Lines per log.
+        #[arg(long, default_value_t = 50)]
+        lines: usize,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// Leave the environment running after the tests.
+    #[arg(long)]
+    keep_env: bool,
+    /// Parallel tests per test binary.
+    #[arg(long, default_value_t = 2)]
+    test_threads: usize,
+    /// Test name filter and other arguments for the test harness.
+    #[arg(trailing_var_arg = true)]
+    filter: Vec<String>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
 
 /// Runs `cargo xtask e2e`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("the e2e environment is not built yet")
+pub fn run(args: Args) -> Result<()> {
+    let layout = Layout::from_env();
+    if std::env::var_os(cluster::AGENT_ENV).is_some() {
+        // Started by `env up` (see `cluster::spawn_agent`).
+        return runtime()?.block_on(crate::agent::run(layout));
+    }
+    match args.command {
+        E2eCommand::Env { action } => match action {
+            EnvAction::Up { skip_build } => {
+                runtime()?.block_on(cluster::up(&layout, &UpOptions { skip_build }))
+            }
+            EnvAction::Down => cluster::down(&layout),
+            EnvAction::Status => {
+                if runtime()?.block_on(cluster::status(&layout))? {
+                    Ok(())
+                } else {
+                    bail!("the e2e environment is not healthy")
+                }
+            }
+            EnvAction::Logs { lines } => {
+                println!("{}", cluster::logs_report(&layout, lines));
+                Ok(())
+            }
+        },
+        E2eCommand::Test(t) => test(&layout, &t),
+        E2eCommand::Build => cluster::build_binaries(),
+        E2eCommand::Exec { command } => exec(&layout, &command),
+    }
+}
+
+fn exec(layout: &Layout, command: &[String]) -> Result<()> {
+    if !cluster::is_up(layout) {
+        bail!("the e2e environment is not up: run `cargo xtask e2e env up`");
+    }
+    let mut argv = cluster::hosts_wrapper(layout);
+    argv.extend(command.iter().cloned());
+    let status = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("KUBECONFIG", layout.kubeconfig())
+        .env("TIKV_OPERATOR_E2E_STATE", &layout.root)
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn test(layout: &Layout, t: &TestArgs) -> Result<()> {
+    let was_up = cluster::is_up(layout);
+    let started = Instant::now();
+    if !was_up {
+        runtime()?.block_on(cluster::up(layout, &UpOptions::default()))?;
+    }
+    let env_ready = started.elapsed();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut argv = cluster::hosts_wrapper(layout);
+    argv.extend([
+        cargo,
+        "test".into(),
+        "-p".into(),
+        "tikv-operator-e2e".into(),
+        "--tests".into(),
+        "--".into(),
+        "--ignored".into(),
+        format!("--test-threads={}", t.test_threads),
+    ]);
+    argv.extend(t.filter.iter().cloned());
+    eprintln!("e2e: running tests: {}", argv[9..].join(" "));
+    let status = Command::new(&argv[0])
+        .args(&argv[1..])
+        .current_dir(config::repo_root())
+        .env("KUBECONFIG", layout.kubeconfig())
+        .env("TIKV_OPERATOR_E2E_STATE", &layout.root)
+        .env(crate::harness::E2E_ENV, "1")
+        .status()
+        .context("running cargo test")?;
+    eprintln!(
+        "e2e: environment ready after {:.1}s, tests took {:.1}s",
+        env_ready.as_secs_f64(),
+        (started.elapsed() - env_ready).as_secs_f64()
+    );
+    if !status.success() {
+        eprintln!("{}", cluster::logs_report(layout, 30));
+    }
+    if !was_up && !t.keep_env {
+        cluster::down(layout)?;
+    }
+    if !status.success() {
+        bail!("e2e tests failed ({status})");
+    }
+    Ok(())
 }

@@ -1,0 +1,325 @@
+//! Helpers for e2e tests: connect to the running environment, per-test namespaces that clean
+//! up after themselves, "apply this YAML", "wait until", "watch an invariant for the whole
+//! test", kubectl, and log reports for failures.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
+use kube::{Api, Client};
+
+use crate::cluster;
+use crate::config::{self, Layout};
+use crate::simulator::StoreStatus;
+
+/// Environment variable set by `cargo xtask e2e test`; tests fail without an environment.
+pub const E2E_ENV: &str = "TIKV_OPERATOR_E2E";
+
+/// A connection to the running environment.
+#[derive(Clone)]
+pub struct Env {
+    /// Administrator client.
+    pub client: Client,
+    /// Where the environment keeps its state.
+    pub layout: Layout,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").field("layout", &self.layout).finish()
+    }
+}
+
+impl Env {
+    /// Connects to the environment; fails (never skips) when it is not up.
+    pub async fn get() -> Result<Self> {
+        cluster::install_crypto_provider();
+        let layout = Layout::from_env();
+        if !cluster::is_up(&layout) {
+            bail!(
+                "the e2e environment is not up (state {}): run `cargo xtask e2e test`, or \
+                 `cargo xtask e2e env up` first",
+                layout.root.display()
+            );
+        }
+        let client = cluster::client(&layout).await?;
+        Ok(Self { client, layout })
+    }
+
+    /// Creates a namespace `e2e-<prefix>-<suffix>` (deleted when the value is dropped) and waits
+    /// until its default ServiceAccount exists.
+    pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let name = format!("e2e-{prefix}-{:x}", nanos ^ std::process::id());
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"e2e.tikv.org/test": prefix}},
+        }))?;
+        api.create(&PostParams::default(), &ns).await?;
+        let tn = TestNamespace {
+            name: name.clone(),
+            env: self.clone(),
+        };
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &name);
+        wait_until(
+            self,
+            "the namespace's default ServiceAccount",
+            Duration::from_secs(30),
+            || {
+                let sas = sas.clone();
+                async move { Ok(sas.get_opt("default").await?.map(|_| ())) }
+            },
+        )
+        .await?;
+        Ok(tn)
+    }
+
+    /// Server-side applies every document of `yaml` (namespaced objects go to `namespace`
+    /// unless they name their own).
+    pub async fn apply(&self, namespace: Option<&str>, yaml: &str) -> Result<Vec<DynamicObject>> {
+        let mut out = Vec::new();
+        for doc in crate::yaml::documents(yaml)? {
+            let mut obj: DynamicObject = serde_json::from_value(doc)?;
+            let tm = obj
+                .types
+                .clone()
+                .context("object without apiVersion/kind")?;
+            let gvk = GroupVersionKind::try_from(&tm)?;
+            let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk).await?;
+            let name = obj
+                .metadata
+                .name
+                .clone()
+                .context("object without metadata.name")?;
+            let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+                let ns = obj
+                    .metadata
+                    .namespace
+                    .clone()
+                    .or_else(|| namespace.map(str::to_string))
+                    .context("namespaced object without a namespace")?;
+                obj.metadata.namespace = Some(ns.clone());
+                Api::namespaced_with(self.client.clone(), &ns, &ar)
+            } else {
+                Api::all_with(self.client.clone(), &ar)
+            };
+            let applied = api
+                .patch(
+                    &name,
+                    &PatchParams::apply(cluster::FIELD_MANAGER).force(),
+                    &Patch::Apply(&obj),
+                )
+                .await
+                .with_context(|| format!("applying {} {name}", tm.kind))?;
+            out.push(applied);
+        }
+        Ok(out)
+    }
+
+    /// Runs kubectl against the environment; returns stdout, fails with stderr.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl_output(args)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs kubectl and returns its raw output (for commands expected to fail).
+    pub fn kubectl_output(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(config::binary("kubectl", config::K8S_VERSION))
+            .args(args)
+            .env("KUBECONFIG", self.layout.kubeconfig())
+            .output()?)
+    }
+
+    /// Tails of every log of the environment (control plane, agent, pd-server processes).
+    pub fn logs_report(&self) -> String {
+        cluster::logs_report(&self.layout, 30)
+    }
+
+    /// The status the store simulator reports for a TiKV pod.
+    pub fn store_status(&self, namespace: &str, pod: &str) -> Option<StoreStatus> {
+        let path = self.layout.stores().join(format!("{namespace}_{pod}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+
+    /// The repository's CRD manifests directory.
+    pub fn crd_dir(&self) -> std::path::PathBuf {
+        config::repo_root().join("manifests/crds")
+    }
+
+    /// GET on a PD member's HTTP API (`path` starts with `/pd/api/...`).
+    pub async fn pd_get(&self, addr: &str, path: &str) -> Result<serde_json::Value> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let resp = http.get(format!("http://{addr}{path}")).send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("GET {addr}{path}: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// DELETE on a PD member's HTTP API.
+    pub async fn pd_delete(&self, addr: &str, path: &str) -> Result<String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let resp = http.delete(format!("http://{addr}{path}")).send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("DELETE {addr}{path}: {status}: {text}");
+        }
+        Ok(text)
+    }
+}
+
+/// A namespace owned by one test; deleted (without waiting) when dropped.
+#[derive(Debug)]
+pub struct TestNamespace {
+    /// Its name.
+    pub name: String,
+    env: Env,
+}
+
+impl TestNamespace {
+    /// Applies YAML into this namespace.
+    pub async fn apply(&self, yaml: &str) -> Result<Vec<DynamicObject>> {
+        self.env.apply(Some(&self.name), yaml).await
+    }
+
+    /// Deletes the namespace and waits until it is gone (its pods and their processes too).
+    pub async fn cleanup(self) -> Result<()> {
+        let api: Api<Namespace> = Api::all(self.env.client.clone());
+        let _ = api.delete(&self.name, &DeleteParams::foreground()).await;
+        let name = self.name.clone();
+        wait_until(
+            &self.env,
+            &format!("namespace {name} deleted"),
+            Duration::from_secs(120),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move { Ok(api.get_opt(&name).await?.is_none().then_some(())) }
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new(config::binary("kubectl", config::K8S_VERSION))
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .env("KUBECONFIG", self.env.layout.kubeconfig())
+            .output();
+    }
+}
+
+/// Polls `check` every 500 ms until it returns `Some`; on timeout fails with the last error and
+/// the environment's logs.
+pub async fn wait_until<T, F, Fut>(
+    env: &Env,
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("(condition was never true)");
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out after {timeout:?} waiting for {what}; last error: {last}\n{}",
+                env.logs_report()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A condition checked in the background for the whole test.
+#[derive(Debug)]
+pub struct Invariant {
+    what: String,
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<Option<String>>,
+}
+
+impl Invariant {
+    /// Starts checking `check` every `interval`; the first failure is kept.
+    pub fn watch<F, Fut>(what: &str, interval: Duration, mut check: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let handle = tokio::spawn(async move {
+            while !stop2.load(Ordering::SeqCst) {
+                if let Err(e) = check().await {
+                    return Some(format!("{e:#}"));
+                }
+                tokio::time::sleep(interval).await;
+            }
+            None
+        });
+        Self {
+            what: what.to_string(),
+            stop,
+            handle,
+        }
+    }
+
+    /// Stops watching; fails if the invariant was ever violated.
+    pub async fn finish(self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.handle.await {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => bail!("invariant violated: {}: {e}", self.what),
+            Err(e) => bail!("invariant checker of {} panicked: {e}", self.what),
+        }
+    }
+}
+
+/// Reads a YAML fixture relative to the e2e crate (`e2e/<path>`).
+pub fn fixture(path: &str) -> Result<String> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+}

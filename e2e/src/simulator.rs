@@ -1,0 +1,373 @@
+//! TiKV store simulator: joins a real PD the way a TiKV store does (GetMembers ->
+//! IsBootstrapped -> Bootstrap for the first store -> AllocID -> PutStore -> StoreHeartbeat)
+//! and keeps heartbeating until PD says the store is tombstoned or it is stopped.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+use crate::proto::{metapb, pdpb};
+
+type Pd = pdpb::pd_client::PdClient<Channel>;
+
+/// What a simulated store needs to know (read from its pod).
+#[derive(Debug, Clone)]
+pub struct StoreParams {
+    /// PD endpoints (`host:port` or URLs).
+    pub pd_endpoints: Vec<String>,
+    /// Advertised gRPC address of the store (unique per store).
+    pub address: String,
+    /// Advertised status address.
+    pub status_address: String,
+    /// Version reported to PD, e.g. "8.5.5".
+    pub version: String,
+    /// Store labels.
+    pub labels: Vec<(String, String)>,
+    /// Where the store keeps its identity (the pod's data volume), if any.
+    pub data_dir: Option<PathBuf>,
+    /// Where the simulator writes its [`StoreStatus`].
+    pub status_file: PathBuf,
+    /// Heartbeat interval (PD wants one at least every 10 s).
+    pub heartbeat: Duration,
+    /// Leaders to report, for tests that look at counts.
+    pub capacity_bytes: u64,
+}
+
+/// Observable state of a simulated store (written as JSON to `status_file`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// PD store id, once allocated.
+    pub store_id: Option<u64>,
+    /// PD cluster id.
+    pub cluster_id: Option<u64>,
+    /// "Starting", "Registered", "Heartbeating", "Tombstone".
+    pub phase: String,
+    /// Heartbeats PD accepted.
+    pub heartbeats: u64,
+    /// Regions on this store (the bootstrap store holds the first one).
+    pub region_count: u32,
+    /// Whether this store bootstrapped the cluster.
+    pub bootstrapped_cluster: bool,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// The advertised address.
+    pub address: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Ident {
+    store_id: u64,
+    cluster_id: u64,
+    region_count: u32,
+    bootstrapped_cluster: bool,
+}
+
+/// A PD business error (`header.error`).
+#[derive(Debug)]
+struct PdError {
+    kind: pdpb::ErrorType,
+    message: String,
+}
+
+impl std::fmt::Display for PdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PD error {:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for PdError {}
+
+fn check(header: Option<pdpb::ResponseHeader>) -> Result<()> {
+    if let Some(err) = header.and_then(|h| h.error) {
+        let kind = pdpb::ErrorType::try_from(err.r#type).unwrap_or(pdpb::ErrorType::Unknown);
+        if kind != pdpb::ErrorType::Ok {
+            return Err(PdError {
+                kind,
+                message: err.message,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn pd_error_kind(e: &anyhow::Error) -> Option<pdpb::ErrorType> {
+    e.downcast_ref::<PdError>().map(|p| p.kind)
+}
+
+fn url(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+async fn connect(endpoint: &str) -> Result<Pd> {
+    let channel = Channel::from_shared(url(endpoint))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to PD at {endpoint}"))?;
+    Ok(Pd::new(channel))
+}
+
+/// Finds the PD leader through any endpoint; returns (cluster id, client to the leader).
+async fn connect_leader(endpoints: &[String]) -> Result<(u64, Pd)> {
+    let mut errors = Vec::new();
+    for ep in endpoints {
+        let attempt = async {
+            let mut c = connect(ep).await?;
+            let resp = c
+                .get_members(pdpb::GetMembersRequest { header: None })
+                .await?
+                .into_inner();
+            check(resp.header.clone())?;
+            let cluster_id = resp.header.map(|h| h.cluster_id).unwrap_or_default();
+            let leader = resp
+                .leader
+                .and_then(|l| l.client_urls.into_iter().next())
+                .ok_or_else(|| anyhow!("PD at {ep} has no leader yet"))?;
+            let leader_client = connect(&leader).await?;
+            anyhow::Ok((cluster_id, leader_client))
+        };
+        match attempt.await {
+            Ok(r) => return Ok(r),
+            Err(e) => errors.push(format!("{ep}: {e:#}")),
+        }
+    }
+    bail!("no PD leader reachable: {}", errors.join("; "))
+}
+
+fn header(cluster_id: u64) -> Option<pdpb::RequestHeader> {
+    Some(pdpb::RequestHeader {
+        cluster_id,
+        sender_id: 0,
+    })
+}
+
+async fn alloc_id(pd: &mut Pd, cluster_id: u64) -> Result<u64> {
+    let r = pd
+        .alloc_id(pdpb::AllocIdRequest {
+            header: header(cluster_id),
+        })
+        .await?
+        .into_inner();
+    check(r.header)?;
+    Ok(r.id)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+struct Sim {
+    p: StoreParams,
+    status: StoreStatus,
+    start: u64,
+}
+
+impl Sim {
+    fn save(&self) {
+        if let Ok(text) = serde_json::to_string_pretty(&self.status) {
+            let tmp = self.p.status_file.with_extension("tmp");
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, &self.p.status_file);
+            }
+        }
+    }
+
+    fn ident_path(&self) -> Option<PathBuf> {
+        self.p
+            .data_dir
+            .as_ref()
+            .map(|d| d.join("e2e-store-ident.json"))
+    }
+
+    fn load_ident(&self) -> Option<Ident> {
+        let text = std::fs::read_to_string(self.ident_path()?).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn save_ident(&self, ident: &Ident) -> Result<()> {
+        if let Some(path) = self.ident_path() {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(path, serde_json::to_string(ident)?)?;
+        }
+        Ok(())
+    }
+
+    fn store(&self, id: u64) -> metapb::Store {
+        metapb::Store {
+            id,
+            address: self.p.address.clone(),
+            state: metapb::StoreState::Up as i32,
+            labels: self
+                .p
+                .labels
+                .iter()
+                .map(|(k, v)| metapb::StoreLabel {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            version: self.p.version.clone(),
+            peer_address: self.p.address.clone(),
+            status_address: self.p.status_address.clone(),
+            git_hash: "e2e-store-simulator".into(),
+            start_timestamp: i64::try_from(self.start).unwrap_or_default(),
+            deploy_path: "/".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Registers the store (bootstrapping the cluster if nobody did); returns its ident.
+    async fn register(&mut self, pd: &mut Pd, cluster_id: u64) -> Result<Ident> {
+        if let Some(ident) = self.load_ident()
+            && ident.cluster_id == cluster_id
+        {
+            return Ok(ident);
+        }
+        let r = pd
+            .is_bootstrapped(pdpb::IsBootstrappedRequest {
+                header: header(cluster_id),
+            })
+            .await?
+            .into_inner();
+        check(r.header)?;
+        let store_id = alloc_id(pd, cluster_id).await?;
+        let mut ident = Ident {
+            store_id,
+            cluster_id,
+            region_count: 0,
+            bootstrapped_cluster: false,
+        };
+        if !r.bootstrapped {
+            let region_id = alloc_id(pd, cluster_id).await?;
+            let peer_id = alloc_id(pd, cluster_id).await?;
+            let region = metapb::Region {
+                id: region_id,
+                start_key: Vec::new(),
+                end_key: Vec::new(),
+                region_epoch: Some(metapb::RegionEpoch {
+                    conf_ver: 1,
+                    version: 1,
+                }),
+                peers: vec![metapb::Peer {
+                    id: peer_id,
+                    store_id,
+                }],
+            };
+            let resp = pd
+                .bootstrap(pdpb::BootstrapRequest {
+                    header: header(cluster_id),
+                    store: Some(self.store(store_id)),
+                    region: Some(region),
+                })
+                .await?
+                .into_inner();
+            match check(resp.header) {
+                Ok(()) => {
+                    ident.region_count = 1;
+                    ident.bootstrapped_cluster = true;
+                }
+                Err(e) if pd_error_kind(&e) == Some(pdpb::ErrorType::AlreadyBootstrapped) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.save_ident(&ident)?;
+        Ok(ident)
+    }
+
+    async fn session(&mut self) -> Result<bool> {
+        let (cluster_id, mut pd) = connect_leader(&self.p.pd_endpoints).await?;
+        self.status.cluster_id = Some(cluster_id);
+        let ident = self.register(&mut pd, cluster_id).await?;
+        self.status.store_id = Some(ident.store_id);
+        self.status.region_count = ident.region_count;
+        self.status.bootstrapped_cluster = ident.bootstrapped_cluster;
+        let r = pd
+            .put_store(pdpb::PutStoreRequest {
+                header: header(cluster_id),
+                store: Some(self.store(ident.store_id)),
+            })
+            .await?
+            .into_inner();
+        if let Err(e) = check(r.header) {
+            if pd_error_kind(&e) == Some(pdpb::ErrorType::StoreTombstone) {
+                return Ok(true);
+            }
+            return Err(e);
+        }
+        self.status.phase = "Registered".into();
+        self.save();
+        loop {
+            let used = 1 << 20;
+            let stats = pdpb::StoreStats {
+                store_id: ident.store_id,
+                capacity: self.p.capacity_bytes,
+                available: self.p.capacity_bytes - used,
+                used_size: used,
+                region_count: ident.region_count,
+                start_time: u32::try_from(self.start).unwrap_or_default(),
+                ..Default::default()
+            };
+            let r = pd
+                .store_heartbeat(pdpb::StoreHeartbeatRequest {
+                    header: header(cluster_id),
+                    stats: Some(stats),
+                })
+                .await?
+                .into_inner();
+            if let Err(e) = check(r.header) {
+                if pd_error_kind(&e) == Some(pdpb::ErrorType::StoreTombstone) {
+                    return Ok(true);
+                }
+                return Err(e);
+            }
+            self.status.heartbeats += 1;
+            self.status.phase = "Heartbeating".into();
+            self.status.last_error = None;
+            self.save();
+            tokio::time::sleep(self.p.heartbeat).await;
+        }
+    }
+}
+
+/// Runs a simulated store until PD tombstones it (returns Ok) or the task is aborted.
+pub async fn run(p: StoreParams) -> Result<()> {
+    let mut sim = Sim {
+        status: StoreStatus {
+            phase: "Starting".into(),
+            address: p.address.clone(),
+            ..Default::default()
+        },
+        start: now_secs(),
+        p,
+    };
+    sim.save();
+    loop {
+        match sim.session().await {
+            Ok(true) => {
+                sim.status.phase = "Tombstone".into();
+                sim.save();
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                sim.status.last_error = Some(format!("{e:#}"));
+                sim.save();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
