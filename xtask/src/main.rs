@@ -1,5 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 
+mod api_doc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -37,7 +39,11 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::GenCrds { check } => gen_crds(&project_root().join("manifests/crds"), check),
+        Command::GenCrds { check } => {
+            let root = project_root();
+            gen_crds(&root.join("manifests/crds"), check)?;
+            gen_api_doc(&root.join("docs/api.md"), check)
+        }
         Command::E2e(args) => tikv_operator_e2e::cli::run(args),
     }
 }
@@ -110,6 +116,24 @@ fn gen_crds(dir: &Path, check: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Generates (or, with `check`, verifies) the API reference.
+fn gen_api_doc(path: &Path, check: bool) -> anyhow::Result<()> {
+    let doc = api_doc::render(&tikv_operator_api::all_crds());
+    let current = std::fs::read_to_string(path).ok();
+    if current.as_deref() == Some(doc.as_str()) {
+        return Ok(());
+    }
+    if check {
+        bail!(
+            "{} is stale; run `cargo xtask gen-crds` and commit the result",
+            path.display()
+        );
+    }
+    std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -146,5 +170,30 @@ mod tests {
         gen_crds(&dir, false).unwrap();
         gen_crds(&dir, true).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn api_doc_covers_every_kind_and_field() {
+        let doc = api_doc::render(&tikv_operator_api::all_crds());
+        for kind in [
+            "## Cluster",
+            "## PDGroup",
+            "## PD\n",
+            "## TiKVGroup",
+            "## TiKV\n",
+        ] {
+            assert!(doc.contains(kind), "missing {kind}");
+        }
+        for field in [
+            "`spec.template.spec.volumes[].mounts[].type`",
+            "`spec.tlsCluster.enabled`",
+            "`status.leaderCount`",
+            "`spec.offline`",
+            "`spec.template.spec.server.labels`",
+        ] {
+            assert!(doc.contains(field), "missing {field}");
+        }
+        assert!(doc.contains("*topology is immutable*"));
+        assert!(doc.contains("`server.addr`"));
     }
 }
