@@ -140,6 +140,7 @@ fn test(layout: &Layout, t: &TestArgs) -> Result<()> {
         "-p".into(),
         "tikv-operator-e2e".into(),
         "--tests".into(),
+        "--no-fail-fast".into(),
         "--".into(),
         "--ignored".into(),
         format!("--test-threads={}", t.test_threads),

@@ -1,0 +1,311 @@
+//! Self-test of the environment: scheduling onto zone nodes with volumes, real PD processes
+//! behind PD pods, and the store simulator against that PD.
+//!
+//! Run with `cargo xtask e2e test` (the tests are ignored in a plain `cargo test`).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
+use kube::Api;
+use kube::api::DeleteParams;
+use serde_json::Value;
+use tikv_operator_e2e::fixtures;
+use tikv_operator_e2e::harness::{Env, Invariant, TestNamespace, wait_until};
+
+async fn pod_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    wait_until(
+        env,
+        &format!("pod {ns}/{name} running with an IP"),
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            let name = name.to_string();
+            async move {
+                let p = pods.get(&name).await?;
+                let st = p.status.unwrap_or_default();
+                Ok((st.phase.as_deref() == Some("Running"))
+                    .then_some(st.pod_ip)
+                    .flatten())
+            }
+        },
+    )
+    .await
+}
+
+/// Starts a PD cluster of `replicas` members and waits until it has a leader and every member.
+async fn pd_cluster(env: &Env, ns: &TestNamespace, replicas: usize) -> Result<(String, Value)> {
+    ns.apply(&fixtures::pd_cluster(&ns.name, "e2e", replicas))
+        .await?;
+    let ip = pod_ip(env, &ns.name, "e2e-pd-0").await?;
+    let addr = format!("{ip}:2379");
+    let members = wait_until(
+        env,
+        "PD members with a leader",
+        Duration::from_secs(90),
+        || {
+            let env = env.clone();
+            let addr = addr.clone();
+            async move {
+                let m = env.pd_get(&addr, "/pd/api/v1/members").await?;
+                let n = m["members"].as_array().map_or(0, Vec::len);
+                let has_leader = m["leader"]["name"].as_str().is_some_and(|s| !s.is_empty());
+                Ok((n == replicas && has_leader).then_some(m))
+            }
+        },
+    )
+    .await?;
+    Ok((addr, members))
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn pod_with_volume_is_scheduled_to_a_zone_node() -> Result<()> {
+    let env = Env::get().await?;
+    let ns = env.namespace("sched").await?;
+    ns.apply(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 1Gi
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: app
+spec:
+  nodeSelector:
+    topology.kubernetes.io/zone: zone-b
+  containers:
+  - name: app
+    image: example.invalid/app:1
+    volumeMounts:
+    - name: data
+      mountPath: /data
+  volumes:
+  - name: data
+    persistentVolumeClaim:
+      claimName: data
+"#,
+    )
+    .await?;
+    pod_ip(&env, &ns.name, "app").await?;
+    let pod = Api::<Pod>::namespaced(env.client.clone(), &ns.name)
+        .get("app")
+        .await?;
+    let node_name = pod
+        .spec
+        .and_then(|s| s.node_name)
+        .context("pod not scheduled")?;
+    let node = Api::<Node>::all(env.client.clone()).get(&node_name).await?;
+    let zone = node
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .get("topology.kubernetes.io/zone")
+        .cloned();
+    ensure!(
+        zone.as_deref() == Some("zone-b"),
+        "scheduled to {node_name} in {zone:?}"
+    );
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(env.client.clone(), &ns.name)
+        .get("data")
+        .await?;
+    let phase = pvc.status.and_then(|s| s.phase);
+    ensure!(phase.as_deref() == Some("Bound"), "claim is {phase:?}");
+    ns.cleanup().await
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn three_pd_pods_form_a_cluster_with_a_leader() -> Result<()> {
+    let env = Env::get().await?;
+    let ns = env.namespace("pd").await?;
+    let (addr, members) = pd_cluster(&env, &ns, 3).await?;
+    let names: Vec<&str> = members["members"]
+        .as_array()
+        .context("no members")?
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    ensure!(names.len() == 3, "members: {names:?}");
+
+    // Deleting a pod stops its pd-server; recreating it starts a new one on the same volume.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns.name);
+    pods.delete("e2e-pd-2", &DeleteParams::default()).await?;
+    wait_until(
+        &env,
+        "PD member e2e-pd-2 unhealthy",
+        Duration::from_secs(60),
+        || {
+            let env = env.clone();
+            let addr = addr.clone();
+            async move {
+                let h = env.pd_get(&addr, "/pd/api/v1/health").await?;
+                let healthy = h
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["name"] == "e2e-pd-2" && m["health"] == true);
+                Ok((!healthy).then_some(()))
+            }
+        },
+    )
+    .await?;
+    ns.apply(&fixtures::pd_cluster(&ns.name, "e2e", 3)).await?;
+    wait_until(
+        &env,
+        "PD member e2e-pd-2 healthy again",
+        Duration::from_secs(90),
+        || {
+            let env = env.clone();
+            let addr = addr.clone();
+            async move {
+                let h = env.pd_get(&addr, "/pd/api/v1/health").await?;
+                let healthy = h
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|m| m["health"] == true)
+                    .count();
+                Ok((healthy == 3).then_some(()))
+            }
+        },
+    )
+    .await?;
+    ns.cleanup().await
+}
+
+async fn store_states(env: &Env, addr: &str) -> Result<Vec<(u64, String, String)>> {
+    let v = env
+        .pd_get(addr, "/pd/api/v1/stores?state=0&state=1&state=2")
+        .await?;
+    Ok(v["stores"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["store"]["id"].as_u64().unwrap_or_default(),
+                s["store"]["address"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                s["store"]["state_name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect())
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn simulated_stores_register_and_a_deleted_store_ends_tombstone() -> Result<()> {
+    let env = Env::get().await?;
+    let ns = env.namespace("stores").await?;
+    let (addr, _) = pd_cluster(&env, &ns, 3).await?;
+    // PD must stay with a leader for the whole test.
+    let inv = {
+        let env = env.clone();
+        let addr = addr.clone();
+        Invariant::watch("PD has a leader", Duration::from_secs(2), move || {
+            let env = env.clone();
+            let addr = addr.clone();
+            async move {
+                let l = env.pd_get(&addr, "/pd/api/v1/leader").await?;
+                ensure!(
+                    l["name"].as_str().is_some_and(|n| !n.is_empty()),
+                    "no leader: {l}"
+                );
+                Ok(())
+            }
+        })
+    };
+    for i in 0..3 {
+        ns.apply(&fixtures::tikv_pod(&ns.name, "e2e", i)).await?;
+    }
+    let stores = wait_until(&env, "3 stores Up", Duration::from_secs(90), || {
+        let env = env.clone();
+        let addr = addr.clone();
+        async move {
+            let s = store_states(&env, &addr).await?;
+            Ok((s.len() == 3 && s.iter().all(|(_, _, st)| st == "Up")).then_some(s))
+        }
+    })
+    .await?;
+    let status = env
+        .store_status(&ns.name, "e2e-tikv-0")
+        .context("no simulator status for e2e-tikv-0")?;
+    ensure!(
+        stores.iter().any(|(_, a, _)| *a == status.address),
+        "store of e2e-tikv-0 ({}) not in PD: {stores:?}",
+        status.address
+    );
+    let v = env.pd_get(&addr, "/pd/api/v1/stores").await?;
+    ensure!(
+        v["stores"][0]["store"]["version"] == "8.5.5",
+        "store version: {}",
+        v["stores"][0]["store"]["version"]
+    );
+
+    // A fourth store, then delete one that holds no region: Offline -> Tombstone, and its
+    // simulator stops.
+    ns.apply(&fixtures::tikv_pod(&ns.name, "e2e", 3)).await?;
+    wait_until(&env, "4 stores Up", Duration::from_secs(60), || {
+        let env = env.clone();
+        let addr = addr.clone();
+        async move {
+            let s = store_states(&env, &addr).await?;
+            Ok((s.len() == 4 && s.iter().all(|(_, _, st)| st == "Up")).then_some(()))
+        }
+    })
+    .await?;
+    let victim = (0..4)
+        .filter_map(|i| {
+            env.store_status(&ns.name, &format!("e2e-tikv-{i}"))
+                .map(|s| (i, s))
+        })
+        .find(|(_, s)| !s.bootstrapped_cluster && s.store_id.is_some())
+        .context("no non-bootstrap store")?;
+    let id = victim.1.store_id.unwrap_or_default();
+    env.pd_delete(&addr, &format!("/pd/api/v1/store/{id}"))
+        .await?;
+    wait_until(
+        &env,
+        &format!("store {id} Tombstone"),
+        Duration::from_secs(90),
+        || {
+            let env = env.clone();
+            let addr = addr.clone();
+            async move {
+                let s = store_states(&env, &addr).await?;
+                Ok(s.iter()
+                    .any(|(sid, _, st)| *sid == id && st == "Tombstone")
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    let pod = format!("e2e-tikv-{}", victim.0);
+    wait_until(
+        &env,
+        "the simulator of the tombstoned store stops",
+        Duration::from_secs(30),
+        || {
+            let st = env.store_status(&ns.name, &pod);
+            async move { Ok(st.filter(|s| s.phase == "Tombstone").map(|_| ())) }
+        },
+    )
+    .await?;
+    inv.finish().await?;
+    ns.cleanup().await
+}
