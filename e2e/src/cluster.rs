@@ -169,14 +169,26 @@ where
     }
 }
 
-/// A report of the environment's logs (tails), for failures.
+/// A report of the environment's logs (tails), for failures: the control plane and the agent,
+/// plus the logs of pod processes written in the last five minutes.
 pub fn logs_report(layout: &Layout, lines: usize) -> String {
     let mut out = String::new();
     let mut files: Vec<PathBuf> = fs::read_dir(layout.logs())
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     files.sort();
+    let recent = |p: &Path| {
+        fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < Duration::from_secs(300))
+    };
     for f in files {
+        let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if !COMPONENTS.contains(&name) && !recent(&f) {
+            continue;
+        }
         let _ = writeln!(
             out,
             "----- {} (last {lines} lines) -----\n{}",
@@ -393,7 +405,7 @@ async fn up_inner(layout: &Layout) -> Result<()> {
     eprintln!("e2e: starting the agent (provisioner, pod hosts, PD processes, store simulator)");
     spawn_agent(layout)?;
 
-    if let Err(e) = install_crds(&client, &config::repo_root().join("manifests/crds")).await {
+    if let Err(e) = install_crds(&client, &config::crd_dir()).await {
         // Reported, not fatal: the CRD tests fail on it with the API server's message.
         eprintln!("e2e: WARNING: the API server rejected CRDs: {e:#}");
     }

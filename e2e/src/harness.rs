@@ -162,9 +162,9 @@ impl Env {
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
     }
 
-    /// The repository's CRD manifests directory.
+    /// The CRD manifests directory (see [`config::crd_dir`]).
     pub fn crd_dir(&self) -> std::path::PathBuf {
-        config::repo_root().join("manifests/crds")
+        config::crd_dir()
     }
 
     /// GET on a PD member's HTTP API (`path` starts with `/pd/api/...`).
