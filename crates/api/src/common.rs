@@ -113,6 +113,7 @@ pub struct VolumeMount {
 pub struct Volume {
     /// Volume name: a DNS-1035 label of at most 15 characters. One volume
     /// must be named `data`.
+    #[schemars(length(max = 63))]
     #[schemars(extend("x-kubernetes-validations" = rules::volume_name()))]
     pub name: String,
     /// Where the volume is mounted.

@@ -33,6 +33,17 @@ pub const RESTARTED_AT: &str = "core.tikv.org/restarted-at";
 /// removed first.
 pub const DELETE_PRIORITY: &str = "core.tikv.org/delete-priority";
 
+/// Annotation on a PD instance created while its PD cluster was bootstrapped:
+/// the comma-separated names of every initial member. Such an instance starts
+/// with `initial-cluster`; an instance without it joins the running cluster.
+/// Written once at creation and never changed.
+pub const PD_BOOTSTRAP_MEMBERS: &str = "core.tikv.org/pd-bootstrap-members";
+
+/// Annotation the operator stamps on every object it applies: a hash of the
+/// desired object. An apply is skipped when the cached object carries the same
+/// hash and still contains every desired field.
+pub const APPLIED_HASH: &str = "core.tikv.org/applied-hash";
+
 /// Finalizer the operator puts on objects whose deletion needs ordered
 /// cleanup (groups, instances, the Cluster).
 pub const FINALIZER: &str = "core.tikv.org/finalizer";

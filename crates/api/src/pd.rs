@@ -85,6 +85,7 @@ pub struct PDTemplate {
 pub struct PDTemplateSpec {
     /// PD version, a semantic version such as `v8.5.5`. Also the image tag
     /// unless `image` carries one. Downgrades are refused.
+    #[schemars(length(max = 128))]
     #[schemars(extend("x-kubernetes-validations" = rules::semver_version()))]
     pub version: String,
     /// Image without tag (default `pingcap/pd`), or with a tag or digest to pin it.

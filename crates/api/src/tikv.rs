@@ -89,6 +89,7 @@ pub struct TiKVTemplate {
 pub struct TiKVTemplateSpec {
     /// TiKV version, a semantic version such as `v8.5.5`. Also the image tag
     /// unless `image` carries one. Downgrades are refused.
+    #[schemars(length(max = 128))]
     #[schemars(extend("x-kubernetes-validations" = rules::semver_version()))]
     pub version: String,
     /// Image without tag (default `pingcap/tikv`), or with a tag or digest to pin it.

@@ -325,3 +325,46 @@ fn names_subresources_and_columns() {
         );
     }
 }
+
+/// The API server estimates the worst-case cost of every CEL rule from the
+/// schema bounds and rejects the CRD when it is over budget. Unbounded strings
+/// and lists are what blow the estimate, so: every string a rule inspects has a
+/// `maxLength`, and every list on the path to a rule has a `maxItems`.
+fn unbounded_rule_inputs(
+    node: &Value,
+    path: &str,
+    lists_above_bounded: bool,
+    out: &mut Vec<String>,
+) {
+    let has_rules = node.get("x-kubernetes-validations").is_some();
+    let ty = node.get("type").and_then(Value::as_str);
+    if has_rules {
+        if ty == Some("string") && node.get("maxLength").is_none() {
+            out.push(format!("{path}: string with CEL rules has no maxLength"));
+        }
+        if ty == Some("array") && node.get("maxItems").is_none() {
+            out.push(format!("{path}: list with CEL rules has no maxItems"));
+        }
+        if !lists_above_bounded {
+            out.push(format!("{path}: CEL rules inside a list without maxItems"));
+        }
+    }
+    if let Some(Value::Object(props)) = node.get("properties") {
+        for (name, child) in props {
+            unbounded_rule_inputs(child, &format!("{path}.{name}"), lists_above_bounded, out);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        let bounded = lists_above_bounded && node.get("maxItems").is_some();
+        unbounded_rule_inputs(items, &format!("{path}[]"), bounded, out);
+    }
+}
+
+#[test]
+fn cel_rule_inputs_are_bounded() {
+    for (name, schema) in schemas() {
+        let mut problems = Vec::new();
+        unbounded_rule_inputs(&schema, "", true, &mut problems);
+        assert!(problems.is_empty(), "{name}:\n{}", problems.join("\n"));
+    }
+}
