@@ -29,6 +29,17 @@ over by changing `apiVersion`.
 `kubectl get instance` list groups and instances. Short names: `tkc` (Cluster), `pdg`
 (PDGroup), `pdi` (PD), `kvg` (TiKVGroup), `kv` (TiKV). TiKV instances themselves are
 `kubectl get tikvs` (the singular `tikv` is taken by the category).
+
+Where this API differs from tidb-operator v2:
+
+- `TiKVGroup.spec.template.spec.server.labels` holds the store labels reported to PD (v2 has
+  no such field); the operator adds the node's topology labels named by PD's
+  `location-labels`. `server.labels` in `config` is therefore rejected.
+- The TiKV status port is `server.ports.status` (serialised as `status`).
+- `volumes[].mounts[].type` is optional (a mount may give only `mountPath`); the only
+  well-known type so far is `data`.
+- Instance status carries PD/TiKV state directly (`status.isLeader`, `status.state`,
+  `status.leaderCount`, `status.regionCount`).
 ";
 
 /// Renders the whole reference.

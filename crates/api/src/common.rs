@@ -142,8 +142,9 @@ pub struct Overlay {
     pub pod: Option<PodOverlay>,
     /// Overlays of PVCs, by volume name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
-    pub persistent_volume_claims: Vec<NamedPersistentVolumeClaimOverlay>,
+    pub volume_claims: Vec<NamedPersistentVolumeClaimOverlay>,
 }
 
 /// Overlay of a Pod.
@@ -167,7 +168,7 @@ pub struct NamedPersistentVolumeClaimOverlay {
     /// Name of the volume (from `volumes[].name`) whose PVC is overlaid.
     pub name: String,
     /// The overlay.
-    pub persistent_volume_claim: PersistentVolumeClaimOverlay,
+    pub volume_claim: PersistentVolumeClaimOverlay,
 }
 
 /// Overlay of a PVC.

@@ -167,14 +167,14 @@ fn the_walker_catches_non_structural_constructs() {
 fn unknown_fields_are_preserved_only_in_overlay_specs() {
     let overlay_specs: BTreeSet<String> = [
         ".spec.template.spec.overlay.pod.spec",
-        ".spec.template.spec.overlay.persistentVolumeClaims[].persistentVolumeClaim.spec",
+        ".spec.template.spec.overlay.volumeClaims[].volumeClaim.spec",
     ]
     .into_iter()
     .map(str::to_owned)
     .collect();
     let instance_specs: BTreeSet<String> = [
         ".spec.overlay.pod.spec",
-        ".spec.overlay.persistentVolumeClaims[].persistentVolumeClaim.spec",
+        ".spec.overlay.volumeClaims[].volumeClaim.spec",
     ]
     .into_iter()
     .map(str::to_owned)
