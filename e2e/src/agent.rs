@@ -65,6 +65,7 @@ struct Agent {
     pd_binary: PathBuf,
     pds: HashMap<String, PdRun>,
     stores: HashMap<String, tokio::task::JoinHandle<()>>,
+    world: crate::raftsim::World,
     hosts_base: String,
     hosts_last: String,
 }
@@ -80,6 +81,7 @@ pub async fn run(layout: Layout) -> Result<()> {
         layout,
         pds: HashMap::new(),
         stores: HashMap::new(),
+        world: crate::raftsim::World::default(),
         hosts_base,
         hosts_last: String::new(),
     };
@@ -684,6 +686,7 @@ impl Agent {
             status_file: self.layout.stores().join(format!("{}.json", key(pod))),
             heartbeat: Duration::from_secs(5),
             capacity_bytes: 100 << 30,
+            world: self.world.clone(),
         })
     }
 

@@ -181,6 +181,55 @@ impl Env {
         Ok(serde_json::from_str(&text)?)
     }
 
+    /// POST of a JSON body to a PD member's HTTP API.
+    pub async fn pd_post(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let resp = http
+            .post(format!("http://{addr}{path}"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body)?)
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("POST {addr}{path}: {status}: {text}");
+        }
+        Ok(text)
+    }
+
+    /// Stores as PD's HTTP API reports them (all states), as (id, state name, leaders, regions).
+    pub async fn pd_stores(&self, addr: &str) -> Result<Vec<PdStore>> {
+        let v = self
+            .pd_get(addr, "/pd/api/v1/stores?state=0&state=1&state=2")
+            .await?;
+        Ok(v["stores"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| PdStore {
+                id: s["store"]["id"].as_u64().unwrap_or_default(),
+                address: s["store"]["address"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                state: s["store"]["state_name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                leaders: s["status"]["leader_count"].as_u64().unwrap_or_default(),
+                regions: s["status"]["region_count"].as_u64().unwrap_or_default(),
+            })
+            .collect())
+    }
+
     /// DELETE on a PD member's HTTP API.
     pub async fn pd_delete(&self, addr: &str, path: &str) -> Result<String> {
         let http = reqwest::Client::builder()
@@ -194,6 +243,21 @@ impl Env {
         }
         Ok(text)
     }
+}
+
+/// A store as PD's HTTP API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PdStore {
+    /// Store id.
+    pub id: u64,
+    /// Advertised address.
+    pub address: String,
+    /// `state_name` (Up, Offline, Tombstone, Disconnected, Down, ...).
+    pub state: String,
+    /// Leaders PD counts on the store.
+    pub leaders: u64,
+    /// Region peers PD counts on the store.
+    pub regions: u64,
 }
 
 /// A namespace owned by one test; deleted (without waiting) when dropped.

@@ -15,5 +15,6 @@ pub mod pki;
 pub mod podspec;
 pub mod process;
 pub mod proto;
+pub mod raftsim;
 pub mod simulator;
 pub mod yaml;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use crate::proto::{metapb, pdpb};
+use crate::raftsim::{LiveGuard, World};
 
 type Pd = pdpb::pd_client::PdClient<Channel>;
 
@@ -32,8 +33,10 @@ pub struct StoreParams {
     pub status_file: PathBuf,
     /// Heartbeat interval (PD wants one at least every 10 s).
     pub heartbeat: Duration,
-    /// Leaders to report, for tests that look at counts.
+    /// Capacity reported in store heartbeats.
     pub capacity_bytes: u64,
+    /// Regions shared with the other simulated stores of the agent.
+    pub world: World,
 }
 
 /// Observable state of a simulated store (written as JSON to `status_file`).
@@ -47,8 +50,10 @@ pub struct StoreStatus {
     pub phase: String,
     /// Heartbeats PD accepted.
     pub heartbeats: u64,
-    /// Regions on this store (the bootstrap store holds the first one).
+    /// Regions with a peer on this store.
     pub region_count: u32,
+    /// Regions this store leads.
+    pub leader_count: u32,
     /// Whether this store bootstrapped the cluster.
     pub bootstrapped_cluster: bool,
     /// The last error, if any.
@@ -172,6 +177,7 @@ struct Sim {
     p: StoreParams,
     status: StoreStatus,
     start: u64,
+    live: Option<LiveGuard>,
 }
 
 impl Sim {
@@ -265,13 +271,14 @@ impl Sim {
                 peers: vec![metapb::Peer {
                     id: peer_id,
                     store_id,
+                    role: metapb::PeerRole::Voter as i32,
                 }],
             };
             let resp = pd
                 .bootstrap(pdpb::BootstrapRequest {
                     header: header(cluster_id),
                     store: Some(self.store(store_id)),
-                    region: Some(region),
+                    region: Some(region.clone()),
                 })
                 .await?
                 .into_inner();
@@ -279,6 +286,7 @@ impl Sim {
                 Ok(()) => {
                     ident.region_count = 1;
                     ident.bootstrapped_cluster = true;
+                    self.p.world.add_region(cluster_id, region, peer_id);
                 }
                 Err(e) if pd_error_kind(&e) == Some(pdpb::ErrorType::AlreadyBootstrapped) => {}
                 Err(e) => return Err(e),
@@ -309,37 +317,140 @@ impl Sim {
             return Err(e);
         }
         self.status.phase = "Registered".into();
+        self.live = Some(self.p.world.live(cluster_id, ident.store_id));
         self.save();
-        loop {
-            let used = 1 << 20;
-            let stats = pdpb::StoreStats {
-                store_id: ident.store_id,
-                capacity: self.p.capacity_bytes,
-                available: self.p.capacity_bytes - used,
-                used_size: used,
-                region_count: ident.region_count,
-                start_time: u32::try_from(self.start).unwrap_or_default(),
-                ..Default::default()
-            };
-            let r = pd
-                .store_heartbeat(pdpb::StoreHeartbeatRequest {
-                    header: header(cluster_id),
-                    stats: Some(stats),
-                })
-                .await?
-                .into_inner();
-            if let Err(e) = check(r.header) {
-                if pd_error_kind(&e) == Some(pdpb::ErrorType::StoreTombstone) {
-                    return Ok(true);
+
+        // Region heartbeats go over one stream per store, as in TiKV; PD answers on it with
+        // scheduling steps, which are applied to the shared regions at once.
+        let (tx, rx) = futures::channel::mpsc::unbounded::<pdpb::RegionHeartbeatRequest>();
+        let mut reader_client = pd.clone();
+        let world = self.p.world.clone();
+        let reader = AbortOnDrop(tokio::spawn(async move {
+            let mut stream = reader_client.region_heartbeat(rx).await?.into_inner();
+            while let Some(resp) = stream.message().await? {
+                if check(resp.header.clone()).is_err() {
+                    continue;
                 }
-                return Err(e);
+                if let Some(split) = &resp.split_region {
+                    if let Err(e) = split_region(
+                        &mut reader_client,
+                        &world,
+                        cluster_id,
+                        resp.region_id,
+                        &split.keys,
+                    )
+                    .await
+                    {
+                        println!(
+                            "store simulator: split of region {} failed: {e:#}",
+                            resp.region_id
+                        );
+                    }
+                } else if let Some(what) = world.apply(cluster_id, &resp) {
+                    println!("store simulator: {what}");
+                }
             }
-            self.status.heartbeats += 1;
+            anyhow::Ok(())
+        }));
+        let store_id = ident.store_id;
+        let mut last_store_heartbeat: Option<std::time::Instant> = None;
+        loop {
+            if reader.0.is_finished() {
+                bail!("region heartbeat stream closed");
+            }
+            for r in self.p.world.led_by(cluster_id, store_id) {
+                let req = pdpb::RegionHeartbeatRequest {
+                    header: header(cluster_id),
+                    leader: r.leader_peer().cloned(),
+                    region: Some(r.meta.clone()),
+                    pending_peers: Vec::new(),
+                    approximate_size: 1,
+                    approximate_keys: 1000,
+                    term: r.term,
+                };
+                tx.unbounded_send(req)
+                    .map_err(|_| anyhow!("region heartbeat stream closed"))?;
+            }
+            let (regions, leaders) = self.p.world.counts(cluster_id, store_id);
+            self.status.region_count = regions;
+            self.status.leader_count = leaders;
+            if last_store_heartbeat.is_none_or(|t| t.elapsed() >= self.p.heartbeat) {
+                last_store_heartbeat = Some(std::time::Instant::now());
+                let used = 1 << 20;
+                let stats = pdpb::StoreStats {
+                    store_id,
+                    capacity: self.p.capacity_bytes,
+                    available: self.p.capacity_bytes - used,
+                    used_size: used,
+                    region_count: regions,
+                    start_time: u32::try_from(self.start).unwrap_or_default(),
+                    ..Default::default()
+                };
+                let r = pd
+                    .store_heartbeat(pdpb::StoreHeartbeatRequest {
+                        header: header(cluster_id),
+                        stats: Some(stats),
+                    })
+                    .await?
+                    .into_inner();
+                if let Err(e) = check(r.header) {
+                    if pd_error_kind(&e) == Some(pdpb::ErrorType::StoreTombstone) {
+                        return Ok(true);
+                    }
+                    return Err(e);
+                }
+                self.status.heartbeats += 1;
+            }
             self.status.phase = "Heartbeating".into();
             self.status.last_error = None;
             self.save();
-            tokio::time::sleep(self.p.heartbeat).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+/// Splits a region as TiKV does when PD asks: AskBatchSplit for ids, split, ReportBatchSplit.
+async fn split_region(
+    pd: &mut Pd,
+    world: &World,
+    cluster_id: u64,
+    region_id: u64,
+    keys: &[Vec<u8>],
+) -> Result<()> {
+    let Some(region) = world.region(cluster_id, region_id) else {
+        return Ok(());
+    };
+    let r = pd
+        .ask_batch_split(pdpb::AskBatchSplitRequest {
+            header: header(cluster_id),
+            region: Some(region.meta.clone()),
+            split_count: u32::try_from(keys.len()).unwrap_or(u32::MAX),
+        })
+        .await?
+        .into_inner();
+    check(r.header)?;
+    let Some(regions) = world.split(cluster_id, region_id, keys, &r.ids) else {
+        return Ok(());
+    };
+    let n = regions.len();
+    let r = pd
+        .report_batch_split(pdpb::ReportBatchSplitRequest {
+            header: header(cluster_id),
+            regions,
+        })
+        .await?
+        .into_inner();
+    check(r.header)?;
+    println!("store simulator: split region {region_id} into {n}");
+    Ok(())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -353,11 +464,13 @@ pub async fn run(p: StoreParams) -> Result<()> {
         },
         start: now_secs(),
         p,
+        live: None,
     };
     sim.save();
     loop {
         match sim.session().await {
             Ok(true) => {
+                sim.live = None;
                 sim.status.phase = "Tombstone".into();
                 sim.save();
                 return Ok(());

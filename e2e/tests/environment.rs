@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::Value;
 use tikv_operator_e2e::fixtures;
-use tikv_operator_e2e::harness::{Env, Invariant, TestNamespace, wait_until};
+use tikv_operator_e2e::harness::{Env, Invariant, PdStore, TestNamespace, wait_until};
 
 async fn pod_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
@@ -183,30 +183,6 @@ async fn three_pd_pods_form_a_cluster_with_a_leader() -> Result<()> {
     ns.cleanup().await
 }
 
-async fn store_states(env: &Env, addr: &str) -> Result<Vec<(u64, String, String)>> {
-    let v = env
-        .pd_get(addr, "/pd/api/v1/stores?state=0&state=1&state=2")
-        .await?;
-    Ok(v["stores"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            (
-                s["store"]["id"].as_u64().unwrap_or_default(),
-                s["store"]["address"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                s["store"]["state_name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect())
-}
-
 #[tokio::test]
 #[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
 async fn simulated_stores_register_and_a_deleted_store_ends_tombstone() -> Result<()> {
@@ -237,8 +213,8 @@ async fn simulated_stores_register_and_a_deleted_store_ends_tombstone() -> Resul
         let env = env.clone();
         let addr = addr.clone();
         async move {
-            let s = store_states(&env, &addr).await?;
-            Ok((s.len() == 3 && s.iter().all(|(_, _, st)| st == "Up")).then_some(s))
+            let s = env.pd_stores(&addr).await?;
+            Ok((s.len() == 3 && s.iter().all(|s| s.state == "Up")).then_some(s))
         }
     })
     .await?;
@@ -246,7 +222,7 @@ async fn simulated_stores_register_and_a_deleted_store_ends_tombstone() -> Resul
         .store_status(&ns.name, "e2e-tikv-0")
         .context("no simulator status for e2e-tikv-0")?;
     ensure!(
-        stores.iter().any(|(_, a, _)| *a == status.address),
+        stores.iter().any(|s| s.address == status.address),
         "store of e2e-tikv-0 ({}) not in PD: {stores:?}",
         status.address
     );
@@ -257,15 +233,15 @@ async fn simulated_stores_register_and_a_deleted_store_ends_tombstone() -> Resul
         v["stores"][0]["store"]["version"]
     );
 
-    // A fourth store, then delete one that holds no region: Offline -> Tombstone, and its
-    // simulator stops.
+    // A fourth store, then delete one: PD moves its region peers away (the simulators apply
+    // PD's steps), the store ends Tombstone and its simulator stops.
     ns.apply(&fixtures::tikv_pod(&ns.name, "e2e", 3)).await?;
     wait_until(&env, "4 stores Up", Duration::from_secs(60), || {
         let env = env.clone();
         let addr = addr.clone();
         async move {
-            let s = store_states(&env, &addr).await?;
-            Ok((s.len() == 4 && s.iter().all(|(_, _, st)| st == "Up")).then_some(()))
+            let s = env.pd_stores(&addr).await?;
+            Ok((s.len() == 4 && s.iter().all(|s| s.state == "Up")).then_some(()))
         }
     })
     .await?;
@@ -282,14 +258,14 @@ async fn simulated_stores_register_and_a_deleted_store_ends_tombstone() -> Resul
     wait_until(
         &env,
         &format!("store {id} Tombstone"),
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         || {
             let env = env.clone();
             let addr = addr.clone();
             async move {
-                let s = store_states(&env, &addr).await?;
+                let s = env.pd_stores(&addr).await?;
                 Ok(s.iter()
-                    .any(|(sid, _, st)| *sid == id && st == "Tombstone")
+                    .any(|s| s.id == id && s.state == "Tombstone")
                     .then_some(()))
             }
         },
@@ -307,5 +283,73 @@ async fn simulated_stores_register_and_a_deleted_store_ends_tombstone() -> Resul
     )
     .await?;
     inv.finish().await?;
+    ns.cleanup().await
+}
+
+/// Waits until every region has 3 voters and returns the stores.
+async fn replicated(env: &Env, addr: &str) -> Result<Vec<PdStore>> {
+    wait_until(
+        env,
+        "every region with 3 replicas and leaders reported",
+        Duration::from_secs(120),
+        || {
+            let env = env.clone();
+            let addr = addr.to_string();
+            async move {
+                let miss = env
+                    .pd_get(&addr, "/pd/api/v1/regions/check/miss-peer")
+                    .await?;
+                let missing = miss["count"].as_u64().unwrap_or_default();
+                let regions = env.pd_get(&addr, "/pd/api/v1/regions").await?;
+                let total = regions["count"].as_u64().unwrap_or_default();
+                let stores = env.pd_stores(&addr).await?;
+                let leaders: u64 = stores.iter().map(|s| s.leaders).sum();
+                Ok((missing == 0 && total > 0 && leaders == total).then_some(stores))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn leaders_are_evicted_from_a_store() -> Result<()> {
+    let env = Env::get().await?;
+    let ns = env.namespace("evict").await?;
+    let (addr, _) = pd_cluster(&env, &ns, 3).await?;
+    for i in 0..3 {
+        ns.apply(&fixtures::tikv_pod(&ns.name, "e2e", i)).await?;
+    }
+    let stores = replicated(&env, &addr).await?;
+    let busiest = stores
+        .iter()
+        .max_by_key(|s| s.leaders)
+        .context("no stores")?
+        .clone();
+    ensure!(busiest.leaders > 0, "no store has leaders: {stores:?}");
+    env.pd_post(
+        &addr,
+        "/pd/api/v1/schedulers",
+        &serde_json::json!({"name": "evict-leader-scheduler", "store_id": busiest.id}),
+    )
+    .await?;
+    let id = busiest.id;
+    wait_until(
+        &env,
+        &format!("no leaders on store {id}"),
+        Duration::from_secs(120),
+        || {
+            let env = env.clone();
+            let addr = addr.clone();
+            async move {
+                let s = env.pd_stores(&addr).await?;
+                let total: u64 = s.iter().map(|s| s.leaders).sum();
+                Ok(s.iter()
+                    .any(|s| s.id == id && s.leaders == 0 && total > 0)
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
     ns.cleanup().await
 }

@@ -1,0 +1,285 @@
+//! The regions of simulated stores, shared by all store simulators of the agent: which peers a
+//! region has, which peer leads it, and the effect of PD's scheduling answers (add/remove
+//! peer, transfer leader). Only the leader's store heartbeats a region, as in TiKV; when a
+//! leader's store stops, a live voter takes over (a raft election, instantly).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::proto::{metapb, pdpb};
+
+/// One simulated region.
+#[derive(Debug, Clone)]
+pub struct SimRegion {
+    /// Region metadata as reported to PD.
+    pub meta: metapb::Region,
+    /// Peer id of the leader.
+    pub leader: u64,
+    /// Raft term (bumped on every leader change).
+    pub term: u64,
+}
+
+impl SimRegion {
+    /// The leader peer.
+    pub fn leader_peer(&self) -> Option<&metapb::Peer> {
+        self.meta.peers.iter().find(|p| p.id == self.leader)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// (cluster id, region id) -> region.
+    regions: BTreeMap<(u64, u64), SimRegion>,
+    /// (cluster id, store id) of running simulators.
+    live: HashSet<(u64, u64)>,
+}
+
+/// Shared region state of every simulated store of the agent.
+#[derive(Debug, Default, Clone)]
+pub struct World {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// Marks a store live until dropped.
+#[derive(Debug)]
+pub struct LiveGuard {
+    world: World,
+    key: (u64, u64),
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.world.lock().live.remove(&self.key);
+    }
+}
+
+fn is_voter(p: &metapb::Peer) -> bool {
+    p.role == metapb::PeerRole::Voter as i32 || p.role == metapb::PeerRole::IncomingVoter as i32
+}
+
+impl World {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a region (the bootstrap region) led by `leader`.
+    pub fn add_region(&self, cluster: u64, meta: metapb::Region, leader: u64) {
+        self.lock().regions.insert(
+            (cluster, meta.id),
+            SimRegion {
+                meta,
+                leader,
+                term: 1,
+            },
+        );
+    }
+
+    /// Marks a store live for as long as the returned guard lives.
+    pub fn live(&self, cluster: u64, store: u64) -> LiveGuard {
+        self.lock().live.insert((cluster, store));
+        LiveGuard {
+            world: self.clone(),
+            key: (cluster, store),
+        }
+    }
+
+    /// Regions `store` leads now. A region whose leader's store is not live is taken over by
+    /// this store if it has a voter there.
+    pub fn led_by(&self, cluster: u64, store: u64) -> Vec<SimRegion> {
+        let mut inner = self.lock();
+        let live = inner.live.clone();
+        let mut out = Vec::new();
+        for ((c, _), r) in inner.regions.iter_mut() {
+            if *c != cluster {
+                continue;
+            }
+            let leader_store = r.leader_peer().map(|p| p.store_id);
+            let leader_alive = leader_store.is_some_and(|s| live.contains(&(cluster, s)));
+            if !leader_alive
+                && let Some(p) = r
+                    .meta
+                    .peers
+                    .iter()
+                    .find(|p| p.store_id == store && is_voter(p))
+            {
+                r.leader = p.id;
+                r.term += 1;
+            }
+            if r.leader_peer().is_some_and(|p| p.store_id == store) {
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+
+    /// The region `id` as the simulator knows it.
+    pub fn region(&self, cluster: u64, id: u64) -> Option<SimRegion> {
+        self.lock().regions.get(&(cluster, id)).cloned()
+    }
+
+    /// Splits region `id` at `keys` (sorted, inside the region) using the ids PD allocated:
+    /// new regions take the left ranges, the original keeps the rightmost (as TiKV does by
+    /// default). Returns every resulting region, left to right.
+    pub fn split(
+        &self,
+        cluster: u64,
+        id: u64,
+        keys: &[Vec<u8>],
+        ids: &[pdpb::SplitId],
+    ) -> Option<Vec<metapb::Region>> {
+        let mut inner = self.lock();
+        let orig = inner.regions.get(&(cluster, id))?.clone();
+        let mut keys: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| {
+                k.as_slice() > orig.meta.start_key.as_slice()
+                    && (orig.meta.end_key.is_empty() || k.as_slice() < orig.meta.end_key.as_slice())
+            })
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty() || ids.len() < keys.len() {
+            return None;
+        }
+        let n = u64::try_from(keys.len()).ok()?;
+        let epoch = orig.meta.region_epoch.unwrap_or_default();
+        let new_epoch = metapb::RegionEpoch {
+            conf_ver: epoch.conf_ver,
+            version: epoch.version + n,
+        };
+        let leader_store = orig.leader_peer().map(|p| p.store_id);
+        let mut out = Vec::new();
+        let mut start = orig.meta.start_key.clone();
+        for (key, sid) in keys.iter().zip(ids) {
+            let peers: Vec<metapb::Peer> = orig
+                .meta
+                .peers
+                .iter()
+                .zip(&sid.new_peer_ids)
+                .map(|(p, pid)| metapb::Peer {
+                    id: *pid,
+                    store_id: p.store_id,
+                    role: p.role,
+                })
+                .collect();
+            let leader = peers
+                .iter()
+                .find(|p| Some(p.store_id) == leader_store)
+                .map_or(0, |p| p.id);
+            let meta = metapb::Region {
+                id: sid.new_region_id,
+                start_key: start.clone(),
+                end_key: key.clone(),
+                region_epoch: Some(new_epoch),
+                peers,
+            };
+            out.push(meta.clone());
+            inner.regions.insert(
+                (cluster, meta.id),
+                SimRegion {
+                    meta,
+                    leader,
+                    term: orig.term,
+                },
+            );
+            start = key.clone();
+        }
+        if let Some(r) = inner.regions.get_mut(&(cluster, id)) {
+            r.meta.start_key = start;
+            r.meta.region_epoch = Some(new_epoch);
+            out.push(r.meta.clone());
+        }
+        Some(out)
+    }
+
+    /// (regions with a peer on `store`, regions led by `store`).
+    pub fn counts(&self, cluster: u64, store: u64) -> (u32, u32) {
+        let inner = self.lock();
+        let mut regions = 0;
+        let mut leaders = 0;
+        for ((c, _), r) in &inner.regions {
+            if *c != cluster {
+                continue;
+            }
+            if r.meta.peers.iter().any(|p| p.store_id == store) {
+                regions += 1;
+            }
+            if r.leader_peer().is_some_and(|p| p.store_id == store) {
+                leaders += 1;
+            }
+        }
+        (regions, leaders)
+    }
+
+    /// Applies PD's answer to a region heartbeat; returns a description of what changed.
+    pub fn apply(&self, cluster: u64, resp: &pdpb::RegionHeartbeatResponse) -> Option<String> {
+        let mut inner = self.lock();
+        let live = inner.live.clone();
+        let r = inner.regions.get_mut(&(cluster, resp.region_id))?;
+        let mut changes: Vec<pdpb::ChangePeer> = Vec::new();
+        if let Some(cp) = &resp.change_peer {
+            changes.push(*cp);
+        }
+        if let Some(v2) = &resp.change_peer_v2 {
+            changes.extend(v2.changes.iter().cloned());
+        }
+        let mut what = Vec::new();
+        for cp in changes {
+            let Some(peer) = cp.peer else { continue };
+            let kind = pdpb::ConfChangeType::try_from(cp.change_type)
+                .unwrap_or(pdpb::ConfChangeType::AddNode);
+            let role = match kind {
+                pdpb::ConfChangeType::AddNode => metapb::PeerRole::Voter,
+                pdpb::ConfChangeType::AddLearnerNode => metapb::PeerRole::Learner,
+                pdpb::ConfChangeType::RemoveNode => {
+                    if peer.id != r.leader {
+                        r.meta.peers.retain(|p| p.id != peer.id);
+                        what.push(format!(
+                            "removed peer {} (store {})",
+                            peer.id, peer.store_id
+                        ));
+                    }
+                    continue;
+                }
+            };
+            match r.meta.peers.iter_mut().find(|p| p.id == peer.id) {
+                Some(p) => p.role = role as i32,
+                None => r.meta.peers.push(metapb::Peer {
+                    id: peer.id,
+                    store_id: peer.store_id,
+                    role: role as i32,
+                }),
+            }
+            what.push(format!(
+                "{kind:?} peer {} (store {})",
+                peer.id, peer.store_id
+            ));
+        }
+        if !what.is_empty()
+            && let Some(epoch) = r.meta.region_epoch.as_mut()
+        {
+            epoch.conf_ver += 1;
+        }
+        if let Some(tl) = &resp.transfer_leader {
+            let candidates = tl.peer.iter().chain(tl.peers.iter());
+            for target in candidates {
+                let ok = r.meta.peers.iter().any(|p| {
+                    p.id == target.id && is_voter(p) && live.contains(&(cluster, p.store_id))
+                });
+                if ok {
+                    r.leader = target.id;
+                    r.term += 1;
+                    what.push(format!(
+                        "leader -> peer {} (store {})",
+                        target.id, target.store_id
+                    ));
+                    break;
+                }
+            }
+        }
+        (!what.is_empty()).then(|| format!("region {}: {}", resp.region_id, what.join(", ")))
+    }
+}
