@@ -283,3 +283,132 @@ impl World {
         (!what.is_empty()).then(|| format!("region {}: {}", resp.region_id, what.join(", ")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: u64, store_id: u64) -> metapb::Peer {
+        metapb::Peer {
+            id,
+            store_id,
+            role: metapb::PeerRole::Voter as i32,
+        }
+    }
+
+    fn world_with_region() -> World {
+        let w = World::default();
+        w.add_region(
+            7,
+            metapb::Region {
+                id: 2,
+                region_epoch: Some(metapb::RegionEpoch {
+                    conf_ver: 1,
+                    version: 1,
+                }),
+                peers: vec![peer(3, 1)],
+                ..Default::default()
+            },
+            3,
+        );
+        w
+    }
+
+    #[test]
+    fn peers_are_added_and_leaders_move_only_to_live_voters() {
+        let w = world_with_region();
+        let _s1 = w.live(7, 1);
+        let _s2 = w.live(7, 2);
+        let add = pdpb::RegionHeartbeatResponse {
+            region_id: 2,
+            change_peer: Some(pdpb::ChangePeer {
+                peer: Some(peer(4, 2)),
+                change_type: pdpb::ConfChangeType::AddLearnerNode as i32,
+            }),
+            ..Default::default()
+        };
+        assert!(w.apply(7, &add).is_some());
+        assert_eq!(w.counts(7, 2), (1, 0));
+        // A learner cannot take the lead.
+        let transfer = pdpb::RegionHeartbeatResponse {
+            region_id: 2,
+            transfer_leader: Some(pdpb::TransferLeader {
+                peer: Some(peer(4, 2)),
+                peers: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        assert!(w.apply(7, &transfer).is_none());
+        let promote = pdpb::RegionHeartbeatResponse {
+            region_id: 2,
+            change_peer_v2: Some(pdpb::ChangePeerV2 {
+                changes: vec![pdpb::ChangePeer {
+                    peer: Some(peer(4, 2)),
+                    change_type: pdpb::ConfChangeType::AddNode as i32,
+                }],
+            }),
+            ..Default::default()
+        };
+        assert!(w.apply(7, &promote).is_some());
+        assert!(w.apply(7, &transfer).is_some());
+        assert_eq!(w.counts(7, 2), (1, 1));
+        assert_eq!(w.counts(7, 1), (1, 0));
+    }
+
+    #[test]
+    fn a_voter_takes_over_when_the_leader_store_stops() {
+        let w = world_with_region();
+        let s1 = w.live(7, 1);
+        let _s2 = w.live(7, 2);
+        let add = pdpb::RegionHeartbeatResponse {
+            region_id: 2,
+            change_peer: Some(pdpb::ChangePeer {
+                peer: Some(peer(4, 2)),
+                change_type: pdpb::ConfChangeType::AddNode as i32,
+            }),
+            ..Default::default()
+        };
+        w.apply(7, &add);
+        assert!(w.led_by(7, 2).is_empty());
+        drop(s1);
+        let led = w.led_by(7, 2);
+        assert_eq!(led.len(), 1);
+        assert_eq!(led[0].term, 2);
+    }
+
+    #[test]
+    fn split_gives_left_ranges_to_new_regions() {
+        let w = world_with_region();
+        let ids = vec![
+            pdpb::SplitId {
+                new_region_id: 10,
+                new_peer_ids: vec![11],
+            },
+            pdpb::SplitId {
+                new_region_id: 12,
+                new_peer_ids: vec![13],
+            },
+        ];
+        let regions = w
+            .split(7, 2, &[b"m".to_vec(), b"c".to_vec()], &ids)
+            .unwrap_or_default();
+        let ranges: Vec<(u64, &[u8], &[u8])> = regions
+            .iter()
+            .map(|r| (r.id, r.start_key.as_slice(), r.end_key.as_slice()))
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                (10, &b""[..], &b"c"[..]),
+                (12, &b"c"[..], &b"m"[..]),
+                (2, &b"m"[..], &b""[..])
+            ]
+        );
+        assert!(
+            regions
+                .iter()
+                .all(|r| r.region_epoch.is_some_and(|e| e.version == 3))
+        );
+        assert_eq!(w.counts(7, 1), (3, 3));
+    }
+}
