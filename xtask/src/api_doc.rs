@@ -86,12 +86,7 @@ fn code_list(items: &[String]) -> String {
 fn render_kind(crd: &CustomResourceDefinition, out: &mut String) {
     let names = &crd.spec.names;
     let version = &crd.spec.versions[0];
-    let Some(schema) = version
-        .schema
-        .as_ref()
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .and_then(|s| serde_json::to_value(s).ok())
-    else {
+    let Some(schema) = tikv_operator_api::schema_json(crd) else {
         return;
     };
     let _ = write!(out, "\n## {}\n\n", names.kind);

@@ -71,3 +71,24 @@ pub fn render_all_crds_yaml() -> Result<String, serde_norway::Error> {
 pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
 }
+
+/// The `openAPIV3Schema` of a CRD's (only) version as JSON.
+pub fn schema_json(crd: &CustomResourceDefinition) -> Option<serde_json::Value> {
+    let schema = crd
+        .spec
+        .versions
+        .first()?
+        .schema
+        .as_ref()?
+        .open_api_v3_schema
+        .as_ref()?;
+    serde_json::to_value(schema).ok()
+}
+
+/// The `openAPIV3Schema` of the CRD of `kind` (for example `"PDGroup"`) as JSON.
+pub fn schema_json_of(kind: &str) -> Option<serde_json::Value> {
+    all_crds()
+        .iter()
+        .find(|c| c.spec.names.kind == kind)
+        .and_then(schema_json)
+}

@@ -27,7 +27,9 @@ pub mod tikv;
 
 pub use cluster::{Cluster, ClusterSpec, ClusterStatus};
 pub use common::*;
-pub use crd::{all_crds, crd_file_name, render_all_crds_yaml, render_crd_yaml};
+pub use crd::{
+    all_crds, crd_file_name, render_all_crds_yaml, render_crd_yaml, schema_json, schema_json_of,
+};
 pub use pd::{PD, PDGroup, PDGroupSpec, PDGroupStatus, PDSpec, PDStatus, PDTemplateSpec};
 pub use tikv::{
     TiKV, TiKVGroup, TiKVGroupSpec, TiKVGroupStatus, TiKVSpec, TiKVStatus, TiKVTemplateSpec,

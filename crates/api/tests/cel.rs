@@ -28,31 +28,13 @@ fn cases() -> Vec<Case> {
 }
 
 fn schema_of(kind: &str) -> Value {
-    let crd = all_crds()
-        .into_iter()
-        .find(|c| c.spec.names.kind == kind)
-        .unwrap();
-    let schema = crd.spec.versions[0]
-        .schema
-        .clone()
-        .unwrap()
-        .open_api_v3_schema
-        .unwrap();
-    serde_json::to_value(schema).unwrap()
+    tikv_operator_api::schema_json_of(kind).unwrap()
 }
 
 #[test]
 fn every_rule_compiles() {
     for crd in all_crds() {
-        let schema = serde_json::to_value(
-            crd.spec.versions[0]
-                .schema
-                .clone()
-                .unwrap()
-                .open_api_v3_schema
-                .unwrap(),
-        )
-        .unwrap();
+        let schema = tikv_operator_api::schema_json(&crd).unwrap();
         let compiled = kube_cel::compile_schema(&schema);
         let errors: Vec<String> = compiled
             .compilation_errors()

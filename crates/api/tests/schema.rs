@@ -10,10 +10,8 @@ fn schemas() -> Vec<(String, Value)> {
     all_crds()
         .into_iter()
         .map(|crd| {
-            let name = crd.metadata.name.clone().unwrap();
-            let version = crd.spec.versions.into_iter().next().unwrap();
-            let schema = version.schema.unwrap().open_api_v3_schema.unwrap();
-            (name, serde_json::to_value(schema).unwrap())
+            let schema = tikv_operator_api::schema_json(&crd).unwrap();
+            (crd.metadata.name.unwrap(), schema)
         })
         .collect()
 }
