@@ -1,0 +1,35 @@
+//! Shared plumbing of every tikv-operator reconciler.
+//!
+//! Reconcilers follow one shape: *observe* (watch caches, PD state) -> *plan*
+//! (pure) -> *apply* -> *report*. This crate owns what every layer needs for
+//! the effectful stages and nothing component specific:
+//!
+//! - [`KubeWriter`]: the narrow Kubernetes side-effect trait (server-side apply
+//!   with the field manager [`tikv_operator_api::labels::FIELD_MANAGER`],
+//!   delete, status patch, Events). [`KubeWriter::apply_if_changed`] skips a
+//!   write when the watch cache already holds the desired object.
+//! - [`Clock`]: the only source of "now" for reconcilers.
+//! - [`conditions`]: Kubernetes-convention conditions (lastTransitionTime
+//!   changes only with the status; observedGeneration).
+//! - [`Error`]: the one error type of the effectful stages, with a stable
+//!   [`Error::category`] for metrics and Events.
+//! - [`Requeue`] / [`RequeuePolicy`]: when a reconcile runs again.
+//!
+//! In-memory fakes ([`fake::FakeKube`], [`fake::FakeClock`]) that record every
+//! call are behind the `fake` feature, for reconciler tests.
+
+mod clock;
+pub mod conditions;
+mod error;
+#[cfg(feature = "fake")]
+pub mod fake;
+mod kube_writer;
+mod requeue;
+
+pub use clock::{Clock, SystemClock};
+pub use error::{BoxError, Error, Result};
+pub use kube_writer::{
+    ApplyOutcome, Desired, EventSpec, EventType, KubeWriter, ObjectKey, contains_desired,
+    content_hash,
+};
+pub use requeue::{Requeue, RequeuePolicy};
