@@ -1,0 +1,188 @@
+//! PD's view of its own membership, as the planners consume it.
+
+use pd_client::{MemberHealth, MemberId, Members, PdApi};
+
+/// One observation of PD's membership. Planners act destructively only on a
+/// [`PdView::Reachable`] view (safety rule 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PdView {
+    /// PD could not answer (unreachable, no leader, wrong cluster). Nothing
+    /// destructive may happen; the message goes into a condition.
+    Unreachable {
+        /// Why, for conditions and Events.
+        message: String,
+    },
+    /// PD answered.
+    Reachable(Membership),
+}
+
+impl PdView {
+    /// The membership, when PD answered.
+    pub fn membership(&self) -> Option<&Membership> {
+        match self {
+            Self::Reachable(m) => Some(m),
+            Self::Unreachable { .. } => None,
+        }
+    }
+
+    /// Asks PD for members and health. Any error yields
+    /// [`PdView::Unreachable`]: a PD that cannot be trusted is never acted on.
+    pub async fn observe(pd: &dyn PdApi) -> Self {
+        let members = match pd.members().await {
+            Ok(m) => m,
+            Err(e) => {
+                return Self::Unreachable {
+                    message: format!("cannot read PD members ({}): {e}", e.category()),
+                };
+            }
+        };
+        match pd.health().await {
+            Ok(health) => Self::Reachable(Membership::from_pd(&members, &health)),
+            Err(e) => Self::Unreachable {
+                message: format!("cannot read PD member health ({}): {e}", e.category()),
+            },
+        }
+    }
+}
+
+/// One PD member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// Member name (the PD instance and Pod name).
+    pub name: String,
+    /// Member id.
+    pub id: MemberId,
+    /// Whether PD's health check reached it.
+    pub healthy: bool,
+}
+
+/// PD's members, their health and the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Membership {
+    /// All members, healthy or not.
+    pub members: Vec<MemberView>,
+    /// Name of the PD leader, if one is elected.
+    pub leader: Option<String>,
+}
+
+impl Membership {
+    /// Combines `members` with `health`; a member missing from the health
+    /// report counts as unhealthy.
+    pub fn from_pd(members: &Members, health: &[MemberHealth]) -> Self {
+        Self {
+            members: members
+                .members
+                .iter()
+                .map(|m| MemberView {
+                    name: m.name.clone(),
+                    id: m.id,
+                    healthy: health.iter().any(|h| h.name == m.name && h.healthy),
+                })
+                .collect(),
+            leader: members.leader.as_ref().map(|l| l.name.clone()),
+        }
+    }
+
+    /// The member named `name`.
+    pub fn member(&self, name: &str) -> Option<&MemberView> {
+        self.members.iter().find(|m| m.name == name)
+    }
+
+    /// Whether `name` is the PD leader.
+    pub fn is_leader(&self, name: &str) -> bool {
+        self.leader.as_deref() == Some(name)
+    }
+
+    /// Whether the members left after removing `victim` keep a quorum: at
+    /// least one member is left and a strict majority of those left are
+    /// healthy (safety rule 3). Removing a name that is not a member changes
+    /// nothing, so it is safe exactly when the current membership has quorum.
+    pub fn quorum_after_removal(&self, victim: &str) -> bool {
+        let left: Vec<&MemberView> = self.members.iter().filter(|m| m.name != victim).collect();
+        let healthy = left.iter().filter(|m| m.healthy).count();
+        !left.is_empty() && healthy * 2 > left.len()
+    }
+
+    /// Names of unhealthy members other than `except`.
+    pub fn unhealthy_except(&self, except: &str) -> Vec<&str> {
+        self.members
+            .iter()
+            .filter(|m| m.name != except && !m.healthy)
+            .map(|m| m.name.as_str())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use pd_client::{FakePd, PdError};
+
+    /// A membership of `(name, healthy)` with `leader`.
+    pub(crate) fn membership(members: &[(&str, bool)], leader: Option<&str>) -> Membership {
+        Membership {
+            members: members
+                .iter()
+                .enumerate()
+                .map(|(i, (n, h))| MemberView {
+                    name: (*n).to_owned(),
+                    id: MemberId(i as u64 + 100),
+                    healthy: *h,
+                })
+                .collect(),
+            leader: leader.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn quorum_after_removal() {
+        let all = membership(&[("a", true), ("b", true), ("c", true)], Some("a"));
+        assert!(all.quorum_after_removal("c"));
+        // 3 members, one down: removing a healthy one leaves 1 of 2 healthy.
+        let one_down = membership(&[("a", true), ("b", true), ("c", false)], Some("a"));
+        assert!(!one_down.quorum_after_removal("b"));
+        // Removing the down one leaves 2 of 2.
+        assert!(one_down.quorum_after_removal("c"));
+        // 5 members, two down: removing a healthy one leaves 2 of 4.
+        let two_down = membership(
+            &[
+                ("a", true),
+                ("b", true),
+                ("c", true),
+                ("d", false),
+                ("e", false),
+            ],
+            Some("a"),
+        );
+        assert!(!two_down.quorum_after_removal("c"));
+        assert!(two_down.quorum_after_removal("d"));
+        // The last member can never be removed.
+        assert!(!membership(&[("a", true)], Some("a")).quorum_after_removal("a"));
+        // 2 members, removing one leaves a healthy single member.
+        assert!(membership(&[("a", true), ("b", true)], Some("a")).quorum_after_removal("b"));
+        // A non-member: safe iff the cluster has quorum now.
+        assert!(!membership(&[("a", true), ("b", false)], None).quorum_after_removal("zz"));
+    }
+
+    #[tokio::test]
+    async fn observe_reads_members_and_health_and_never_trusts_errors() {
+        let pd = FakePd::with_cluster(3, 0);
+        pd.set_member_healthy("pd-2", false);
+        let view = PdView::observe(&pd).await;
+        let m = view.membership().unwrap();
+        assert_eq!(m.members.len(), 3);
+        assert_eq!(m.leader.as_deref(), Some("pd-0"));
+        assert!(!m.member("pd-2").unwrap().healthy);
+        assert_eq!(m.unhealthy_except("pd-0"), vec!["pd-2"]);
+
+        pd.set_unreachable(true);
+        assert!(matches!(
+            PdView::observe(&pd).await,
+            PdView::Unreachable { .. }
+        ));
+        pd.set_unreachable(false);
+        pd.inject_error(pd_client::FakeOp::Health, PdError::unavailable("flaky"));
+        assert!(PdView::observe(&pd).await.membership().is_none());
+    }
+}
