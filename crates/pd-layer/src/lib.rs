@@ -14,6 +14,7 @@
 pub mod group;
 pub mod pd_view;
 pub mod reasons;
+pub mod reconcile;
 pub mod removal;
 pub mod render;
 pub mod spread;

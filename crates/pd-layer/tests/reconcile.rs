@@ -1,0 +1,471 @@
+//! Reconciler tests: the PD-layer reconcilers against the fake Kubernetes
+//! writer (whose stored objects play the watch caches) and the fake PD.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use pd_client::{FakeOp, FakePd};
+use serde_json::{Value, json};
+use tikv_operator_api::common::condition;
+use tikv_operator_api::{PD, PDGroup, labels};
+use tikv_operator_core::conditions;
+use tikv_operator_core::fake::{FakeClock, FakeKube, KubeCall, KubeOp};
+use tikv_operator_core::{KubeWriter, ObjectKey, RequeuePolicy};
+use tikv_operator_pd_layer::group::SuffixSource;
+use tikv_operator_pd_layer::reconcile::{
+    ClusterFacts, Ctx, GroupSnapshot, InstanceSnapshot, reconcile_group, reconcile_instance,
+};
+use tikv_operator_pd_layer::{PdView, reasons};
+
+const NS: &str = "ns";
+
+#[derive(Default)]
+struct Counter(u32);
+impl SuffixSource for Counter {
+    fn next_suffix(&mut self) -> String {
+        self.0 += 1;
+        format!("s{:05}", self.0)
+    }
+}
+
+struct World {
+    kube: FakeKube,
+    pd: FakePd,
+    ctx: Ctx,
+    suffixes: Counter,
+    cluster: ClusterFacts,
+}
+
+fn group_key() -> ObjectKey {
+    ObjectKey::new::<PDGroup>(Some(NS), "pd")
+}
+
+fn pd_key(name: &str) -> ObjectKey {
+    ObjectKey::new::<PD>(Some(NS), name)
+}
+
+fn pod_key(name: &str) -> ObjectKey {
+    ObjectKey::new::<Pod>(Some(NS), name)
+}
+
+impl World {
+    fn new(replicas: i32, config: Option<&str>) -> Self {
+        let kube = FakeKube::new();
+        let mut spec = json!({
+            "version": "v8.5.5",
+            "volumes": [{"name": "data", "mounts": [{"type": "data"}], "storage": "1Gi"}]
+        });
+        if let Some(c) = config {
+            spec["config"] = c.into();
+        }
+        kube.insert(
+            group_key(),
+            json!({
+                "apiVersion": "core.tikv.org/v1alpha1",
+                "kind": "PDGroup",
+                "metadata": {"name": "pd", "namespace": NS, "uid": "group-uid", "generation": 1},
+                "spec": {"cluster": {"name": "basic"}, "replicas": replicas, "template": {"spec": spec}}
+            }),
+        );
+        let ctx = Ctx {
+            kube: Arc::new(kube.clone()),
+            clock: Arc::new(FakeClock::default()),
+            policy: RequeuePolicy::default(),
+        };
+        Self {
+            kube,
+            pd: FakePd::default(),
+            ctx,
+            suffixes: Counter::default(),
+            cluster: ClusterFacts::default(),
+        }
+    }
+
+    fn group(&self) -> PDGroup {
+        self.kube.get_typed(&group_key()).unwrap()
+    }
+
+    fn set_replicas(&self, n: i32) {
+        let mut g = self.kube.get(&group_key()).unwrap();
+        g["spec"]["replicas"] = n.into();
+        self.kube.insert(group_key(), g);
+    }
+
+    fn instances(&self) -> Vec<PD> {
+        self.kube.list("PD", NS)
+    }
+
+    fn instance_names(&self) -> Vec<String> {
+        self.instances()
+            .iter()
+            .map(|i| i.metadata.name.clone().unwrap())
+            .collect()
+    }
+
+    async fn view(&self) -> PdView {
+        PdView::observe(&self.pd).await
+    }
+
+    async fn reconcile_group(&mut self) {
+        let group = self.group();
+        let instances = self.instances();
+        let pods: Vec<Pod> = self.kube.list("Pod", NS);
+        let services: Vec<Service> = self.kube.list("Service", NS);
+        let view = self.view().await;
+        let snap = GroupSnapshot {
+            group: &group,
+            cluster: self.cluster,
+            instances: &instances,
+            pods: &pods,
+            services: &services,
+            pd: &view,
+        };
+        reconcile_group(&self.ctx, &snap, &mut self.suffixes)
+            .await
+            .unwrap();
+    }
+
+    async fn reconcile_instance(&self, name: &str) {
+        let Some(instance) = self.kube.get_typed::<PD>(&pd_key(name)) else {
+            return;
+        };
+        let pod: Option<Pod> = self.kube.get_typed(&pod_key(name));
+        let cm: Option<ConfigMap> = self
+            .kube
+            .get_typed(&ObjectKey::new::<ConfigMap>(Some(NS), name));
+        let pvcs: Vec<PersistentVolumeClaim> = self
+            .kube
+            .list::<PersistentVolumeClaim>("PersistentVolumeClaim", NS)
+            .into_iter()
+            .filter(|p| p.metadata.labels.as_ref().unwrap()[labels::INSTANCE] == name)
+            .collect();
+        let view = self.view().await;
+        let snap = InstanceSnapshot {
+            instance: &instance,
+            cluster: self.cluster,
+            pod: pod.as_ref(),
+            config_map: cm.as_ref(),
+            pvcs: &pvcs,
+            pd: &view,
+        };
+        reconcile_instance(&self.ctx, &snap, &self.pd)
+            .await
+            .unwrap();
+    }
+
+    async fn reconcile_all_instances(&self) {
+        for name in self.instance_names() {
+            self.reconcile_instance(&name).await;
+        }
+    }
+
+    /// What the kubelet and PD would do: every Pod that exists runs and is
+    /// Ready, and is (or becomes) a PD member.
+    fn run_pods(&self) {
+        for pod in self.kube.list::<Value>("Pod", NS) {
+            let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+            let mut pod = pod.clone();
+            pod["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+            self.kube.insert(pod_key(&name), pod);
+            if !self.pd.member_names().contains(&name) {
+                self.pd.add_member(&name);
+            }
+        }
+    }
+
+    /// Brings up a bootstrapped group of `n` ready members.
+    async fn bootstrapped(n: i32) -> Self {
+        let mut w = Self::new(n, None);
+        w.reconcile_group().await;
+        w.reconcile_all_instances().await;
+        w.run_pods();
+        w.reconcile_group().await;
+        w.reconcile_all_instances().await;
+        assert_eq!(w.pd.member_names().len(), n as usize);
+        // What the Cluster reconciler records once PD answers.
+        w.cluster.pd_cluster_id_known = true;
+        w
+    }
+
+    fn condition(&self, type_: &str) -> (String, String) {
+        let g = self.group();
+        let c = conditions::find(&g.status.as_ref().unwrap().common.conditions, type_)
+            .unwrap()
+            .clone();
+        (c.status, c.reason)
+    }
+
+    fn deletes(&self) -> Vec<ObjectKey> {
+        self.kube
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                KubeCall::Delete(k) => Some(k),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn bootstrap_creates_initial_members_then_joins_one_at_a_time() {
+    let mut w = World::new(3, Some("[replication]\nmax-replicas = 3\n"));
+    w.reconcile_group().await;
+    let instances = w.instances();
+    assert_eq!(instances.len(), 3);
+    for i in &instances {
+        let members =
+            i.metadata.annotations.as_ref().unwrap()[labels::PD_BOOTSTRAP_MEMBERS].clone();
+        assert_eq!(members.split(',').count(), 3);
+    }
+    assert!(
+        w.kube
+            .get(&ObjectKey::new::<Service>(Some(NS), "pd-pd-peer"))
+            .is_some()
+    );
+    assert!(
+        w.kube
+            .get(&ObjectKey::new::<Service>(Some(NS), "pd-pd"))
+            .is_some()
+    );
+    assert_eq!(w.condition(condition::PROGRESSING).0, "True");
+
+    // PD not formed yet: the group waits (status says so), and once that is
+    // reported, a reconcile with nothing new writes nothing.
+    w.reconcile_group().await;
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    assert_eq!(w.kube.calls(), vec![], "an idle reconcile must not write");
+    assert_eq!(
+        w.condition(condition::PROGRESSING).1,
+        reasons::WAITING_FOR_BOOTSTRAP
+    );
+
+    // Instances render their objects; bootstrap members start with initial-cluster.
+    w.reconcile_all_instances().await;
+    let name = &w.instance_names()[0];
+    let cm: ConfigMap = w
+        .kube
+        .get_typed(&ObjectKey::new::<ConfigMap>(Some(NS), name))
+        .unwrap();
+    let toml = &cm.data.unwrap()["pd.toml"];
+    assert!(toml.contains("initial-cluster = "), "{toml}");
+    assert!(toml.contains("max-replicas = 3"), "{toml}");
+    // A second pass over unchanged instances writes nothing but status.
+    w.kube.clear_calls();
+    w.reconcile_all_instances().await;
+    assert!(
+        w.kube.calls().iter().all(|c| c.op() == KubeOp::PatchStatus),
+        "{:?}",
+        w.kube.calls()
+    );
+
+    // PD forms; scale out to 5 joins one member at a time.
+    w.run_pods();
+    w.set_replicas(5);
+    w.reconcile_group().await;
+    assert_eq!(w.instances().len(), 4);
+    w.reconcile_group().await;
+    assert_eq!(w.instances().len(), 4, "the 4th member is not ready yet");
+    let joining: Vec<PD> = w
+        .instances()
+        .into_iter()
+        .filter(|i| {
+            !i.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(labels::PD_BOOTSTRAP_MEMBERS))
+        })
+        .collect();
+    assert_eq!(joining.len(), 1);
+    let jname = joining[0].metadata.name.clone().unwrap();
+    w.reconcile_instance(&jname).await;
+    let cm: ConfigMap = w
+        .kube
+        .get_typed(&ObjectKey::new::<ConfigMap>(Some(NS), &jname))
+        .unwrap();
+    assert!(cm.data.unwrap()["pd.toml"].contains("join = \"http://pd-pd.ns.svc:2379\""));
+    w.run_pods();
+    w.reconcile_group().await;
+    assert_eq!(w.instances().len(), 5);
+    w.reconcile_all_instances().await;
+    w.run_pods();
+    w.reconcile_group().await;
+    assert_eq!(w.condition(condition::READY).0, "True");
+    let st = w.group().status.unwrap();
+    assert_eq!((st.group.replicas, st.group.ready_replicas), (5, 5));
+}
+
+#[tokio::test]
+async fn scale_in_removes_the_member_through_pd_before_deleting_pod_and_pvcs() {
+    let mut w = World::bootstrapped(3).await;
+    let leader = w.pd.leader_name().unwrap();
+    w.set_replicas(2);
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    let deleted = w.deletes();
+    assert_eq!(deleted.len(), 1);
+    let victim = deleted[0].name.clone();
+    assert_ne!(victim, leader, "the leader is not chosen when avoidable");
+    // One removal at a time.
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    assert!(w.deletes().is_empty());
+
+    // Drive the instance's finalizer; at every step the Pod exists while PD
+    // still lists the member.
+    for _ in 0..10 {
+        if w.kube.get(&pd_key(&victim)).is_none() {
+            break;
+        }
+        w.reconcile_instance(&victim).await;
+        if w.pd.member_names().contains(&victim) {
+            assert!(w.kube.get(&pod_key(&victim)).is_some());
+        }
+    }
+    assert!(w.kube.get(&pd_key(&victim)).is_none(), "finalizer dropped");
+    assert!(w.kube.get(&pod_key(&victim)).is_none());
+    assert!(
+        w.kube
+            .get(&ObjectKey::new::<PersistentVolumeClaim>(
+                Some(NS),
+                &format!("data-{victim}")
+            ))
+            .is_none()
+    );
+    assert_eq!(w.pd.member_names().len(), 2);
+    w.reconcile_group().await;
+    assert_eq!(w.condition(condition::PROGRESSING).0, "False");
+}
+
+#[tokio::test]
+async fn deleting_the_leaders_instance_transfers_leadership_first() {
+    let w = World::bootstrapped(3).await;
+    let leader = w.pd.leader_name().unwrap();
+    w.kube.delete(&pd_key(&leader)).await.unwrap();
+    w.reconcile_instance(&leader).await;
+    assert_ne!(w.pd.leader_name().unwrap(), leader);
+    assert!(
+        w.pd.member_names().contains(&leader),
+        "not removed in the same step"
+    );
+    assert!(w.kube.get(&pod_key(&leader)).is_some());
+    let calls = w.pd.calls();
+    assert!(calls.contains(&FakeOp::TransferLeader));
+    assert!(!calls.contains(&FakeOp::RemoveMember));
+    w.reconcile_instance(&leader).await;
+    assert!(!w.pd.member_names().contains(&leader));
+}
+
+#[tokio::test]
+async fn nothing_destructive_happens_while_pd_is_unreachable() {
+    let mut w = World::bootstrapped(3).await;
+    w.pd.set_unreachable(true);
+    w.set_replicas(2);
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    assert!(w.deletes().is_empty());
+    assert_eq!(
+        w.condition(condition::PROGRESSING).1,
+        reasons::PD_UNAVAILABLE
+    );
+
+    // Even an instance deleted by a user keeps its Pod, PVCs and member.
+    let victim = w.instance_names()[1].clone();
+    w.kube.delete(&pd_key(&victim)).await.unwrap();
+    w.kube.clear_calls();
+    for _ in 0..3 {
+        w.reconcile_instance(&victim).await;
+    }
+    assert!(w.deletes().is_empty(), "{:?}", w.kube.calls());
+    assert!(!w.pd.calls().contains(&FakeOp::RemoveMember));
+    assert!(!w.pd.calls().contains(&FakeOp::TransferLeader));
+    assert!(w.kube.get(&pod_key(&victim)).is_some());
+
+    // PD comes back: the removal proceeds.
+    w.pd.set_unreachable(false);
+    for _ in 0..5 {
+        w.reconcile_instance(&victim).await;
+    }
+    assert!(w.kube.get(&pd_key(&victim)).is_none());
+}
+
+#[tokio::test]
+async fn scale_in_waits_while_another_member_is_unhealthy() {
+    let w = World::bootstrapped(3).await;
+    let names = w.pd.member_names();
+    let leader = w.pd.leader_name().unwrap();
+    let sick = names.iter().find(|n| **n != leader).unwrap().clone();
+    w.pd.set_member_healthy(&sick, false);
+    // A healthy non-leader instance is deleted by a user: it must stay a member.
+    let other = names
+        .iter()
+        .find(|n| **n != leader && **n != sick)
+        .unwrap()
+        .clone();
+    w.kube.delete(&pd_key(&other)).await.unwrap();
+    for _ in 0..3 {
+        w.reconcile_instance(&other).await;
+    }
+    assert!(w.pd.member_names().contains(&other));
+    assert!(w.kube.get(&pod_key(&other)).is_some());
+    let warnings: Vec<_> = w
+        .kube
+        .events()
+        .into_iter()
+        .filter(|e| e.reason == reasons::MEMBER_UNHEALTHY)
+        .collect();
+    assert!(!warnings.is_empty());
+}
+
+#[tokio::test]
+async fn suspend_compute_deletes_pods_and_keeps_pvcs_and_config() {
+    let mut w = World::bootstrapped(3).await;
+    w.cluster.suspend_compute = true;
+    w.reconcile_all_instances().await;
+    for name in w.instance_names() {
+        assert!(w.kube.get(&pod_key(&name)).is_none());
+        assert!(
+            w.kube
+                .get(&ObjectKey::new::<ConfigMap>(Some(NS), &name))
+                .is_some()
+        );
+        assert!(
+            w.kube
+                .get(&ObjectKey::new::<PersistentVolumeClaim>(
+                    Some(NS),
+                    &format!("data-{name}")
+                ))
+                .is_some()
+        );
+    }
+    w.cluster.suspend_compute = false;
+    w.reconcile_all_instances().await;
+    for name in w.instance_names() {
+        assert!(w.kube.get(&pod_key(&name)).is_some());
+    }
+}
+
+#[tokio::test]
+async fn an_owned_config_key_is_reported_not_overridden() {
+    let mut w = World::new(1, Some("name = \"mine\"\n"));
+    w.reconcile_group().await;
+    let name = w.instance_names()[0].clone();
+    w.reconcile_instance(&name).await;
+    assert!(w.kube.get(&pod_key(&name)).is_none());
+    assert!(
+        w.kube
+            .get(&ObjectKey::new::<ConfigMap>(Some(NS), &name))
+            .is_none()
+    );
+    let pd: PD = w.kube.get_typed(&pd_key(&name)).unwrap();
+    let c = conditions::find(&pd.status.unwrap().common.conditions, condition::SYNCED)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::INVALID_CONFIG)
+    );
+    assert!(c.message.contains("name"), "{}", c.message);
+}
