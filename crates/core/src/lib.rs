@@ -8,6 +8,7 @@
 //!   with the field manager [`tikv_operator_api::labels::FIELD_MANAGER`],
 //!   delete, status patch, Events). [`KubeWriter::apply_if_changed`] skips a
 //!   write when the watch cache already holds the desired object.
+//!   [`KubeClientWriter`] is the production implementation over `kube::Client`.
 //! - [`Clock`]: the only source of "now" for reconcilers.
 //! - [`conditions`]: Kubernetes-convention conditions (lastTransitionTime
 //!   changes only with the status; observedGeneration).
@@ -23,11 +24,13 @@ pub mod conditions;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
+mod kube_client;
 mod kube_writer;
 mod requeue;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, Error, Result};
+pub use kube_client::KubeClientWriter;
 pub use kube_writer::{
     ApplyOutcome, Desired, EventSpec, EventType, KubeWriter, ObjectKey, contains_desired,
     content_hash,
