@@ -9,6 +9,8 @@
 //!   delete, status patch, Events). [`KubeWriter::apply_if_changed`] skips a
 //!   write when the watch cache already holds the desired object.
 //!   [`KubeClientWriter`] is the production implementation over `kube::Client`.
+//! - [`pd_state::PdStateCache`]: the per-Cluster PD state cache (adaptive
+//!   refresh, publish on change, which members/stores changed).
 //! - [`Clock`]: the only source of "now" for reconcilers.
 //! - [`conditions`]: Kubernetes-convention conditions (lastTransitionTime
 //!   changes only with the status; observedGeneration).
@@ -26,6 +28,7 @@ mod error;
 pub mod fake;
 mod kube_client;
 mod kube_writer;
+pub mod pd_state;
 mod requeue;
 
 pub use clock::{Clock, SystemClock};

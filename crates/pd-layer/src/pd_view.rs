@@ -1,6 +1,7 @@
 //! PD's view of its own membership, as the planners consume it.
 
 use pd_client::{MemberHealth, MemberId, Members, PdApi};
+use tikv_operator_core::pd_state::PdSnapshot;
 
 /// One observation of PD's membership. Planners act destructively only on a
 /// [`PdView::Reachable`] view (safety rule 5).
@@ -22,6 +23,18 @@ impl PdView {
         match self {
             Self::Reachable(m) => Some(m),
             Self::Unreachable { .. } => None,
+        }
+    }
+
+    /// The view of a PD state cache snapshot
+    /// ([`tikv_operator_core::pd_state::PdStateCache`]).
+    pub fn from_snapshot(s: &PdSnapshot) -> Self {
+        match (&s.error, &s.members) {
+            (None, Some(m)) => Self::Reachable(Membership::from_pd(m, &s.health)),
+            (Some(e), _) => Self::Unreachable { message: e.clone() },
+            (None, None) => Self::Unreachable {
+                message: "PD not read yet".to_owned(),
+            },
         }
     }
 
@@ -184,5 +197,31 @@ pub(crate) mod tests {
         pd.set_unreachable(false);
         pd.inject_error(pd_client::FakeOp::Health, PdError::unavailable("flaky"));
         assert!(PdView::observe(&pd).await.membership().is_none());
+    }
+
+    #[tokio::test]
+    async fn snapshots_of_the_state_cache_map_to_the_same_view() {
+        use std::sync::Arc;
+        use tikv_operator_core::pd_state::{PdStateCache, RefreshPolicy};
+        let pd = FakePd::with_cluster(3, 0);
+        pd.set_member_healthy("pd-1", false);
+        let cache = PdStateCache::new(Arc::new(pd.clone()), RefreshPolicy::default());
+        assert!(
+            PdView::from_snapshot(&cache.current())
+                .membership()
+                .is_none()
+        );
+        cache.refresh().await;
+        assert_eq!(
+            PdView::from_snapshot(&cache.current()),
+            PdView::observe(&pd).await
+        );
+        pd.set_unreachable(true);
+        cache.refresh().await;
+        assert!(
+            PdView::from_snapshot(&cache.current())
+                .membership()
+                .is_none()
+        );
     }
 }

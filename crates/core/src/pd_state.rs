@@ -1,0 +1,317 @@
+//! The per-Cluster PD state cache: one [`PdApi`] per Cluster, read by every
+//! reconciler of that Cluster instead of asking PD themselves.
+//!
+//! A refresh reads members, health and stores. Snapshots are published on a
+//! `tokio::sync::watch` channel only when something changed, and
+//! [`PdSnapshot::changed_members`] / [`PdSnapshot::changed_stores`] say which
+//! members and stores changed, so the caller wakes exactly the affected
+//! objects. The refresh interval adapts: [`PdStateCache::hold_fast`] returns
+//! a guard, and while any guard lives (bootstrap, scale, removal in flight)
+//! the cache refreshes at the fast interval; otherwise at the slow one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pd_client::{MemberHealth, Members, PdApi, PdError, Store, StoreId};
+use tokio::sync::{Notify, watch};
+use tracing::debug;
+
+/// What PD said at one refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PdSnapshot {
+    /// Members and leader; `None` when PD could not be read.
+    pub members: Option<Members>,
+    /// Health of every member (empty when PD could not be read).
+    pub health: Vec<MemberHealth>,
+    /// Stores (empty before bootstrap or when PD could not be read).
+    pub stores: Vec<Store>,
+    /// Why PD could not be read, if it could not: never act destructively on
+    /// such a snapshot.
+    pub error: Option<String>,
+}
+
+impl PdSnapshot {
+    /// Whether PD answered.
+    pub fn reachable(&self) -> bool {
+        self.error.is_none() && self.members.is_some()
+    }
+
+    fn member_facts(&self) -> BTreeMap<&str, (bool, bool)> {
+        let Some(m) = &self.members else {
+            return BTreeMap::new();
+        };
+        m.members
+            .iter()
+            .map(|mem| {
+                let healthy = self.health.iter().any(|h| h.name == mem.name && h.healthy);
+                (mem.name.as_str(), (healthy, m.is_leader(&mem.name)))
+            })
+            .collect()
+    }
+
+    /// Names of members whose presence, health or leadership differs between
+    /// `old` and `self`. When reachability changed, every member of either
+    /// snapshot counts as changed.
+    pub fn changed_members(&self, old: &PdSnapshot) -> BTreeSet<String> {
+        let (a, b) = (old.member_facts(), self.member_facts());
+        if old.reachable() != self.reachable() {
+            return a.keys().chain(b.keys()).map(|s| (*s).to_owned()).collect();
+        }
+        a.keys()
+            .chain(b.keys())
+            .filter(|n| a.get(*n) != b.get(*n))
+            .map(|s| (*s).to_owned())
+            .collect()
+    }
+
+    /// Ids of stores that appeared, disappeared or changed in any way.
+    pub fn changed_stores(&self, old: &PdSnapshot) -> BTreeSet<StoreId> {
+        let a: BTreeMap<StoreId, &Store> = old.stores.iter().map(|s| (s.id, s)).collect();
+        let b: BTreeMap<StoreId, &Store> = self.stores.iter().map(|s| (s.id, s)).collect();
+        a.keys()
+            .chain(b.keys())
+            .filter(|id| a.get(*id) != b.get(*id))
+            .copied()
+            .collect()
+    }
+}
+
+/// Refresh intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshPolicy {
+    /// While something is in flight.
+    pub fast: Duration,
+    /// At rest.
+    pub slow: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            fast: Duration::from_secs(2),
+            slow: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The PD state cache of one Cluster. Share it as `Arc<PdStateCache>`.
+pub struct PdStateCache {
+    pd: Arc<dyn PdApi>,
+    policy: RefreshPolicy,
+    tx: watch::Sender<Arc<PdSnapshot>>,
+    fast_holders: Arc<AtomicUsize>,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for PdStateCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PdStateCache")
+            .field("policy", &self.policy)
+            .field("fast_holders", &self.fast_holders.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// While alive, the cache refreshes at the fast interval. Dropping it returns
+/// to the slow interval once no other guard is alive.
+#[derive(Debug)]
+pub struct FastRefresh {
+    holders: Arc<AtomicUsize>,
+}
+
+impl Drop for FastRefresh {
+    fn drop(&mut self) {
+        self.holders.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl PdStateCache {
+    /// A cache over `pd`, starting with an unreachable snapshot until the
+    /// first refresh.
+    pub fn new(pd: Arc<dyn PdApi>, policy: RefreshPolicy) -> Self {
+        let initial = PdSnapshot {
+            error: Some("PD not read yet".to_owned()),
+            ..PdSnapshot::default()
+        };
+        Self {
+            pd,
+            policy,
+            tx: watch::channel(Arc::new(initial)).0,
+            fast_holders: Arc::new(AtomicUsize::new(0)),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn current(&self) -> Arc<PdSnapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// A receiver that sees every published (changed) snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<PdSnapshot>> {
+        self.tx.subscribe()
+    }
+
+    /// Switches to fast refreshes (and refreshes soon) until the guard drops.
+    pub fn hold_fast(&self) -> FastRefresh {
+        self.fast_holders.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+        FastRefresh {
+            holders: self.fast_holders.clone(),
+        }
+    }
+
+    /// The interval until the next refresh.
+    pub fn interval(&self) -> Duration {
+        if self.fast_holders.load(Ordering::SeqCst) > 0 {
+            self.policy.fast
+        } else {
+            self.policy.slow
+        }
+    }
+
+    /// Reads PD once and publishes the result if it differs from the
+    /// current snapshot. Returns the previous and new snapshot when it did.
+    pub async fn refresh(&self) -> Option<(Arc<PdSnapshot>, Arc<PdSnapshot>)> {
+        let snapshot = Arc::new(read(self.pd.as_ref()).await);
+        let old = self.current();
+        if *old == *snapshot {
+            return None;
+        }
+        debug!(reachable = snapshot.reachable(), "PD state changed");
+        self.tx.send_replace(snapshot.clone());
+        Some((old, snapshot))
+    }
+
+    /// Refreshes forever at the adaptive interval; a new [`hold_fast`]
+    /// guard cuts the current wait short. Run it in a task per Cluster and
+    /// abort the task when the Cluster goes away.
+    ///
+    /// [`hold_fast`]: PdStateCache::hold_fast
+    pub async fn run(&self) {
+        loop {
+            self.refresh().await;
+            tokio::select! {
+                () = tokio::time::sleep(self.interval()) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+}
+
+async fn read(pd: &dyn PdApi) -> PdSnapshot {
+    let unreachable = |what: &str, e: PdError| PdSnapshot {
+        error: Some(format!("cannot read PD {what} ({}): {e}", e.category())),
+        ..PdSnapshot::default()
+    };
+    let members = match pd.members().await {
+        Ok(m) => m,
+        Err(e) => return unreachable("members", e),
+    };
+    let health = match pd.health().await {
+        Ok(h) => h,
+        Err(e) => return unreachable("health", e),
+    };
+    let stores = match pd.stores().await {
+        Ok(s) => s,
+        // No TiKV bootstrapped the cluster yet: no stores, not an outage.
+        Err(PdError::NotBootstrapped { .. }) => Vec::new(),
+        Err(e) => return unreachable("stores", e),
+    };
+    PdSnapshot {
+        members: Some(members),
+        health,
+        stores,
+        error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use pd_client::{FakeOp, FakePd};
+
+    fn cache(pd: &FakePd) -> PdStateCache {
+        PdStateCache::new(Arc::new(pd.clone()), RefreshPolicy::default())
+    }
+
+    #[tokio::test]
+    async fn publishes_only_changes_and_names_what_changed() {
+        let pd = FakePd::with_cluster(3, 2);
+        let c = cache(&pd);
+        let mut rx = c.subscribe();
+        let (old, new) = c.refresh().await.unwrap();
+        assert!(!old.reachable());
+        assert!(new.reachable());
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        // Nothing changed in PD: nothing published.
+        assert!(c.refresh().await.is_none());
+        assert!(!rx.has_changed().unwrap());
+
+        pd.set_member_healthy("pd-2", false);
+        let (old, new) = c.refresh().await.unwrap();
+        assert_eq!(
+            new.changed_members(&old),
+            BTreeSet::from(["pd-2".to_owned()])
+        );
+        assert!(new.changed_stores(&old).is_empty());
+
+        pd.set_store_counts(StoreId(2), 5, 1);
+        let (old, new) = c.refresh().await.unwrap();
+        assert!(new.changed_members(&old).is_empty());
+        assert_eq!(new.changed_stores(&old), BTreeSet::from([StoreId(2)]));
+
+        pd.set_unreachable(true);
+        let (old, new) = c.refresh().await.unwrap();
+        assert!(!new.reachable());
+        assert_eq!(new.changed_members(&old).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_pd_without_stores_yet_is_reachable() {
+        let pd = FakePd::with_cluster(1, 0);
+        pd.inject_error(
+            FakeOp::Stores,
+            PdError::NotBootstrapped {
+                message: "no store".into(),
+            },
+        );
+        let c = cache(&pd);
+        c.refresh().await;
+        assert!(c.current().reachable());
+        pd.inject_error(FakeOp::Health, PdError::unavailable("flaky"));
+        c.refresh().await;
+        assert!(!c.current().reachable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_fast_only_while_something_is_in_flight() {
+        let pd = FakePd::with_cluster(1, 0);
+        let c = Arc::new(cache(&pd));
+        let runner = c.clone();
+        let task = tokio::spawn(async move { runner.run().await });
+        let reads = || pd.calls().iter().filter(|o| **o == FakeOp::Members).count();
+
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        // At rest: t=0, 30, 60.
+        assert_eq!(reads(), 3);
+
+        let guard = c.hold_fast();
+        assert_eq!(c.interval(), RefreshPolicy::default().fast);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The guard woke the loop at once.
+        assert_eq!(reads(), 4);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(reads(), 9);
+
+        drop(guard);
+        assert_eq!(c.interval(), RefreshPolicy::default().slow);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(reads() <= 10, "{}", reads());
+        task.abort();
+    }
+}
