@@ -51,6 +51,45 @@ pub trait SuffixSource {
     fn next_suffix(&mut self) -> String;
 }
 
+/// Characters of generated suffixes: lower-case consonants and digits
+/// without look-alikes (as Kubernetes' own generated names), so no suffix
+/// spells a word and every name stays a DNS label.
+pub const SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// The production [`SuffixSource`]: random suffixes from the process's
+/// randomly seeded hasher state and a counter (no extra dependency; the
+/// planner rejects the rare collision with an existing name).
+#[derive(Debug)]
+pub struct RandomSuffix {
+    state: std::hash::RandomState,
+    counter: u64,
+}
+
+impl Default for RandomSuffix {
+    fn default() -> Self {
+        Self {
+            state: std::hash::RandomState::new(),
+            counter: 0,
+        }
+    }
+}
+
+impl SuffixSource for RandomSuffix {
+    fn next_suffix(&mut self) -> String {
+        use std::hash::BuildHasher;
+        self.counter += 1;
+        let mut x = self.state.hash_one(self.counter);
+        let base = SUFFIX_ALPHABET.len() as u64;
+        (0..names::INSTANCE_SUFFIX_LEN)
+            .map(|_| {
+                let c = SUFFIX_ALPHABET[(x % base) as usize];
+                x /= base;
+                char::from(c)
+            })
+            .collect()
+    }
+}
+
 /// Everything the PDGroup planner looks at.
 #[derive(Debug, Clone)]
 pub struct GroupInput<'a> {
@@ -655,6 +694,25 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn random_suffixes_are_dns_safe_and_distinct() {
+        let mut r = RandomSuffix::default();
+        let all: std::collections::BTreeSet<String> = (0..1000).map(|_| r.next_suffix()).collect();
+        assert_eq!(all.len(), 1000);
+        for s in &all {
+            assert_eq!(s.len(), names::INSTANCE_SUFFIX_LEN);
+            assert!(s.bytes().all(|b| SUFFIX_ALPHABET.contains(&b)), "{s}");
+        }
+        // Two sources (two operator processes) do not produce the same sequence.
+        let mut other = RandomSuffix::default();
+        assert_ne!(
+            (0..4).map(|_| other.next_suffix()).collect::<Vec<_>>(),
+            (0..4)
+                .map(|_| RandomSuffix::default().next_suffix())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
