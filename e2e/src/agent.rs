@@ -5,7 +5,7 @@
 //! - provisions a hostPath PersistentVolume for each pending claim of the test StorageClass
 //!   once the scheduler picked a node, and deletes released ones;
 //! - keeps the hosts file in step with pods (`<hostname>.<subdomain>.<ns>.svc`) and services
-//!   (`<svc>.<ns>.svc` -> first ready pod of the selector);
+//!   (`<svc>.<ns>.svc` -> the oldest running pod of the selector);
 //! - backs every PD pod (`app.kubernetes.io/component=pd`,
 //!   `app.kubernetes.io/managed-by=tikv-operator`) with a real `pd-server` process running
 //!   the pod's own arguments and ConfigMap files, listening on the pod IP; stops it when the
@@ -276,17 +276,22 @@ impl Agent {
             if selector.is_empty() {
                 continue;
             }
-            let mut backends: Vec<(&str, String)> = pods
+            // The oldest running pod: kwok makes every pod Ready at once, so a joining member
+            // would otherwise be handed its own address for the client service.
+            let mut backends: Vec<(Option<k8s_openapi::jiff::Timestamp>, &str, String)> = pods
                 .iter()
                 .filter(|p| p.metadata.namespace.as_deref() == Some(&ns))
                 .filter(|p| {
                     let l = labels(p);
                     selector.iter().all(|(k, v)| l.get(k) == Some(v))
                 })
-                .filter_map(|p| Some((p.metadata.name.as_deref()?, running_ip(p)?)))
+                .filter_map(|p| {
+                    let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                    Some((created, p.metadata.name.as_deref()?, running_ip(p)?))
+                })
                 .collect();
             backends.sort();
-            if let Some((_, ip)) = backends.first() {
+            if let Some((_, _, ip)) = backends.first() {
                 let fqdn = format!("{name}.{ns}.svc");
                 lines.insert(fqdn.clone(), format!("{ip} {fqdn} {fqdn}.cluster.local"));
             }
