@@ -23,6 +23,9 @@ pub struct InstanceState {
     pub deleting: bool,
     /// Value of the [`labels::DELETE_PRIORITY`] annotation (0 when absent or not an integer).
     pub delete_priority: i64,
+    /// For instances created at bootstrap: every initial member's name
+    /// ([`labels::PD_BOOTSTRAP_MEMBERS`]).
+    pub bootstrap_members: Option<Vec<String>>,
 }
 
 impl InstanceState {
@@ -40,6 +43,7 @@ impl InstanceState {
                 .and_then(|a| a.get(labels::DELETE_PRIORITY))
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0),
+            bootstrap_members: crate::render::bootstrap_members(pd),
         }
     }
 }
@@ -170,6 +174,32 @@ pub fn plan_group(input: &GroupInput<'_>, suffixes: &mut dyn SuffixSource) -> Gr
                 return GroupPlan::Steady;
             }
             return GroupPlan::Create(bootstrap_members(input, desired, suffixes));
+        }
+        // A bootstrap interrupted half-way (some creates failed): create the
+        // missing initial members under their listed names, or PD never forms.
+        if let Some(list) = input
+            .instances
+            .iter()
+            .find_map(|i| i.bootstrap_members.clone())
+        {
+            let mut topologies: Vec<Option<Topology>> =
+                input.instances.iter().map(|i| i.topology.clone()).collect();
+            let missing: Vec<NewInstance> = list
+                .iter()
+                .filter(|n| !input.instances.iter().any(|i| &i.name == *n))
+                .map(|name| {
+                    let topology = input.spread.next(topologies.iter().map(Option::as_ref));
+                    topologies.push(topology.clone());
+                    NewInstance {
+                        name: name.clone(),
+                        topology,
+                        bootstrap_members: Some(list.clone()),
+                    }
+                })
+                .collect();
+            if !missing.is_empty() {
+                return GroupPlan::Create(missing);
+            }
         }
         return GroupPlan::Wait(Blocked {
             reason: reasons::WAITING_FOR_BOOTSTRAP,
@@ -370,6 +400,7 @@ mod tests {
             ready,
             deleting: false,
             delete_priority: 0,
+            bootstrap_members: None,
         }
     }
 
@@ -439,6 +470,32 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn an_interrupted_bootstrap_creates_the_missing_initial_members() {
+        let pd = PdView::Unreachable {
+            message: "forming".into(),
+        };
+        let list: Vec<String> = ["pd-1", "pd-2", "pd-3"].map(String::from).to_vec();
+        let mut first = inst("pd-1", Some("a"), false);
+        first.bootstrap_members = Some(list.clone());
+        let plan = plan_group(&input(3, vec![first], &pd, false), &mut Counter::default());
+        assert_eq!(
+            plan,
+            GroupPlan::Create(vec![
+                NewInstance {
+                    name: "pd-2".into(),
+                    topology: Some(zone("b")),
+                    bootstrap_members: Some(list.clone()),
+                },
+                NewInstance {
+                    name: "pd-3".into(),
+                    topology: Some(zone("c")),
+                    bootstrap_members: Some(list),
+                },
+            ])
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! PD's view of its own membership, as the planners consume it.
 
-use pd_client::{MemberHealth, MemberId, Members, PdApi};
+use pd_client::{ClusterId, MemberHealth, MemberId, Members, PdApi};
 use tikv_operator_core::pd_state::PdSnapshot;
 
 /// One observation of PD's membership. Planners act destructively only on a
@@ -38,6 +38,21 @@ impl PdView {
         }
     }
 
+    /// Guards against acting on the wrong PD: when the Cluster recorded a PD
+    /// cluster id (`Cluster.status.id`) and PD reports another one, the view
+    /// becomes [`PdView::Unreachable`].
+    pub fn expecting_cluster_id(self, recorded: Option<&str>) -> Self {
+        match (&self, recorded) {
+            (Self::Reachable(m), Some(id)) if m.cluster_id.to_string() != id => Self::Unreachable {
+                message: format!(
+                    "PD reports cluster id {} but the Cluster recorded {id}; not acting on it",
+                    m.cluster_id
+                ),
+            },
+            _ => self,
+        }
+    }
+
     /// Asks PD for members and health. Any error yields
     /// [`PdView::Unreachable`]: a PD that cannot be trusted is never acted on.
     pub async fn observe(pd: &dyn PdApi) -> Self {
@@ -72,6 +87,8 @@ pub struct MemberView {
 /// PD's members, their health and the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Membership {
+    /// The PD cluster id the answering member belongs to.
+    pub cluster_id: ClusterId,
     /// All members, healthy or not.
     pub members: Vec<MemberView>,
     /// Name of the PD leader, if one is elected.
@@ -83,6 +100,7 @@ impl Membership {
     /// report counts as unhealthy.
     pub fn from_pd(members: &Members, health: &[MemberHealth]) -> Self {
         Self {
+            cluster_id: members.cluster_id,
             members: members
                 .members
                 .iter()
@@ -135,6 +153,7 @@ pub(crate) mod tests {
     /// A membership of `(name, healthy)` with `leader`.
     pub(crate) fn membership(members: &[(&str, bool)], leader: Option<&str>) -> Membership {
         Membership {
+            cluster_id: ClusterId(1),
             members: members
                 .iter()
                 .enumerate()
@@ -197,6 +216,14 @@ pub(crate) mod tests {
         pd.set_unreachable(false);
         pd.inject_error(pd_client::FakeOp::Health, PdError::unavailable("flaky"));
         assert!(PdView::observe(&pd).await.membership().is_none());
+    }
+
+    #[test]
+    fn a_pd_of_another_cluster_is_never_acted_on() {
+        let view = PdView::Reachable(membership(&[("a", true)], Some("a")));
+        assert_eq!(view.clone().expecting_cluster_id(None), view);
+        assert_eq!(view.clone().expecting_cluster_id(Some("1")), view);
+        assert!(view.expecting_cluster_id(Some("2")).membership().is_none());
     }
 
     #[tokio::test]

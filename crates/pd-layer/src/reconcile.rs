@@ -10,7 +10,9 @@
 //!   Cluster ([`ClusterFacts::from_cluster`]), the PD instances labelled
 //!   `core.tikv.org/group=<group>`, their Pods, the group's Services (all from
 //!   the stores; no GET/LIST) and PD's membership ([`PdView`], from the PD
-//!   state cache via [`PdView::from_snapshot`], or [`PdView::observe`]). Owns: PD instance objects, Services.
+//!   state cache via [`PdView::from_snapshot`], or [`PdView::observe`],
+//!   always passed through [`PdView::expecting_cluster_id`] with the Cluster's
+//!   `status.id`). Owns: PD instance objects, Services.
 //! - [`reconcile_instance`] for a PD instance, with an [`InstanceSnapshot`]
 //!   and the Cluster's [`PdApi`]. Owns: ConfigMap, PVCs, Pod, and the member
 //!   removal run by its finalizer.
