@@ -22,3 +22,5 @@ pub const INVALID_CONFIG: &str = "InvalidConfig";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 /// Everything matches the spec.
 pub const SYNCED: &str = "Synced";
+/// The running Pod was started with an older configuration than the one rendered now.
+pub const RESTART_PENDING: &str = "RestartPending";

@@ -478,7 +478,9 @@ pub async fn reconcile_instance(
         }
         match apply_instance_objects(ctx, s).await? {
             Ok(message) => ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, message),
-            Err(e) => ConditionUpdate::new(condition::SYNCED, false, e.reason(), e.to_string()),
+            Err((reason, message)) => {
+                ConditionUpdate::new(condition::SYNCED, false, reason, message)
+            }
         }
     };
     let synced_ok = synced.status == conditions::TRUE;
@@ -542,11 +544,11 @@ pub async fn reconcile_instance(
 }
 
 /// Applies ConfigMap, PVCs and Pod. The outer error is a failed write; the
-/// inner one a spec the user must fix (nothing applied).
+/// inner one why the instance is not in sync: (reason, message).
 async fn apply_instance_objects(
     ctx: &Ctx,
     s: &InstanceSnapshot<'_>,
-) -> Result<Result<String, RenderError>> {
+) -> Result<Result<String, (&'static str, String)>> {
     let pd = s.instance;
     let rendered = (|| {
         let config = render::render_config(pd)?;
@@ -560,7 +562,7 @@ async fn apply_instance_objects(
     })();
     let (cm, pvcs, pod, hash) = match rendered {
         Ok(r) => r,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Err((e.reason(), e.to_string()))),
     };
     ctx.kube
         .apply_if_changed(&desired(&cm)?, cached(s.config_map).as_ref())
@@ -596,10 +598,12 @@ async fn apply_instance_objects(
             if running_hash.map(String::as_str) == Some(hash.as_str()) {
                 Ok(Ok("up to date".to_owned()))
             } else {
-                Ok(Ok(
-                    "configuration changed; the Pod restarts with the next rolling update"
+                Ok(Err((
+                    reasons::RESTART_PENDING,
+                    "the rendered configuration changed; the running Pod keeps the old one \
+                     until it is restarted"
                         .to_owned(),
-                ))
+                )))
             }
         }
     }

@@ -469,3 +469,82 @@ async fn an_owned_config_key_is_reported_not_overridden() {
     );
     assert!(c.message.contains("name"), "{}", c.message);
 }
+
+#[tokio::test]
+async fn scale_3_to_5_to_3_keeps_quorum_at_every_step() {
+    let mut w = World::bootstrapped(3).await;
+    let watch = |w: &World| {
+        // The watcher: PD has a leader (quorum) and at most one instance is
+        // being removed at any moment.
+        assert!(w.pd.leader_name().is_some(), "quorum lost");
+        let removing = w
+            .instances()
+            .iter()
+            .filter(|i| i.metadata.deletion_timestamp.is_some())
+            .count();
+        assert!(removing <= 1, "{removing} removals at once");
+    };
+    w.set_replicas(5);
+    let mut max_members = 0;
+    for _ in 0..20 {
+        w.reconcile_group().await;
+        watch(&w);
+        w.reconcile_all_instances().await;
+        watch(&w);
+        w.run_pods();
+        max_members = max_members.max(w.pd.member_names().len());
+        if w.pd.member_names().len() == 5 {
+            break;
+        }
+    }
+    assert_eq!(w.pd.member_names().len(), 5);
+    assert_eq!(max_members, 5);
+
+    w.set_replicas(3);
+    let mut min_members = 5;
+    for _ in 0..40 {
+        w.reconcile_group().await;
+        watch(&w);
+        w.reconcile_all_instances().await;
+        watch(&w);
+        min_members = min_members.min(w.pd.member_names().len());
+        if w.instances().len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(w.pd.member_names().len(), 3);
+    assert_eq!(min_members, 3, "never below the target");
+    assert_eq!(w.instances().len(), 3);
+    assert_eq!(w.kube.list::<Pod>("Pod", NS).len(), 3);
+    w.reconcile_group().await;
+    assert_eq!(w.condition(condition::PROGRESSING).0, "False");
+}
+
+#[tokio::test]
+async fn a_config_change_updates_the_config_map_but_leaves_the_running_pod() {
+    let w = World::bootstrapped(3).await;
+    let name = w.instance_names()[0].clone();
+    let mut pd = w.kube.get(&pd_key(&name)).unwrap();
+    pd["spec"]["config"] = "[log]\nlevel = \"debug\"\n".into();
+    w.kube.insert(pd_key(&name), pd);
+    w.kube.clear_calls();
+    w.reconcile_instance(&name).await;
+    let applied: Vec<String> = w
+        .kube
+        .calls()
+        .iter()
+        .filter_map(|c| match c {
+            KubeCall::Apply(k, _) => Some(k.kind.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(applied, vec!["ConfigMap".to_owned()]);
+    let pd: PD = w.kube.get_typed(&pd_key(&name)).unwrap();
+    let c = conditions::find(&pd.status.unwrap().common.conditions, condition::SYNCED)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::RESTART_PENDING)
+    );
+}
