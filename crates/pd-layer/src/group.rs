@@ -26,6 +26,9 @@ pub struct InstanceState {
     /// For instances created at bootstrap: every initial member's name
     /// ([`labels::PD_BOOTSTRAP_MEMBERS`]).
     pub bootstrap_members: Option<Vec<String>>,
+    /// Its running Pod was created from an older rendering and must be
+    /// restarted (the instance reports `Synced=False`, `RestartPending`).
+    pub outdated: bool,
 }
 
 impl InstanceState {
@@ -44,6 +47,13 @@ impl InstanceState {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0),
             bootstrap_members: crate::render::bootstrap_members(pd),
+            outdated: pd.status.as_ref().is_some_and(|st| {
+                st.common.conditions.iter().any(|c| {
+                    c.type_ == tikv_operator_api::common::condition::SYNCED
+                        && c.status == "False"
+                        && c.reason == reasons::RESTART_PENDING
+                })
+            }),
         }
     }
 }
@@ -152,6 +162,15 @@ pub enum GroupPlan {
     },
     /// A change is in flight; wait for it (not an error).
     Wait(Blocked),
+    /// Restart this instance's Pod (it runs an outdated rendering). When
+    /// `transfer_leader_to` is set, the instance leads: move leadership there
+    /// first and restart at a later reconcile.
+    Restart {
+        /// Instance whose Pod is deleted (and recreated by the instance).
+        name: String,
+        /// Leadership target, when the instance is the PD leader.
+        transfer_leader_to: Option<String>,
+    },
     /// The change `replicas` asks for is unsafe now; report and wait.
     Refuse(Blocked),
 }
@@ -218,9 +237,73 @@ pub fn plan_group(input: &GroupInput<'_>, suffixes: &mut dyn SuffixSource) -> Gr
     }
 
     match live.len().cmp(&desired) {
-        Ordering::Equal => GroupPlan::Steady,
+        Ordering::Equal => plan_restart(input, &live),
         Ordering::Less => plan_scale_out(input, &live, suffixes),
         Ordering::Greater => plan_scale_in(input, &live),
+    }
+}
+
+/// One restart at a time, only while every member is ready and healthy and
+/// PD answers (safety rule 2); the leader last, after a leadership transfer.
+fn plan_restart(input: &GroupInput<'_>, live: &[&InstanceState]) -> GroupPlan {
+    let outdated: Vec<&&InstanceState> = live.iter().filter(|i| i.outdated).collect();
+    if outdated.is_empty() {
+        return GroupPlan::Steady;
+    }
+    let Some(membership) = input.pd.membership() else {
+        return GroupPlan::Wait(Blocked {
+            reason: reasons::PD_UNAVAILABLE,
+            message: "PD is unreachable; restarts wait until it answers".to_owned(),
+        });
+    };
+    let not_ready: Vec<&str> = live
+        .iter()
+        .filter(|i| !i.ready)
+        .map(|i| i.name.as_str())
+        .chain(membership.unhealthy_except(""))
+        .collect();
+    if !not_ready.is_empty() {
+        return GroupPlan::Wait(Blocked {
+            reason: reasons::WAITING_FOR_MEMBER,
+            message: format!(
+                "restarts wait for every PD member to be ready and healthy: {}",
+                not_ready.join(", ")
+            ),
+        });
+    }
+    let mut order = outdated;
+    order.sort_by(|a, b| {
+        membership
+            .is_leader(&a.name)
+            .cmp(&membership.is_leader(&b.name))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let Some(target) = order.first() else {
+        return GroupPlan::Steady;
+    };
+    let transfer_leader_to = if membership.is_leader(&target.name) {
+        let to = membership
+            .members
+            .iter()
+            .filter(|m| m.name != target.name && m.healthy)
+            .map(|m| m.name.clone())
+            .min();
+        match to {
+            Some(to) => Some(to),
+            None if membership.members.len() <= 1 => None,
+            None => {
+                return GroupPlan::Wait(Blocked {
+                    reason: reasons::NO_LEADER_TRANSFER_TARGET,
+                    message: format!("no healthy member can take over from {}", target.name),
+                });
+            }
+        }
+    } else {
+        None
+    };
+    GroupPlan::Restart {
+        name: target.name.clone(),
+        transfer_leader_to,
     }
 }
 
@@ -401,6 +484,7 @@ mod tests {
             deleting: false,
             delete_priority: 0,
             bootstrap_members: None,
+            outdated: false,
         }
     }
 
@@ -751,6 +835,63 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn restarts_go_one_at_a_time_leader_last_and_only_when_all_are_healthy() {
+        let pd = healthy3("pd-1");
+        let mut instances = three([true; 3]);
+        for i in &mut instances {
+            i.outdated = true;
+        }
+        let plan = plan_group(
+            &input(3, instances.clone(), &pd, true),
+            &mut Counter::default(),
+        );
+        assert_eq!(
+            plan,
+            GroupPlan::Restart {
+                name: "pd-2".into(),
+                transfer_leader_to: None
+            }
+        );
+        // Only the leader is left: leadership moves first.
+        instances[1].outdated = false;
+        instances[2].outdated = false;
+        let plan = plan_group(
+            &input(3, instances.clone(), &pd, true),
+            &mut Counter::default(),
+        );
+        assert_eq!(
+            plan,
+            GroupPlan::Restart {
+                name: "pd-1".into(),
+                transfer_leader_to: Some("pd-2".into())
+            }
+        );
+        // A member that is not ready (e.g. the one just restarted) blocks the next.
+        instances[2].ready = false;
+        let plan = plan_group(
+            &input(3, instances.clone(), &pd, true),
+            &mut Counter::default(),
+        );
+        assert!(matches!(plan, GroupPlan::Wait(_)), "{plan:?}");
+        // PD unreachable: no restart.
+        instances[2].ready = true;
+        let down = PdView::Unreachable {
+            message: "down".into(),
+        };
+        let plan = plan_group(&input(3, instances, &down, true), &mut Counter::default());
+        assert!(
+            matches!(
+                plan,
+                GroupPlan::Wait(Blocked {
+                    reason: reasons::PD_UNAVAILABLE,
+                    ..
+                })
+            ),
+            "{plan:?}"
+        );
     }
 
     #[test]

@@ -24,3 +24,5 @@ pub const INVALID_SPEC: &str = "InvalidSpec";
 pub const SYNCED: &str = "Synced";
 /// The running Pod was started with an older configuration than the one rendered now.
 pub const RESTART_PENDING: &str = "RestartPending";
+/// An outdated member is being restarted.
+pub const RESTARTING: &str = "Restarting";

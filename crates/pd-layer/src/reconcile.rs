@@ -41,7 +41,7 @@ use tikv_operator_core::{
 };
 use tracing::{info, instrument, warn};
 
-use crate::group::{GroupInput, GroupPlan, InstanceState, SuffixSource, plan_group};
+use crate::group::{GroupInput, GroupPlan, InstanceState, NewInstance, SuffixSource, plan_group};
 use crate::pd_view::PdView;
 use crate::reasons;
 use crate::removal::{RemovalInput, RemovalStep, next_removal_step};
@@ -101,12 +101,14 @@ impl ClusterFacts {
     }
 }
 
-/// Whether a Pod's `Ready` condition is `True`.
+/// Whether a Pod is not terminating and its `Ready` condition is `True`.
 pub fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn cached<K: Serialize>(obj: Option<&K>) -> Option<Value> {
@@ -159,6 +161,7 @@ pub struct GroupSnapshot<'a> {
 pub async fn reconcile_group(
     ctx: &Ctx,
     s: &GroupSnapshot<'_>,
+    pd_api: &dyn PdApi,
     suffixes: &mut (dyn SuffixSource + Send),
 ) -> Result<Requeue> {
     let group = s.group;
@@ -197,6 +200,25 @@ pub async fn reconcile_group(
             let d = desired(&svc)?;
             let current = cached(s.services.iter().find(|c| name_of(*c) == d.key.name));
             ctx.kube.apply_if_changed(&d, current.as_ref()).await?;
+        }
+        // Template changes reach the instance objects (their ConfigMaps and
+        // PVCs follow; running Pods restart through `GroupPlan::Restart`).
+        for i in s
+            .instances
+            .iter()
+            .filter(|i| i.metadata.deletion_timestamp.is_none())
+        {
+            let want = render::render_instance(
+                group,
+                &NewInstance {
+                    name: name_of(i).to_owned(),
+                    topology: i.spec.topology.clone(),
+                    bootstrap_members: render::bootstrap_members(i),
+                },
+            );
+            ctx.kube
+                .apply_if_changed(&desired(&want)?, cached(Some(i)).as_ref())
+                .await?;
         }
         let bootstrapped =
             s.cluster.pd_cluster_id_known || s.pd.membership().is_some_and(|m| m.leader.is_some());
@@ -253,6 +275,44 @@ pub async fn reconcile_group(
                     )?)
                     .await?;
             }
+            GroupPlan::Restart {
+                name,
+                transfer_leader_to: Some(to),
+            } => {
+                pd_api
+                    .transfer_leader(to)
+                    .await
+                    .map_err(|e| Error::pd("transfer_leader", e))?;
+                ctx.kube
+                    .publish_event(&event(
+                        group,
+                        EventType::Normal,
+                        "LeaderTransferred",
+                        "TransferLeader",
+                        format!("PD leadership moved from {name} to {to} before its restart"),
+                    )?)
+                    .await?;
+            }
+            GroupPlan::Restart {
+                name,
+                transfer_leader_to: None,
+            } => {
+                ctx.kube
+                    .delete(&ObjectKey::new::<Pod>(
+                        group.metadata.namespace.as_deref(),
+                        &names::pod(name),
+                    ))
+                    .await?;
+                ctx.kube
+                    .publish_event(&event(
+                        group,
+                        EventType::Normal,
+                        "Restarting",
+                        "Delete",
+                        format!("restarting PD member {name} with its new configuration"),
+                    )?)
+                    .await?;
+            }
             GroupPlan::Wait(_) => {}
             GroupPlan::Refuse(b) => {
                 warn!(reason = b.reason, message = %b.message, "scale-in refused");
@@ -298,6 +358,12 @@ pub async fn reconcile_group(
             true,
             reasons::REMOVING_MEMBER,
             format!("removing PD member {name}"),
+        ),
+        Some(GroupPlan::Restart { name, .. }) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::RESTARTING,
+            format!("restarting PD member {name}"),
         ),
         Some(GroupPlan::Wait(b) | GroupPlan::Refuse(b)) => {
             ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
@@ -524,10 +590,15 @@ pub async fn reconcile_instance(
             .map(|m| m.id.to_string())
             .or_else(|| pd.status.as_ref().and_then(|st| st.id.clone())),
         is_leader: s.pd.membership().is_some_and(|m| m.is_leader(&name)),
-        current_revision: pd
-            .status
-            .as_ref()
-            .and_then(|st| st.current_revision.clone()),
+        current_revision: s
+            .pod
+            .and_then(|p| p.metadata.annotations.as_ref())
+            .and_then(|a| a.get(labels::INSTANCE_REVISION).cloned())
+            .or_else(|| {
+                pd.status
+                    .as_ref()
+                    .and_then(|st| st.current_revision.clone())
+            }),
     };
     if pd.status.as_ref() != Some(&status) {
         let value = serde_json::to_value(&status).map_err(|source| Error::Serialization {
@@ -552,15 +623,25 @@ async fn apply_instance_objects(
     let pd = s.instance;
     let rendered = (|| {
         let config = render::render_config(pd)?;
-        let hash = content_hash(&Value::String(config.clone()));
+        let config_hash = content_hash(&Value::String(config.clone()));
+        let mut pod = render::render_pod(pd, &config_hash)?;
+        // The revision is the hash of everything rendered into the Pod; a
+        // running Pod with another revision is outdated.
+        let revision = content_hash(
+            &serde_json::to_value(&pod).map_err(|e| RenderError::Incomplete(e.to_string()))?,
+        );
+        pod.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(labels::INSTANCE_REVISION.to_owned(), revision.clone());
         Ok::<_, RenderError>((
             render::render_config_map(pd, &config)?,
             render::render_pvcs(pd)?,
-            render::render_pod(pd, &hash)?,
-            hash,
+            pod,
+            revision,
         ))
     })();
-    let (cm, pvcs, pod, hash) = match rendered {
+    let (cm, pvcs, pod, revision) = match rendered {
         Ok(r) => r,
         Err(e) => return Ok(Err((e.reason(), e.to_string()))),
     };
@@ -587,21 +668,21 @@ async fn apply_instance_objects(
             Ok(Ok("Pod created".to_owned()))
         }
         Some(current) => {
-            let running_hash = current
+            let running = current
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(labels::CONFIG_HASH));
-            // Changing a running Pod is a disruption that must go through the
-            // group's one-at-a-time update path (not implemented yet): the Pod
-            // is left alone and the difference is reported.
-            if running_hash.map(String::as_str) == Some(hash.as_str()) {
+                .and_then(|a| a.get(labels::INSTANCE_REVISION));
+            // Changing a running Pod is a disruption: the group restarts
+            // outdated Pods one at a time (`GroupPlan::Restart`); here the
+            // difference is only reported.
+            if running.map(String::as_str) == Some(revision.as_str()) {
                 Ok(Ok("up to date".to_owned()))
             } else {
                 Ok(Err((
                     reasons::RESTART_PENDING,
-                    "the rendered configuration changed; the running Pod keeps the old one \
-                     until it is restarted"
+                    "the rendered Pod changed (configuration, image, resources, ...); its \
+                     group restarts it, one member at a time"
                         .to_owned(),
                 )))
             }

@@ -121,7 +121,7 @@ impl World {
             services: &services,
             pd: &view,
         };
-        reconcile_group(&self.ctx, &snap, &mut self.suffixes)
+        reconcile_group(&self.ctx, &snap, &self.pd, &mut self.suffixes)
             .await
             .unwrap();
     }
@@ -521,30 +521,77 @@ async fn scale_3_to_5_to_3_keeps_quorum_at_every_step() {
 }
 
 #[tokio::test]
-async fn a_config_change_updates_the_config_map_but_leaves_the_running_pod() {
-    let w = World::bootstrapped(3).await;
-    let name = w.instance_names()[0].clone();
-    let mut pd = w.kube.get(&pd_key(&name)).unwrap();
-    pd["spec"]["config"] = "[log]\nlevel = \"debug\"\n".into();
-    w.kube.insert(pd_key(&name), pd);
-    w.kube.clear_calls();
-    w.reconcile_instance(&name).await;
-    let applied: Vec<String> = w
-        .kube
-        .calls()
-        .iter()
-        .filter_map(|c| match c {
-            KubeCall::Apply(k, _) => Some(k.kind.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(applied, vec!["ConfigMap".to_owned()]);
-    let pd: PD = w.kube.get_typed(&pd_key(&name)).unwrap();
-    let c = conditions::find(&pd.status.unwrap().common.conditions, condition::SYNCED)
-        .unwrap()
-        .clone();
-    assert_eq!(
-        (c.status.as_str(), c.reason.as_str()),
-        ("False", reasons::RESTART_PENDING)
-    );
+async fn a_config_change_restarts_members_one_at_a_time_leader_last() {
+    let mut w = World::bootstrapped(3).await;
+    let leader = w.pd.leader_name().unwrap();
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["config"] = "[log]\nlevel = \"debug\"\n".into();
+    w.kube.insert(group_key(), g);
+
+    // The group pushes the template to its instances; the instances update
+    // their ConfigMaps and report their running Pods outdated.
+    w.reconcile_group().await;
+    for i in w.instances() {
+        assert_eq!(
+            i.spec.template.config.as_deref(),
+            Some("[log]\nlevel = \"debug\"\n")
+        );
+    }
+    w.reconcile_all_instances().await;
+    for name in w.instance_names() {
+        let pd: PD = w.kube.get_typed(&pd_key(&name)).unwrap();
+        let c = conditions::find(&pd.status.unwrap().common.conditions, condition::SYNCED)
+            .unwrap()
+            .clone();
+        assert_eq!(c.reason, reasons::RESTART_PENDING);
+    }
+
+    let mut restarted = Vec::new();
+    for _ in 0..30 {
+        let before: Vec<String> = w
+            .kube
+            .list::<Pod>("Pod", NS)
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        w.kube.clear_calls();
+        w.reconcile_group().await;
+        // At most one member is disrupted at a time.
+        let missing: Vec<String> = w
+            .instance_names()
+            .into_iter()
+            .filter(|n| w.kube.get(&pod_key(n)).is_none())
+            .collect();
+        assert!(missing.len() <= 1, "{missing:?}");
+        for m in &missing {
+            if before.contains(m) {
+                restarted.push(m.clone());
+                // The leader's Pod goes only after leadership moved away.
+                assert_ne!(w.pd.leader_name().as_deref(), Some(m.as_str()));
+            }
+        }
+        w.reconcile_all_instances().await;
+        w.run_pods();
+        w.reconcile_all_instances().await;
+        let all_synced = w.instances().iter().all(|i| {
+            conditions::is_true(
+                &i.status.as_ref().unwrap().common.conditions,
+                condition::SYNCED,
+            )
+        });
+        if all_synced {
+            break;
+        }
+    }
+    assert_eq!(restarted.len(), 3, "{restarted:?}");
+    assert_eq!(restarted.last(), Some(&leader), "the leader restarts last");
+    for name in w.instance_names() {
+        let cm: ConfigMap = w
+            .kube
+            .get_typed(&ObjectKey::new::<ConfigMap>(Some(NS), &name))
+            .unwrap();
+        assert!(cm.data.unwrap()["pd.toml"].contains("level = \"debug\""));
+    }
+    w.reconcile_group().await;
+    assert_eq!(w.condition(condition::PROGRESSING).0, "False");
 }
