@@ -395,6 +395,8 @@ pub async fn reconcile_group(
             version: Some(group.spec.template.spec.version.clone()),
             replicas,
             ready_replicas: ready,
+            updated_replicas: i32::try_from(live.iter().filter(|i| !i.outdated).count())
+                .unwrap_or(i32::MAX),
             selector: Some(render::selector_string(&cluster_name, &group_name)),
             ..group
                 .status
@@ -450,6 +452,10 @@ pub async fn reconcile_instance(
     if pd.metadata.deletion_timestamp.is_some() {
         if !pd.finalizers().iter().any(|f| f == labels::FINALIZER) {
             return Ok(Requeue::AwaitChange);
+        }
+        if s.cluster.paused && !s.cluster.deleting {
+            // A paused Cluster changes nothing, removals included.
+            return Ok(ctx.policy.after_success(false));
         }
         let step = next_removal_step(&RemovalInput {
             instance: &name,

@@ -595,3 +595,34 @@ async fn a_config_change_restarts_members_one_at_a_time_leader_last() {
     w.reconcile_group().await;
     assert_eq!(w.condition(condition::PROGRESSING).0, "False");
 }
+
+#[tokio::test]
+async fn a_paused_cluster_changes_nothing() {
+    let mut w = World::bootstrapped(3).await;
+    w.cluster.paused = true;
+    w.set_replicas(2);
+    let victim = w.instance_names()[1].clone();
+    w.kube.delete(&pd_key(&victim)).await.unwrap();
+    w.kube.clear_calls();
+    let pd_calls = w.pd.calls().len();
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    let writes: Vec<KubeCall> = w
+        .kube
+        .calls()
+        .into_iter()
+        .filter(|c| c.op() != KubeOp::PatchStatus)
+        .collect();
+    assert_eq!(writes, vec![], "paused: only status is written");
+    assert!(
+        w.pd.calls()[pd_calls..]
+            .iter()
+            .all(|op| !matches!(op, FakeOp::RemoveMember | FakeOp::TransferLeader))
+    );
+    assert_eq!(w.pd.member_names().len(), 3);
+    let st = w.group().status.unwrap();
+    assert_eq!(
+        st.group.updated_replicas, 2,
+        "the deleting instance is not counted"
+    );
+}
