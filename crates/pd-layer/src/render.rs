@@ -5,8 +5,8 @@
 //! operator owns), one PVC per volume, and a Pod running `/pd-server
 //! --config=/etc/pd/pd.toml`. Per group: the headless peer Service (pod DNS
 //! names, published before pods are ready so that initial members find each
-//! other) and the client Service (ready members only; new members join
-//! through it).
+//! other; joining members find the cluster through it) and the client
+//! Service (ready members only; what clients use).
 
 use std::collections::BTreeMap;
 
@@ -337,7 +337,13 @@ pub fn render_config(pd: &PD) -> Result<String, RenderError> {
             owned.push(("initial-cluster", initial));
             owned.push(("initial-cluster-state", "new".to_owned()));
         }
-        None => owned.push(("join", client_service_url(c.group, c.namespace, client))),
+        // Join through the headless peer Service: its name resolves to every
+        // member's Pod (no Service proxying needed), and it does not change
+        // with membership, so the rendered config stays stable.
+        None => owned.push((
+            "join",
+            format!("http://{}.{}.svc:{client}", pd.spec.subdomain, c.namespace),
+        )),
     }
     for (k, v) in owned {
         table.insert(k.to_owned(), toml::Value::String(v));
@@ -758,7 +764,7 @@ mod tests {
         assert_eq!(cfg["replication"]["max-replicas"].as_integer(), Some(3));
 
         let cfg: toml::Table = render_config(&instance(false)).unwrap().parse().unwrap();
-        assert_eq!(cfg["join"].as_str(), Some("http://pd-pd.ns.svc:2379"));
+        assert_eq!(cfg["join"].as_str(), Some("http://pd-pd-peer.ns.svc:2379"));
         assert!(!cfg.contains_key("initial-cluster"));
     }
 
@@ -801,7 +807,7 @@ mod tests {
         let cfg: toml::Table = render_config(&pd).unwrap().parse().unwrap();
         assert_eq!(cfg["data-dir"].as_str(), Some("/data"));
         assert_eq!(cfg["peer-urls"].as_str(), Some("http://0.0.0.0:3380"));
-        assert_eq!(cfg["join"].as_str(), Some("http://pd-pd.ns.svc:3379"));
+        assert_eq!(cfg["join"].as_str(), Some("http://pd-pd-peer.ns.svc:3379"));
         let pod = render_pod(&pd, "h").unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
         let ports: Vec<i32> = c

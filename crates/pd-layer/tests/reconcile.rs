@@ -285,7 +285,7 @@ async fn bootstrap_creates_initial_members_then_joins_one_at_a_time() {
         .kube
         .get_typed(&ObjectKey::new::<ConfigMap>(Some(NS), &jname))
         .unwrap();
-    assert!(cm.data.unwrap()["pd.toml"].contains("join = \"http://pd-pd.ns.svc:2379\""));
+    assert!(cm.data.unwrap()["pd.toml"].contains("join = \"http://pd-pd-peer.ns.svc:2379\""));
     w.run_pods();
     w.reconcile_group().await;
     assert_eq!(w.instances().len(), 5);
