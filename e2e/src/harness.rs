@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
@@ -18,6 +18,7 @@ use kube::{Api, Client};
 
 use crate::cluster;
 use crate::config::{self, Layout};
+use crate::fixtures;
 use crate::simulator::StoreStatus;
 
 /// Environment variable set by `cargo xtask e2e test`; tests fail without an environment.
@@ -386,4 +387,81 @@ impl Invariant {
 pub fn fixture(path: &str) -> Result<String> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// Waits until pod `ns/name` runs and returns its IP.
+pub async fn pod_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    wait_until(
+        env,
+        &format!("pod {ns}/{name} running with an IP"),
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            let name = name.to_string();
+            async move {
+                let p = pods.get(&name).await?;
+                let st = p.status.unwrap_or_default();
+                Ok((st.phase.as_deref() == Some("Running"))
+                    .then_some(st.pod_ip)
+                    .flatten())
+            }
+        },
+    )
+    .await
+}
+
+/// Starts a PD cluster of `replicas` members (pods `e2e-pd-<i>`) and waits until it has a
+/// leader and every member; returns the address of the first member and `/members`.
+pub async fn pd_cluster(
+    env: &Env,
+    ns: &TestNamespace,
+    replicas: usize,
+) -> Result<(String, serde_json::Value)> {
+    ns.apply(&fixtures::pd_cluster(&ns.name, "e2e", replicas))
+        .await?;
+    let ip = pod_ip(env, &ns.name, "e2e-pd-0").await?;
+    let addr = format!("{ip}:2379");
+    let members = wait_until(
+        env,
+        "PD members with a leader",
+        Duration::from_secs(90),
+        || {
+            let env = env.clone();
+            let addr = addr.clone();
+            async move {
+                let m = env.pd_get(&addr, "/pd/api/v1/members").await?;
+                let n = m["members"].as_array().map_or(0, Vec::len);
+                let has_leader = m["leader"]["name"].as_str().is_some_and(|s| !s.is_empty());
+                Ok((n == replicas && has_leader).then_some(m))
+            }
+        },
+    )
+    .await?;
+    Ok((addr, members))
+}
+
+/// Waits until every region has 3 voters and returns the stores.
+pub async fn replicated(env: &Env, addr: &str) -> Result<Vec<PdStore>> {
+    wait_until(
+        env,
+        "every region with 3 replicas and leaders reported",
+        Duration::from_secs(120),
+        || {
+            let env = env.clone();
+            let addr = addr.to_string();
+            async move {
+                let miss = env
+                    .pd_get(&addr, "/pd/api/v1/regions/check/miss-peer")
+                    .await?;
+                let missing = miss["count"].as_u64().unwrap_or_default();
+                let regions = env.pd_get(&addr, "/pd/api/v1/regions").await?;
+                let total = regions["count"].as_u64().unwrap_or_default();
+                let stores = env.pd_stores(&addr).await?;
+                let leaders: u64 = stores.iter().map(|s| s.leaders).sum();
+                Ok((missing == 0 && total > 0 && leaders == total).then_some(stores))
+            }
+        },
+    )
+    .await
 }

@@ -9,55 +9,8 @@ use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::DeleteParams;
-use serde_json::Value;
 use tikv_operator_e2e::fixtures;
-use tikv_operator_e2e::harness::{Env, Invariant, PdStore, TestNamespace, wait_until};
-
-async fn pod_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    wait_until(
-        env,
-        &format!("pod {ns}/{name} running with an IP"),
-        Duration::from_secs(60),
-        || {
-            let pods = pods.clone();
-            let name = name.to_string();
-            async move {
-                let p = pods.get(&name).await?;
-                let st = p.status.unwrap_or_default();
-                Ok((st.phase.as_deref() == Some("Running"))
-                    .then_some(st.pod_ip)
-                    .flatten())
-            }
-        },
-    )
-    .await
-}
-
-/// Starts a PD cluster of `replicas` members and waits until it has a leader and every member.
-async fn pd_cluster(env: &Env, ns: &TestNamespace, replicas: usize) -> Result<(String, Value)> {
-    ns.apply(&fixtures::pd_cluster(&ns.name, "e2e", replicas))
-        .await?;
-    let ip = pod_ip(env, &ns.name, "e2e-pd-0").await?;
-    let addr = format!("{ip}:2379");
-    let members = wait_until(
-        env,
-        "PD members with a leader",
-        Duration::from_secs(90),
-        || {
-            let env = env.clone();
-            let addr = addr.clone();
-            async move {
-                let m = env.pd_get(&addr, "/pd/api/v1/members").await?;
-                let n = m["members"].as_array().map_or(0, Vec::len);
-                let has_leader = m["leader"]["name"].as_str().is_some_and(|s| !s.is_empty());
-                Ok((n == replicas && has_leader).then_some(m))
-            }
-        },
-    )
-    .await?;
-    Ok((addr, members))
-}
+use tikv_operator_e2e::harness::{Env, Invariant, pd_cluster, pod_ip, replicated, wait_until};
 
 #[tokio::test]
 #[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
@@ -284,31 +237,6 @@ async fn simulated_stores_register_and_a_deleted_store_ends_tombstone() -> Resul
     .await?;
     inv.finish().await?;
     ns.cleanup().await
-}
-
-/// Waits until every region has 3 voters and returns the stores.
-async fn replicated(env: &Env, addr: &str) -> Result<Vec<PdStore>> {
-    wait_until(
-        env,
-        "every region with 3 replicas and leaders reported",
-        Duration::from_secs(120),
-        || {
-            let env = env.clone();
-            let addr = addr.to_string();
-            async move {
-                let miss = env
-                    .pd_get(&addr, "/pd/api/v1/regions/check/miss-peer")
-                    .await?;
-                let missing = miss["count"].as_u64().unwrap_or_default();
-                let regions = env.pd_get(&addr, "/pd/api/v1/regions").await?;
-                let total = regions["count"].as_u64().unwrap_or_default();
-                let stores = env.pd_stores(&addr).await?;
-                let leaders: u64 = stores.iter().map(|s| s.leaders).sum();
-                Ok((missing == 0 && total > 0 && leaders == total).then_some(stores))
-            }
-        },
-    )
-    .await
 }
 
 #[tokio::test]
