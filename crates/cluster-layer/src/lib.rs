@@ -13,7 +13,6 @@
 //!   changes and when the PD state cache publishes).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
@@ -23,7 +22,7 @@ use tikv_operator_api::{Cluster, ClusterStatus, CommonStatus, PDGroup, TiKVGroup
 use tikv_operator_core::conditions::{self, ConditionUpdate};
 use tikv_operator_core::pd_state::PdSnapshot;
 use tikv_operator_core::{
-    Clock, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, RequeuePolicy, Result,
+    Clock, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result,
 };
 use tracing::{info, instrument};
 
@@ -323,22 +322,7 @@ pub fn next_deletion_step(
     DeletionStep::Done
 }
 
-/// The side effects a Cluster reconcile uses.
-#[derive(Clone)]
-pub struct Ctx {
-    /// Kubernetes writes.
-    pub kube: Arc<dyn KubeWriter>,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
-    /// Requeue delays.
-    pub policy: RequeuePolicy,
-}
-
-impl std::fmt::Debug for Ctx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").field("policy", &self.policy).finish()
-    }
-}
+pub use tikv_operator_core::Ctx;
 
 /// A Cluster and what the caches hold about it.
 #[derive(Debug, Clone, Copy)]

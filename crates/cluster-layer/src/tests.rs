@@ -202,7 +202,7 @@ fn ctx(kube: &FakeKube) -> Ctx {
     Ctx {
         kube: Arc::new(kube.clone()),
         clock: Arc::new(FakeClock::default()),
-        policy: RequeuePolicy::default(),
+        policy: tikv_operator_core::RequeuePolicy::default(),
     }
 }
 

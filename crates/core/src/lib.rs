@@ -12,6 +12,7 @@
 //! - [`pd_state::PdStateCache`]: the per-Cluster PD state cache (adaptive
 //!   refresh, publish on change, which members/stores changed).
 //! - [`Clock`]: the only source of "now" for reconcilers.
+//! - [`Ctx`]: the side effects a reconcile may use (writer, clock, requeue policy).
 //! - [`conditions`]: Kubernetes-convention conditions (lastTransitionTime
 //!   changes only with the status; observedGeneration).
 //! - [`Error`]: the one error type of the effectful stages, with a stable
@@ -23,6 +24,7 @@
 
 mod clock;
 pub mod conditions;
+mod ctx;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -32,6 +34,7 @@ pub mod pd_state;
 mod requeue;
 
 pub use clock::{Clock, SystemClock};
+pub use ctx::Ctx;
 pub use error::{BoxError, Error, Result};
 pub use kube_client::KubeClientWriter;
 pub use kube_writer::{

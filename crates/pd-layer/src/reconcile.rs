@@ -22,8 +22,6 @@
 //! Watches the manager must set up: PDGroup owns PD instances and Services;
 //! PD owns Pod, ConfigMap and PVCs; a Cluster change maps to its groups.
 
-use std::sync::Arc;
-
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Resource, ResourceExt};
@@ -36,8 +34,8 @@ use tikv_operator_api::{
 };
 use tikv_operator_core::conditions::{self, ConditionUpdate};
 use tikv_operator_core::{
-    Clock, Desired, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, RequeuePolicy,
-    Result, content_hash,
+    Clock, Desired, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result,
+    content_hash,
 };
 use tracing::{info, instrument, warn};
 
@@ -48,22 +46,7 @@ use crate::removal::{RemovalInput, RemovalStep, next_removal_step};
 use crate::render::{self, RenderError};
 use crate::spread::Spread;
 
-/// The side effects a reconcile may use.
-#[derive(Clone)]
-pub struct Ctx {
-    /// Kubernetes writes.
-    pub kube: Arc<dyn KubeWriter>,
-    /// Time, for condition transitions.
-    pub clock: Arc<dyn Clock>,
-    /// Requeue delays.
-    pub policy: RequeuePolicy,
-}
-
-impl std::fmt::Debug for Ctx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").field("policy", &self.policy).finish()
-    }
-}
+pub use tikv_operator_core::Ctx;
 
 /// What the PD layer needs to know about its Cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
