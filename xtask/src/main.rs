@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "tikv-operator project automation")]
@@ -41,8 +42,9 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::GenCrds { check } => {
             let root = project_root();
-            gen_crds(&root.join("manifests/crds"), check)?;
-            gen_api_doc(&root.join("docs/api.md"), check)
+            let crds = tikv_operator_api::all_crds();
+            gen_crds(&crds, &root.join("manifests/crds"), check)?;
+            gen_api_doc(&crds, &root.join("docs/api.md"), check)
         }
         Command::E2e(args) => tikv_operator_e2e::cli::run(args),
     }
@@ -55,38 +57,52 @@ fn project_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Brings `path` to `content`. With `check`, writes nothing and returns why
+/// the file is stale (`missing` or `differs`); otherwise writes it if needed.
+fn sync_file(path: &Path, content: &str, check: bool) -> anyhow::Result<Option<&'static str>> {
+    let current = std::fs::read_to_string(path).ok();
+    if current.as_deref() == Some(content) {
+        return Ok(None);
+    }
+    if check {
+        return Ok(Some(if current.is_some() {
+            "differs"
+        } else {
+            "missing"
+        }));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(None)
+}
+
+fn stale_error(stale: &[String]) -> anyhow::Result<()> {
+    if stale.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "generated files are stale; run `cargo xtask gen-crds` and commit the result:\n  {}",
+        stale.join("\n  ")
+    )
+}
+
 /// Generates (or, with `check`, verifies) the CRD files in `dir`. Files in
 /// `dir` that no CRD produces are reported as stale too.
-fn gen_crds(dir: &Path, check: bool) -> anyhow::Result<()> {
+fn gen_crds(crds: &[CustomResourceDefinition], dir: &Path, check: bool) -> anyhow::Result<()> {
     let mut wanted = Vec::new();
-    for crd in tikv_operator_api::all_crds() {
-        let name = tikv_operator_api::crd_file_name(&crd);
-        let yaml = tikv_operator_api::render_crd_yaml(&crd)
-            .with_context(|| format!("rendering {name}"))?;
-        wanted.push((name, yaml));
-    }
     let mut stale = Vec::new();
-    for (name, yaml) in &wanted {
-        let path = dir.join(name);
-        let current = std::fs::read_to_string(&path).ok();
-        if current.as_deref() == Some(yaml.as_str()) {
-            continue;
+    for crd in crds {
+        let name = tikv_operator_api::crd_file_name(crd);
+        let yaml =
+            tikv_operator_api::render_crd_yaml(crd).with_context(|| format!("rendering {name}"))?;
+        let path = dir.join(&name);
+        if let Some(why) = sync_file(&path, &yaml, check)? {
+            stale.push(format!("{} ({why})", path.display()));
         }
-        if check {
-            stale.push(format!(
-                "{} ({})",
-                path.display(),
-                if current.is_some() {
-                    "differs"
-                } else {
-                    "missing"
-                }
-            ));
-        } else {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
-            println!("wrote {}", path.display());
-        }
+        wanted.push(name);
     }
     if dir.exists() {
         for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -96,7 +112,7 @@ fn gen_crds(dir: &Path, check: bool) -> anyhow::Result<()> {
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_owned();
-            if file.ends_with(".yaml") && !wanted.iter().any(|(name, _)| *name == file) {
+            if file.ends_with(".yaml") && !wanted.contains(&file) {
                 if check {
                     stale.push(format!("{} (no CRD generates it)", path.display()));
                 } else {
@@ -107,31 +123,16 @@ fn gen_crds(dir: &Path, check: bool) -> anyhow::Result<()> {
             }
         }
     }
-    if !stale.is_empty() {
-        bail!(
-            "generated CRDs are stale; run `cargo xtask gen-crds` and commit the result:\n  {}",
-            stale.join("\n  ")
-        );
-    }
-    Ok(())
+    stale_error(&stale)
 }
 
 /// Generates (or, with `check`, verifies) the API reference.
-fn gen_api_doc(path: &Path, check: bool) -> anyhow::Result<()> {
-    let doc = api_doc::render(&tikv_operator_api::all_crds());
-    let current = std::fs::read_to_string(path).ok();
-    if current.as_deref() == Some(doc.as_str()) {
-        return Ok(());
+fn gen_api_doc(crds: &[CustomResourceDefinition], path: &Path, check: bool) -> anyhow::Result<()> {
+    let doc = api_doc::render(crds);
+    match sync_file(path, &doc, check)? {
+        Some(why) => stale_error(&[format!("{} ({why})", path.display())]),
+        None => Ok(()),
     }
-    if check {
-        bail!(
-            "{} is stale; run `cargo xtask gen-crds` and commit the result",
-            path.display()
-        );
-    }
-    std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
-    println!("wrote {}", path.display());
-    Ok(())
 }
 
 #[cfg(test)]
@@ -148,27 +149,28 @@ mod tests {
 
     #[test]
     fn check_fails_on_missing_changed_and_extra_files_and_passes_after_generation() {
+        let crds = tikv_operator_api::all_crds();
         let dir = temp_dir("check");
-        let err = gen_crds(&dir, true).unwrap_err().to_string();
+        let err = gen_crds(&crds, &dir, true).unwrap_err().to_string();
         assert!(err.contains("missing"), "{err}");
 
-        gen_crds(&dir, false).unwrap();
-        gen_crds(&dir, true).unwrap();
+        gen_crds(&crds, &dir, false).unwrap();
+        gen_crds(&crds, &dir, true).unwrap();
 
         let file = dir.join("pdgroups.core.tikv.org.yaml");
         std::fs::write(&file, "edited by hand\n").unwrap();
-        let err = gen_crds(&dir, true).unwrap_err().to_string();
+        let err = gen_crds(&crds, &dir, true).unwrap_err().to_string();
         assert!(
             err.contains("pdgroups.core.tikv.org.yaml (differs)"),
             "{err}"
         );
 
-        gen_crds(&dir, false).unwrap();
+        gen_crds(&crds, &dir, false).unwrap();
         std::fs::write(dir.join("old.core.tikv.org.yaml"), "x").unwrap();
-        let err = gen_crds(&dir, true).unwrap_err().to_string();
+        let err = gen_crds(&crds, &dir, true).unwrap_err().to_string();
         assert!(err.contains("no CRD generates it"), "{err}");
-        gen_crds(&dir, false).unwrap();
-        gen_crds(&dir, true).unwrap();
+        gen_crds(&crds, &dir, false).unwrap();
+        gen_crds(&crds, &dir, true).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
