@@ -1,8 +1,6 @@
 //! The CustomResourceDefinitions of this API, as the API server receives them.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, ValidationRule,
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 use crate::{Cluster, PD, PDGroup, TiKV, TiKVGroup, names, rules};
@@ -29,12 +27,7 @@ fn with_name_rule(
     kind: &str,
     max: usize,
 ) -> CustomResourceDefinition {
-    let rule: ValidationRule = match serde_json::from_value(rules::object_name(kind, max)) {
-        Ok(rule) => rule,
-        // The rule is built from constants in this crate; a failure here is a
-        // programming error caught by every test that generates CRDs.
-        Err(err) => panic!("invalid built-in name rule for {kind}: {err}"),
-    };
+    let rule = rules::object_name(kind, max);
     for version in &mut crd.spec.versions {
         if let Some(schema) = version
             .schema

@@ -6,6 +6,7 @@
 //! on one schema node. Tests in `tests/cel.rs` evaluate every rule offline
 //! against the generated CRDs with one accepted and one rejected object.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
 use serde_json::{Value, json};
 
 use crate::names;
@@ -64,15 +65,16 @@ pub fn volume_name() -> Value {
 }
 
 /// Root-level rule: `metadata.name` short enough for every derived object name.
-pub fn object_name(kind: &str, max: usize) -> Value {
-    rule(
-        format!(
+pub fn object_name(kind: &str, max: usize) -> ValidationRule {
+    ValidationRule {
+        rule: format!(
             "size(self.metadata.name) <= {max} && self.metadata.name.matches('{DNS1035_LABEL}')"
         ),
-        format!(
+        message: Some(format!(
             "{kind} name must be a DNS-1035 label (lower-case letters, digits, '-', starting with a letter) of at most {max} characters, so that the names derived from it are valid"
-        ),
-    )
+        )),
+        ..ValidationRule::default()
+    }
 }
 
 /// Instance spec: `topology` can be neither changed, added nor removed.
