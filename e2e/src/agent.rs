@@ -137,6 +137,27 @@ fn uid(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
 
+/// The running pods of `component` by UID, with their IPs, and the UIDs in
+/// `tracked` whose pod no longer runs.
+fn running_pods<'a, V>(
+    pods: &'a [Pod],
+    component: &str,
+    tracked: &HashMap<String, V>,
+) -> (HashMap<String, (&'a Pod, String)>, Vec<String>) {
+    let mut wanted = HashMap::new();
+    for pod in pods.iter().filter(|p| is_component(p, component)) {
+        if let Some(ip) = running_ip(pod) {
+            wanted.insert(uid(pod), (pod, ip));
+        }
+    }
+    let gone = tracked
+        .keys()
+        .filter(|u| !wanted.contains_key(*u))
+        .cloned()
+        .collect();
+    (wanted, gone)
+}
+
 impl Agent {
     async fn tick(&mut self) -> Result<()> {
         let lp = ListParams::default();
@@ -474,18 +495,7 @@ impl Agent {
         pvcs: &[PersistentVolumeClaim],
         pvs: &[PersistentVolume],
     ) {
-        let mut wanted = HashMap::new();
-        for pod in pods.iter().filter(|p| is_component(p, "pd")) {
-            if let Some(ip) = running_ip(pod) {
-                wanted.insert(uid(pod), (pod, ip));
-            }
-        }
-        let gone: Vec<String> = self
-            .pds
-            .keys()
-            .filter(|u| !wanted.contains_key(*u))
-            .cloned()
-            .collect();
+        let (wanted, gone) = running_pods(pods, "pd", &self.pds);
         for u in gone {
             if let Some(run) = self.pds.remove(&u) {
                 log(format!("pod gone: stopping {}", run.name));
@@ -549,18 +559,7 @@ impl Agent {
         pvcs: &[PersistentVolumeClaim],
         pvs: &[PersistentVolume],
     ) {
-        let mut wanted = HashMap::new();
-        for pod in pods.iter().filter(|p| is_component(p, "tikv")) {
-            if let Some(ip) = running_ip(pod) {
-                wanted.insert(uid(pod), (pod, ip));
-            }
-        }
-        let gone: Vec<String> = self
-            .stores
-            .keys()
-            .filter(|u| !wanted.contains_key(*u))
-            .cloned()
-            .collect();
+        let (wanted, gone) = running_pods(pods, "tikv", &self.stores);
         for u in gone {
             if let Some(h) = self.stores.remove(&u) {
                 h.abort();
