@@ -133,6 +133,18 @@ fn test(layout: &Layout, t: &TestArgs) -> Result<()> {
     }
     let env_ready = started.elapsed();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The tests start the operator binary themselves (see `operator.rs`).
+    let built = Command::new(&cargo)
+        .args(["build", "-p", "tikv-operator"])
+        .current_dir(config::repo_root())
+        .status()
+        .context("building the operator binary")?;
+    if !built.success() {
+        bail!("building the operator binary failed ({built})");
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| config::repo_root().join("target"), std::path::PathBuf::from);
+    let operator_bin = target_dir.join("debug").join("tikv-operator");
     let mut argv = cluster::hosts_wrapper(layout);
     argv.extend([
         cargo,
@@ -153,6 +165,7 @@ fn test(layout: &Layout, t: &TestArgs) -> Result<()> {
         .env("KUBECONFIG", layout.kubeconfig())
         .env("TIKV_OPERATOR_E2E_STATE", &layout.root)
         .env(crate::harness::E2E_ENV, "1")
+        .env(crate::operator::OPERATOR_BIN_ENV, &operator_bin)
         .status()
         .context("running cargo test")?;
     eprintln!(

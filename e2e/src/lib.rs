@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod fixtures;
 pub mod harness;
+pub mod operator;
 pub mod pki;
 pub mod podspec;
 pub mod process;

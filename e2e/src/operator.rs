@@ -1,0 +1,150 @@
+//! Runs the `tikv-operator` binary against the environment, as a child of the test process
+//! (so it shares the environment's hosts file and reaches PD through Service names).
+//!
+//! `cargo xtask e2e test` builds the binary first and passes its path in [`OPERATOR_BIN_ENV`].
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Layout;
+
+/// Environment variable holding the path of the `tikv-operator` binary under test.
+pub const OPERATOR_BIN_ENV: &str = "TIKV_OPERATOR_BIN";
+
+/// Path of the operator binary: `$TIKV_OPERATOR_BIN`, else `target/debug/tikv-operator`.
+pub fn binary() -> PathBuf {
+    std::env::var_os(OPERATOR_BIN_ENV).map_or_else(
+        || crate::config::repo_root().join("target/debug/tikv-operator"),
+        PathBuf::from,
+    )
+}
+
+/// A free loopback port (bound, then released; good enough for tests on loopback).
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// One running operator process; killed when dropped.
+#[derive(Debug)]
+pub struct OperatorProcess {
+    child: Option<Child>,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+    /// `host:port` of its HTTP endpoint (`/healthz`, `/readyz`, `/metrics`).
+    pub http: String,
+}
+
+/// Options of [`OperatorProcess::start`].
+#[derive(Debug, Clone)]
+pub struct OperatorOptions {
+    /// Names the log file (`operator-<name>.log` in the environment's log directory).
+    pub name: String,
+    /// Watched namespaces (empty: all).
+    pub namespaces: Vec<String>,
+    /// Extra arguments after the defaults.
+    pub extra_args: Vec<String>,
+    /// Leader election (off by default in tests).
+    pub leader_elect: bool,
+}
+
+impl OperatorOptions {
+    /// An operator for one test namespace, without leader election.
+    pub fn for_namespace(ns: &str) -> Self {
+        Self {
+            name: ns.to_owned(),
+            namespaces: vec![ns.to_owned()],
+            extra_args: Vec::new(),
+            leader_elect: false,
+        }
+    }
+}
+
+impl OperatorProcess {
+    /// Starts `tikv-operator run` with the environment's kubeconfig.
+    pub fn start(layout: &Layout, opts: &OperatorOptions) -> Result<Self> {
+        let bin = binary();
+        if !bin.exists() {
+            bail!(
+                "operator binary {} not found: build it with `cargo build -p tikv-operator` or \
+                 run the tests through `cargo xtask e2e test`",
+                bin.display()
+            );
+        }
+        let port = free_port()?;
+        let http = format!("127.0.0.1:{port}");
+        let log = layout.log(&format!("operator-{}", opts.name));
+        let file = std::fs::File::create(&log)
+            .with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("run")
+            .arg("--kubeconfig")
+            .arg(layout.kubeconfig())
+            .arg("--http-bind-address")
+            .arg(&http)
+            .arg(format!("--leader-elect={}", opts.leader_elect));
+        for ns in &opts.namespaces {
+            cmd.arg("--namespace").arg(ns);
+        }
+        cmd.args(&opts.extra_args)
+            .env("RUST_LOG", "info,tikv_operator=debug")
+            // Its own process group, so stopping it never signals the test process.
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Self {
+            child: Some(child),
+            log,
+            http,
+        })
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops the process: SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Some(child) = self.child.take() {
+            crate::process::stop_pid(child.id(), grace);
+            let mut child = child;
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        crate::process::tail(&self.log, lines)
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
