@@ -6,10 +6,14 @@
 //! selector `app.kubernetes.io/managed-by=tikv-operator`, so the operator
 //! caches only its own objects, never every Pod of the cluster.
 
+mod controllers;
+pub mod metered;
 pub mod metrics;
+pub mod pd_registry;
+pub mod routing;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use metrics::Metrics;
@@ -70,8 +74,8 @@ impl Default for Config {
 }
 
 /// Runs every controller until `shutdown` resolves; in-flight reconciles
-/// finish first. `synced` becomes true once every watch cache has listed
-/// (the manager's `/readyz`).
+/// finish first. `synced` becomes true once every watch cache of every
+/// watched namespace has listed (the manager's `/readyz`).
 pub async fn run(
     client: kube::Client,
     config: Config,
@@ -79,7 +83,35 @@ pub async fn run(
     synced: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let _ = (client, config, metrics, synced);
-    shutdown.await;
-    anyhow::bail!("controllers are not wired yet (issue #5 in progress)")
+    use futures::FutureExt;
+    let shutdown = shutdown.boxed().shared();
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let flags: Vec<Arc<AtomicBool>> = scopes.iter().map(|_| Arc::default()).collect();
+    let all_synced = {
+        let flags = flags.clone();
+        tokio::spawn(async move {
+            while !flags.iter().all(|f| f.load(Ordering::SeqCst)) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            synced.store(true, Ordering::SeqCst);
+        })
+    };
+    let runs = scopes.into_iter().zip(flags).map(|(ns, flag)| {
+        controllers::run_scope(
+            client.clone(),
+            ns,
+            config.clone(),
+            metrics.clone(),
+            flag,
+            shutdown.clone(),
+        )
+    });
+    let results = futures::future::join_all(runs).await;
+    all_synced.abort();
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(())
 }

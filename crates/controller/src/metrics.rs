@@ -87,15 +87,13 @@ impl Metrics {
         let m = Self {
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
-            reconcile_duration: Family::new_with_constructor(|| {
-                Histogram::new(duration_buckets())
-            }),
+            reconcile_duration: Family::new_with_constructor(|| Histogram::new(duration_buckets())),
             reconciles_in_flight: Family::default(),
             pd_requests: Family::default(),
             pd_request_errors: Family::default(),
-            pd_request_duration: Family::new_with_constructor(|| {
-                Histogram::new(duration_buckets())
-            }),
+            pd_request_duration: Family::new_with_constructor(
+                || Histogram::new(duration_buckets()),
+            ),
             managed: Family::default(),
         };
         registry.register(

@@ -1,0 +1,319 @@
+//! One PD client and one PD state cache per Cluster, created on first use and
+//! dropped when the Cluster goes away. Every reconciler of a Cluster reads PD
+//! through its entry; a published PD state change wakes the affected objects
+//! through the registry's change callback.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pd_client::{PdApi, PdClient, PdClientConfig};
+use tikv_operator_core::pd_state::{FastRefresh, PdSnapshot, PdStateCache, RefreshPolicy};
+use tokio::task::AbortHandle;
+use tracing::{debug, info};
+
+use crate::metered::MeteredPd;
+use crate::metrics::Metrics;
+use crate::{PdEndpoint, PdSettings};
+
+/// The URL the operator uses for the PD of `cluster`, whose (first) PDGroup is
+/// `group` with client port `port`.
+pub fn endpoint_url(
+    how: &PdEndpoint,
+    namespace: &str,
+    cluster: &str,
+    group: &str,
+    port: i32,
+) -> String {
+    match how {
+        PdEndpoint::Service => {
+            tikv_operator_pd_layer::render::client_service_url(group, namespace, port)
+        }
+        PdEndpoint::Template(t) => t
+            .replace("{cluster}", cluster)
+            .replace("{namespace}", namespace)
+            .replace("{group}", group),
+    }
+}
+
+/// Builds the PD client for an endpoint.
+pub type PdFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn PdApi>, pd_client::PdError> + Send + Sync>;
+
+/// Called with (namespace, cluster, changed member names) on every published
+/// PD state change.
+pub type OnChange = Arc<dyn Fn(&str, &str, &BTreeSet<String>) + Send + Sync>;
+
+/// The production factory: a [`PdClient`] with the configured request timeout.
+pub fn client_factory(settings: &PdSettings) -> PdFactory {
+    let timeout = settings.timeout;
+    Arc::new(move |endpoint: &str| {
+        let config = PdClientConfig::new([endpoint]).with_request_timeout(timeout);
+        Ok(Arc::new(PdClient::new(config)?) as Arc<dyn PdApi>)
+    })
+}
+
+/// The PD access of one Cluster.
+pub struct PdEntry {
+    /// The URL it talks to.
+    pub endpoint: String,
+    /// The client (metered).
+    pub api: Arc<dyn PdApi>,
+    /// The state cache.
+    pub cache: Arc<PdStateCache>,
+    tasks: Vec<AbortHandle>,
+    fast: Mutex<HashMap<String, FastRefresh>>,
+}
+
+impl std::fmt::Debug for PdEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PdEntry")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PdEntry {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent
+    // (single inserts/removes), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PdEntry {
+    /// The latest PD snapshot.
+    pub fn snapshot(&self) -> Arc<PdSnapshot> {
+        self.cache.current()
+    }
+
+    /// Keeps the cache refreshing fast while `key` has something in flight.
+    pub fn hold_fast(&self, key: &str, in_flight: bool) {
+        let mut fast = lock(&self.fast);
+        if in_flight {
+            if !fast.contains_key(key) {
+                fast.insert(key.to_owned(), self.cache.hold_fast());
+            }
+        } else {
+            fast.remove(key);
+        }
+    }
+}
+
+/// Every Cluster's PD access.
+pub struct PdRegistry {
+    entries: Mutex<HashMap<(String, String), Arc<PdEntry>>>,
+    factory: PdFactory,
+    refresh: RefreshPolicy,
+    metrics: Arc<Metrics>,
+    on_change: OnChange,
+}
+
+impl std::fmt::Debug for PdRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PdRegistry")
+            .field("clusters", &lock(&self.entries).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PdRegistry {
+    /// A registry creating clients with `factory`.
+    pub fn new(
+        factory: PdFactory,
+        refresh: RefreshPolicy,
+        metrics: Arc<Metrics>,
+        on_change: OnChange,
+    ) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            factory,
+            refresh,
+            metrics,
+            on_change,
+        }
+    }
+
+    /// The entry of a Cluster if it exists.
+    pub fn get(&self, namespace: &str, cluster: &str) -> Option<Arc<PdEntry>> {
+        lock(&self.entries)
+            .get(&(namespace.to_owned(), cluster.to_owned()))
+            .cloned()
+    }
+
+    /// The entry of a Cluster talking to `endpoint`; created (or replaced,
+    /// when the endpoint changed) as needed. Must run inside a Tokio runtime.
+    pub fn ensure(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        endpoint: &str,
+    ) -> Result<Arc<PdEntry>, pd_client::PdError> {
+        let key = (namespace.to_owned(), cluster.to_owned());
+        let mut entries = lock(&self.entries);
+        if let Some(e) = entries.get(&key).filter(|e| e.endpoint == endpoint) {
+            return Ok(e.clone());
+        }
+        let api: Arc<dyn PdApi> = Arc::new(MeteredPd::new(
+            (self.factory)(endpoint)?,
+            self.metrics.clone(),
+        ));
+        let cache = Arc::new(PdStateCache::new(api.clone(), self.refresh));
+        // Subscribe before the first refresh, so no change is missed.
+        let mut rx = cache.subscribe();
+        let mut last = rx.borrow_and_update().clone();
+        let runner = cache.clone();
+        let refresh = tokio::spawn(async move { runner.run().await }).abort_handle();
+        let on_change = self.on_change.clone();
+        let (ns, name) = key.clone();
+        let fanout = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let now = rx.borrow_and_update().clone();
+                let changed = now.changed_members(&last);
+                debug!(namespace = %ns, cluster = %name, ?changed, reachable = now.reachable(), "PD state published");
+                on_change(&ns, &name, &changed);
+                last = now;
+            }
+        })
+        .abort_handle();
+        info!(namespace, cluster, endpoint, "PD client created");
+        let entry = Arc::new(PdEntry {
+            endpoint: endpoint.to_owned(),
+            api,
+            cache,
+            tasks: vec![refresh, fanout],
+            fast: Mutex::new(HashMap::new()),
+        });
+        entries.insert(key, entry.clone());
+        Ok(entry)
+    }
+
+    /// Drops a Cluster's entry (its refresh stops once no reconcile holds it).
+    pub fn remove(&self, namespace: &str, cluster: &str) {
+        if lock(&self.entries)
+            .remove(&(namespace.to_owned(), cluster.to_owned()))
+            .is_some()
+        {
+            info!(namespace, cluster, "PD client dropped");
+        }
+    }
+
+    /// How many Clusters have PD access now.
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    /// Whether no Cluster has PD access now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use pd_client::FakePd;
+    use std::time::Duration;
+
+    #[test]
+    fn endpoints_follow_the_service_or_the_template() {
+        assert_eq!(
+            endpoint_url(&PdEndpoint::Service, "ns", "basic", "pd", 2379),
+            "http://pd-pd.ns.svc:2379"
+        );
+        assert_eq!(
+            endpoint_url(
+                &PdEndpoint::Template("https://{cluster}-{group}.{namespace}.example.com".into()),
+                "ns",
+                "basic",
+                "pd",
+                2379
+            ),
+            "https://basic-pd.ns.example.com"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_entry_per_cluster_replaced_on_endpoint_change_and_changes_fan_out() {
+        let pd = FakePd::with_cluster(3, 0);
+        let fake = pd.clone();
+        let made = Arc::new(Mutex::new(Vec::<String>::new()));
+        let made2 = made.clone();
+        let factory: PdFactory = Arc::new(move |e: &str| {
+            lock(&made2).push(e.to_owned());
+            Ok(Arc::new(fake.clone()) as Arc<dyn PdApi>)
+        });
+        let seen = Arc::new(Mutex::new(Vec::<(String, String, usize)>::new()));
+        let seen2 = seen.clone();
+        let on_change: OnChange = Arc::new(move |ns: &str, c: &str, m: &BTreeSet<String>| {
+            lock(&seen2).push((ns.to_owned(), c.to_owned(), m.len()));
+        });
+        let reg = PdRegistry::new(
+            factory,
+            RefreshPolicy {
+                fast: Duration::from_millis(10),
+                slow: Duration::from_millis(10),
+            },
+            Arc::new(Metrics::unregistered()),
+            on_change,
+        );
+        let a = reg.ensure("ns", "basic", "http://a").unwrap();
+        let again = reg.ensure("ns", "basic", "http://a").unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        reg.ensure("ns", "other", "http://a").unwrap();
+        assert_eq!(reg.len(), 2);
+        let b = reg.ensure("ns", "basic", "http://b").unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(lock(&made).len(), 3);
+
+        // The first refresh makes PD reachable: all 3 members changed.
+        for _ in 0..200 {
+            if b.snapshot().reachable() && !lock(&seen).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(b.snapshot().reachable());
+        assert!(
+            lock(&seen)
+                .iter()
+                .any(|(ns, c, n)| ns == "ns" && c == "basic" && *n == 3)
+        );
+
+        reg.remove("ns", "basic");
+        assert!(reg.get("ns", "basic").is_none());
+        assert_eq!(reg.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn fast_refresh_is_held_per_object_until_it_settles() {
+        let pd = FakePd::with_cluster(1, 0);
+        let factory: PdFactory =
+            Arc::new(move |_: &str| Ok(Arc::new(pd.clone()) as Arc<dyn PdApi>));
+        let policy = RefreshPolicy {
+            fast: Duration::from_secs(1),
+            slow: Duration::from_secs(60),
+        };
+        let reg = PdRegistry::new(
+            factory,
+            policy,
+            Arc::new(Metrics::unregistered()),
+            Arc::new(|_: &str, _: &str, _: &BTreeSet<String>| {}),
+        );
+        let e = reg.ensure("ns", "c", "http://x").unwrap();
+        assert_eq!(e.cache.interval(), policy.slow);
+        e.hold_fast("PDGroup/pd", true);
+        e.hold_fast("PDGroup/pd", true);
+        e.hold_fast("PD/pd-a", true);
+        assert_eq!(e.cache.interval(), policy.fast);
+        e.hold_fast("PDGroup/pd", false);
+        assert_eq!(e.cache.interval(), policy.fast);
+        e.hold_fast("PD/pd-a", false);
+        assert_eq!(e.cache.interval(), policy.slow);
+    }
+}
