@@ -625,20 +625,19 @@ pub(crate) async fn run_scope(
         ])
         .await;
     });
-    {
-        let stores = stores.clone();
-        let synced = synced.clone();
-        let scope = namespace.clone().unwrap_or_else(|| "<all>".into());
-        tokio::spawn(async move {
-            match stores.wait_until_ready().await {
-                Ok(()) => {
-                    tracing::info!(scope, "watch caches synced");
-                    synced.store(true, Ordering::SeqCst);
-                }
-                Err(e) => warn!(scope, error = %e, "watch caches never became ready"),
-            }
-        });
+    // Safety: no reconcile before every cache has listed. A planner that
+    // saw an empty instance cache would take an existing group for a new
+    // one (and, for PD, bootstrap a second cluster).
+    let scope = namespace.clone().unwrap_or_else(|| "<all>".into());
+    tokio::select! {
+        ready = stores.wait_until_ready() => ready?,
+        () = shutdown.clone() => {
+            reflectors.abort();
+            return Ok(());
+        }
     }
+    tracing::info!(scope, "watch caches synced");
+    synced.store(true, Ordering::SeqCst);
 
     let cfg = kube::runtime::Config::default().concurrency(config.concurrency);
     let cluster_ctrl = Controller::for_stream(

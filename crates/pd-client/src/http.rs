@@ -115,6 +115,12 @@ pub(crate) fn status_error(
     what: &str,
 ) -> PdError {
     let message = error_message(body);
+    // PD answers store queries on a cluster no TiKV has bootstrapped yet with
+    // HTTP 500 and the error code `ErrNotBootstrapped` (normal before the
+    // first store joins, not a failure of PD).
+    if message.contains("ErrNotBootstrapped") {
+        return PdError::NotBootstrapped { message };
+    }
     match status {
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
             PdError::unavailable(format!("{operation}: HTTP {status}: {message}"))
@@ -696,5 +702,14 @@ mod tests {
         }
         let e = status_error("x", StatusCode::SERVICE_UNAVAILABLE, b"no leader", "x");
         assert!(e.is_retryable());
+        // What PD (checked against a real pd-server) says about stores
+        // before the first TiKV joined.
+        let e = status_error(
+            "stores",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#""[PD:cluster:ErrNotBootstrapped]TiKV cluster not bootstrapped, please start TiKV first""#,
+            "stores",
+        );
+        assert!(matches!(e, PdError::NotBootstrapped { .. }), "{e:?}");
     }
 }

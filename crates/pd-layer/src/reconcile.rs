@@ -170,7 +170,12 @@ pub async fn reconcile_group(
         })
         .collect();
 
-    let plan = if s.cluster.paused || group.metadata.deletion_timestamp.is_some() {
+    // Nothing is created or removed for a group whose Cluster is missing or
+    // being deleted (the Cluster deletes its groups in order).
+    let plan = if s.cluster.paused
+        || s.cluster.deleting
+        || group.metadata.deletion_timestamp.is_some()
+    {
         None
     } else {
         for svc in [

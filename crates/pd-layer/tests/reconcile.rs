@@ -626,3 +626,17 @@ async fn a_paused_cluster_changes_nothing() {
         "the deleting instance is not counted"
     );
 }
+
+#[tokio::test]
+async fn a_group_whose_cluster_is_missing_creates_nothing() {
+    // A missing Cluster (not in the cache, or deleted) must never lead to a
+    // fresh bootstrap: that would start a second PD cluster.
+    let mut w = World::new(3, None);
+    w.cluster = ClusterFacts::from_cluster(None);
+    w.reconcile_group().await;
+    assert!(w.instance_names().is_empty(), "{:?}", w.instance_names());
+    // With its Cluster, the same group bootstraps.
+    w.cluster = ClusterFacts::default();
+    w.reconcile_group().await;
+    assert_eq!(w.instance_names().len(), 3);
+}
