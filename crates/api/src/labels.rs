@@ -29,8 +29,9 @@ pub const COMPONENT_TIKV: &str = "tikv";
 /// the current time) starts a rolling restart through the safe update path.
 pub const RESTARTED_AT: &str = "core.tikv.org/restarted-at";
 /// Annotation on a PD or TiKV instance: an integer; on scale-in, among
-/// otherwise equal candidates, the instance with the highest value is
-/// removed first.
+/// otherwise equal candidates (after not-ready instances and the most crowded
+/// topology), the instance with the highest value is removed first. Absent or
+/// not an integer counts as 0.
 pub const DELETE_PRIORITY: &str = "core.tikv.org/delete-priority";
 
 /// Annotation on a PD instance created while its PD cluster was bootstrapped:

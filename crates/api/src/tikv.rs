@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -246,4 +247,9 @@ pub struct TiKVStatus {
     /// Template revision the running pod was created from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_revision: Option<String>,
+    /// When the operator started evicting this store's Region leaders (set
+    /// only while an evict-leader entry the operator added is in place; the
+    /// operator removes the entry when the removal finishes or is cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_eviction_started_at: Option<Time>,
 }

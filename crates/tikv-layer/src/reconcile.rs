@@ -1,0 +1,971 @@
+//! The TiKV-layer reconcilers: observe -> plan -> apply -> report, with every
+//! side effect behind [`KubeWriter`], [`Clock`](tikv_operator_core::Clock)
+//! and [`PdApi`].
+//!
+//! # Entry points (for the manager's kube-runtime Controllers)
+//!
+//! Per reconcile the caller builds a snapshot from its watch caches (no
+//! GET/LIST) and PD, and calls:
+//!
+//! - [`reconcile_group`] for a TiKVGroup with a [`GroupSnapshot`]: the group,
+//!   its Cluster ([`ClusterFacts::from_cluster`]), the TiKV instances
+//!   labelled `core.tikv.org/group=<group>` (same namespace and cluster),
+//!   their Pods, the group's Services, and PD's stores ([`StoreView`], from
+//!   [`StoreView::observe`] or [`StoreView::from_snapshot`], always passed
+//!   through [`StoreView::expecting_cluster_id`] with the Cluster's
+//!   `status.id`). Owns: TiKV instance objects, the peer Service.
+//! - [`reconcile_instance`] for a TiKV instance with an [`InstanceSnapshot`]
+//!   and the Cluster's [`PdApi`]. Owns: ConfigMap, PVCs, Pod, store labels,
+//!   and the store removal (or its cancellation) run while the instance is
+//!   `offline` or being deleted.
+//!
+//! Both return a [`Requeue`]; errors are [`Error`]s (error policy:
+//! `RequeuePolicy::after_error`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{Resource, ResourceExt};
+use pd_client::{NodeState, PdApi, Store, StoreId};
+use serde::Serialize;
+use serde_json::Value;
+use tikv_operator_api::common::condition;
+use tikv_operator_api::tikv::StoreState as ApiStoreState;
+use tikv_operator_api::{
+    Cluster, CommonStatus, GroupStatus, TiKV, TiKVGroup, TiKVGroupStatus, TiKVStatus, labels, names,
+};
+use tikv_operator_core::conditions::{self, ConditionUpdate};
+use tikv_operator_core::{
+    Desired, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result, content_hash,
+};
+use tikv_operator_pd_layer::group::SuffixSource;
+use tikv_operator_pd_layer::reconcile::pod_ready;
+use tikv_operator_pd_layer::spread::Spread;
+use tracing::{info, instrument, warn};
+
+use crate::group::{GroupInput, GroupPlan, InstanceState, NewInstance, plan_group};
+use crate::reasons;
+use crate::removal::{RemovalInput, RemovalStep, Request, next_removal_step};
+use crate::render::{self, RenderError};
+use crate::store_labels::{desired_store_labels, labels_to_set};
+use crate::store_view::{StoreView, is_serving, is_up};
+
+pub use tikv_operator_core::Ctx;
+
+/// What the TiKV layer needs to know about its Cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterFacts {
+    /// `spec.paused`: report status, change nothing.
+    pub paused: bool,
+    /// `spec.suspendAction.suspendCompute`: no Pods (PVCs and config stay).
+    pub suspend_compute: bool,
+    /// The Cluster is being deleted (or is gone): stores are not removed
+    /// through PD one by one, PD goes away too.
+    pub deleting: bool,
+    /// PD client URL TiKV dials (`status.pd`: `http://<pdgroup>-pd.<ns>.svc:<port>`).
+    pub pd_url: Option<String>,
+}
+
+impl ClusterFacts {
+    /// Facts of `cluster`; a missing Cluster counts as being deleted.
+    pub fn from_cluster(cluster: Option<&Cluster>) -> Self {
+        match cluster {
+            None => Self {
+                deleting: true,
+                ..Self::default()
+            },
+            Some(c) => Self {
+                paused: c.spec.paused,
+                suspend_compute: c
+                    .spec
+                    .suspend_action
+                    .as_ref()
+                    .is_some_and(|s| s.suspend_compute),
+                deleting: c.metadata.deletion_timestamp.is_some(),
+                pd_url: c.status.as_ref().and_then(|s| s.pd.clone()),
+            },
+        }
+    }
+}
+
+/// Settings of the TiKV layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// How long a store's leaders may take to leave before PD is asked to
+    /// remove the store anyway (default 5 minutes).
+    pub evict_leader_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            evict_leader_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+fn cached<K: Serialize>(obj: Option<&K>) -> Option<Value> {
+    obj.and_then(|o| serde_json::to_value(o).ok())
+}
+
+fn desired<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> Result<Desired> {
+    Desired::from_typed(obj)
+}
+
+fn name_of<K: Resource>(obj: &K) -> &str {
+    obj.meta().name.as_deref().unwrap_or_default()
+}
+
+fn event<K: Resource<DynamicType = ()>>(
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) -> Result<EventSpec> {
+    Ok(EventSpec {
+        regarding: ObjectKey::of(obj)?.reference(obj.meta().uid.as_deref()),
+        type_,
+        reason: reason.to_owned(),
+        action: action.to_owned(),
+        note,
+    })
+}
+
+/// A TiKVGroup and what the caches hold about it.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSnapshot<'a> {
+    /// The group.
+    pub group: &'a TiKVGroup,
+    /// Its Cluster.
+    pub cluster: &'a ClusterFacts,
+    /// TiKV instances labelled with the group.
+    pub instances: &'a [TiKV],
+    /// Pods of those instances.
+    pub pods: &'a [Pod],
+    /// Services of the group as cached.
+    pub services: &'a [Service],
+    /// PD's stores (all groups of the Cluster).
+    pub pd: &'a StoreView,
+}
+
+fn instance_ready(kv: &TiKV, pods: &[Pod]) -> bool {
+    let pod_ok = pods
+        .iter()
+        .any(|p| name_of(p) == names::pod(name_of(kv)) && pod_ready(p));
+    pod_ok
+        && kv
+            .status
+            .as_ref()
+            .is_some_and(|s| conditions::is_true(&s.common.conditions, condition::READY))
+}
+
+/// Reconciles one TiKVGroup. See the module docs.
+#[instrument(skip_all, fields(group = name_of(s.group), namespace = s.group.metadata.namespace.as_deref()))]
+pub async fn reconcile_group(
+    ctx: &Ctx,
+    s: &GroupSnapshot<'_>,
+    suffixes: &mut (dyn SuffixSource + Send),
+) -> Result<Requeue> {
+    let group = s.group;
+    let group_name = name_of(group).to_owned();
+    let cluster_name = group.spec.cluster.name.clone();
+    let namespace = group.metadata.namespace.clone();
+    let generation = group.metadata.generation;
+    let now = ctx.clock.now();
+    let mut conds: Vec<Condition> = group
+        .status
+        .as_ref()
+        .map(|st| st.common.conditions.clone())
+        .unwrap_or_default();
+    let old_progressing = conditions::find(&conds, condition::PROGRESSING).cloned();
+
+    let states: Vec<InstanceState> = s
+        .instances
+        .iter()
+        .map(|i| InstanceState::from_instance(i, instance_ready(i, s.pods)))
+        .collect();
+
+    let plan =
+        if s.cluster.paused || s.cluster.deleting || group.metadata.deletion_timestamp.is_some() {
+            None
+        } else {
+            let svc = render::render_peer_service(group).map_err(|e| Error::InvalidSpec {
+                message: e.to_string(),
+            })?;
+            let d = desired(&svc)?;
+            let current = cached(s.services.iter().find(|c| name_of(*c) == d.key.name));
+            ctx.kube.apply_if_changed(&d, current.as_ref()).await?;
+            // Template changes reach the instance objects (ConfigMaps and PVCs
+            // follow; a running Pod reports RestartPending).
+            for i in s
+                .instances
+                .iter()
+                .filter(|i| i.metadata.deletion_timestamp.is_none())
+            {
+                let want = render::render_instance(
+                    group,
+                    &NewInstance {
+                        name: name_of(i).to_owned(),
+                        topology: i.spec.topology.clone(),
+                    },
+                    i.spec.offline,
+                );
+                ctx.kube
+                    .apply_if_changed(&desired(&want)?, cached(Some(i)).as_ref())
+                    .await?;
+            }
+            let input = GroupInput {
+                group: &group_name,
+                replicas: group.spec.replicas,
+                spread: Spread::from_policies(&group.spec.schedule_policies),
+                instances: states.clone(),
+                pd: s.pd,
+            };
+            let plan = plan_group(&input, suffixes);
+            info!(?plan, "TiKVGroup plan");
+            let find = |n: &str| s.instances.iter().find(|i| name_of(*i) == n);
+            match &plan {
+                GroupPlan::Steady | GroupPlan::Wait(_) => {}
+                GroupPlan::DeleteRemoved(names_) => {
+                    for n in names_ {
+                        ctx.kube
+                            .delete(&ObjectKey::new::<TiKV>(namespace.as_deref(), n))
+                            .await?;
+                    }
+                    ctx.kube
+                        .publish_event(&event(
+                            group,
+                            EventType::Normal,
+                            reasons::STORE_TOMBSTONED,
+                            "Delete",
+                            format!(
+                                "deleting TiKV instance(s) {} whose store is removed",
+                                names_.join(", ")
+                            ),
+                        )?)
+                        .await?;
+                }
+                GroupPlan::CancelOffline(names_) => {
+                    for n in names_ {
+                        if let Some(i) = find(n) {
+                            let want = render::render_instance(
+                                group,
+                                &NewInstance {
+                                    name: n.clone(),
+                                    topology: i.spec.topology.clone(),
+                                },
+                                false,
+                            );
+                            ctx.kube
+                                .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
+                                .await?;
+                        }
+                    }
+                    ctx.kube
+                        .publish_event(&event(
+                            group,
+                            EventType::Normal,
+                            reasons::REMOVAL_CANCELLED,
+                            "CancelScaleIn",
+                            format!(
+                                "replicas raised during a scale-in: cancelling the removal of {} \
+                             instead of creating new stores",
+                                names_.join(", ")
+                            ),
+                        )?)
+                        .await?;
+                }
+                GroupPlan::Create(new) => {
+                    for n in new {
+                        let kv = render::render_instance(group, n, false);
+                        ctx.kube
+                            .apply(&ObjectKey::of(&kv)?, &desired(&kv)?.stamped())
+                            .await?;
+                    }
+                    let list: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
+                    ctx.kube
+                        .publish_event(&event(
+                            group,
+                            EventType::Normal,
+                            reasons::SCALING_OUT,
+                            "Create",
+                            format!("creating TiKV instance(s) {}", list.join(", ")),
+                        )?)
+                        .await?;
+                }
+                GroupPlan::MarkOffline { name, why } => {
+                    if let Some(i) = find(name) {
+                        let want = render::render_instance(
+                            group,
+                            &NewInstance {
+                                name: name.clone(),
+                                topology: i.spec.topology.clone(),
+                            },
+                            true,
+                        );
+                        ctx.kube
+                            .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
+                            .await?;
+                        ctx.kube
+                            .publish_event(&event(
+                                group,
+                                EventType::Normal,
+                                reasons::OFFLINE_REQUESTED,
+                                "ScaleIn",
+                                format!("taking the store of {name} offline ({why})"),
+                            )?)
+                            .await?;
+                    }
+                }
+                GroupPlan::Refuse(b) => {
+                    let repeated = old_progressing
+                        .as_ref()
+                        .is_some_and(|c| c.reason == b.reason && c.message == b.message);
+                    if !repeated {
+                        warn!(reason = b.reason, message = %b.message, "scale-in refused");
+                        ctx.kube
+                            .publish_event(&event(
+                                group,
+                                EventType::Warning,
+                                b.reason,
+                                "ScaleIn",
+                                b.message.clone(),
+                            )?)
+                            .await?;
+                    }
+                }
+            }
+            Some(plan)
+        };
+
+    // Report.
+    let live: Vec<(&InstanceState, &TiKV)> = states
+        .iter()
+        .zip(s.instances)
+        .filter(|(st, _)| !st.deleting && !st.removed)
+        .collect();
+    let serving: Vec<&(&InstanceState, &TiKV)> =
+        live.iter().filter(|(st, _)| !st.offline).collect();
+    let going: Vec<&str> = live
+        .iter()
+        .filter(|(st, _)| st.offline)
+        .map(|(st, _)| st.name.as_str())
+        .collect();
+    let replicas = i32::try_from(live.len()).unwrap_or(i32::MAX);
+    let ready =
+        i32::try_from(serving.iter().filter(|(st, _)| st.ready).count()).unwrap_or(i32::MAX);
+    let updated = i32::try_from(
+        live.iter()
+            .filter(|(_, kv)| kv.spec.template == group.spec.template.spec)
+            .count(),
+    )
+    .unwrap_or(i32::MAX);
+    let progressing = match &plan {
+        None => ConditionUpdate::new(
+            condition::PROGRESSING,
+            false,
+            "Paused",
+            "the Cluster is paused or being deleted, or the group is being deleted",
+        ),
+        Some(GroupPlan::Steady) if !going.is_empty() => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::SCALING_IN,
+            format!("removing the store(s) of {}", going.join(", ")),
+        ),
+        Some(GroupPlan::Steady) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            false,
+            reasons::SYNCED,
+            format!("{} TiKV stores", serving.len()),
+        ),
+        Some(GroupPlan::DeleteRemoved(n)) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::STORE_TOMBSTONED,
+            format!("deleting removed instance(s) {}", n.join(", ")),
+        ),
+        Some(GroupPlan::CancelOffline(n)) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::REMOVAL_CANCELLED,
+            format!("cancelling the removal of {}", n.join(", ")),
+        ),
+        Some(GroupPlan::Create(n)) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::SCALING_OUT,
+            format!("creating {} TiKV instance(s)", n.len()),
+        ),
+        Some(GroupPlan::MarkOffline { name, .. }) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::SCALING_IN,
+            format!("taking the store of {name} offline"),
+        ),
+        Some(GroupPlan::Wait(b) | GroupPlan::Refuse(b)) => {
+            ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
+        }
+    };
+    conditions::set(&mut conds, progressing, generation, now);
+    let all_ready = ready == group.spec.replicas
+        && i32::try_from(serving.len()).unwrap_or(i32::MAX) == group.spec.replicas;
+    conditions::set(
+        &mut conds,
+        ConditionUpdate::new(
+            condition::READY,
+            all_ready,
+            if all_ready {
+                "AllStoresReady"
+            } else {
+                "StoresNotReady"
+            },
+            format!("{ready}/{} TiKV stores ready", group.spec.replicas),
+        ),
+        generation,
+        now,
+    );
+    let status = TiKVGroupStatus {
+        common: CommonStatus {
+            conditions: conds,
+            observed_generation: generation,
+        },
+        group: GroupStatus {
+            version: Some(group.spec.template.spec.version.clone()),
+            replicas,
+            ready_replicas: ready,
+            updated_replicas: updated,
+            selector: Some(render::selector_string(&cluster_name, &group_name)),
+            ..group
+                .status
+                .as_ref()
+                .map(|st| st.group.clone())
+                .unwrap_or_default()
+        },
+    };
+    if group.status.as_ref() != Some(&status) {
+        let value = serde_json::to_value(&status).map_err(|source| Error::Serialization {
+            what: format!("status of TiKVGroup {group_name}"),
+            source,
+        })?;
+        ctx.kube
+            .patch_status(&ObjectKey::of(group)?, &value)
+            .await?;
+    }
+    let in_flight = plan.as_ref().is_some_and(GroupPlan::in_flight) || !going.is_empty();
+    Ok(ctx.policy.after_success(in_flight))
+}
+
+/// A TiKV instance and what the caches hold about it.
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceSnapshot<'a> {
+    /// The instance.
+    pub instance: &'a TiKV,
+    /// Its Cluster.
+    pub cluster: &'a ClusterFacts,
+    /// Its Pod, if any.
+    pub pod: Option<&'a Pod>,
+    /// Labels of the Node its Pod runs on (`None` while unscheduled or unknown).
+    pub node_labels: Option<&'a BTreeMap<String, String>>,
+    /// Its ConfigMap, if any.
+    pub config_map: Option<&'a ConfigMap>,
+    /// Its PVCs that exist (labelled `core.tikv.org/instance=<name>`).
+    pub pvcs: &'a [PersistentVolumeClaim],
+    /// PD's stores.
+    pub pd: &'a StoreView,
+    /// Layer settings.
+    pub options: Options,
+}
+
+fn api_state(store: &Store) -> ApiStoreState {
+    match store.node_state {
+        _ if store.is_removed() => ApiStoreState::Removed,
+        _ if store.is_removing() => ApiStoreState::Removing,
+        NodeState::Serving => ApiStoreState::Serving,
+        NodeState::Preparing => ApiStoreState::Preparing,
+        NodeState::Removing => ApiStoreState::Removing,
+        NodeState::Removed => ApiStoreState::Removed,
+    }
+}
+
+/// The `Offline` condition for a step, with whether it is a Warning.
+fn offline_condition(
+    step: &RemovalStep,
+    request: Request,
+    previous: Option<&Condition>,
+    cluster_deleting: bool,
+) -> (ConditionUpdate, EventType) {
+    let c = |holds: bool, reason: &str, message: String| {
+        ConditionUpdate::new(reasons::CONDITION_OFFLINE, holds, reason, message)
+    };
+    let removing = request != Request::Keep;
+    match step {
+        RemovalStep::Idle => match previous {
+            Some(p) if p.status == conditions::TRUE => (
+                c(
+                    false,
+                    reasons::REMOVAL_CANCELLED,
+                    "offline was cleared; the store serves".to_owned(),
+                ),
+                EventType::Normal,
+            ),
+            Some(p) => (
+                c(false, &p.reason.clone(), p.message.clone()),
+                EventType::Normal,
+            ),
+            None => (
+                c(
+                    false,
+                    reasons::NOT_OFFLINE,
+                    "the store is not being removed".to_owned(),
+                ),
+                EventType::Normal,
+            ),
+        },
+        RemovalStep::Wait(b) => (
+            c(removing, b.reason, b.message.clone()),
+            if b.reason == reasons::PD_UNAVAILABLE {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+        ),
+        RemovalStep::Refuse(b) => (
+            c(
+                true,
+                reasons::REMOVAL_REFUSED,
+                format!("{}: {}", b.reason, b.message),
+            ),
+            EventType::Warning,
+        ),
+        RemovalStep::EvictLeaders(id) => (
+            c(
+                true,
+                reasons::EVICTING_LEADERS,
+                format!("offline requested: evicting the Region leaders of store {id}"),
+            ),
+            EventType::Normal,
+        ),
+        RemovalStep::DeleteStore(id) => (
+            c(
+                true,
+                reasons::STORE_REMOVING,
+                format!("leaders evicted; PD removes store {id} (its Regions move away)"),
+            ),
+            EventType::Normal,
+        ),
+        RemovalStep::CancelRemoval(id) => (
+            c(
+                false,
+                reasons::REMOVAL_CANCELLED,
+                format!("offline was cleared: store {id} is back to Up"),
+            ),
+            EventType::Normal,
+        ),
+        RemovalStep::RemoveEvictLeader(_) if !removing => (
+            c(
+                false,
+                reasons::REMOVAL_CANCELLED,
+                "offline was cleared: the leader eviction is removed".to_owned(),
+            ),
+            EventType::Normal,
+        ),
+        RemovalStep::TooLateToCancel => (
+            c(
+                true,
+                reasons::TOO_LATE_TO_CANCEL,
+                "offline was cleared after the store was removed; the group replaces this instance"
+                    .to_owned(),
+            ),
+            EventType::Warning,
+        ),
+        RemovalStep::RemoveEvictLeader(_)
+        | RemovalStep::DeletePod
+        | RemovalStep::DeletePvcs(_)
+        | RemovalStep::Done
+        | RemovalStep::Removed => (
+            c(
+                true,
+                reasons::STORE_TOMBSTONED,
+                if cluster_deleting {
+                    "the Cluster is being deleted: Pod and PVCs are deleted without store removal"
+                        .to_owned()
+                } else {
+                    "the store is removed (Tombstone) in PD; Pod and PVCs are deleted".to_owned()
+                },
+            ),
+            EventType::Normal,
+        ),
+    }
+}
+
+/// Reconciles one TiKV instance: renders and applies its objects, keeps its
+/// store labels in sync, runs one step of the store removal (or its
+/// cancellation) and reports status. See the module docs.
+#[instrument(skip_all, fields(instance = name_of(s.instance), namespace = s.instance.metadata.namespace.as_deref()))]
+pub async fn reconcile_instance(
+    ctx: &Ctx,
+    s: &InstanceSnapshot<'_>,
+    pd_api: &dyn PdApi,
+) -> Result<Requeue> {
+    let kv = s.instance;
+    let name = name_of(kv).to_owned();
+    let namespace = kv.metadata.namespace.clone();
+    let key = ObjectKey::of(kv)?;
+    let now = ctx.clock.now();
+    let generation = kv.metadata.generation;
+    let deleting = kv.metadata.deletion_timestamp.is_some();
+    let has_finalizer = kv.finalizers().iter().any(|f| f == labels::FINALIZER);
+    if deleting && !has_finalizer {
+        return Ok(Requeue::AwaitChange);
+    }
+    let mut status: TiKVStatus = kv.status.clone().unwrap_or_default();
+    let recorded: Option<StoreId> = status
+        .id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+        .map(StoreId);
+    let address = render::store_address(kv);
+    let store: Option<&Store> = s.pd.stores().and_then(|st| st.find(recorded, &address));
+    let request = if deleting {
+        Request::Delete
+    } else if kv.spec.offline {
+        Request::Offline
+    } else {
+        Request::Keep
+    };
+    let acting = !s.cluster.paused || (deleting && s.cluster.deleting);
+
+    // Apply the instance's objects (not while it is going away).
+    let synced = if !acting {
+        Some(ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            "Paused",
+            "the Cluster is paused",
+        ))
+    } else if deleting {
+        None
+    } else {
+        if !has_finalizer {
+            ctx.kube.add_finalizer(&key, labels::FINALIZER).await?;
+        }
+        let store_gone =
+            store.is_some_and(Store::is_removed) || status.state == Some(ApiStoreState::Removed);
+        let pod_allowed = request == Request::Keep && !store_gone;
+        Some(match apply_instance_objects(ctx, s, pod_allowed).await? {
+            Ok(m) => ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, m),
+            Err((reason, m)) => ConditionUpdate::new(condition::SYNCED, false, reason, m),
+        })
+    };
+
+    // The removal (or cancellation) step.
+    let step = next_removal_step(&RemovalInput {
+        instance: &name,
+        request,
+        cluster_deleting: s.cluster.deleting,
+        pd: s.pd,
+        store,
+        recorded_store_id: recorded,
+        eviction_started_at: status.leader_eviction_started_at.as_ref().map(|t| t.0),
+        now,
+        evict_leader_timeout: s.options.evict_leader_timeout,
+        pod_exists: s.pod.is_some(),
+        pvcs: s.pvcs.iter().map(|p| name_of(p).to_owned()).collect(),
+    });
+    let mut step_for_report = step.clone();
+    if acting {
+        if step != RemovalStep::Idle {
+            info!(?step, "store removal");
+        }
+        match &step {
+            RemovalStep::Idle
+            | RemovalStep::Wait(_)
+            | RemovalStep::Refuse(_)
+            | RemovalStep::Removed
+            | RemovalStep::TooLateToCancel => {}
+            RemovalStep::EvictLeaders(id) => {
+                // Record first: an entry we added is always known to be ours,
+                // so every exit path removes it.
+                status.leader_eviction_started_at = Some(Time(now));
+                patch_status(ctx, &key, &name, &status).await?;
+                match pd_api.add_evict_leader(*id).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_already_gone() => {}
+                    Err(e) => return Err(Error::pd("add_evict_leader", e)),
+                }
+            }
+            RemovalStep::DeleteStore(id) => match pd_api.delete_store(*id).await {
+                Ok(()) => {}
+                Err(e) if e.is_already_gone() => {}
+                Err(e @ pd_client::PdError::Rejected { .. }) => {
+                    step_for_report = RemovalStep::Refuse(crate::group::Blocked {
+                        reason: reasons::REMOVAL_REJECTED,
+                        message: format!("PD refused to remove store {id}: {e}"),
+                    });
+                }
+                Err(e) => return Err(Error::pd("delete_store", e)),
+            },
+            RemovalStep::CancelRemoval(id) => match pd_api.cancel_store_removal(*id).await {
+                Ok(()) => {}
+                Err(e) if e.is_already_gone() => step_for_report = RemovalStep::TooLateToCancel,
+                Err(e) => return Err(Error::pd("cancel_store_removal", e)),
+            },
+            RemovalStep::RemoveEvictLeader(id) => {
+                if let Some(id) = id {
+                    match pd_api.remove_evict_leader(*id).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_already_gone() => {}
+                        Err(e) => return Err(Error::pd("remove_evict_leader", e)),
+                    }
+                }
+                status.leader_eviction_started_at = None;
+            }
+            RemovalStep::DeletePod => {
+                ctx.kube
+                    .delete(&ObjectKey::new::<Pod>(
+                        namespace.as_deref(),
+                        &names::pod(&name),
+                    ))
+                    .await?;
+            }
+            RemovalStep::DeletePvcs(pvcs) => {
+                for p in pvcs {
+                    ctx.kube
+                        .delete(&ObjectKey::new::<PersistentVolumeClaim>(
+                            namespace.as_deref(),
+                            p,
+                        ))
+                        .await?;
+                }
+            }
+            RemovalStep::Done => {
+                ctx.kube
+                    .publish_event(&event(
+                        kv,
+                        EventType::Normal,
+                        reasons::STORE_TOMBSTONED,
+                        "Delete",
+                        "store removed, Pod and PVCs deleted; the instance goes".to_owned(),
+                    )?)
+                    .await?;
+                ctx.kube.remove_finalizer(&key, labels::FINALIZER).await?;
+                return Ok(Requeue::AwaitChange);
+            }
+        }
+    }
+
+    // Store labels, while the store serves and nothing removes it.
+    if acting
+        && request == Request::Keep
+        && let (Some(st), Some(stores)) = (store, s.pd.stores())
+        && is_up(st)
+    {
+        let spec_labels = kv
+            .spec
+            .template
+            .server
+            .as_ref()
+            .map(|sv| sv.labels.clone())
+            .unwrap_or_default();
+        let want = desired_store_labels(
+            &spec_labels,
+            &stores.replication.location_labels,
+            s.node_labels,
+            kv.spec.topology.as_ref(),
+        );
+        let diff = labels_to_set(&want, &st.labels);
+        if !diff.is_empty() {
+            pd_api
+                .set_store_labels(st.id, &diff)
+                .await
+                .map_err(|e| Error::pd("set_store_labels", e))?;
+            info!(store = %st.id, ?diff, "store labels set");
+        }
+    }
+
+    // Report.
+    let mut conds: Vec<Condition> = status.common.conditions.clone();
+    if let Some(synced) = synced {
+        conditions::set(&mut conds, synced, generation, now);
+    }
+    let previous = conditions::find(&conds, reasons::CONDITION_OFFLINE).cloned();
+    let (offline, severity) = offline_condition(
+        &step_for_report,
+        request,
+        previous.as_ref(),
+        s.cluster.deleting,
+    );
+    let changed = previous
+        .as_ref()
+        .is_none_or(|p| p.reason != offline.reason || p.status != offline.status);
+    if changed && acting && previous.is_some() || (changed && offline.status == conditions::TRUE) {
+        ctx.kube
+            .publish_event(&event(
+                kv,
+                severity,
+                &offline.reason,
+                "RemoveStore",
+                offline.message.clone(),
+            )?)
+            .await?;
+    }
+    conditions::set(&mut conds, offline, generation, now);
+
+    let pod_is_ready = s.pod.is_some_and(pod_ready);
+    let ready = match (s.pd.stores(), store) {
+        (None, _) => ConditionUpdate::unknown(
+            condition::READY,
+            reasons::PD_UNAVAILABLE,
+            "PD is unreachable; store state unknown",
+        ),
+        (Some(_), Some(st)) if request == Request::Keep && pod_is_ready && is_serving(st) => {
+            ConditionUpdate::new(
+                condition::READY,
+                true,
+                "StoreServing",
+                format!("store {} is Up and serving", st.id),
+            )
+        }
+        (Some(_), Some(st)) => ConditionUpdate::new(
+            condition::READY,
+            false,
+            "StoreNotServing",
+            format!(
+                "store {} is {:?}/{:?} ({:?}); Pod ready: {pod_is_ready}; offline: {}",
+                st.id,
+                st.state,
+                st.node_state,
+                st.liveness,
+                request != Request::Keep
+            ),
+        ),
+        (Some(_), None) => ConditionUpdate::new(
+            condition::READY,
+            false,
+            "StoreNotRegistered",
+            "PD does not know this store (yet)",
+        ),
+    };
+    conditions::set(&mut conds, ready, generation, now);
+
+    status.common = CommonStatus {
+        conditions: conds,
+        observed_generation: generation,
+    };
+    if let Some(st) = store {
+        status.id = Some(st.id.to_string());
+        status.state = Some(api_state(st));
+        status.leader_count = st
+            .leader_count
+            .map(|c| i64::try_from(c).unwrap_or(i64::MAX));
+        status.region_count = Some(i64::try_from(st.region_count).unwrap_or(i64::MAX));
+    } else if s.pd.stores().is_some() && request == Request::Offline {
+        // Never registered, or purged after removal: nothing left in PD.
+        if matches!(
+            step_for_report,
+            RemovalStep::Removed | RemovalStep::DeletePod
+        ) {
+            status.state = Some(ApiStoreState::Removed);
+        }
+    }
+    if matches!(step_for_report, RemovalStep::Removed) {
+        status.state = Some(ApiStoreState::Removed);
+    }
+    status.current_revision = s
+        .pod
+        .and_then(|p| p.metadata.annotations.as_ref())
+        .and_then(|a| a.get(labels::INSTANCE_REVISION).cloned())
+        .or(status.current_revision);
+    if kv.status.as_ref() != Some(&status) {
+        patch_status(ctx, &key, &name, &status).await?;
+    }
+    let in_flight = step_for_report.in_flight() || !pod_is_ready;
+    Ok(ctx.policy.after_success(in_flight))
+}
+
+async fn patch_status(ctx: &Ctx, key: &ObjectKey, name: &str, status: &TiKVStatus) -> Result<()> {
+    let value = serde_json::to_value(status).map_err(|source| Error::Serialization {
+        what: format!("status of TiKV {name}"),
+        source,
+    })?;
+    ctx.kube.patch_status(key, &value).await
+}
+
+/// Applies ConfigMap, PVCs and (when `pod_allowed`) the Pod. The outer error
+/// is a failed write; the inner one why the instance is not in sync.
+async fn apply_instance_objects(
+    ctx: &Ctx,
+    s: &InstanceSnapshot<'_>,
+    pod_allowed: bool,
+) -> Result<Result<String, (&'static str, String)>> {
+    let kv = s.instance;
+    let rendered = (|| {
+        let config = render::render_config(kv, s.cluster.pd_url.as_deref())?;
+        let config_hash = content_hash(&Value::String(config.clone()));
+        let mut pod = render::render_pod(kv, &config_hash)?;
+        let revision = content_hash(
+            &serde_json::to_value(&pod).map_err(|e| RenderError::Incomplete(e.to_string()))?,
+        );
+        pod.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(labels::INSTANCE_REVISION.to_owned(), revision.clone());
+        Ok::<_, RenderError>((
+            render::render_config_map(kv, &config)?,
+            render::render_pvcs(kv)?,
+            pod,
+            revision,
+        ))
+    })();
+    let (cm, pvcs, pod, revision) = match rendered {
+        Ok(r) => r,
+        Err(e) => return Ok(Err((e.reason(), e.to_string()))),
+    };
+    ctx.kube
+        .apply_if_changed(&desired(&cm)?, cached(s.config_map).as_ref())
+        .await?;
+    for pvc in &pvcs {
+        let current = cached(s.pvcs.iter().find(|p| name_of(*p) == name_of(pvc)));
+        ctx.kube
+            .apply_if_changed(&desired(pvc)?, current.as_ref())
+            .await?;
+    }
+    if s.cluster.suspend_compute {
+        if let Some(p) = s.pod {
+            ctx.kube.delete(&ObjectKey::of(p)?).await?;
+        }
+        return Ok(Ok(
+            "compute suspended: Pod deleted, PVCs and config kept".to_owned()
+        ));
+    }
+    match s.pod {
+        None if pod_allowed => {
+            ctx.kube.apply_if_changed(&desired(&pod)?, None).await?;
+            Ok(Ok("Pod created".to_owned()))
+        }
+        None => Ok(Ok(
+            "the store is offline or removed: no Pod is (re)created".to_owned()
+        )),
+        Some(current) => {
+            let running = current
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::INSTANCE_REVISION));
+            if running.map(String::as_str) == Some(revision.as_str()) {
+                Ok(Ok("up to date".to_owned()))
+            } else {
+                Ok(Err((
+                    reasons::RESTART_PENDING,
+                    "the rendered Pod changed (configuration, image, resources, ...); rolling \
+                     restarts of TiKV are not implemented yet: delete the Pod to apply it"
+                        .to_owned(),
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! Removing one TiKV store safely, and cancelling that removal: the step
+//! machine a TiKV instance runs while it is marked `offline` or being
+//! deleted (and, to cancel, after `offline` was cleared).
+//!
+//! Removal: evict the store's Region leaders (the operator adds an
+//! evict-leader entry and records when; bounded by a timeout) -> ask PD to
+//! delete the store (it goes Offline/Removing while PD moves its Regions) ->
+//! wait until PD reports it Tombstone/Removed -> remove the evict-leader
+//! entry -> delete the Pod -> (instance being deleted) delete the PVCs ->
+//! done (drop the finalizer). Every step is re-planned from fresh
+//! observations, so a repeated step or a crash between steps is harmless.
+//!
+//! Cancellation (`offline` cleared before the store is Removed): a removing
+//! store is put back to Up, then the evict-leader entry is removed.
+//!
+//! Safety: nothing destructive while PD is unreachable (rule 5); the Pod and
+//! PVCs go only once the store is Removed, or once PD no longer knows a store
+//! that was recorded as this instance's, or when no store ever registered for
+//! this instance (rule 1); PD is asked to delete a store only while at least
+//! `max-replicas` Up stores would remain (rule 4). When the whole Cluster is
+//! being deleted, PD is not consulted at all (rule 1's exception).
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use pd_client::{Store, StoreId};
+
+use crate::group::Blocked;
+use crate::reasons;
+use crate::store_view::{StoreView, is_up};
+
+/// Why the store should go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Nothing asks for a removal (a removal in flight is cancelled).
+    Keep,
+    /// `spec.offline` is set: remove the store, delete the Pod, keep the
+    /// instance object (the group deletes it).
+    Offline,
+    /// The instance object is being deleted: remove the store, delete Pod
+    /// and PVCs, drop the finalizer.
+    Delete,
+}
+
+/// What the removal of one instance observes.
+#[derive(Debug, Clone)]
+pub struct RemovalInput<'a> {
+    /// The instance name.
+    pub instance: &'a str,
+    /// What is asked.
+    pub request: Request,
+    /// The whole Cluster is being deleted: stores are not removed one by one
+    /// and PD is not consulted.
+    pub cluster_deleting: bool,
+    /// PD's view of the stores.
+    pub pd: &'a StoreView,
+    /// The instance's store in that view (see [`crate::store_view::Stores::find`]).
+    pub store: Option<&'a Store>,
+    /// The store id the instance recorded (`status.id`), if any.
+    pub recorded_store_id: Option<StoreId>,
+    /// When the operator started evicting the store's leaders
+    /// (`status.leaderEvictionStartedAt`); `Some` means an evict-leader
+    /// entry of ours may exist.
+    pub eviction_started_at: Option<Timestamp>,
+    /// Now.
+    pub now: Timestamp,
+    /// How long leader eviction may take before the store is removed anyway.
+    pub evict_leader_timeout: Duration,
+    /// Whether the instance's Pod exists.
+    pub pod_exists: bool,
+    /// PVCs of the instance that exist.
+    pub pvcs: Vec<String>,
+}
+
+/// The next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemovalStep {
+    /// Nothing to remove and nothing to cancel.
+    Idle,
+    /// Nothing may happen now; report why and look again later.
+    Wait(Blocked),
+    /// The removal is refused; report why (condition and Warning Event).
+    Refuse(Blocked),
+    /// Record the eviction start, then add an evict-leader entry for the store.
+    EvictLeaders(StoreId),
+    /// Ask PD to remove the store.
+    DeleteStore(StoreId),
+    /// Put a removing store back to Up.
+    CancelRemoval(StoreId),
+    /// Remove the operator's evict-leader entry (when the store id is
+    /// known), then clear the recorded eviction start.
+    RemoveEvictLeader(Option<StoreId>),
+    /// Delete the Pod.
+    DeletePod,
+    /// Delete these PVCs.
+    DeletePvcs(Vec<String>),
+    /// The instance object may go: drop the finalizer.
+    Done,
+    /// `offline` instance: store Removed and Pod gone; the group deletes the instance.
+    Removed,
+    /// `offline` was cleared too late: the store is already Removed.
+    TooLateToCancel,
+}
+
+impl RemovalStep {
+    /// Whether the removal is still moving (poll fast).
+    pub fn in_flight(&self) -> bool {
+        !matches!(
+            self,
+            Self::Idle | Self::Removed | Self::TooLateToCancel | Self::Refuse(_)
+        )
+    }
+}
+
+fn wait(reason: &'static str, message: String) -> RemovalStep {
+    RemovalStep::Wait(Blocked { reason, message })
+}
+
+/// Plans the next removal (or cancellation) step.
+pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
+    let name = input.instance;
+    if input.request == Request::Delete && input.cluster_deleting {
+        // The whole Cluster (PD included) goes: no store removal.
+        return cleanup(input);
+    }
+    let Some(stores) = input.pd.stores() else {
+        // Safety rule 5. Without a removal or an eviction of ours in flight
+        // there is nothing to do anyway.
+        if input.request == Request::Keep && input.eviction_started_at.is_none() {
+            return RemovalStep::Idle;
+        }
+        return wait(
+            reasons::PD_UNAVAILABLE,
+            format!("PD is unreachable; the store removal of {name} waits"),
+        );
+    };
+    let store = input.store;
+
+    if input.request == Request::Keep {
+        return match store {
+            Some(s) if s.is_removing() => RemovalStep::CancelRemoval(s.id),
+            Some(s) if s.is_removed() => {
+                if input.eviction_started_at.is_some() {
+                    RemovalStep::RemoveEvictLeader(Some(s.id))
+                } else {
+                    RemovalStep::TooLateToCancel
+                }
+            }
+            _ if input.eviction_started_at.is_some() => {
+                RemovalStep::RemoveEvictLeader(store.map(|s| s.id).or(input.recorded_store_id))
+            }
+            _ => RemovalStep::Idle,
+        };
+    }
+
+    match store {
+        // PD does not know the store: it never registered (no id recorded),
+        // or PD purged it after it was removed (id recorded, now gone).
+        None => cleanup(input),
+        Some(s) if s.is_removed() => cleanup(input),
+        Some(s) if s.is_removing() => wait(
+            reasons::STORE_REMOVING,
+            format!(
+                "PD is moving the Regions of store {} away ({} left)",
+                s.id, s.region_count
+            ),
+        ),
+        Some(s) => {
+            // Safety rule 4.
+            let up = stores.up_count();
+            let max = stores.max_replicas();
+            if is_up(s) && up.saturating_sub(1) < max {
+                return RemovalStep::Refuse(Blocked {
+                    reason: reasons::BELOW_MAX_REPLICAS,
+                    message: format!(
+                        "removing store {} would leave {} Up stores, fewer than PD's \
+                         max-replicas ({max}); the removal waits (add stores or lower \
+                         max-replicas, or clear offline to cancel)",
+                        s.id,
+                        up.saturating_sub(1)
+                    ),
+                });
+            }
+            let Some(started) = input.eviction_started_at else {
+                return RemovalStep::EvictLeaders(s.id);
+            };
+            let leaders = s.leader_count.unwrap_or(0);
+            let elapsed = input.now.duration_since(started);
+            let timeout = k8s_openapi::jiff::SignedDuration::try_from(input.evict_leader_timeout)
+                .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+            if leaders == 0 || elapsed >= timeout {
+                RemovalStep::DeleteStore(s.id)
+            } else {
+                wait(
+                    reasons::EVICTING_LEADERS,
+                    format!(
+                        "evicting {leaders} Region leader(s) from store {} (at most {}s)",
+                        s.id,
+                        input.evict_leader_timeout.as_secs()
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// After the store is gone: our evict-leader entry, the Pod, the PVCs.
+fn cleanup(input: &RemovalInput<'_>) -> RemovalStep {
+    if input.eviction_started_at.is_some() && !input.cluster_deleting {
+        return RemovalStep::RemoveEvictLeader(
+            input.store.map(|s| s.id).or(input.recorded_store_id),
+        );
+    }
+    if input.pod_exists {
+        return RemovalStep::DeletePod;
+    }
+    match input.request {
+        Request::Delete if !input.pvcs.is_empty() => RemovalStep::DeletePvcs(input.pvcs.clone()),
+        Request::Delete => RemovalStep::Done,
+        _ => RemovalStep::Removed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store_view::Stores;
+    use crate::store_view::tests::store;
+    use pd_client::{NodeState, ReplicationConfig, StoreState};
+
+    const TIMEOUT: Duration = Duration::from_secs(600);
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    /// PD with Up stores 1..=4 (store 4 is ours at "me"), max-replicas 3.
+    fn pd_with(ours: StoreState, leaders: u64) -> StoreView {
+        let mut stores: Vec<Store> = (1..=3)
+            .map(|i| store(i, &format!("kv-{i}"), StoreState::Up))
+            .collect();
+        let mut me = store(4, "me", ours);
+        me.leader_count = Some(leaders);
+        if ours == StoreState::Tombstone {
+            me.node_state = NodeState::Removed;
+        }
+        stores.push(me);
+        StoreView::Reachable(Stores {
+            stores,
+            replication: ReplicationConfig::default(),
+            ..Stores::default()
+        })
+    }
+
+    struct Case {
+        request: Request,
+        pd: StoreView,
+        recorded: Option<u64>,
+        started: Option<i64>,
+        now: i64,
+        pod: bool,
+        pvcs: Vec<String>,
+        cluster_deleting: bool,
+    }
+
+    impl Case {
+        fn new(request: Request, pd: StoreView) -> Self {
+            Self {
+                request,
+                pd,
+                recorded: Some(4),
+                started: None,
+                now: 1000,
+                pod: true,
+                pvcs: vec!["data-me".into()],
+                cluster_deleting: false,
+            }
+        }
+        fn step(&self) -> RemovalStep {
+            let store = self
+                .pd
+                .stores()
+                .and_then(|s| s.find(self.recorded.map(StoreId), "me"));
+            next_removal_step(&RemovalInput {
+                instance: "me",
+                request: self.request,
+                cluster_deleting: self.cluster_deleting,
+                pd: &self.pd,
+                store,
+                recorded_store_id: self.recorded.map(StoreId),
+                eviction_started_at: self.started.map(t),
+                now: t(self.now),
+                evict_leader_timeout: TIMEOUT,
+                pod_exists: self.pod,
+                pvcs: self.pvcs.clone(),
+            })
+        }
+    }
+
+    #[test]
+    fn leaders_are_evicted_before_the_store_is_deleted_bounded_by_the_timeout() {
+        let mut c = Case::new(Request::Offline, pd_with(StoreState::Up, 7));
+        assert_eq!(c.step(), RemovalStep::EvictLeaders(StoreId(4)));
+        c.started = Some(900);
+        assert!(matches!(c.step(), RemovalStep::Wait(b) if b.reason == reasons::EVICTING_LEADERS));
+        // Timeout: removed anyway.
+        c.now = 900 + 600;
+        assert_eq!(c.step(), RemovalStep::DeleteStore(StoreId(4)));
+        // No leaders left: removed at once.
+        let mut c = Case::new(Request::Delete, pd_with(StoreState::Up, 0));
+        c.started = Some(999);
+        assert_eq!(c.step(), RemovalStep::DeleteStore(StoreId(4)));
+    }
+
+    #[test]
+    fn nothing_is_deleted_until_the_store_is_removed() {
+        for state in [StoreState::Up, StoreState::Offline] {
+            for request in [Request::Offline, Request::Delete] {
+                for started in [None, Some(0)] {
+                    let mut c = Case::new(request, pd_with(state, 0));
+                    c.started = started;
+                    let s = c.step();
+                    assert!(
+                        !matches!(
+                            s,
+                            RemovalStep::DeletePod
+                                | RemovalStep::DeletePvcs(_)
+                                | RemovalStep::Done
+                                | RemovalStep::Removed
+                        ),
+                        "{state:?} {request:?}: {s:?}"
+                    );
+                }
+            }
+        }
+        let c = Case::new(Request::Offline, pd_with(StoreState::Offline, 0));
+        assert!(matches!(c.step(), RemovalStep::Wait(b) if b.reason == reasons::STORE_REMOVING));
+    }
+
+    #[test]
+    fn once_removed_eviction_entry_then_pod_then_pvcs_then_done() {
+        let mut c = Case::new(Request::Delete, pd_with(StoreState::Tombstone, 0));
+        c.started = Some(1);
+        assert_eq!(c.step(), RemovalStep::RemoveEvictLeader(Some(StoreId(4))));
+        c.started = None;
+        assert_eq!(c.step(), RemovalStep::DeletePod);
+        c.pod = false;
+        assert_eq!(c.step(), RemovalStep::DeletePvcs(vec!["data-me".into()]));
+        c.pvcs.clear();
+        assert_eq!(c.step(), RemovalStep::Done);
+        // Offline only: the Pod goes, the instance (and its PVCs) stay for the group.
+        let mut c = Case::new(Request::Offline, pd_with(StoreState::Tombstone, 0));
+        assert_eq!(c.step(), RemovalStep::DeletePod);
+        c.pod = false;
+        assert_eq!(c.step(), RemovalStep::Removed);
+    }
+
+    #[test]
+    fn nothing_destructive_while_pd_is_unreachable() {
+        let down = StoreView::Unreachable {
+            message: "down".into(),
+        };
+        for request in [Request::Offline, Request::Delete] {
+            for started in [None, Some(0)] {
+                let mut c = Case::new(request, down.clone());
+                c.started = started;
+                assert!(
+                    matches!(c.step(), RemovalStep::Wait(b) if b.reason == reasons::PD_UNAVAILABLE),
+                    "{request:?}"
+                );
+            }
+        }
+        let mut c = Case::new(Request::Keep, down);
+        assert_eq!(c.step(), RemovalStep::Idle);
+        c.started = Some(0);
+        assert!(matches!(c.step(), RemovalStep::Wait(_)));
+    }
+
+    #[test]
+    fn refused_below_max_replicas() {
+        // Stores 1..=3 Up plus ours; store 1 is down to Offline: 3 Up left.
+        let mut pd = pd_with(StoreState::Up, 3);
+        if let StoreView::Reachable(s) = &mut pd {
+            s.stores[0].state = StoreState::Offline;
+        }
+        let c = Case::new(Request::Offline, pd);
+        let s = c.step();
+        assert!(
+            matches!(&s, RemovalStep::Refuse(b) if b.reason == reasons::BELOW_MAX_REPLICAS && b.message.contains("max-replicas (3)")),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn a_store_that_never_registered_or_was_purged_is_not_waited_for() {
+        let pd = StoreView::Reachable(Stores::default());
+        let mut c = Case::new(Request::Delete, pd.clone());
+        c.recorded = None;
+        assert_eq!(c.step(), RemovalStep::DeletePod);
+        let mut c = Case::new(Request::Offline, pd);
+        c.pod = false;
+        assert_eq!(c.step(), RemovalStep::Removed);
+    }
+
+    #[test]
+    fn clearing_offline_cancels_and_cleans_up_our_eviction() {
+        let c = Case::new(Request::Keep, pd_with(StoreState::Offline, 0));
+        assert_eq!(c.step(), RemovalStep::CancelRemoval(StoreId(4)));
+        let mut c = Case::new(Request::Keep, pd_with(StoreState::Up, 2));
+        c.started = Some(5);
+        assert_eq!(c.step(), RemovalStep::RemoveEvictLeader(Some(StoreId(4))));
+        c.started = None;
+        assert_eq!(c.step(), RemovalStep::Idle);
+        let c = Case::new(Request::Keep, pd_with(StoreState::Tombstone, 0));
+        assert_eq!(c.step(), RemovalStep::TooLateToCancel);
+    }
+
+    #[test]
+    fn cluster_deletion_skips_pd() {
+        let mut c = Case::new(
+            Request::Delete,
+            StoreView::Unreachable {
+                message: "gone".into(),
+            },
+        );
+        c.cluster_deleting = true;
+        c.started = Some(1);
+        assert_eq!(c.step(), RemovalStep::DeletePod);
+    }
+}
