@@ -327,8 +327,15 @@ impl Agent {
             text.push('\n');
         }
         if text != self.hosts_last {
-            // Written in place: the file is bind-mounted by inode.
-            fs::write(self.layout.hosts(), &text)?;
+            // Written in place (the file is bind-mounted by inode), without truncating
+            // first: a resolver reading meanwhile never sees an empty file.
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(self.layout.hosts())?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            f.set_len(text.len() as u64)?;
             self.hosts_last = text;
         }
         Ok(())

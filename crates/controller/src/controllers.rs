@@ -113,26 +113,21 @@ impl Stores {
     }
 
     /// The endpoint of a Cluster's PD: its first PDGroup by name, or
-    /// `fallback` (the group asking) when the cache has none.
+    /// `fallback` (group name and client port of the object asking) when
+    /// the cache has none (e.g. the group is already deleted).
     fn pd_endpoint(
         &self,
         how: &crate::PdEndpoint,
         ns: &str,
         cluster: &str,
-        fallback: Option<&PDGroup>,
+        fallback: Option<(String, i32)>,
     ) -> Option<String> {
-        let groups = self.pd_groups_of(ns, cluster);
-        let group = groups.first().map(AsRef::as_ref).or(fallback)?;
-        let port = GroupSummary::from_pd_group(group)
-            .client_port
-            .unwrap_or(2379);
-        Some(pd_registry::endpoint_url(
-            how,
-            ns,
-            cluster,
-            &group.name_any(),
-            port,
-        ))
+        let first = self.pd_groups_of(ns, cluster).first().map(|g| {
+            let port = GroupSummary::from_pd_group(g).client_port.unwrap_or(2379);
+            (g.name_any(), port)
+        });
+        let (group, port) = first.or(fallback)?;
+        Some(pd_registry::endpoint_url(how, ns, cluster, &group, port))
     }
 }
 
@@ -215,7 +210,7 @@ impl Shared {
         &self,
         ns: &str,
         cluster: &str,
-        fallback: Option<&PDGroup>,
+        fallback: Option<(String, i32)>,
     ) -> Option<Arc<PdEntry>> {
         let endpoint = self
             .stores
@@ -290,7 +285,8 @@ async fn reconcile_pd_group(obj: Arc<PDGroup>, sh: Arc<Shared>) -> Result<Action
         .collect();
     let pods = Stores::of_pd_group(&sh.stores.pods, &ns, &cluster_name, &name);
     let services = Stores::of_pd_group(&sh.stores.services, &ns, &cluster_name, &name);
-    let Some(entry) = sh.pd_entry(&ns, &cluster_name, Some(&obj)) else {
+    let port = tikv_operator_pd_layer::render::ports(&obj.spec.template.spec).0;
+    let Some(entry) = sh.pd_entry(&ns, &cluster_name, Some((name.clone(), port))) else {
         return Err(Error::InvalidSpec {
             message: "cannot build a PD client for this group".into(),
         }
@@ -341,12 +337,17 @@ async fn reconcile_pd(obj: Arc<PD>, sh: Arc<Shared>) -> Result<Action, Reconcile
         })
         .map(|p| (*p).clone())
         .collect();
-    let group = label(obj.as_ref(), labels::GROUP)
-        .and_then(|g| sh.stores.pd_groups.get(&ObjectRef::new(g).within(&ns)));
-    let Some(entry) = sh.pd_entry(&ns, &cluster_name, group.as_deref()) else {
-        // No group in the cache and none of the Cluster: nobody to ask. Never
-        // act on an instance without PD; wait for the caches.
-        return Ok(Action::requeue(sh.ctx.policy.in_flight));
+    let fallback = label(obj.as_ref(), labels::GROUP).map(|g| {
+        (
+            g.to_owned(),
+            tikv_operator_pd_layer::render::ports(&obj.spec.template).0,
+        )
+    });
+    let Some(entry) = sh.pd_entry(&ns, &cluster_name, fallback) else {
+        return Err(Error::InvalidSpec {
+            message: format!("PD instance without the {} label", labels::GROUP),
+        }
+        .into());
     };
     let recorded = cluster.as_ref().and_then(|c| c.status.as_ref()?.id.clone());
     let view = PdView::from_snapshot(&entry.snapshot()).expecting_cluster_id(recorded.as_deref());

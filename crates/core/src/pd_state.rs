@@ -163,9 +163,12 @@ impl PdStateCache {
         }
     }
 
-    /// The interval until the next refresh.
+    /// The interval until the next refresh: fast while a guard lives or PD
+    /// could not be read, slow otherwise.
     pub fn interval(&self) -> Duration {
-        if self.fast_holders.load(Ordering::SeqCst) > 0 {
+        // An unreachable PD is read again soon: a blip must not leave every
+        // reconciler of the Cluster waiting for the slow interval.
+        if self.fast_holders.load(Ordering::SeqCst) > 0 || !self.current().reachable() {
             self.policy.fast
         } else {
             self.policy.slow
@@ -313,5 +316,21 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert!(reads() <= 10, "{}", reads());
         task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_pd_is_read_again_at_the_fast_interval() {
+        let pd = FakePd::with_cluster(1, 0);
+        let c = cache(&pd);
+        // Not read yet: unreachable.
+        assert_eq!(c.interval(), RefreshPolicy::default().fast);
+        c.refresh().await;
+        assert_eq!(c.interval(), RefreshPolicy::default().slow);
+        pd.set_unreachable(true);
+        c.refresh().await;
+        assert_eq!(c.interval(), RefreshPolicy::default().fast);
+        pd.set_unreachable(false);
+        c.refresh().await;
+        assert_eq!(c.interval(), RefreshPolicy::default().slow);
     }
 }
