@@ -802,7 +802,25 @@ pub async fn reconcile_instance(
     let changed = previous
         .as_ref()
         .is_none_or(|p| p.reason != offline.reason || p.status != offline.status);
-    if changed && acting && previous.is_some() || (changed && offline.status == conditions::TRUE) {
+    let was_offline = previous
+        .as_ref()
+        .is_some_and(|p| p.status == conditions::TRUE);
+    if acting && request != Request::Keep && !was_offline {
+        ctx.kube
+            .publish_event(&event(
+                kv,
+                EventType::Normal,
+                reasons::OFFLINE_REQUESTED,
+                "RemoveStore",
+                if deleting {
+                    "the instance is being deleted: its store is removed first".to_owned()
+                } else {
+                    "offline requested: the store is removed, then the Pod".to_owned()
+                },
+            )?)
+            .await?;
+    }
+    if acting && changed && (previous.is_some() || offline.status == conditions::TRUE) {
         ctx.kube
             .publish_event(&event(
                 kv,

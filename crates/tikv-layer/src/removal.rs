@@ -181,16 +181,28 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
                     ),
                 });
             }
+            // Safety rule 2: one store removal at a time in the cluster.
+            if let Some(other) = stores.removing().into_iter().find(|o| o.id != s.id) {
+                return wait(
+                    reasons::ANOTHER_REMOVAL_IN_FLIGHT,
+                    format!(
+                        "store {} ({}) is being removed; the removal of store {} waits for it",
+                        other.id, other.address, s.id
+                    ),
+                );
+            }
             let Some(started) = input.eviction_started_at else {
                 return RemovalStep::EvictLeaders(s.id);
             };
-            let leaders = s.leader_count.unwrap_or(0);
             let elapsed = input.now.duration_since(started);
             let timeout = k8s_openapi::jiff::SignedDuration::try_from(input.evict_leader_timeout)
                 .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
-            if leaders == 0 || elapsed >= timeout {
+            if s.leader_count == Some(0) || elapsed >= timeout {
                 RemovalStep::DeleteStore(s.id)
             } else {
+                let leaders = s
+                    .leader_count
+                    .map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string());
                 wait(
                     reasons::EVICTING_LEADERS,
                     format!(
@@ -311,6 +323,29 @@ mod tests {
         let mut c = Case::new(Request::Delete, pd_with(StoreState::Up, 0));
         c.started = Some(999);
         assert_eq!(c.step(), RemovalStep::DeleteStore(StoreId(4)));
+        // An unknown leader count is waited for (until the timeout).
+        if let StoreView::Reachable(s) = &mut c.pd {
+            s.stores[3].leader_count = None;
+        }
+        assert!(matches!(c.step(), RemovalStep::Wait(b) if b.reason == reasons::EVICTING_LEADERS));
+    }
+
+    #[test]
+    fn one_store_removal_at_a_time_in_the_cluster() {
+        // Five stores (max-replicas 3): store 1 is being removed already.
+        let mut pd = pd_with(StoreState::Up, 3);
+        if let StoreView::Reachable(s) = &mut pd {
+            s.stores.push(store(5, "kv-5", StoreState::Up));
+            s.stores[0].state = StoreState::Offline;
+        }
+        let mut c = Case::new(Request::Offline, pd);
+        assert!(
+            matches!(c.step(), RemovalStep::Wait(b) if b.reason == reasons::ANOTHER_REMOVAL_IN_FLIGHT)
+        );
+        c.started = Some(0);
+        assert!(
+            matches!(c.step(), RemovalStep::Wait(b) if b.reason == reasons::ANOTHER_REMOVAL_IN_FLIGHT)
+        );
     }
 
     #[test]

@@ -1,0 +1,893 @@
+//! Reconciler tests: the TiKV-layer reconcilers against the fake Kubernetes
+//! writer (whose stored objects play the watch caches) and the fake PD.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use pd_client::{FakeOp, FakePd, PdApi, ReplicationConfig, StoreId};
+use serde_json::{Value, json};
+use tikv_operator_api::common::condition;
+use tikv_operator_api::tikv::StoreState as ApiStoreState;
+use tikv_operator_api::{TiKV, TiKVGroup, labels};
+use tikv_operator_core::conditions;
+use tikv_operator_core::fake::{FakeClock, FakeKube, KubeCall, KubeOp};
+use tikv_operator_core::{KubeWriter, ObjectKey, RequeuePolicy};
+use tikv_operator_pd_layer::group::SuffixSource;
+use tikv_operator_tikv_layer::reconcile::{
+    ClusterFacts, Ctx, GroupSnapshot, InstanceSnapshot, Options, reconcile_group,
+    reconcile_instance,
+};
+use tikv_operator_tikv_layer::{StoreView, reasons};
+
+const NS: &str = "ns";
+const PD_URL: &str = "http://pd-pd.ns.svc:2379";
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+#[derive(Default)]
+struct Counter(u32);
+impl SuffixSource for Counter {
+    fn next_suffix(&mut self) -> String {
+        self.0 += 1;
+        format!("s{:05}", self.0)
+    }
+}
+
+struct World {
+    kube: FakeKube,
+    pd: FakePd,
+    clock: FakeClock,
+    ctx: Ctx,
+    suffixes: Counter,
+    cluster: ClusterFacts,
+    options: Options,
+    next_store: u64,
+    /// Instances (and their stores) whose Pod and PVC must not disappear
+    /// before the store is Removed: checked after every reconcile and every
+    /// PD tick of [`World::round`].
+    watched: Vec<(String, StoreId)>,
+}
+
+fn group_key() -> ObjectKey {
+    ObjectKey::new::<TiKVGroup>(Some(NS), "kv")
+}
+
+fn kv_key(name: &str) -> ObjectKey {
+    ObjectKey::new::<TiKV>(Some(NS), name)
+}
+
+fn pod_key(name: &str) -> ObjectKey {
+    ObjectKey::new::<Pod>(Some(NS), name)
+}
+
+fn pvc_key(name: &str) -> ObjectKey {
+    ObjectKey::new::<PersistentVolumeClaim>(Some(NS), &format!("data-{name}"))
+}
+
+/// The node every Pod of zone `z` lands on.
+fn node_labels(zone: &str) -> BTreeMap<String, String> {
+    [
+        (ZONE.to_owned(), zone.to_owned()),
+        ("kubernetes.io/hostname".to_owned(), format!("node-{zone}")),
+    ]
+    .into()
+}
+
+impl World {
+    fn new(replicas: i32) -> Self {
+        let kube = FakeKube::new();
+        kube.insert(
+            group_key(),
+            json!({
+                "apiVersion": "core.tikv.org/v1alpha1",
+                "kind": "TiKVGroup",
+                "metadata": {"name": "kv", "namespace": NS, "uid": "group-uid", "generation": 1},
+                "spec": {
+                    "cluster": {"name": "basic"},
+                    "replicas": replicas,
+                    "schedulePolicies": [{"type": "EvenlySpread", "evenlySpread": {"topologies": [
+                        {"topology": {ZONE: "a"}}, {"topology": {ZONE: "b"}}, {"topology": {ZONE: "c"}}
+                    ]}}],
+                    "template": {"spec": {
+                        "version": "v8.5.5",
+                        "server": {"labels": {"disk": "ssd"}},
+                        "volumes": [{"name": "data", "mounts": [{"type": "data"}], "storage": "1Gi"}]
+                    }}
+                }
+            }),
+        );
+        let clock = FakeClock::default();
+        let ctx = Ctx {
+            kube: Arc::new(kube.clone()),
+            clock: Arc::new(clock.clone()),
+            policy: RequeuePolicy::default(),
+        };
+        let pd = FakePd::with_cluster(3, 0);
+        pd.set_replication(ReplicationConfig {
+            max_replicas: 3,
+            location_labels: vec!["zone".into(), "host".into()],
+        });
+        Self {
+            kube,
+            pd,
+            clock,
+            ctx,
+            suffixes: Counter::default(),
+            cluster: ClusterFacts {
+                pd_url: Some(PD_URL.into()),
+                ..ClusterFacts::default()
+            },
+            options: Options::default(),
+            next_store: 1,
+            watched: Vec::new(),
+        }
+    }
+
+    fn group(&self) -> TiKVGroup {
+        self.kube.get_typed(&group_key()).unwrap()
+    }
+
+    fn set_replicas(&self, n: i32) {
+        let mut g = self.kube.get(&group_key()).unwrap();
+        g["spec"]["replicas"] = n.into();
+        self.kube.insert(group_key(), g);
+    }
+
+    fn instance(&self, name: &str) -> Option<TiKV> {
+        self.kube.get_typed(&kv_key(name))
+    }
+
+    fn instances(&self) -> Vec<TiKV> {
+        self.kube.list("TiKV", NS)
+    }
+
+    fn instance_names(&self) -> Vec<String> {
+        self.instances()
+            .iter()
+            .map(|i| i.metadata.name.clone().unwrap())
+            .collect()
+    }
+
+    async fn view(&self) -> StoreView {
+        StoreView::observe(&self.pd).await
+    }
+
+    async fn reconcile_group(&mut self) {
+        let group = self.group();
+        let instances = self.instances();
+        let pods: Vec<Pod> = self.kube.list("Pod", NS);
+        let services: Vec<Service> = self.kube.list("Service", NS);
+        let view = self.view().await;
+        let snap = GroupSnapshot {
+            group: &group,
+            cluster: &self.cluster,
+            instances: &instances,
+            pods: &pods,
+            services: &services,
+            pd: &view,
+        };
+        reconcile_group(&self.ctx, &snap, &mut self.suffixes)
+            .await
+            .unwrap();
+    }
+
+    async fn reconcile_instance(&self, name: &str) {
+        self.try_reconcile_instance(name).await.unwrap();
+    }
+
+    async fn try_reconcile_instance(&self, name: &str) -> tikv_operator_core::Result<()> {
+        let Some(instance) = self.instance(name) else {
+            return Ok(());
+        };
+        let pod: Option<Pod> = self.kube.get_typed(&pod_key(name));
+        let cm: Option<ConfigMap> = self
+            .kube
+            .get_typed(&ObjectKey::new::<ConfigMap>(Some(NS), name));
+        let pvcs: Vec<PersistentVolumeClaim> = self
+            .kube
+            .list::<PersistentVolumeClaim>("PersistentVolumeClaim", NS)
+            .into_iter()
+            .filter(|p| p.metadata.labels.as_ref().unwrap()[labels::INSTANCE] == name)
+            .collect();
+        let node = pod.as_ref().and_then(|_| {
+            instance
+                .spec
+                .topology
+                .as_ref()
+                .map(|t| node_labels(&t[ZONE]))
+        });
+        let view = self.view().await;
+        let snap = InstanceSnapshot {
+            instance: &instance,
+            cluster: &self.cluster,
+            pod: pod.as_ref(),
+            node_labels: node.as_ref(),
+            config_map: cm.as_ref(),
+            pvcs: &pvcs,
+            pd: &view,
+            options: self.options,
+        };
+        reconcile_instance(&self.ctx, &snap, &self.pd)
+            .await
+            .map(|_| ())
+    }
+
+    async fn reconcile_all_instances(&self) {
+        for name in self.instance_names() {
+            self.reconcile_instance(&name).await;
+        }
+    }
+
+    /// What the kubelet and TiKV would do: every Pod runs and is Ready, and
+    /// its store registers in PD with the address and labels of its config.
+    fn run_pods(&mut self) {
+        for pod in self.kube.list::<Value>("Pod", NS) {
+            let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+            let mut pod = pod.clone();
+            pod["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+            self.kube.insert(pod_key(&name), pod);
+            let cm: ConfigMap = self
+                .kube
+                .get_typed(&ObjectKey::new::<ConfigMap>(Some(NS), &name))
+                .unwrap();
+            let cfg: toml::Table = cm.data.unwrap()["tikv.toml"].parse().unwrap();
+            assert_eq!(cfg["pd"]["endpoints"][0].as_str(), Some(PD_URL));
+            let address = cfg["server"]["advertise-addr"].as_str().unwrap().to_owned();
+            let known = (1..self.next_store).any(|id| {
+                self.pd
+                    .store_snapshot(StoreId(id))
+                    .is_some_and(|s| s.address == address)
+            });
+            if !known {
+                let id = StoreId(self.next_store);
+                self.next_store += 1;
+                self.pd.add_store(id, &address);
+                self.pd.set_store_counts(id, 20, 10);
+            }
+        }
+        self.pd.tick();
+    }
+
+    /// A group of `n` serving stores.
+    async fn serving(n: i32) -> Self {
+        let mut w = Self::new(n);
+        w.reconcile_group().await;
+        w.reconcile_all_instances().await;
+        w.run_pods();
+        w.reconcile_all_instances().await;
+        w.reconcile_group().await;
+        assert_eq!(w.pd.stores().await.unwrap().len(), n as usize);
+        w
+    }
+
+    fn group_condition(&self, type_: &str) -> (String, String, String) {
+        let g = self.group();
+        let c = conditions::find(&g.status.as_ref().unwrap().common.conditions, type_)
+            .unwrap()
+            .clone();
+        (c.status, c.reason, c.message)
+    }
+
+    fn instance_condition(&self, name: &str, type_: &str) -> Option<(String, String)> {
+        let i = self.instance(name)?;
+        conditions::find(&i.status.as_ref()?.common.conditions, type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    }
+
+    fn offline_instances(&self) -> Vec<String> {
+        self.instances()
+            .into_iter()
+            .filter(|i| i.spec.offline)
+            .map(|i| i.metadata.name.unwrap())
+            .collect()
+    }
+
+    fn store_of(&self, name: &str) -> StoreId {
+        StoreId(
+            self.instance(name)
+                .unwrap()
+                .status
+                .unwrap()
+                .id
+                .unwrap()
+                .parse()
+                .unwrap(),
+        )
+    }
+
+    fn deletes(&self) -> Vec<ObjectKey> {
+        self.kube
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                KubeCall::Delete(k) => Some(k),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn event_reasons(&self) -> Vec<String> {
+        self.kube.events().into_iter().map(|e| e.reason).collect()
+    }
+
+    /// Safety rule 1, checked after every step: a Pod or PVC of an instance
+    /// exists unless its store is Removed in PD.
+    fn assert_nothing_deleted_before_tombstone(&self, name: &str, store: StoreId) {
+        let removed = self.pd.store_snapshot(store).is_none_or(|s| s.is_removed());
+        if !removed {
+            assert!(
+                self.kube.get(&pod_key(name)).is_some(),
+                "Pod of {name} gone while store {store} is not removed"
+            );
+            assert!(
+                self.kube.get(&pvc_key(name)).is_some(),
+                "PVC of {name} gone while store {store} is not removed"
+            );
+        }
+    }
+
+    fn watch(&mut self, name: &str) -> StoreId {
+        let store = self.store_of(name);
+        self.watched.push((name.to_owned(), store));
+        store
+    }
+
+    fn check_watched(&self) {
+        for (name, store) in &self.watched {
+            self.assert_nothing_deleted_before_tombstone(name, *store);
+        }
+    }
+
+    /// One round: group, instances, PD's background work, time; the
+    /// watched instances are checked after each part.
+    async fn round(&mut self) {
+        self.reconcile_group().await;
+        self.check_watched();
+        for name in self.instance_names() {
+            self.reconcile_instance(&name).await;
+            self.check_watched();
+        }
+        self.pd.tick();
+        self.check_watched();
+        self.clock.advance(Duration::from_secs(5));
+    }
+}
+
+#[tokio::test]
+async fn stores_join_report_their_state_and_carry_their_labels() {
+    let w = World::serving(3).await;
+    let names = w.instance_names();
+    assert_eq!(names.len(), 3);
+    let zones: Vec<String> = w
+        .instances()
+        .iter()
+        .map(|i| i.spec.topology.as_ref().unwrap()[ZONE].clone())
+        .collect();
+    assert_eq!(zones, ["a", "b", "c"], "spread over the topologies");
+    assert!(
+        w.kube
+            .get(&ObjectKey::new::<Service>(Some(NS), "kv-tikv-peer"))
+            .is_some()
+    );
+    for name in &names {
+        let st = w.instance(name).unwrap().status.unwrap();
+        assert!(st.id.is_some());
+        assert_eq!(st.state, Some(ApiStoreState::Serving));
+        assert_eq!(st.leader_count, Some(10));
+        assert_eq!(st.region_count, Some(20));
+        assert_eq!(
+            w.instance_condition(name, condition::READY).unwrap().0,
+            "True"
+        );
+        // server.labels plus the node's labels PD's location-labels name.
+        let store = w.pd.store_snapshot(w.store_of(name)).unwrap();
+        let zone = &w.instance(name).unwrap().spec.topology.unwrap()[ZONE];
+        assert_eq!(store.labels["disk"], "ssd");
+        assert_eq!(&store.labels["zone"], zone);
+        assert_eq!(store.labels["host"], format!("node-{zone}"));
+    }
+    let st = w.group().status.unwrap();
+    assert_eq!((st.group.replicas, st.group.ready_replicas), (3, 3));
+    assert_eq!(st.group.updated_replicas, 3);
+    assert_eq!(st.group.version.as_deref(), Some("v8.5.5"));
+    assert!(
+        st.group
+            .selector
+            .unwrap()
+            .contains("app.kubernetes.io/component=tikv")
+    );
+    assert_eq!(w.group_condition(condition::READY).0, "True");
+
+    // At rest, a reconcile writes nothing and asks PD nothing but reads.
+    w.kube.clear_calls();
+    let calls_before = w.pd.calls().len();
+    let mut w = w;
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    assert_eq!(w.kube.calls(), vec![], "an idle reconcile must not write");
+    assert!(
+        w.pd.calls()[calls_before..].iter().all(|op| matches!(
+            op,
+            FakeOp::Members | FakeOp::Stores | FakeOp::ReplicationConfig
+        )),
+        "{:?}",
+        &w.pd.calls()[calls_before..]
+    );
+}
+
+#[tokio::test]
+async fn a_store_not_serving_is_not_ready() {
+    let mut w = World::new(1);
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    let name = w.instance_names()[0].clone();
+    // Pod exists but no store registered yet.
+    assert_eq!(
+        w.instance_condition(&name, condition::READY).unwrap(),
+        ("False".into(), "StoreNotRegistered".into())
+    );
+    w.run_pods();
+    w.reconcile_instance(&name).await;
+    assert_eq!(
+        w.instance_condition(&name, condition::READY).unwrap().0,
+        "True"
+    );
+    w.pd.set_store_liveness(w.store_of(&name), pd_client::StoreLiveness::Disconnected);
+    w.reconcile_instance(&name).await;
+    assert_eq!(
+        w.instance_condition(&name, condition::READY).unwrap(),
+        ("False".into(), "StoreNotServing".into())
+    );
+    w.pd.set_unreachable(true);
+    w.reconcile_instance(&name).await;
+    assert_eq!(
+        w.instance_condition(&name, condition::READY).unwrap(),
+        ("Unknown".into(), reasons::PD_UNAVAILABLE.into())
+    );
+}
+
+#[tokio::test]
+async fn scale_in_evicts_leaders_removes_the_store_then_deletes_pod_pvcs_and_instance() {
+    let mut w = World::serving(4).await;
+    w.pd.set_rates(3, 4);
+    w.set_replicas(3);
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    let offline = w.offline_instances();
+    assert_eq!(offline.len(), 1, "exactly one instance marked offline");
+    let victim = offline[0].clone();
+    let store = w.watch(&victim);
+    // Two-step: the group only marks; nothing is deleted by the group.
+    assert!(w.deletes().is_empty());
+    assert_eq!(w.instances().len(), 4);
+    w.reconcile_group().await;
+    assert_eq!(w.offline_instances(), vec![victim.clone()], "one at a time");
+
+    // Leaders leave first, through an evict-leader entry of ours.
+    w.reconcile_instance(&victim).await;
+    assert!(w.pd.evicting_stores().await.unwrap().contains(&store));
+    assert!(
+        w.instance(&victim)
+            .unwrap()
+            .status
+            .unwrap()
+            .leader_eviction_started_at
+            .is_some()
+    );
+    assert_eq!(
+        w.instance_condition(&victim, reasons::CONDITION_OFFLINE)
+            .unwrap(),
+        ("True".into(), reasons::EVICTING_LEADERS.into())
+    );
+    assert!(!w.pd.calls().contains(&FakeOp::DeleteStore));
+
+    for _ in 0..30 {
+        if w.instance(&victim).is_none() {
+            break;
+        }
+        w.round().await;
+    }
+    assert!(w.instance(&victim).is_none(), "instance gone at the end");
+    assert!(w.kube.get(&pod_key(&victim)).is_none());
+    assert!(w.kube.get(&pvc_key(&victim)).is_none());
+    assert!(w.pd.store_snapshot(store).unwrap().is_removed());
+    assert!(
+        w.pd.evicting_stores().await.unwrap().is_empty(),
+        "our evict-leader entry is removed"
+    );
+    assert_eq!(w.instances().len(), 3);
+    let reasons_seen = w.event_reasons();
+    for r in [
+        reasons::OFFLINE_REQUESTED,
+        reasons::EVICTING_LEADERS,
+        reasons::STORE_REMOVING,
+        reasons::STORE_TOMBSTONED,
+    ] {
+        assert!(
+            reasons_seen.iter().any(|x| x == r),
+            "{r} in {reasons_seen:?}"
+        );
+    }
+    w.round().await;
+    assert_eq!(w.group_condition(condition::PROGRESSING).0, "False");
+    let st = w.group().status.unwrap();
+    assert_eq!((st.group.replicas, st.group.ready_replicas), (3, 3));
+}
+
+#[tokio::test]
+async fn scale_in_below_max_replicas_is_refused_and_reported() {
+    let mut w = World::serving(3).await;
+    w.set_replicas(2);
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    assert!(w.offline_instances().is_empty());
+    let (status, reason, message) = w.group_condition(condition::PROGRESSING);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", reasons::BELOW_MAX_REPLICAS)
+    );
+    assert!(message.contains("max-replicas (3)"), "{message}");
+    let warnings: Vec<_> = w
+        .kube
+        .events()
+        .into_iter()
+        .filter(|e| e.reason == reasons::BELOW_MAX_REPLICAS)
+        .collect();
+    assert_eq!(warnings.len(), 1);
+    // Reported once, not at every reconcile.
+    w.reconcile_group().await;
+    assert_eq!(
+        w.kube
+            .events()
+            .iter()
+            .filter(|e| e.reason == reasons::BELOW_MAX_REPLICAS)
+            .count(),
+        1
+    );
+
+    // Deleting an instance directly is refused the same way by the instance.
+    let name = w.instance_names()[0].clone();
+    w.kube.delete(&kv_key(&name)).await.unwrap();
+    for _ in 0..5 {
+        w.round().await;
+    }
+    assert!(!w.pd.calls().contains(&FakeOp::DeleteStore));
+    assert!(!w.pd.calls().contains(&FakeOp::AddEvictLeader));
+    assert!(w.kube.get(&pod_key(&name)).is_some());
+    assert!(w.kube.get(&pvc_key(&name)).is_some());
+    assert_eq!(
+        w.instance_condition(&name, reasons::CONDITION_OFFLINE)
+            .unwrap(),
+        ("True".into(), reasons::REMOVAL_REFUSED.into())
+    );
+}
+
+#[tokio::test]
+async fn raising_replicas_mid_removal_cancels_it_instead_of_creating_a_store() {
+    let mut w = World::serving(4).await;
+    w.pd.set_rates(10, 1); // Regions leave slowly.
+    w.set_replicas(3);
+    w.reconcile_group().await;
+    let victim = w.offline_instances()[0].clone();
+    let store = w.watch(&victim);
+    // Drive until PD is removing the store.
+    for _ in 0..10 {
+        w.round().await;
+        if w.pd.store_snapshot(store).unwrap().is_removing() {
+            break;
+        }
+    }
+    assert!(w.pd.store_snapshot(store).unwrap().is_removing());
+
+    w.set_replicas(4);
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    assert!(w.offline_instances().is_empty(), "offline cleared");
+    assert_eq!(w.instances().len(), 4, "no new instance created");
+    assert_eq!(
+        w.group_condition(condition::PROGRESSING).1,
+        reasons::REMOVAL_CANCELLED
+    );
+    for _ in 0..3 {
+        w.round().await;
+    }
+    let s = w.pd.store_snapshot(store).unwrap();
+    assert!(
+        !s.is_removing() && !s.is_removed(),
+        "store back to Up: {s:?}"
+    );
+    assert!(
+        w.pd.evicting_stores().await.unwrap().is_empty(),
+        "our evict-leader entry is removed on cancel"
+    );
+    assert!(
+        w.instance(&victim)
+            .unwrap()
+            .status
+            .unwrap()
+            .leader_eviction_started_at
+            .is_none()
+    );
+    assert!(w.kube.get(&pod_key(&victim)).is_some());
+    assert_eq!(
+        w.instance_condition(&victim, reasons::CONDITION_OFFLINE)
+            .unwrap(),
+        ("False".into(), reasons::REMOVAL_CANCELLED.into())
+    );
+    assert!(
+        w.event_reasons()
+            .iter()
+            .any(|r| r == reasons::REMOVAL_CANCELLED)
+    );
+    assert_eq!(w.instances().len(), 4);
+    assert!(w.deletes().is_empty());
+}
+
+#[tokio::test]
+async fn cancelling_during_leader_eviction_removes_our_evict_leader_entry() {
+    let mut w = World::serving(4).await;
+    w.pd.set_rates(1, 10); // Leaders leave slowly.
+    w.set_replicas(3);
+    w.reconcile_group().await;
+    let victim = w.offline_instances()[0].clone();
+    let store = w.store_of(&victim);
+    w.reconcile_instance(&victim).await;
+    assert!(w.pd.evicting_stores().await.unwrap().contains(&store));
+    // A user's evict-leader entry on another store is not ours: it stays.
+    let other = w.store_of(
+        &w.instance_names()
+            .into_iter()
+            .find(|n| *n != victim)
+            .unwrap(),
+    );
+    w.pd.add_evict_leader(other).await.unwrap();
+
+    w.set_replicas(4);
+    w.round().await;
+    w.round().await;
+    assert_eq!(
+        w.pd.evicting_stores().await.unwrap(),
+        [other].into(),
+        "only our entry is removed"
+    );
+    assert!(!w.pd.calls().contains(&FakeOp::DeleteStore));
+    assert!(!w.pd.calls().contains(&FakeOp::CancelStoreRemoval));
+}
+
+#[tokio::test]
+async fn pd_outage_mid_removal_stops_everything_destructive_and_resumes() {
+    let mut w = World::serving(4).await;
+    w.pd.set_rates(10, 5);
+    w.set_replicas(3);
+    w.reconcile_group().await;
+    let victim = w.offline_instances()[0].clone();
+    let store = w.watch(&victim);
+    for _ in 0..10 {
+        w.round().await;
+        if w.pd.store_snapshot(store).unwrap().is_removing() {
+            break;
+        }
+    }
+    assert!(w.pd.store_snapshot(store).unwrap().is_removing());
+
+    // PD goes away; meanwhile PD's own work finishes the store.
+    w.pd.set_unreachable(true);
+    w.pd.advance(20);
+    assert!(w.pd.store_snapshot(store).unwrap().is_removed());
+    w.kube.clear_calls();
+    for _ in 0..5 {
+        w.reconcile_group().await;
+        w.reconcile_all_instances().await;
+        w.clock.advance(Duration::from_secs(60));
+    }
+    assert!(w.deletes().is_empty(), "{:?}", w.deletes());
+    assert!(w.kube.get(&pod_key(&victim)).is_some());
+    assert_eq!(
+        w.instance_condition(&victim, reasons::CONDITION_OFFLINE)
+            .unwrap(),
+        ("True".into(), reasons::PD_UNAVAILABLE.into())
+    );
+    assert_eq!(
+        w.group_condition(condition::PROGRESSING).0,
+        "True",
+        "the group still reports the removal"
+    );
+
+    // PD is back: the removal resumes and finishes.
+    w.pd.set_unreachable(false);
+    for _ in 0..10 {
+        if w.instance(&victim).is_none() {
+            break;
+        }
+        w.round().await;
+    }
+    assert!(w.instance(&victim).is_none());
+    assert!(w.kube.get(&pvc_key(&victim)).is_none());
+    assert!(w.pd.evicting_stores().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn pd_outage_before_removal_starts_blocks_the_scale_in() {
+    let mut w = World::serving(4).await;
+    w.pd.set_unreachable(true);
+    w.set_replicas(3);
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    assert!(w.offline_instances().is_empty());
+    assert_eq!(
+        w.group_condition(condition::PROGRESSING).1,
+        reasons::PD_UNAVAILABLE
+    );
+    // Deleting an instance directly while PD is down: nothing happens to it.
+    let name = w.instance_names()[1].clone();
+    w.kube.delete(&kv_key(&name)).await.unwrap();
+    w.kube.clear_calls();
+    for _ in 0..3 {
+        w.reconcile_all_instances().await;
+    }
+    assert!(w.deletes().is_empty());
+    assert!(w.instance(&name).is_some());
+}
+
+#[tokio::test]
+async fn deleting_an_instance_directly_goes_through_the_same_removal() {
+    let mut w = World::serving(4).await;
+    w.pd.set_rates(3, 4);
+    let name = w.instance_names()[0].clone();
+    let store = w.watch(&name);
+    w.kube.delete(&kv_key(&name)).await.unwrap();
+    for _ in 0..30 {
+        if w.instance(&name).is_none() {
+            break;
+        }
+        w.round().await;
+    }
+    assert!(w.instance(&name).is_none());
+    assert!(w.pd.store_snapshot(store).unwrap().is_removed());
+    assert!(w.pd.evicting_stores().await.unwrap().is_empty());
+    // The group replaced it (replicas is still 4).
+    assert_eq!(w.instances().len(), 4);
+}
+
+#[tokio::test]
+async fn leader_eviction_is_bounded_by_the_timeout() {
+    let mut w = World::serving(4).await;
+    w.options.evict_leader_timeout = Duration::from_secs(60);
+    w.set_replicas(3);
+    w.reconcile_group().await;
+    let victim = w.offline_instances()[0].clone();
+    let store = w.store_of(&victim);
+    // Leaders never leave (every other store evicts too: nowhere to go).
+    for n in w.instance_names() {
+        if n != victim {
+            w.pd.add_evict_leader(w.store_of(&n)).await.unwrap();
+        }
+    }
+    w.reconcile_instance(&victim).await;
+    w.pd.advance(3);
+    w.reconcile_instance(&victim).await;
+    assert!(!w.pd.calls().contains(&FakeOp::DeleteStore));
+    assert_eq!(w.pd.store_snapshot(store).unwrap().leader_count, Some(10));
+    w.clock.advance(Duration::from_secs(61));
+    w.reconcile_instance(&victim).await;
+    assert!(w.pd.calls().contains(&FakeOp::DeleteStore));
+    assert!(w.pd.store_snapshot(store).unwrap().is_removing());
+}
+
+#[tokio::test]
+async fn cluster_deletion_skips_store_removal() {
+    let mut w = World::serving(3).await;
+    w.cluster.deleting = true;
+    w.pd.set_unreachable(true);
+    for name in w.instance_names() {
+        w.kube.delete(&kv_key(&name)).await.unwrap();
+    }
+    for _ in 0..4 {
+        w.reconcile_group().await;
+        w.reconcile_all_instances().await;
+    }
+    assert!(w.instances().is_empty(), "{:?}", w.instance_names());
+    assert!(w.kube.list::<Value>("Pod", NS).is_empty());
+    assert!(w.kube.list::<Value>("PersistentVolumeClaim", NS).is_empty());
+    assert!(!w.pd.calls().contains(&FakeOp::DeleteStore));
+}
+
+#[tokio::test]
+async fn an_owned_config_key_is_reported_not_overridden() {
+    let mut w = World::new(1);
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["config"] = "[pd]\nendpoints = [\"http://mine:2379\"]\n".into();
+    w.kube.insert(group_key(), g);
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    let name = w.instance_names()[0].clone();
+    let (status, reason) = w.instance_condition(&name, condition::SYNCED).unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", reasons::INVALID_CONFIG)
+    );
+    assert!(w.kube.get(&pod_key(&name)).is_none());
+    assert!(
+        w.kube
+            .get(&ObjectKey::new::<ConfigMap>(Some(NS), &name))
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn without_a_pd_url_instances_wait() {
+    let mut w = World::new(1);
+    w.cluster.pd_url = None;
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    let name = w.instance_names()[0].clone();
+    assert_eq!(
+        w.instance_condition(&name, condition::SYNCED).unwrap(),
+        ("False".into(), reasons::WAITING_FOR_PD.into())
+    );
+    assert!(w.kube.get(&pod_key(&name)).is_none());
+}
+
+#[tokio::test]
+async fn an_eviction_is_recorded_before_it_is_added_so_it_is_never_leaked() {
+    let mut w = World::serving(4).await;
+    w.set_replicas(3);
+    w.reconcile_group().await;
+    let victim = w.offline_instances()[0].clone();
+    let store = w.store_of(&victim);
+    // Recording fails: no evict-leader entry may exist that no status knows of.
+    w.kube.fail_next(KubeOp::PatchStatus, "conflict");
+    assert!(w.try_reconcile_instance(&victim).await.is_err());
+    assert!(
+        !w.pd.evicting_stores().await.unwrap().contains(&store),
+        "an entry was added without being recorded"
+    );
+    w.reconcile_instance(&victim).await;
+    assert!(w.pd.evicting_stores().await.unwrap().contains(&store));
+    assert!(
+        w.instance(&victim)
+            .unwrap()
+            .status
+            .unwrap()
+            .leader_eviction_started_at
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_paused_cluster_changes_nothing_even_mid_removal() {
+    let mut w = World::serving(4).await;
+    w.set_replicas(3);
+    w.reconcile_group().await;
+    let victim = w.offline_instances()[0].clone();
+    w.reconcile_instance(&victim).await;
+    w.cluster.paused = true;
+    w.set_replicas(5);
+    let pd_calls = w.pd.calls().len();
+    w.kube.clear_calls();
+    for _ in 0..5 {
+        w.reconcile_group().await;
+        w.reconcile_all_instances().await;
+        w.pd.advance(5);
+        w.clock.advance(Duration::from_secs(600));
+    }
+    assert!(
+        w.kube
+            .calls()
+            .iter()
+            .all(|c| matches!(c.op(), KubeOp::PatchStatus)),
+        "{:?}",
+        w.kube.calls()
+    );
+    assert!(
+        w.pd.calls()[pd_calls..].iter().all(|op| matches!(
+            op,
+            FakeOp::Members | FakeOp::Stores | FakeOp::ReplicationConfig
+        )),
+        "{:?}",
+        &w.pd.calls()[pd_calls..]
+    );
+    assert_eq!(w.instances().len(), 4);
+}
