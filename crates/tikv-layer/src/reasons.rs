@@ -13,6 +13,8 @@ pub const SCALING_IN: &str = "ScalingIn";
 pub const ANOTHER_REMOVAL_IN_FLIGHT: &str = "AnotherRemovalInFlight";
 /// Removal refused: fewer Up stores than PD's `max-replicas` would remain.
 pub const BELOW_MAX_REPLICAS: &str = "BelowMaxReplicas";
+/// PD lists no store at all although the instance recorded one: not trusted.
+pub const PD_LISTS_NO_STORES: &str = "PDListsNoStores";
 /// PD refused to remove the store (its message is in the condition).
 pub const REMOVAL_REJECTED: &str = "RemovalRejected";
 

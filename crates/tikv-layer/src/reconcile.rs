@@ -881,12 +881,18 @@ pub async fn reconcile_instance(
             .leader_count
             .map(|c| i64::try_from(c).unwrap_or(i64::MAX));
         status.region_count = Some(i64::try_from(st.region_count).unwrap_or(i64::MAX));
-    } else if s.pd.stores().is_some() && request == Request::Offline {
-        // Never registered, or purged after removal: nothing left in PD.
-        if matches!(
-            step_for_report,
-            RemovalStep::Removed | RemovalStep::DeletePod
-        ) {
+    } else if let Some(stores) = s.pd.stores() {
+        if recorded.is_some() && !stores.stores.is_empty() {
+            // PD knows stores but no longer this one: it was removed and
+            // purged. It never comes back; the group replaces the instance.
+            status.state = Some(ApiStoreState::Removed);
+        } else if request == Request::Offline
+            && matches!(
+                step_for_report,
+                RemovalStep::Removed | RemovalStep::DeletePod
+            )
+        {
+            // Never registered: nothing to remove in PD.
             status.state = Some(ApiStoreState::Removed);
         }
     }

@@ -154,6 +154,15 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
     }
 
     match store {
+        // A PD that lists no store at all while this instance recorded one
+        // is not trusted (a PD that lost its data, or another PD).
+        None if input.recorded_store_id.is_some() && stores.stores.is_empty() => wait(
+            reasons::PD_LISTS_NO_STORES,
+            format!(
+                "PD lists no stores although {name} recorded store {}; not acting on it",
+                input.recorded_store_id.unwrap_or_default()
+            ),
+        ),
         // PD does not know the store: it never registered (no id recorded),
         // or PD purged it after it was removed (id recorded, now gone).
         None => cleanup(input),
@@ -429,13 +438,21 @@ mod tests {
 
     #[test]
     fn a_store_that_never_registered_or_was_purged_is_not_waited_for() {
-        let pd = StoreView::Reachable(Stores::default());
-        let mut c = Case::new(Request::Delete, pd.clone());
+        let empty = StoreView::Reachable(Stores::default());
+        let mut c = Case::new(Request::Delete, empty.clone());
         c.recorded = None;
         assert_eq!(c.step(), RemovalStep::DeletePod);
-        let mut c = Case::new(Request::Offline, pd);
+        // Recorded store 9, PD knows others but not 9: purged after removal.
+        let mut c = Case::new(Request::Offline, pd_with(StoreState::Up, 0));
+        c.recorded = Some(9);
         c.pod = false;
         assert_eq!(c.step(), RemovalStep::Removed);
+        // A PD without any store while a store was recorded is not trusted.
+        let mut c = Case::new(Request::Delete, empty);
+        c.recorded = Some(4);
+        assert!(
+            matches!(c.step(), RemovalStep::Wait(b) if b.reason == reasons::PD_LISTS_NO_STORES)
+        );
     }
 
     #[test]

@@ -155,8 +155,30 @@ impl World {
     }
 
     async fn reconcile_group(&mut self) {
-        let group = self.group();
-        let instances = self.instances();
+        self.reconcile_group_named("kv").await;
+    }
+
+    /// Adds another TiKVGroup of the same Cluster (heterogeneous stores).
+    fn add_group(&self, name: &str, replicas: i32, disk: &str) {
+        let mut g = self.kube.get(&group_key()).unwrap();
+        g["metadata"]["name"] = name.into();
+        g["metadata"]["uid"] = format!("{name}-uid").into();
+        g["spec"]["replicas"] = replicas.into();
+        g["spec"]["template"]["spec"]["server"]["labels"]["disk"] = disk.into();
+        self.kube
+            .insert(ObjectKey::new::<TiKVGroup>(Some(NS), name), g);
+    }
+
+    async fn reconcile_group_named(&mut self, name: &str) {
+        let group: TiKVGroup = self
+            .kube
+            .get_typed(&ObjectKey::new::<TiKVGroup>(Some(NS), name))
+            .unwrap();
+        let instances: Vec<TiKV> = self
+            .instances()
+            .into_iter()
+            .filter(|i| i.metadata.labels.as_ref().unwrap()[labels::GROUP] == name)
+            .collect();
         let pods: Vec<Pod> = self.kube.list("Pod", NS);
         let services: Vec<Service> = self.kube.list("Service", NS);
         let view = self.view().await;
@@ -890,4 +912,110 @@ async fn a_paused_cluster_changes_nothing_even_mid_removal() {
         &w.pd.calls()[pd_calls..]
     );
     assert_eq!(w.instances().len(), 4);
+}
+
+#[tokio::test]
+async fn heterogeneous_groups_carry_their_own_labels_and_share_one_removal_at_a_time() {
+    let mut w = World::serving(3).await;
+    w.add_group("hdd", 2, "hdd");
+    w.reconcile_group_named("hdd").await;
+    w.reconcile_all_instances().await;
+    w.run_pods();
+    w.reconcile_all_instances().await;
+    let by_group = |w: &World, g: &str| -> Vec<String> {
+        w.instances()
+            .into_iter()
+            .filter(|i| i.metadata.labels.as_ref().unwrap()[labels::GROUP] == g)
+            .map(|i| i.metadata.name.unwrap())
+            .collect()
+    };
+    let hdd = by_group(&w, "hdd");
+    assert_eq!(hdd.len(), 2);
+    for name in &hdd {
+        assert!(name.starts_with("hdd-"), "{name}");
+        let inst = w.instance(name).unwrap();
+        assert_eq!(inst.spec.subdomain, "hdd-tikv-peer");
+        let store = w.pd.store_snapshot(w.store_of(name)).unwrap();
+        assert_eq!(store.labels["disk"], "hdd");
+        assert!(store.address.contains(".hdd-tikv-peer.ns.svc:"));
+    }
+    for name in by_group(&w, "kv") {
+        let store = w.pd.store_snapshot(w.store_of(&name)).unwrap();
+        assert_eq!(store.labels["disk"], "ssd");
+    }
+    assert!(
+        w.kube
+            .get(&ObjectKey::new::<Service>(Some(NS), "hdd-tikv-peer"))
+            .is_some()
+    );
+    // 5 Up stores, max-replicas 3: the ssd group may shrink to 2 (4 Up left)
+    // and the hdd group to 1, but not both at once: one removal at a time
+    // in the cluster.
+    w.pd.set_rates(10, 1);
+    w.set_replicas(2);
+    w.reconcile_group().await;
+    let victim = w.offline_instances()[0].clone();
+    for _ in 0..3 {
+        w.reconcile_instance(&victim).await;
+        w.pd.tick();
+    }
+    assert!(
+        w.pd.store_snapshot(w.store_of(&victim))
+            .unwrap()
+            .is_removing()
+    );
+    let mut g = w
+        .kube
+        .get(&ObjectKey::new::<TiKVGroup>(Some(NS), "hdd"))
+        .unwrap();
+    g["spec"]["replicas"] = 1.into();
+    w.kube
+        .insert(ObjectKey::new::<TiKVGroup>(Some(NS), "hdd"), g);
+    w.reconcile_group_named("hdd").await;
+    assert!(
+        by_group(&w, "hdd")
+            .iter()
+            .all(|n| !w.instance(n).unwrap().spec.offline),
+        "the hdd group waits for the ssd removal"
+    );
+    let hdd_group: TiKVGroup = w
+        .kube
+        .get_typed(&ObjectKey::new::<TiKVGroup>(Some(NS), "hdd"))
+        .unwrap();
+    let c = conditions::find(
+        &hdd_group.status.unwrap().common.conditions,
+        condition::PROGRESSING,
+    )
+    .unwrap()
+    .clone();
+    assert_eq!(c.reason, reasons::ANOTHER_REMOVAL_IN_FLIGHT);
+}
+
+#[tokio::test]
+async fn store_labels_follow_the_spec() {
+    let mut w = World::serving(1).await;
+    let name = w.instance_names()[0].clone();
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["server"]["labels"] = json!({"disk": "nvme", "rack": "r1"});
+    w.kube.insert(group_key(), g);
+    w.reconcile_group().await;
+    w.reconcile_instance(&name).await;
+    let store = w.pd.store_snapshot(w.store_of(&name)).unwrap();
+    assert_eq!(store.labels["disk"], "nvme");
+    assert_eq!(store.labels["rack"], "r1");
+    // The rendered config changed: the running Pod is reported outdated.
+    assert_eq!(
+        w.instance_condition(&name, condition::SYNCED).unwrap(),
+        ("False".into(), reasons::RESTART_PENDING.into())
+    );
+    // Labels already in PD are not sent again.
+    let sets = |w: &World| {
+        w.pd.calls()
+            .iter()
+            .filter(|o| **o == FakeOp::SetStoreLabels)
+            .count()
+    };
+    let before = sets(&w);
+    w.reconcile_instance(&name).await;
+    assert_eq!(sets(&w), before);
 }
