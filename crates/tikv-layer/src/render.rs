@@ -130,6 +130,25 @@ pub fn store_address(kv: &TiKV) -> String {
     )
 }
 
+/// The TiKV instance a store address belongs to, as `(namespace, instance)`:
+/// the inverse of [`store_address`] (`<instance>.<group>-tikv-peer.<namespace>.svc:<port>`).
+/// `None` for addresses the operator did not render. For the controller:
+/// it maps a PD store that changed (see `PdSnapshot::changed_stores`) to the
+/// TiKV object to wake, before the instance recorded the store id.
+pub fn instance_of_store_address(address: &str) -> Option<(String, String)> {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let mut parts = host.split('.');
+    let (instance, subdomain, namespace, svc) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let peer_suffix = names::tikv_peer_service("");
+    (parts.next().is_none()
+        && svc == "svc"
+        && subdomain.ends_with(&peer_suffix)
+        && !instance.is_empty()
+        && !namespace.is_empty())
+    .then(|| (namespace.to_owned(), instance.to_owned()))
+}
+
 /// Labels selecting every TiKV instance (and Pod) of a group.
 pub fn group_selector(cluster: &str, group: &str) -> BTreeMap<String, String> {
     [
@@ -812,6 +831,21 @@ mod tests {
         assert_eq!(c.image.as_deref(), Some("pingcap/tikv:v8.5.5"));
         kv.spec.template.image = Some("reg:5000/tikv:nightly".into());
         assert_eq!(image(&kv.spec.template), "reg:5000/tikv:nightly");
+    }
+
+    #[test]
+    fn store_addresses_map_back_to_their_instance() {
+        let kv = instance();
+        assert_eq!(
+            instance_of_store_address(&store_address(&kv)),
+            Some(("ns".to_owned(), "ssd-abc123".to_owned()))
+        );
+        assert_eq!(instance_of_store_address("10.0.0.1:20160"), None);
+        assert_eq!(
+            instance_of_store_address("a.pd-pd-peer.ns.svc:2379"),
+            None,
+            "not a TiKV peer Service"
+        );
     }
 
     #[test]
