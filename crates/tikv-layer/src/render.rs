@@ -834,6 +834,40 @@ mod tests {
     }
 
     #[test]
+    fn every_example_tikv_group_renders() {
+        use serde::Deserialize;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut groups = 0;
+        for dir in ["basic", "heterogeneous"] {
+            let text = std::fs::read_to_string(root.join(dir).join("cluster.yaml")).unwrap();
+            for doc in serde_norway::Deserializer::from_str(&text) {
+                let v = Value::deserialize(doc).unwrap();
+                if v.get("kind").and_then(Value::as_str) != Some("TiKVGroup") {
+                    continue;
+                }
+                let mut g: TiKVGroup = serde_json::from_value(v).unwrap();
+                g.metadata.namespace = Some("ns".into());
+                let kv = render_instance(
+                    &g,
+                    &NewInstance {
+                        name: format!("{}-abc123", g.metadata.name.clone().unwrap()),
+                        topology: None,
+                    },
+                    false,
+                );
+                let config = render_config(&kv, Some(PD)).unwrap();
+                let cfg: toml::Table = config.parse().unwrap();
+                assert_eq!(cfg["pd"]["endpoints"][0].as_str(), Some(PD));
+                render_pod(&kv, "h").unwrap();
+                assert!(!render_pvcs(&kv).unwrap().is_empty());
+                render_peer_service(&g).unwrap();
+                groups += 1;
+            }
+        }
+        assert!(groups >= 3, "basic + ssd + hdd, found {groups}");
+    }
+
+    #[test]
     fn store_addresses_map_back_to_their_instance() {
         let kv = instance();
         assert_eq!(
