@@ -208,7 +208,8 @@ fn cmp_fraction(a: (u64, u64), b: (u64, u64)) -> Ordering {
 }
 
 /// The instance to take offline: not-ready first, then the most crowded
-/// topology, then the highest delete priority, then the name.
+/// topology, then the highest delete priority, then the fewest Regions (the
+/// least data to move), then the name.
 pub fn choose_victim<'a>(
     spread: &Spread,
     candidates: &[&'a InstanceState],
@@ -225,6 +226,7 @@ pub fn choose_victim<'a>(
             .cmp(&b.ready)
             .then_with(|| cmp_fraction(crowding(b), crowding(a)))
             .then_with(|| b.delete_priority.cmp(&a.delete_priority))
+            .then_with(|| a.region_count.cmp(&b.region_count))
             .then_with(|| a.name.cmp(&b.name))
     });
     sorted.first().copied()
@@ -447,6 +449,42 @@ mod tests {
         let p = plan(3, i, &pd(4, 3));
         assert!(
             matches!(&p, GroupPlan::MarkOffline { name, why } if name == "kv-3" && why == "not ready"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn among_equals_the_store_with_the_fewest_regions_goes() {
+        let mut i = four();
+        i[1].region_count = 3;
+        let p = plan_group(
+            &GroupInput {
+                group: "kv",
+                replicas: 3,
+                spread: Spread::default(),
+                instances: i.clone(),
+                pd: &pd(4, 3),
+            },
+            &mut Counter::default(),
+        );
+        assert!(
+            matches!(&p, GroupPlan::MarkOffline { name, .. } if name == "kv-2"),
+            "{p:?}"
+        );
+        // Priority comes first.
+        i[3].delete_priority = 1;
+        let p = plan_group(
+            &GroupInput {
+                group: "kv",
+                replicas: 3,
+                spread: Spread::default(),
+                instances: i,
+                pd: &pd(4, 3),
+            },
+            &mut Counter::default(),
+        );
+        assert!(
+            matches!(&p, GroupPlan::MarkOffline { name, .. } if name == "kv-4"),
             "{p:?}"
         );
     }
