@@ -476,6 +476,17 @@ async fn wait_ready(layout: &Layout, client: &kube::Client) -> Result<()> {
         }
     })
     .await?;
+    // The API server taints new nodes `not-ready`; the node lifecycle controller, which
+    // would lift the taint, is off (see the controller-manager flags above), so lift it here.
+    for (name, _) in config::NODES {
+        nodes
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"taints": null}})),
+            )
+            .await?;
+    }
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
     wait_for(
         "ServiceAccount default/default (kube-controller-manager)",
