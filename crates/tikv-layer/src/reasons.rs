@@ -15,6 +15,8 @@ pub const ANOTHER_REMOVAL_IN_FLIGHT: &str = "AnotherRemovalInFlight";
 pub const BELOW_MAX_REPLICAS: &str = "BelowMaxReplicas";
 /// PD lists no store at all although the instance recorded one: not trusted.
 pub const PD_LISTS_NO_STORES: &str = "PDListsNoStores";
+/// The instance's Pod runs but PD lists no store for it yet.
+pub const STORE_NOT_REGISTERED: &str = "StoreNotRegistered";
 /// PD refused to remove the store (its message is in the condition).
 pub const REMOVAL_REJECTED: &str = "RemovalRejected";
 

@@ -674,6 +674,7 @@ pub async fn reconcile_instance(
         now,
         evict_leader_timeout: s.options.evict_leader_timeout,
         pod_exists: s.pod.is_some(),
+        pod_ready: s.pod.is_some_and(pod_ready),
         pvcs: s.pvcs.iter().map(|p| name_of(p).to_owned()).collect(),
     });
     let mut step_for_report = step.clone();
@@ -864,7 +865,7 @@ pub async fn reconcile_instance(
         (Some(_), None) => ConditionUpdate::new(
             condition::READY,
             false,
-            "StoreNotRegistered",
+            reasons::STORE_NOT_REGISTERED,
             "PD does not know this store (yet)",
         ),
     };

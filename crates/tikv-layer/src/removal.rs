@@ -68,6 +68,9 @@ pub struct RemovalInput<'a> {
     pub evict_leader_timeout: Duration,
     /// Whether the instance's Pod exists.
     pub pod_exists: bool,
+    /// Whether the instance's Pod is Ready (a running TiKV registers its
+    /// store; a PD view without it may just be older than the store).
+    pub pod_ready: bool,
     /// PVCs of the instance that exist.
     pub pvcs: Vec<String>,
 }
@@ -163,8 +166,17 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
                 input.recorded_store_id.unwrap_or_default()
             ),
         ),
-        // PD does not know the store: it never registered (no id recorded),
-        // or PD purged it after it was removed (id recorded, now gone).
+        // A running TiKV whose store PD does not list (yet): the view may be
+        // older than the registration; wait for the store to show up.
+        None if input.recorded_store_id.is_none() && input.pod_ready => wait(
+            reasons::STORE_NOT_REGISTERED,
+            format!(
+                "the Pod of {name} runs but PD lists no store for it yet; the removal waits                  for the store to register"
+            ),
+        ),
+        // PD does not know the store: it never registered (no id recorded,
+        // Pod not running), or PD purged it after it was removed (id
+        // recorded, now gone).
         None => cleanup(input),
         Some(s) if s.is_removed() => cleanup(input),
         Some(s) if s.is_removing() => wait(
@@ -281,6 +293,7 @@ mod tests {
         started: Option<i64>,
         now: i64,
         pod: bool,
+        pod_ready: bool,
         pvcs: Vec<String>,
         cluster_deleting: bool,
     }
@@ -294,6 +307,7 @@ mod tests {
                 started: None,
                 now: 1000,
                 pod: true,
+                pod_ready: false,
                 pvcs: vec!["data-me".into()],
                 cluster_deleting: false,
             }
@@ -314,6 +328,7 @@ mod tests {
                 now: t(self.now),
                 evict_leader_timeout: TIMEOUT,
                 pod_exists: self.pod,
+                pod_ready: self.pod_ready,
                 pvcs: self.pvcs.clone(),
             })
         }
@@ -442,6 +457,11 @@ mod tests {
         let mut c = Case::new(Request::Delete, empty.clone());
         c.recorded = None;
         assert_eq!(c.step(), RemovalStep::DeletePod);
+        // ... unless its Pod runs: the store may just not be in the view yet.
+        c.pod_ready = true;
+        assert!(
+            matches!(c.step(), RemovalStep::Wait(b) if b.reason == reasons::STORE_NOT_REGISTERED)
+        );
         // Recorded store 9, PD knows others but not 9: purged after removal.
         let mut c = Case::new(Request::Offline, pd_with(StoreState::Up, 0));
         c.recorded = Some(9);

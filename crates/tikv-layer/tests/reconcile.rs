@@ -356,6 +356,11 @@ impl World {
         store
     }
 
+    async fn watch_after_register(&mut self, name: &str) -> StoreId {
+        self.reconcile_instance(name).await;
+        self.watch(name)
+    }
+
     fn check_watched(&self) {
         for (name, store) in &self.watched {
             self.assert_nothing_deleted_before_tombstone(name, *store);
@@ -1018,4 +1023,49 @@ async fn store_labels_follow_the_spec() {
     let before = sets(&w);
     w.reconcile_instance(&name).await;
     assert_eq!(sets(&w), before);
+}
+
+#[tokio::test]
+async fn a_running_store_missing_from_pds_view_is_waited_for_not_deleted() {
+    let mut w = World::serving(3).await;
+    w.set_replicas(4);
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    let new = w
+        .instance_names()
+        .into_iter()
+        .find(|n| w.instance(n).unwrap().status.is_none_or(|s| s.id.is_none()))
+        .unwrap();
+    // Its Pod runs, but the PD view does not list its store yet.
+    let mut pod = w.kube.get(&pod_key(&new)).unwrap();
+    pod["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+    w.kube.insert(pod_key(&new), pod);
+    w.set_replicas(3);
+    w.reconcile_group().await;
+    assert_eq!(
+        w.offline_instances(),
+        vec![new.clone()],
+        "not ready: chosen first"
+    );
+    w.kube.clear_calls();
+    for _ in 0..3 {
+        w.reconcile_instance(&new).await;
+    }
+    assert!(w.deletes().is_empty(), "{:?}", w.deletes());
+    assert_eq!(
+        w.instance_condition(&new, reasons::CONDITION_OFFLINE)
+            .unwrap(),
+        ("True".into(), reasons::STORE_NOT_REGISTERED.into())
+    );
+    // The store shows up: the normal removal follows.
+    w.run_pods();
+    let store = w.watch_after_register(&new).await;
+    for _ in 0..30 {
+        if w.instance(&new).is_none() {
+            break;
+        }
+        w.round().await;
+    }
+    assert!(w.instance(&new).is_none());
+    assert!(w.pd.store_snapshot(store).unwrap().is_removed());
 }
