@@ -85,7 +85,7 @@ impl Spread {
 }
 
 /// Compares two fractions `a.0/a.1` and `b.0/b.1` (denominator 0 = infinity).
-pub(crate) fn cmp_fraction(a: (u64, u64), b: (u64, u64)) -> std::cmp::Ordering {
+pub fn cmp_fraction(a: (u64, u64), b: (u64, u64)) -> std::cmp::Ordering {
     (u128::from(a.0) * u128::from(b.1)).cmp(&(u128::from(b.0) * u128::from(a.1)))
 }
 

@@ -14,7 +14,7 @@ use pd_client::StoreId;
 use tikv_operator_api::tikv::StoreState as ApiStoreState;
 use tikv_operator_api::{TiKV, Topology, labels, names};
 use tikv_operator_pd_layer::group::SuffixSource;
-use tikv_operator_pd_layer::spread::Spread;
+use tikv_operator_pd_layer::spread::{Spread, cmp_fraction};
 
 use crate::reasons;
 use crate::store_view::{StoreView, is_up};
@@ -200,11 +200,6 @@ pub fn plan_group(input: &GroupInput<'_>, suffixes: &mut dyn SuffixSource) -> Gr
         Ordering::Greater => plan_scale_in(input, &serving, &going),
         Ordering::Equal => GroupPlan::Steady,
     }
-}
-
-/// Compares fractions `a.0/a.1` and `b.0/b.1` (denominator 0 = infinity).
-fn cmp_fraction(a: (u64, u64), b: (u64, u64)) -> Ordering {
-    (u128::from(a.0) * u128::from(b.1)).cmp(&(u128::from(b.0) * u128::from(a.1)))
 }
 
 /// The instance to take offline: not-ready first, then the most crowded
