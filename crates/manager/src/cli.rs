@@ -17,7 +17,8 @@ use tikv_operator_controller::{Config, PdEndpoint, PdSettings, RefreshPolicy};
     version,
     about,
     long_about = None,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
 )]
 pub struct Cli {
     /// What to do (default: `run`).
@@ -593,6 +594,27 @@ mod tests {
         assert!(s.leader_election.is_none());
         assert_eq!(s.http_bind_address, "127.0.0.1:18080".parse().unwrap());
         assert_eq!(s.controller.namespaces, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_repeated_flag_overrides_and_namespaces_accumulate() {
+        // The e2e harness passes its defaults first and a test's extra arguments after them.
+        let run = parse(&[
+            "--kubeconfig",
+            "/first",
+            "--leader-elect=false",
+            "--namespace",
+            "a",
+            "--kubeconfig",
+            "/second",
+            "--leader-elect=true",
+            "--namespace",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(run.kubeconfig.as_deref(), Some(std::path::Path::new("/second")));
+        assert!(run.leader_elect);
+        assert_eq!(run.namespaces, ["a", "b"]);
     }
 
     #[test]
