@@ -370,12 +370,44 @@ pub async fn reconcile_group(
             "Paused",
             "the Cluster is paused or being deleted, or the group is being deleted",
         ),
-        Some(GroupPlan::Steady) if !going.is_empty() => ConditionUpdate::new(
-            condition::PROGRESSING,
-            true,
-            reasons::SCALING_IN,
-            format!("removing the store(s) of {}", going.join(", ")),
-        ),
+        Some(GroupPlan::Steady | GroupPlan::Wait(_)) if !going.is_empty() => {
+            // Surface what the removals report (refusals, PD outages).
+            let details: Vec<String> = live
+                .iter()
+                .filter(|(st, _)| st.offline)
+                .filter_map(|(st, kv)| {
+                    let c = conditions::find(
+                        &kv.status.as_ref()?.common.conditions,
+                        reasons::CONDITION_OFFLINE,
+                    )?;
+                    Some((st.name.as_str(), c))
+                })
+                .map(|(n, c)| format!("{n}: {} ({})", c.reason, c.message))
+                .collect();
+            let blocked = live
+                .iter()
+                .filter(|(st, _)| st.offline)
+                .find_map(|(_, kv)| {
+                    conditions::find(
+                        &kv.status.as_ref()?.common.conditions,
+                        reasons::CONDITION_OFFLINE,
+                    )
+                    .filter(|c| {
+                        c.reason == reasons::REMOVAL_REFUSED || c.reason == reasons::PD_UNAVAILABLE
+                    })
+                    .map(|c| c.reason.clone())
+                });
+            ConditionUpdate::new(
+                condition::PROGRESSING,
+                true,
+                blocked.unwrap_or_else(|| reasons::SCALING_IN.to_owned()),
+                if details.is_empty() {
+                    format!("removing the store(s) of {}", going.join(", "))
+                } else {
+                    format!("removing the store(s) of {}", details.join("; "))
+                },
+            )
+        }
         Some(GroupPlan::Steady) => ConditionUpdate::new(
             condition::PROGRESSING,
             false,

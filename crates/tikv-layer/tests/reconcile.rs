@@ -716,11 +716,13 @@ async fn pd_outage_mid_removal_stops_everything_destructive_and_resumes() {
             .unwrap(),
         ("True".into(), reasons::PD_UNAVAILABLE.into())
     );
+    let (status, reason, message) = w.group_condition(condition::PROGRESSING);
     assert_eq!(
-        w.group_condition(condition::PROGRESSING).0,
-        "True",
-        "the group still reports the removal"
+        (status.as_str(), reason.as_str()),
+        ("True", reasons::PD_UNAVAILABLE),
+        "the group reports the blocked removal: {message}"
     );
+    assert!(message.contains(&victim), "{message}");
 
     // PD is back: the removal resumes and finishes.
     w.pd.set_unreachable(false);
