@@ -1071,3 +1071,35 @@ async fn a_running_store_missing_from_pds_view_is_waited_for_not_deleted() {
     assert!(w.instance(&new).is_none());
     assert!(w.pd.store_snapshot(store).unwrap().is_removed());
 }
+
+#[tokio::test]
+async fn a_store_removed_behind_the_operators_back_is_replaced() {
+    let mut w = World::serving(4).await;
+    let name = w.instance_names()[2].clone();
+    let store = w.watch(&name);
+    // Someone removes the store with pd-ctl while the instance wants it.
+    w.pd.delete_store(store).await.unwrap();
+    w.round().await;
+    // Not offline: the operator brings it back instead.
+    let s = w.pd.store_snapshot(store).unwrap();
+    assert!(!s.is_removing() && !s.is_removed(), "{s:?}");
+    // Removed for good before the operator could see it: too late to cancel.
+    w.pd.delete_store(store).await.unwrap();
+    w.pd.advance(10);
+    assert!(w.pd.store_snapshot(store).unwrap().is_removed());
+    for _ in 0..6 {
+        w.round().await;
+    }
+    assert!(
+        w.instance(&name).is_none(),
+        "the instance of a removed store goes"
+    );
+    assert!(w.kube.get(&pod_key(&name)).is_none());
+    assert!(w.kube.get(&pvc_key(&name)).is_none());
+    assert_eq!(w.instances().len(), 4, "and is replaced");
+    assert!(
+        w.event_reasons()
+            .iter()
+            .any(|r| r == reasons::TOO_LATE_TO_CANCEL)
+    );
+}
