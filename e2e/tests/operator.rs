@@ -1,0 +1,600 @@
+//! The `tikv-operator` binary against the e2e environment: its HTTP endpoint, leader election
+//! between two processes over a real Lease (crash and graceful hand-over), and the RBAC of
+//! `manifests/operator/namespaced/` used through a real ServiceAccount token.
+//!
+//! Every operator here watches only its test namespace and keeps its Lease there.
+//! Run with `cargo xtask e2e test operator` (the tests are ignored in a plain `cargo test`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::Api;
+use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use tikv_operator_e2e::config;
+use tikv_operator_e2e::harness::{Env, TestNamespace, wait_until};
+use tikv_operator_e2e::operator::{OperatorOptions, OperatorProcess};
+
+/// Short leader election timings so that a takeover happens in seconds.
+const LEASE: Duration = Duration::from_secs(6);
+const RENEW: Duration = Duration::from_secs(4);
+const RETRY: Duration = Duration::from_secs(1);
+
+async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?;
+    let resp = http.get(format!("http://{addr}{path}")).send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await?))
+}
+
+/// The value of an unlabelled sample (`name value`) in a metrics text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+}
+
+/// An operator with leader election on, its Lease (default name) in `ns`.
+fn elector(ns: &TestNamespace, identity: &str, extra: &[&str]) -> OperatorOptions {
+    let mut opts = OperatorOptions::for_namespace(&ns.name);
+    opts.name = format!("{}-{identity}", ns.name);
+    opts.leader_elect = true;
+    opts.extra_args = [
+        "--leader-elect-namespace",
+        ns.name.as_str(),
+        "--leader-elect-identity",
+        identity,
+        "--leader-elect-lease-duration",
+        &format!("{}s", LEASE.as_secs()),
+        "--leader-elect-renew-deadline",
+        &format!("{}s", RENEW.as_secs()),
+        "--leader-elect-retry-period",
+        &format!("{}s", RETRY.as_secs()),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| (*s).to_owned())
+    .collect();
+    opts
+}
+
+async fn holder(env: &Env, ns: &str) -> Result<Option<String>> {
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), ns);
+    Ok(leases
+        .get_opt("tikv-operator")
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty()))
+}
+
+async fn wait_for_holder(env: &Env, ns: &str, want: &[&str], timeout: Duration) -> Result<String> {
+    wait_until(
+        env,
+        &format!("Lease held by one of {want:?}"),
+        timeout,
+        || async move {
+            Ok(holder(env, ns)
+                .await?
+                .filter(|h| want.contains(&h.as_str())))
+        },
+    )
+    .await
+}
+
+/// `tikv_operator_leader` of a running operator.
+async fn leader_gauge(op: &OperatorProcess) -> Result<f64> {
+    let (code, text) = http_get(&op.http, "/metrics").await?;
+    ensure!(code == 200, "/metrics answered {code}");
+    sample(&text, "tikv_operator_leader").context("no tikv_operator_leader sample")
+}
+
+fn fail_with_logs(e: anyhow::Error, ops: &[&OperatorProcess]) -> anyhow::Error {
+    let logs: Vec<String> = ops
+        .iter()
+        .map(|o| format!("----- {} -----\n{}", o.log.display(), o.log_tail(40)))
+        .collect();
+    e.context(logs.join("\n"))
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn operator_serves_health_and_metrics() -> Result<()> {
+    let env = Env::get().await?;
+    let ns = env.namespace("op-http").await?;
+    let mut op = OperatorProcess::start(&env.layout, &elector(&ns, "solo", &[]))?;
+    let result = async {
+        let (code, body) = wait_until(&env, "/healthz answers", Duration::from_secs(30), || {
+            let addr = op.http.clone();
+            async move { Ok(http_get(&addr, "/healthz").await.ok()) }
+        })
+        .await?;
+        ensure!(code == 200 && body == "ok\n", "/healthz: {code} {body:?}");
+        wait_for_holder(&env, &ns.name, &["solo"], Duration::from_secs(20)).await?;
+        let text = wait_until(&env, "leader gauge 1", Duration::from_secs(10), || {
+            let addr = op.http.clone();
+            async move {
+                let (_, text) = http_get(&addr, "/metrics").await?;
+                Ok((sample(&text, "tikv_operator_leader") == Some(1.0)).then_some(text))
+            }
+        })
+        .await?;
+        for want in [
+            r#"tikv_operator_kube_requests_total{verb="get",resource="leases"}"#,
+            r#"tikv_operator_kube_requests_total{verb="create",resource="leases"}"#,
+            "tikv_operator_build_info{version=",
+        ] {
+            ensure!(text.contains(want), "/metrics lacks {want}:\n{text}");
+        }
+        // The Lease is renewed every retry period: the update counter grows.
+        let updates = |t: &str| {
+            t.lines()
+                .find(|l| {
+                    l.starts_with(
+                        r#"tikv_operator_kube_requests_total{verb="update",resource="leases"}"#,
+                    )
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let before = updates(&text);
+        tokio::time::sleep(RETRY * 3).await;
+        let (_, later) = http_get(&op.http, "/metrics").await?;
+        ensure!(
+            updates(&later) >= before + 2.0,
+            "Lease renewals not counted: {before} then {}",
+            updates(&later)
+        );
+        // /readyz answers; until the controllers report synced caches it is 503 and says why.
+        let (code, body) = http_get(&op.http, "/readyz").await?;
+        ensure!(
+            (code == 200 && body == "ok\n")
+                || (code == 503 && body.contains("watch caches not synced")),
+            "/readyz: {code} {body:?}"
+        );
+        ensure!(op.running(), "the operator exited");
+        Ok(())
+    }
+    .await;
+    op.stop(Duration::from_secs(10));
+    result.map_err(|e| fail_with_logs(e, &[&op]))?;
+    ns.cleanup().await
+}
+
+/// Needs the controllers (crates/controller): `/readyz` turns 200 once every watch cache has
+/// listed.
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn operator_becomes_ready_once_caches_sync() -> Result<()> {
+    let env = Env::get().await?;
+    let ns = env.namespace("op-ready").await?;
+    let mut op = OperatorProcess::start(&env.layout, &elector(&ns, "ready", &[]))?;
+    let result = wait_until(&env, "/readyz 200", Duration::from_secs(60), || {
+        let addr = op.http.clone();
+        async move {
+            Ok(http_get(&addr, "/readyz")
+                .await
+                .ok()
+                .filter(|(c, _)| *c == 200))
+        }
+    })
+    .await;
+    op.stop(Duration::from_secs(10));
+    result.map_err(|e| fail_with_logs(e, &[&op]))?;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn operator_standby_takes_over_when_the_leader_is_killed() -> Result<()> {
+    let env = Env::get().await?;
+    let ns = env.namespace("op-le").await?;
+    let mut a = OperatorProcess::start(&env.layout, &elector(&ns, "op-a", &[]))?;
+    let mut b = OperatorProcess::start(&env.layout, &elector(&ns, "op-b", &[]))?;
+    let result = async {
+        let first =
+            wait_for_holder(&env, &ns.name, &["op-a", "op-b"], Duration::from_secs(30)).await?;
+        // Exactly one leader, as the Lease and both processes see it, for a while.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let (ga, gb) = (leader_gauge(&a).await?, leader_gauge(&b).await?);
+            let now = holder(&env, &ns.name).await?;
+            ensure!(
+                now.as_deref() == Some(first.as_str()),
+                "holder changed to {now:?}"
+            );
+            ensure!(ga + gb <= 1.0, "both report leadership: a={ga} b={gb}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (leader, standby, standby_id) = if first == "op-a" {
+            (&mut a, &b, "op-b")
+        } else {
+            (&mut b, &a, "op-a")
+        };
+        ensure!(
+            leader_gauge(leader).await? == 1.0,
+            "the holder does not report leadership"
+        );
+        ensure!(
+            leader_gauge(standby).await? == 0.0,
+            "the standby reports leadership"
+        );
+        let (code, body) = http_get(&standby.http, "/readyz").await?;
+        ensure!(
+            code == 503 && body.contains("not the leader"),
+            "standby /readyz: {code} {body:?}"
+        );
+
+        leader.kill();
+        let killed = Instant::now();
+        let limit = LEASE + 2 * RETRY + Duration::from_secs(3);
+        wait_for_holder(
+            &env,
+            &ns.name,
+            &[standby_id],
+            limit + Duration::from_secs(5),
+        )
+        .await?;
+        let took = killed.elapsed();
+        ensure!(
+            took <= limit,
+            "the standby took over after {took:?}, more than lease duration {LEASE:?} + margin"
+        );
+        ensure!(
+            took >= LEASE - RETRY * 2,
+            "took over after {took:?}: before the Lease could expire"
+        );
+        wait_until(
+            &env,
+            "new leader reports leadership",
+            Duration::from_secs(5),
+            || async move { Ok((leader_gauge(standby).await? == 1.0).then_some(())) },
+        )
+        .await?;
+        let lease = Api::<Lease>::namespaced(env.client.clone(), &ns.name)
+            .get("tikv-operator")
+            .await?;
+        let transitions = lease.spec.and_then(|s| s.lease_transitions);
+        ensure!(transitions == Some(1), "leaseTransitions {transitions:?}");
+        Ok(())
+    }
+    .await;
+    a.stop(Duration::from_secs(10));
+    b.stop(Duration::from_secs(10));
+    result.map_err(|e| fail_with_logs(e, &[&a, &b]))?;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn operator_sigterm_releases_the_lease_to_the_standby() -> Result<()> {
+    let env = Env::get().await?;
+    let ns = env.namespace("op-release").await?;
+    // A long Lease: only an explicit release lets the standby in quickly.
+    let long = [
+        "--leader-elect-lease-duration",
+        "60s",
+        "--leader-elect-renew-deadline",
+        "40s",
+    ];
+    let mut a = OperatorProcess::start(&env.layout, &elector(&ns, "op-a", &long))?;
+    let mut b = None;
+    let result = async {
+        wait_for_holder(&env, &ns.name, &["op-a"], Duration::from_secs(30)).await?;
+        let standby = b.insert(OperatorProcess::start(
+            &env.layout,
+            &elector(&ns, "op-b", &long),
+        )?);
+        wait_until(&env, "standby up", Duration::from_secs(30), || {
+            let addr = standby.http.clone();
+            async move { Ok(http_get(&addr, "/healthz").await.ok()) }
+        })
+        .await?;
+        ensure!(
+            leader_gauge(standby).await? == 0.0,
+            "the standby reports leadership"
+        );
+        let stopped = Instant::now();
+        a.stop(Duration::from_secs(30));
+        wait_for_holder(&env, &ns.name, &["op-b"], Duration::from_secs(20)).await?;
+        let took = stopped.elapsed();
+        ensure!(
+            took < Duration::from_secs(15),
+            "hand-over took {took:?}: the Lease was not released"
+        );
+        let log = std::fs::read_to_string(&a.log)?;
+        ensure!(
+            log.contains("released the leader Lease"),
+            "no release in the log:\n{log}"
+        );
+        Ok(())
+    }
+    .await;
+    a.stop(Duration::from_secs(10));
+    let mut ops = vec![&a];
+    if let Some(b) = &mut b {
+        b.stop(Duration::from_secs(10));
+    }
+    if let Some(b) = &b {
+        ops.push(b);
+    }
+    result.map_err(|e| fail_with_logs(e, &ops))?;
+    ns.cleanup().await
+}
+
+/// Applies the namespaced variant's ServiceAccount and RBAC into `ns` (cluster-scoped objects
+/// get a per-test name) and returns a kubeconfig that authenticates as that ServiceAccount.
+async fn service_account_kubeconfig(env: &Env, ns: &TestNamespace) -> Result<PathBuf> {
+    let dir = config::repo_root().join("manifests/operator");
+    let mut yaml = String::new();
+    for file in [
+        "base/serviceaccount.yaml",
+        "base/leader-election-role.yaml",
+        "namespaced/role.yaml",
+        "namespaced/nodes-clusterrole.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file))
+            .with_context(|| format!("reading manifests/operator/{file}"))?;
+        for mut doc in tikv_operator_e2e::yaml::documents(&text)? {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            match kind.as_str() {
+                "ClusterRoleBinding" => {
+                    doc["metadata"]["name"] = format!("tikv-operator-nodes-{}", ns.name).into();
+                    doc["roleRef"]["name"] = format!("tikv-operator-nodes-{}", ns.name).into();
+                    doc["subjects"][0]["namespace"] = ns.name.clone().into();
+                }
+                "ClusterRole" => {
+                    doc["metadata"]["name"] = format!("tikv-operator-nodes-{}", ns.name).into();
+                }
+                "RoleBinding" => {
+                    doc["subjects"][0]["namespace"] = ns.name.clone().into();
+                }
+                _ => {}
+            }
+            yaml.push_str(&serde_norway::to_string(&doc)?);
+            yaml.push_str("\n---\n");
+        }
+    }
+    ns.apply(&yaml).await?;
+    let sas: Api<ServiceAccount> = Api::namespaced(env.client.clone(), &ns.name);
+    let tr = sas
+        .create_token_request(
+            "tikv-operator",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..TokenRequestSpec::default()
+                },
+                ..TokenRequest::default()
+            },
+        )
+        .await
+        .context("TokenRequest for the tikv-operator ServiceAccount")?;
+    let token = tr.status.context("TokenRequest without status")?.token;
+    let kubeconfig = env.layout.root.join(format!("kubeconfig-{}", ns.name));
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: https://127.0.0.1:{port}
+    certificate-authority: {ca}
+users:
+- name: tikv-operator
+  user:
+    token: {token}
+contexts:
+- name: e2e
+  context:
+    cluster: e2e
+    user: tikv-operator
+    namespace: {ns}
+current-context: e2e
+",
+            port = config::APISERVER_PORT,
+            ca = env.layout.pki().join("ca.crt").display(),
+            ns = ns.name,
+        ),
+    )?;
+    Ok(kubeconfig)
+}
+
+fn forbidden_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("forbidden") || l.contains(" 403") || l.contains("code: 403")
+        })
+        .collect()
+}
+
+async fn remove_cluster_role(env: &Env, ns: &str) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let name = format!("tikv-operator-nodes-{ns}");
+    let _ = Api::<ClusterRoleBinding>::all(env.client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
+    let _ = Api::<ClusterRole>::all(env.client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
+}
+
+/// The namespaced RBAC lets the operator take and keep its Lease (no controllers needed).
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn operator_namespaced_rbac_holds_the_lease() -> Result<()> {
+    let env = Env::get().await?;
+    let ns = env.namespace("op-rbac").await?;
+    let kubeconfig = service_account_kubeconfig(&env, &ns).await?;
+    // The token really is restricted: it cannot read Secrets or list namespaces.
+    let sa_client = {
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        kube::Client::try_from(cfg)?
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(sa_client.clone(), &ns.name);
+    match secrets.list(&ListParams::default()).await {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => bail!("listing Secrets with the operator's token: {other:?}"),
+    }
+    let mut op = OperatorProcess::start(
+        &env.layout,
+        &elector(
+            &ns,
+            "rbac",
+            &["--kubeconfig", &kubeconfig.display().to_string()],
+        ),
+    )?;
+    let result = async {
+        wait_for_holder(&env, &ns.name, &["rbac"], Duration::from_secs(30)).await?;
+        // Several renewals.
+        tokio::time::sleep(RETRY * 4).await;
+        ensure!(op.running(), "the operator exited");
+        ensure!(
+            holder(&env, &ns.name).await?.as_deref() == Some("rbac"),
+            "lost the Lease"
+        );
+        let log = std::fs::read_to_string(&op.log)?;
+        let denied = forbidden_lines(&log);
+        ensure!(denied.is_empty(), "requests denied:\n{}", denied.join("\n"));
+        Ok(())
+    }
+    .await;
+    op.stop(Duration::from_secs(10));
+    remove_cluster_role(&env, &ns.name).await;
+    result.map_err(|e| fail_with_logs(e, &[&op]))?;
+    ns.cleanup().await
+}
+
+/// The namespaced RBAC is enough for the controllers: with the ServiceAccount's token the
+/// operator syncs its caches, creates the PD instance and its Pod for a one-member PDGroup, and
+/// nothing it does is denied. Needs the controllers (crates/controller).
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn operator_namespaced_rbac_is_sufficient_for_the_controllers() -> Result<()> {
+    let env = Env::get().await?;
+    let ns = env.namespace("op-rbac-ctl").await?;
+    let kubeconfig = service_account_kubeconfig(&env, &ns).await?;
+    let mut op = OperatorProcess::start(
+        &env.layout,
+        &elector(
+            &ns,
+            "rbac",
+            &["--kubeconfig", &kubeconfig.display().to_string()],
+        ),
+    )?;
+    let result = async {
+        wait_until(&env, "/readyz 200", Duration::from_secs(60), || {
+            let addr = op.http.clone();
+            async move {
+                Ok(http_get(&addr, "/readyz")
+                    .await
+                    .ok()
+                    .filter(|(c, _)| *c == 200))
+            }
+        })
+        .await?;
+        ns.apply(
+            r#"
+apiVersion: core.tikv.org/v1alpha1
+kind: Cluster
+metadata:
+  name: rbac
+spec: {}
+---
+apiVersion: core.tikv.org/v1alpha1
+kind: PDGroup
+metadata:
+  name: pd
+spec:
+  cluster:
+    name: rbac
+  replicas: 1
+  template:
+    spec:
+      version: v8.5.5
+      volumes:
+        - name: data
+          mounts:
+            - type: data
+          storage: 1Gi
+"#,
+        )
+        .await?;
+        let pds = Api::<DynamicObject>::namespaced_with(
+            env.client.clone(),
+            &ns.name,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("core.tikv.org", "v1alpha1", "PD")),
+        );
+        let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns.name);
+        wait_until(
+            &env,
+            "a PD instance and its Pod",
+            Duration::from_secs(90),
+            || {
+                let (pds, pods) = (pds.clone(), pods.clone());
+                async move {
+                    let n_pd = pds.list(&ListParams::default()).await?.items.len();
+                    let n_pod = pods.list(&ListParams::default()).await?.items.len();
+                    Ok((n_pd == 1 && n_pod == 1).then_some(()))
+                }
+            },
+        )
+        .await?;
+        // Let a few more reconciles (status, events) happen.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // The controllers record into the registry the manager serves.
+        let (_, metrics) = http_get(&op.http, "/metrics").await?;
+        for want in [
+            r#"tikv_operator_reconciles_total{controller="pdgroup"}"#,
+            r#"tikv_operator_kube_requests_total{verb="patch",resource="pds"}"#,
+        ] {
+            ensure!(metrics.contains(want), "/metrics lacks {want}:\n{metrics}");
+        }
+        let log = std::fs::read_to_string(&op.log)?;
+        let denied = forbidden_lines(&log);
+        ensure!(denied.is_empty(), "requests denied:\n{}", denied.join("\n"));
+        // Delete while the operator runs, so that its finalizers go away with the objects.
+        for (kind, name) in [("PDGroup", "pd"), ("Cluster", "rbac")] {
+            let api = Api::<DynamicObject>::namespaced_with(
+                env.client.clone(),
+                &ns.name,
+                &ApiResource::from_gvk(&GroupVersionKind::gvk("core.tikv.org", "v1alpha1", kind)),
+            );
+            let _ = api.delete(name, &DeleteParams::default()).await;
+        }
+        wait_until(&env, "Cluster deleted", Duration::from_secs(90), || {
+            let api = Api::<DynamicObject>::namespaced_with(
+                env.client.clone(),
+                &ns.name,
+                &ApiResource::from_gvk(&GroupVersionKind::gvk(
+                    "core.tikv.org",
+                    "v1alpha1",
+                    "Cluster",
+                )),
+            );
+            async move { Ok(api.get_opt("rbac").await?.is_none().then_some(())) }
+        })
+        .await?;
+        let log = std::fs::read_to_string(&op.log)?;
+        let denied = forbidden_lines(&log);
+        ensure!(denied.is_empty(), "requests denied:\n{}", denied.join("\n"));
+        Ok(())
+    }
+    .await;
+    op.stop(Duration::from_secs(10));
+    remove_cluster_role(&env, &ns.name).await;
+    result.map_err(|e| fail_with_logs(e, &[&op]))?;
+    ns.cleanup().await
+}
