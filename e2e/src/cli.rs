@@ -142,8 +142,10 @@ fn test(layout: &Layout, t: &TestArgs) -> Result<()> {
     if !built.success() {
         bail!("building the operator binary failed ({built})");
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| config::repo_root().join("target"), std::path::PathBuf::from);
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || config::repo_root().join("target"),
+        std::path::PathBuf::from,
+    );
     let operator_bin = target_dir.join("debug").join("tikv-operator");
     let mut argv = cluster::hosts_wrapper(layout);
     argv.extend([

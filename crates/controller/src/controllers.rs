@@ -2,48 +2,61 @@
 //! watch caches, change routing, and the reconcile entry points that build
 //! snapshots from the caches and call the layer reconcilers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, stream};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
+use pd_client::StoreId;
 use serde::de::DeserializeOwned;
-use tikv_operator_api::{Cluster, PD, PDGroup, labels, names};
+use tikv_operator_api::{Cluster, PD, PDGroup, TiKV, TiKVGroup, labels, names};
 use tikv_operator_cluster_layer::{ClusterSnapshot, GroupSummary, Kind as ClusterKind};
 use tikv_operator_core::pd_state::PdSnapshot;
 use tikv_operator_core::{Ctx, Error, KubeClientWriter, Requeue, RequeuePolicy, SystemClock};
 use tikv_operator_pd_layer::group::RandomSuffix;
 use tikv_operator_pd_layer::reconcile::{ClusterFacts, GroupSnapshot, InstanceSnapshot};
 use tikv_operator_pd_layer::{PdView, reconcile as pd_reconcile};
+use tikv_operator_tikv_layer::StoreView;
+use tikv_operator_tikv_layer::reconcile::{
+    self as tikv_reconcile, ClusterFacts as TikvClusterFacts, GroupSnapshot as TikvGroupSnapshot,
+    InstanceSnapshot as TikvInstanceSnapshot, Options as TikvOptions,
+};
+use tikv_operator_tikv_layer::render as tikv_render;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::Config;
 use crate::metrics::{ControllerLabels, Metrics};
 use crate::pd_registry::{self, OnChange, PdEntry, PdRegistry};
-use crate::routing::{self, Kind, Trigger};
+use crate::routing::{self, ClusterObjects, Component, Kind, Trigger};
 
 /// Watch caches of one scope. Pods, ConfigMaps, PVCs and Services are
-/// restricted to the operator's own objects by label.
+/// restricted to the operator's own objects by label; Nodes are cached as
+/// metadata only (their labels feed TiKV store labels).
 #[derive(Clone)]
 pub(crate) struct Stores {
     pub clusters: Store<Cluster>,
     pub pd_groups: Store<PDGroup>,
     pub pds: Store<PD>,
+    pub tikv_groups: Store<TiKVGroup>,
+    pub tikvs: Store<TiKV>,
     pub pods: Store<Pod>,
     pub config_maps: Store<ConfigMap>,
     pub pvcs: Store<PersistentVolumeClaim>,
     pub services: Store<Service>,
+    pub nodes: Store<PartialObjectMeta<Node>>,
 }
 
 fn label<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
@@ -54,15 +67,22 @@ fn in_ns<K: Resource>(obj: &K, ns: &str) -> bool {
     obj.meta().namespace.as_deref() == Some(ns)
 }
 
+fn names_of<K: Resource>(objs: &[Arc<K>]) -> Vec<String> {
+    objs.iter().filter_map(|o| o.meta().name.clone()).collect()
+}
+
 impl Stores {
     async fn wait_until_ready(&self) -> anyhow::Result<()> {
         self.clusters.wait_until_ready().await?;
         self.pd_groups.wait_until_ready().await?;
         self.pds.wait_until_ready().await?;
+        self.tikv_groups.wait_until_ready().await?;
+        self.tikvs.wait_until_ready().await?;
         self.pods.wait_until_ready().await?;
         self.config_maps.wait_until_ready().await?;
         self.pvcs.wait_until_ready().await?;
         self.services.wait_until_ready().await?;
+        self.nodes.wait_until_ready().await?;
         Ok(())
     }
 
@@ -82,6 +102,18 @@ impl Stores {
         v
     }
 
+    /// TiKV groups of a Cluster, by name.
+    fn tikv_groups_of(&self, ns: &str, cluster: &str) -> Vec<Arc<TiKVGroup>> {
+        let mut v: Vec<Arc<TiKVGroup>> = self
+            .tikv_groups
+            .state()
+            .into_iter()
+            .filter(|g| in_ns(g.as_ref(), ns) && g.spec.cluster.name == cluster)
+            .collect();
+        v.sort_by_key(|g| g.name_any());
+        v
+    }
+
     fn pd_instances_of_cluster(&self, ns: &str, cluster: &str) -> Vec<Arc<PD>> {
         self.pds
             .state()
@@ -90,12 +122,65 @@ impl Stores {
             .collect()
     }
 
-    fn names<K: Resource>(objs: &[Arc<K>]) -> Vec<String> {
-        objs.iter().filter_map(|o| o.meta().name.clone()).collect()
+    fn tikv_instances_of_cluster(&self, ns: &str, cluster: &str) -> Vec<Arc<TiKV>> {
+        self.tikvs
+            .state()
+            .into_iter()
+            .filter(|i| in_ns(i.as_ref(), ns) && i.spec.cluster.name == cluster)
+            .collect()
     }
 
-    /// Objects of a store labelled as belonging to a PD group.
-    fn of_pd_group<K>(store: &Store<K>, ns: &str, cluster: &str, group: &str) -> Vec<K>
+    fn cluster_objects(&self, ns: &str, cluster: &str) -> ClusterObjects {
+        ClusterObjects {
+            pd_groups: names_of(&self.pd_groups_of(ns, cluster)),
+            pd_instances: names_of(&self.pd_instances_of_cluster(ns, cluster)),
+            tikv_groups: names_of(&self.tikv_groups_of(ns, cluster)),
+            tikv_instances: names_of(&self.tikv_instances_of_cluster(ns, cluster)),
+        }
+    }
+
+    /// TiKV instances of a Cluster whose store is one of `stores`: by the
+    /// store id they recorded, or (before they recorded one) by the address
+    /// the store registered with.
+    fn tikv_instances_of_stores(
+        &self,
+        ns: &str,
+        cluster: &str,
+        stores: &BTreeSet<StoreId>,
+        snapshot: &PdSnapshot,
+    ) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self
+            .tikv_instances_of_cluster(ns, cluster)
+            .iter()
+            .filter(|i| {
+                i.status
+                    .as_ref()
+                    .and_then(|s| s.id.as_deref())
+                    .and_then(|id| id.parse::<u64>().ok())
+                    .is_some_and(|id| stores.contains(&StoreId(id)))
+            })
+            .map(|i| i.name_any())
+            .collect();
+        out.extend(
+            snapshot
+                .stores
+                .iter()
+                .filter(|s| stores.contains(&s.id))
+                .filter_map(|s| tikv_render::instance_of_store_address(&s.address))
+                .filter(|(n, _)| n == ns)
+                .map(|(_, instance)| instance),
+        );
+        out
+    }
+
+    /// Objects of a store labelled as belonging to a group of `component`.
+    fn of_group<K>(
+        store: &Store<K>,
+        component: &str,
+        ns: &str,
+        cluster: &str,
+        group: &str,
+    ) -> Vec<K>
     where
         K: Resource<DynamicType = ()> + Clone + 'static,
     {
@@ -104,11 +189,25 @@ impl Stores {
             .into_iter()
             .filter(|o| {
                 in_ns(o.as_ref(), ns)
-                    && label(o.as_ref(), labels::COMPONENT) == Some(labels::COMPONENT_PD)
+                    && label(o.as_ref(), labels::COMPONENT) == Some(component)
                     && label(o.as_ref(), labels::CLUSTER) == Some(cluster)
                     && label(o.as_ref(), labels::GROUP) == Some(group)
             })
             .map(|o| (*o).clone())
+            .collect()
+    }
+
+    /// PVCs of one instance.
+    fn pvcs_of(&self, component: &str, ns: &str, instance: &str) -> Vec<PersistentVolumeClaim> {
+        self.pvcs
+            .state()
+            .into_iter()
+            .filter(|p| {
+                in_ns(p.as_ref(), ns)
+                    && label(p.as_ref(), labels::COMPONENT) == Some(component)
+                    && label(p.as_ref(), labels::INSTANCE) == Some(instance)
+            })
+            .map(|p| (*p).clone())
             .collect()
     }
 
@@ -137,26 +236,25 @@ struct Senders {
     cluster: UnboundedSender<ObjectRef<Cluster>>,
     pd_group: UnboundedSender<ObjectRef<PDGroup>>,
     pd: UnboundedSender<ObjectRef<PD>>,
+    tikv_group: UnboundedSender<ObjectRef<TiKVGroup>>,
+    tikv: UnboundedSender<ObjectRef<TiKV>>,
+}
+
+fn send<K: Resource<DynamicType = ()>>(tx: &UnboundedSender<ObjectRef<K>>, t: &Trigger) {
+    // A closed channel means the Controller stopped (shutdown).
+    let _ = tx.unbounded_send(ObjectRef::new(&t.name).within(&t.namespace));
 }
 
 impl Senders {
     fn send(&self, triggers: Vec<Trigger>) {
-        for t in triggers {
-            // A closed channel means the Controller stopped (shutdown).
-            let _ = match t.kind {
-                Kind::Cluster => self
-                    .cluster
-                    .unbounded_send(ObjectRef::new(&t.name).within(&t.namespace))
-                    .map_err(drop),
-                Kind::PdGroup => self
-                    .pd_group
-                    .unbounded_send(ObjectRef::new(&t.name).within(&t.namespace))
-                    .map_err(drop),
-                Kind::Pd => self
-                    .pd
-                    .unbounded_send(ObjectRef::new(&t.name).within(&t.namespace))
-                    .map_err(drop),
-            };
+        for t in &triggers {
+            match t.kind {
+                Kind::Cluster => send(&self.cluster, t),
+                Kind::PdGroup => send(&self.pd_group, t),
+                Kind::Pd => send(&self.pd, t),
+                Kind::TikvGroup => send(&self.tikv_group, t),
+                Kind::Tikv => send(&self.tikv, t),
+            }
         }
     }
 }
@@ -240,11 +338,23 @@ async fn reconcile_cluster(obj: Arc<Cluster>, sh: Arc<Shared>) -> Result<Action,
         .pd_groups_of(&ns, &name)
         .iter()
         .map(|g| GroupSummary::from_pd_group(g))
+        .chain(
+            sh.stores
+                .tikv_groups_of(&ns, &name)
+                .iter()
+                .map(|g| GroupSummary::from_tikv_group(g)),
+        )
         .collect();
-    let instances_left = BTreeMap::from([(
-        ClusterKind::PD,
-        sh.stores.pd_instances_of_cluster(&ns, &name).len(),
-    )]);
+    let instances_left = BTreeMap::from([
+        (
+            ClusterKind::PD,
+            sh.stores.pd_instances_of_cluster(&ns, &name).len(),
+        ),
+        (
+            ClusterKind::TiKV,
+            sh.stores.tikv_instances_of_cluster(&ns, &name).len(),
+        ),
+    ]);
     let entry = sh.pd_entry(&ns, &name, None);
     let pd = entry.as_ref().map_or_else(
         || unreachable_snapshot("the Cluster has no PDGroup yet"),
@@ -283,8 +393,9 @@ async fn reconcile_pd_group(obj: Arc<PDGroup>, sh: Arc<Shared>) -> Result<Action
         })
         .map(|i| (*i).clone())
         .collect();
-    let pods = Stores::of_pd_group(&sh.stores.pods, &ns, &cluster_name, &name);
-    let services = Stores::of_pd_group(&sh.stores.services, &ns, &cluster_name, &name);
+    let pd = labels::COMPONENT_PD;
+    let pods = Stores::of_group(&sh.stores.pods, pd, &ns, &cluster_name, &name);
+    let services = Stores::of_group(&sh.stores.services, pd, &ns, &cluster_name, &name);
     let port = tikv_operator_pd_layer::render::ports(&obj.spec.template.spec).0;
     let Some(entry) = sh.pd_entry(&ns, &cluster_name, Some((name.clone(), port))) else {
         return Err(Error::InvalidSpec {
@@ -294,6 +405,7 @@ async fn reconcile_pd_group(obj: Arc<PDGroup>, sh: Arc<Shared>) -> Result<Action
     };
     let recorded = cluster.as_ref().and_then(|c| c.status.as_ref()?.id.clone());
     let view = PdView::from_snapshot(&entry.snapshot()).expecting_cluster_id(recorded.as_deref());
+    debug!(view = ?view, "PD view of the group");
     let r = pd_reconcile::reconcile_group(
         &sh.ctx,
         &GroupSnapshot {
@@ -325,18 +437,7 @@ async fn reconcile_pd(obj: Arc<PD>, sh: Arc<Shared>) -> Result<Action, Reconcile
         .stores
         .config_maps
         .get(&ObjectRef::new(&names::config_map(&name)).within(&ns));
-    let pvcs: Vec<PersistentVolumeClaim> = sh
-        .stores
-        .pvcs
-        .state()
-        .into_iter()
-        .filter(|p| {
-            in_ns(p.as_ref(), &ns)
-                && label(p.as_ref(), labels::COMPONENT) == Some(labels::COMPONENT_PD)
-                && label(p.as_ref(), labels::INSTANCE) == Some(name.as_str())
-        })
-        .map(|p| (*p).clone())
-        .collect();
+    let pvcs = sh.stores.pvcs_of(labels::COMPONENT_PD, &ns, &name);
     let fallback = label(obj.as_ref(), labels::GROUP).map(|g| {
         (
             g.to_owned(),
@@ -365,6 +466,126 @@ async fn reconcile_pd(obj: Arc<PD>, sh: Arc<Shared>) -> Result<Action, Reconcile
     )
     .await?;
     entry.hold_fast(&key_of(obj.as_ref()), sh.in_flight(&r));
+    Ok(r.into())
+}
+
+/// PD access for a TiKV object: the Cluster's first PDGroup or, when the
+/// cache has none (deletion), the URL the Cluster published in `status.pd`.
+fn tikv_pd_entry(
+    sh: &Shared,
+    ns: &str,
+    cluster: Option<&Cluster>,
+    cluster_name: &str,
+) -> Option<Arc<PdEntry>> {
+    if let Some(e) = sh.pd_entry(ns, cluster_name, None) {
+        return Some(e);
+    }
+    let url = cluster.and_then(|c| c.status.as_ref()?.pd.clone())?;
+    sh.registry.ensure(ns, cluster_name, &url).ok()
+}
+
+fn store_view(entry: Option<&Arc<PdEntry>>, cluster: Option<&Cluster>) -> StoreView {
+    let recorded = cluster.and_then(|c| c.status.as_ref()?.id.clone());
+    let snapshot = entry.map_or_else(
+        || unreachable_snapshot("the Cluster has no PD to ask"),
+        |e| e.snapshot(),
+    );
+    StoreView::from_snapshot(&snapshot, snapshot.replication.as_ref())
+        .expecting_cluster_id(recorded.as_deref())
+}
+
+async fn reconcile_tikv_group(
+    obj: Arc<TiKVGroup>,
+    sh: Arc<Shared>,
+) -> Result<Action, ReconcileError> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let cluster_name = obj.spec.cluster.name.clone();
+    let cluster = sh.stores.cluster(&ns, &cluster_name);
+    let instances: Vec<TiKV> = sh
+        .stores
+        .tikvs
+        .state()
+        .into_iter()
+        .filter(|i| {
+            in_ns(i.as_ref(), &ns)
+                && i.spec.cluster.name == cluster_name
+                && label(i.as_ref(), labels::GROUP) == Some(name.as_str())
+        })
+        .map(|i| (*i).clone())
+        .collect();
+    let tikv = labels::COMPONENT_TIKV;
+    let pods = Stores::of_group(&sh.stores.pods, tikv, &ns, &cluster_name, &name);
+    let services = Stores::of_group(&sh.stores.services, tikv, &ns, &cluster_name, &name);
+    let entry = tikv_pd_entry(&sh, &ns, cluster.as_deref(), &cluster_name);
+    let view = store_view(entry.as_ref(), cluster.as_deref());
+    let facts = TikvClusterFacts::from_cluster(cluster.as_deref());
+    let r = tikv_reconcile::reconcile_group(
+        &sh.ctx,
+        &TikvGroupSnapshot {
+            group: &obj,
+            cluster: &facts,
+            instances: &instances,
+            pods: &pods,
+            services: &services,
+            pd: &view,
+        },
+        &mut RandomSuffix::default(),
+    )
+    .await?;
+    if let Some(e) = &entry {
+        e.hold_fast(&key_of(obj.as_ref()), sh.in_flight(&r));
+    }
+    Ok(r.into())
+}
+
+async fn reconcile_tikv(obj: Arc<TiKV>, sh: Arc<Shared>) -> Result<Action, ReconcileError> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let cluster_name = obj.spec.cluster.name.clone();
+    let cluster = sh.stores.cluster(&ns, &cluster_name);
+    let pod = sh
+        .stores
+        .pods
+        .get(&ObjectRef::new(&names::pod(&name)).within(&ns));
+    let config_map = sh
+        .stores
+        .config_maps
+        .get(&ObjectRef::new(&names::config_map(&name)).within(&ns));
+    let pvcs = sh.stores.pvcs_of(labels::COMPONENT_TIKV, &ns, &name);
+    let node = pod
+        .as_ref()
+        .and_then(|p| p.spec.as_ref()?.node_name.clone())
+        .and_then(|n| sh.stores.nodes.get(&ObjectRef::new(&n)));
+    let node_labels = node.as_ref().and_then(|n| n.metadata.labels.clone());
+    let entry = tikv_pd_entry(&sh, &ns, cluster.as_deref(), &cluster_name);
+    let view = store_view(entry.as_ref(), cluster.as_deref());
+    let facts = TikvClusterFacts::from_cluster(cluster.as_deref());
+    let Some(pd_api) = entry.as_ref().map(|e| e.api.clone()) else {
+        // No PD known at all (no PDGroup, no status.pd): nothing can be
+        // asked or removed safely; report through the group and wait.
+        return Ok(Action::requeue(sh.ctx.policy.in_flight));
+    };
+    let r = tikv_reconcile::reconcile_instance(
+        &sh.ctx,
+        &TikvInstanceSnapshot {
+            instance: &obj,
+            cluster: &facts,
+            pod: pod.as_deref(),
+            node_labels: node_labels.as_ref(),
+            config_map: config_map.as_deref(),
+            pvcs: &pvcs,
+            pd: &view,
+            options: TikvOptions {
+                evict_leader_timeout: sh.config.tikv.evict_leader_timeout,
+            },
+        },
+        pd_api.as_ref(),
+    )
+    .await?;
+    if let Some(e) = &entry {
+        e.hold_fast(&key_of(obj.as_ref()), sh.in_flight(&r));
+    }
     Ok(r.into())
 }
 
@@ -416,25 +637,17 @@ where
     out
 }
 
-/// Starts a watch of `api` into a cache; every change is routed by `route`.
-fn reflect<K, R>(
-    api: Api<K>,
-    config: watcher::Config,
-    route: R,
-) -> (Store<K>, BoxFuture<'static, ()>)
+/// Drives a watch stream into a cache; every change is routed by `route`
+/// (`true` for deletions).
+fn reflect<K, S, R>(stream: S, route: R) -> (Store<K>, BoxFuture<'static, ()>)
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     R: Fn(&K, bool) + Send + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
     let kind = K::kind(&()).into_owned();
-    let fut = reflector::reflector(writer, watcher(api, config).default_backoff())
+    let fut = reflector::reflector(writer, stream.default_backoff())
         .for_each(move |ev| {
             match ev {
                 Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => route(&o, false),
@@ -458,6 +671,22 @@ where
     }
 }
 
+fn watch<K>(
+    client: &kube::Client,
+    ns: Option<&str>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    watcher(api::<K>(client, ns), config)
+}
+
 /// Runs the Controllers of one scope until `shutdown` resolves.
 pub(crate) async fn run_scope(
     client: kube::Client,
@@ -471,97 +700,129 @@ pub(crate) async fn run_scope(
     let (cluster_tx, cluster_rx) = unbounded();
     let (pd_group_tx, pd_group_rx) = unbounded();
     let (pd_tx, pd_rx) = unbounded();
+    let (tikv_group_tx, tikv_group_rx) = unbounded();
+    let (tikv_tx, tikv_rx) = unbounded();
     let senders = Senders {
         cluster: cluster_tx,
         pd_group: pd_group_tx,
         pd: pd_tx,
+        tikv_group: tikv_group_tx,
+        tikv: tikv_tx,
     };
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
         labels::MANAGED_BY,
         labels::MANAGED_BY_VALUE
     ));
+    let all = watcher::Config::default;
 
-    // Stores are needed by the routes, and the routes by the reflectors that
-    // fill the stores: routes read the stores through a late-bound cell.
-    let cell: Arc<std::sync::OnceLock<Stores>> = Arc::new(std::sync::OnceLock::new());
-    let registry_cell: Arc<std::sync::OnceLock<Arc<PdRegistry>>> =
-        Arc::new(std::sync::OnceLock::new());
+    // Routes read the stores that the reflectors fill: late-bound cells.
+    let cell: Arc<OnceLock<Stores>> = Arc::new(OnceLock::new());
+    let registry_cell: Arc<OnceLock<Arc<PdRegistry>>> = Arc::new(OnceLock::new());
 
-    let child_route = {
-        let s = senders.clone();
-        move |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-            s.send(routing::for_child(meta));
-        }
+    let child = |s: &Senders| {
+        let s = s.clone();
+        move |meta: &ObjectMeta| s.send(routing::for_child(meta))
     };
     let (pods, pods_fut) = {
-        let r = child_route.clone();
-        reflect(api::<Pod>(&client, ns), owned.clone(), move |o: &Pod, _| {
-            r(&o.metadata)
-        })
-    };
-    let (config_maps, cms_fut) = {
-        let r = child_route.clone();
+        let r = child(&senders);
         reflect(
-            api::<ConfigMap>(&client, ns),
-            owned.clone(),
-            move |o: &ConfigMap, _| {
+            watch::<Pod>(&client, ns, owned.clone()),
+            move |o: &Pod, _| {
                 r(&o.metadata);
             },
         )
     };
-    let (pvcs, pvcs_fut) = {
-        let r = child_route.clone();
+    let (config_maps, cms_fut) = {
+        let r = child(&senders);
         reflect(
-            api::<PersistentVolumeClaim>(&client, ns),
-            owned.clone(),
+            watch::<ConfigMap>(&client, ns, owned.clone()),
+            move |o: &ConfigMap, _| r(&o.metadata),
+        )
+    };
+    let (pvcs, pvcs_fut) = {
+        let r = child(&senders);
+        reflect(
+            watch::<PersistentVolumeClaim>(&client, ns, owned.clone()),
             move |o: &PersistentVolumeClaim, _| r(&o.metadata),
         )
     };
     let (services, svcs_fut) = {
-        let r = child_route;
-        reflect(api::<Service>(&client, ns), owned, move |o: &Service, _| {
-            r(&o.metadata);
-        })
+        let r = child(&senders);
+        reflect(
+            watch::<Service>(&client, ns, owned),
+            move |o: &Service, _| r(&o.metadata),
+        )
     };
     let (pds, pds_fut) = {
         let s = senders.clone();
+        reflect(watch::<PD>(&client, ns, all()), move |o: &PD, _| {
+            s.send(routing::for_instance(
+                &o.metadata,
+                &o.spec.cluster.name,
+                Component::Pd,
+            ));
+        })
+    };
+    let (pd_groups, pd_groups_fut) = {
+        let s = senders.clone();
         reflect(
-            api::<PD>(&client, ns),
-            watcher::Config::default(),
-            move |o: &PD, _| {
-                s.send(routing::for_pd_instance(&o.metadata, &o.spec.cluster.name));
+            watch::<PDGroup>(&client, ns, all()),
+            move |o: &PDGroup, _| {
+                s.send(routing::for_group(
+                    &o.metadata,
+                    &o.spec.cluster.name,
+                    Component::Pd,
+                ));
             },
         )
     };
-    let (pd_groups, groups_fut) = {
+    let (tikvs, tikvs_fut) = {
+        let s = senders.clone();
+        reflect(watch::<TiKV>(&client, ns, all()), move |o: &TiKV, _| {
+            s.send(routing::for_instance(
+                &o.metadata,
+                &o.spec.cluster.name,
+                Component::Tikv,
+            ));
+        })
+    };
+    let (tikv_groups, tikv_groups_fut) = {
         let s = senders.clone();
         reflect(
-            api::<PDGroup>(&client, ns),
-            watcher::Config::default(),
-            move |o: &PDGroup, _| s.send(routing::for_pd_group(&o.metadata, &o.spec.cluster.name)),
+            watch::<TiKVGroup>(&client, ns, all()),
+            move |o: &TiKVGroup, _| {
+                s.send(routing::for_group(
+                    &o.metadata,
+                    &o.spec.cluster.name,
+                    Component::Tikv,
+                ));
+            },
         )
     };
+    // Node labels change rarely; TiKV instances pick them up on their next
+    // reconcile (at the latest the at-rest requeue).
+    let (nodes, nodes_fut) = reflect(
+        watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), all()),
+        |_: &PartialObjectMeta<Node>, _| {},
+    );
     let (clusters, clusters_fut) = {
         let s = senders.clone();
         let cell = cell.clone();
         let registry_cell = registry_cell.clone();
         reflect(
-            api::<Cluster>(&client, ns),
-            watcher::Config::default(),
+            watch::<Cluster>(&client, ns, all()),
             move |o: &Cluster, deleted| {
                 let ns = o.namespace().unwrap_or_default();
                 let name = o.name_any();
                 if let Some(r) = registry_cell.get().filter(|_| deleted) {
                     r.remove(&ns, &name);
                 }
-                let (groups, instances) = cell.get().map_or_else(Default::default, |st| {
-                    (
-                        Stores::names(&st.pd_groups_of(&ns, &name)),
-                        Stores::names(&st.pd_instances_of_cluster(&ns, &name)),
-                    )
-                });
-                s.send(routing::for_cluster(&ns, &name, &groups, &instances));
+                let objects = cell
+                    .get()
+                    .map(|st| st.cluster_objects(&ns, &name))
+                    .unwrap_or_default();
+                s.send(routing::for_cluster(&ns, &name, &objects));
             },
         )
     };
@@ -569,23 +830,33 @@ pub(crate) async fn run_scope(
         clusters: clusters.clone(),
         pd_groups: pd_groups.clone(),
         pds: pds.clone(),
+        tikv_groups: tikv_groups.clone(),
+        tikvs: tikvs.clone(),
         pods,
         config_maps,
         pvcs,
         services,
+        nodes,
     };
     let _ = cell.set(stores.clone());
 
     let on_change: OnChange = {
         let s = senders.clone();
         let st = stores.clone();
-        Arc::new(move |ns: &str, cluster: &str, changed| {
+        let registry_cell = registry_cell.clone();
+        Arc::new(move |ns: &str, cluster: &str, members, changed_stores| {
+            let snapshot = registry_cell
+                .get()
+                .and_then(|r| r.get(ns, cluster))
+                .map(|e| e.snapshot())
+                .unwrap_or_default();
+            let tikv = st.tikv_instances_of_stores(ns, cluster, changed_stores, &snapshot);
             s.send(routing::for_pd_state(
                 ns,
                 cluster,
-                changed,
-                &Stores::names(&st.pd_groups_of(ns, cluster)),
-                &Stores::names(&st.pd_instances_of_cluster(ns, cluster)),
+                members,
+                &tikv,
+                &st.cluster_objects(ns, cluster),
             ));
         })
     };
@@ -617,12 +888,15 @@ pub(crate) async fn run_scope(
     let reflectors = tokio::spawn(async move {
         futures::future::join_all([
             clusters_fut,
-            groups_fut,
+            pd_groups_fut,
             pds_fut,
+            tikv_groups_fut,
+            tikvs_fut,
             pods_fut,
             cms_fut,
             pvcs_fut,
             svcs_fut,
+            nodes_fut,
         ])
         .await;
     });
@@ -641,44 +915,39 @@ pub(crate) async fn run_scope(
     synced.store(true, Ordering::SeqCst);
 
     let cfg = kube::runtime::Config::default().concurrency(config.concurrency);
-    let cluster_ctrl = Controller::for_stream(
-        stream::pending::<Result<Cluster, watcher::Error>>(),
-        clusters,
-    )
-    .with_config(cfg.clone())
-    .reconcile_on(cluster_rx)
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        |o, sh| observed("cluster", o, sh, reconcile_cluster),
-        error_policy,
-        shared.clone(),
-    )
-    .for_each(|_| std::future::ready(()));
-    let group_ctrl = Controller::for_stream(
-        stream::pending::<Result<PDGroup, watcher::Error>>(),
-        pd_groups,
-    )
-    .with_config(cfg.clone())
-    .reconcile_on(pd_group_rx)
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        |o, sh| observed("pdgroup", o, sh, reconcile_pd_group),
-        error_policy,
-        shared.clone(),
-    )
-    .for_each(|_| std::future::ready(()));
-    let pd_ctrl = Controller::for_stream(stream::pending::<Result<PD, watcher::Error>>(), pds)
-        .with_config(cfg)
-        .reconcile_on(pd_rx)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            |o, sh| observed("pd", o, sh, reconcile_pd),
-            error_policy,
-            shared.clone(),
-        )
-        .for_each(|_| std::future::ready(()));
-
-    futures::join!(cluster_ctrl, group_ctrl, pd_ctrl);
+    macro_rules! controller {
+        ($kind:ty, $reader:expr, $rx:expr, $name:literal, $reconcile:expr) => {
+            Controller::for_stream(stream::pending::<Result<$kind, watcher::Error>>(), $reader)
+                .with_config(cfg.clone())
+                .reconcile_on($rx)
+                .graceful_shutdown_on(shutdown.clone())
+                .run(
+                    |o, sh| observed($name, o, sh, $reconcile),
+                    error_policy,
+                    shared.clone(),
+                )
+                .for_each(|_| std::future::ready(()))
+        };
+    }
+    futures::join!(
+        controller!(Cluster, clusters, cluster_rx, "cluster", reconcile_cluster),
+        controller!(
+            PDGroup,
+            pd_groups,
+            pd_group_rx,
+            "pdgroup",
+            reconcile_pd_group
+        ),
+        controller!(PD, pds, pd_rx, "pd", reconcile_pd),
+        controller!(
+            TiKVGroup,
+            tikv_groups,
+            tikv_group_rx,
+            "tikvgroup",
+            reconcile_tikv_group
+        ),
+        controller!(TiKV, tikvs, tikv_rx, "tikv", reconcile_tikv),
+    );
     reflectors.abort();
     Ok(())
 }

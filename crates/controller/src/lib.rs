@@ -1,5 +1,5 @@
 //! tikv-operator's controllers: one kube-runtime Controller per kind
-//! (Cluster, PDGroup, PD), fed by shared watch caches, with one PD client and
+//! (Cluster, PDGroup, PD, TiKVGroup, TiKV), fed by shared watch caches, with one PD client and
 //! PD state cache per Cluster. The manager binary calls [`run`].
 //!
 //! Memory: Pods, ConfigMaps, PVCs and Services are watched with the label
@@ -52,6 +52,22 @@ impl Default for PdSettings {
     }
 }
 
+/// TiKV settings.
+#[derive(Debug, Clone, Copy)]
+pub struct TikvSettings {
+    /// How long a store's leaders may take to leave (scale-in) before PD is
+    /// asked to remove the store anyway.
+    pub evict_leader_timeout: Duration,
+}
+
+impl Default for TikvSettings {
+    fn default() -> Self {
+        Self {
+            evict_leader_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
 /// What the controllers need from the command line.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -61,6 +77,8 @@ pub struct Config {
     pub concurrency: u16,
     /// PD access.
     pub pd: PdSettings,
+    /// TiKV settings.
+    pub tikv: TikvSettings,
 }
 
 impl Default for Config {
@@ -69,6 +87,7 @@ impl Default for Config {
             namespaces: Vec::new(),
             concurrency: 4,
             pd: PdSettings::default(),
+            tikv: TikvSettings::default(),
         }
     }
 }

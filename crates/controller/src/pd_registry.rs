@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use pd_client::{PdApi, PdClient, PdClientConfig};
+use pd_client::{PdApi, PdClient, PdClientConfig, StoreId};
 use tikv_operator_core::pd_state::{FastRefresh, PdSnapshot, PdStateCache, RefreshPolicy};
 use tokio::task::AbortHandle;
 use tracing::{debug, info};
@@ -38,9 +38,9 @@ pub fn endpoint_url(
 /// Builds the PD client for an endpoint.
 pub type PdFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn PdApi>, pd_client::PdError> + Send + Sync>;
 
-/// Called with (namespace, cluster, changed member names) on every published
-/// PD state change.
-pub type OnChange = Arc<dyn Fn(&str, &str, &BTreeSet<String>) + Send + Sync>;
+/// Called with (namespace, cluster, changed member names, changed store ids)
+/// on every published PD state change.
+pub type OnChange = Arc<dyn Fn(&str, &str, &BTreeSet<String>, &BTreeSet<StoreId>) + Send + Sync>;
 
 /// The production factory: a [`PdClient`] with the configured request timeout.
 pub fn client_factory(settings: &PdSettings) -> PdFactory {
@@ -174,8 +174,9 @@ impl PdRegistry {
             while rx.changed().await.is_ok() {
                 let now = rx.borrow_and_update().clone();
                 let changed = now.changed_members(&last);
-                debug!(namespace = %ns, cluster = %name, ?changed, reachable = now.reachable(), "PD state published");
-                on_change(&ns, &name, &changed);
+                let stores = now.changed_stores(&last);
+                debug!(namespace = %ns, cluster = %name, ?changed, ?stores, reachable = now.reachable(), "PD state published");
+                on_change(&ns, &name, &changed, &stores);
                 last = now;
             }
         })
@@ -250,9 +251,11 @@ mod tests {
         });
         let seen = Arc::new(Mutex::new(Vec::<(String, String, usize)>::new()));
         let seen2 = seen.clone();
-        let on_change: OnChange = Arc::new(move |ns: &str, c: &str, m: &BTreeSet<String>| {
-            lock(&seen2).push((ns.to_owned(), c.to_owned(), m.len()));
-        });
+        let on_change: OnChange = Arc::new(
+            move |ns: &str, c: &str, m: &BTreeSet<String>, _: &BTreeSet<StoreId>| {
+                lock(&seen2).push((ns.to_owned(), c.to_owned(), m.len()));
+            },
+        );
         let reg = PdRegistry::new(
             factory,
             RefreshPolicy {
@@ -303,9 +306,11 @@ mod tests {
             factory,
             policy,
             Arc::new(Metrics::unregistered()),
-            Arc::new(|_: &str, _: &str, _: &BTreeSet<String>| {}),
+            Arc::new(|_: &str, _: &str, _: &BTreeSet<String>, _: &BTreeSet<StoreId>| {}),
         );
         let e = reg.ensure("ns", "c", "http://x").unwrap();
+        // Until PD was read once, the cache refreshes fast anyway.
+        e.cache.refresh().await;
         assert_eq!(e.cache.interval(), policy.slow);
         e.hold_fast("PDGroup/pd", true);
         e.hold_fast("PDGroup/pd", true);

@@ -21,6 +21,62 @@ pub enum Kind {
     PdGroup,
     /// `PD`.
     Pd,
+    /// `TiKVGroup`.
+    TikvGroup,
+    /// `TiKV`.
+    Tikv,
+}
+
+/// A component: which group and instance kinds its objects belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// PD.
+    Pd,
+    /// TiKV.
+    Tikv,
+}
+
+impl Component {
+    fn kinds(self) -> (Kind, Kind) {
+        match self {
+            Self::Pd => (Kind::PdGroup, Kind::Pd),
+            Self::Tikv => (Kind::TikvGroup, Kind::Tikv),
+        }
+    }
+}
+
+/// The groups and instances of one Cluster, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterObjects {
+    /// PDGroups.
+    pub pd_groups: Vec<String>,
+    /// PD instances.
+    pub pd_instances: Vec<String>,
+    /// TiKVGroups.
+    pub tikv_groups: Vec<String>,
+    /// TiKV instances.
+    pub tikv_instances: Vec<String>,
+}
+
+impl ClusterObjects {
+    fn triggers(&self, namespace: &str, with_instances: bool) -> Vec<Trigger> {
+        let mut out = Vec::new();
+        for (kind, names) in [
+            (Kind::PdGroup, &self.pd_groups),
+            (Kind::TikvGroup, &self.tikv_groups),
+        ] {
+            out.extend(names.iter().map(|n| Trigger::new(kind, namespace, n)));
+        }
+        if with_instances {
+            for (kind, names) in [
+                (Kind::Pd, &self.pd_instances),
+                (Kind::Tikv, &self.tikv_instances),
+            ] {
+                out.extend(names.iter().map(|n| Trigger::new(kind, namespace, n)));
+            }
+        }
+        out
+    }
 }
 
 /// "Reconcile this object".
@@ -59,7 +115,8 @@ pub fn for_child(meta: &ObjectMeta) -> Vec<Trigger> {
         return Vec::new();
     }
     let (group_kind, instance_kind) = match label(meta, labels::COMPONENT) {
-        Some(labels::COMPONENT_PD) => (Kind::PdGroup, Kind::Pd),
+        Some(labels::COMPONENT_PD) => Component::Pd.kinds(),
+        Some(labels::COMPONENT_TIKV) => Component::Tikv.kinds(),
         _ => return Vec::new(),
     };
     let mut out = Vec::new();
@@ -72,76 +129,68 @@ pub fn for_child(meta: &ObjectMeta) -> Vec<Trigger> {
     out
 }
 
-/// Triggers of a changed PD instance object: itself, its group (counts,
+/// Triggers of a changed instance object: itself, its group (counts,
 /// readiness) and its Cluster (instances left while deleting).
-pub fn for_pd_instance(meta: &ObjectMeta, cluster: &str) -> Vec<Trigger> {
+pub fn for_instance(meta: &ObjectMeta, cluster: &str, component: Component) -> Vec<Trigger> {
     let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
         return Vec::new();
     };
-    let mut out = vec![Trigger::new(Kind::Pd, ns, name)];
+    let (group_kind, instance_kind) = component.kinds();
+    let mut out = vec![Trigger::new(instance_kind, ns, name)];
     if let Some(group) = label(meta, labels::GROUP) {
-        out.push(Trigger::new(Kind::PdGroup, ns, group));
+        out.push(Trigger::new(group_kind, ns, group));
     }
     out.push(Trigger::new(Kind::Cluster, ns, cluster));
     out
 }
 
-/// Triggers of a changed PDGroup: itself and its Cluster.
-pub fn for_pd_group(meta: &ObjectMeta, cluster: &str) -> Vec<Trigger> {
+/// Triggers of a changed group: itself and its Cluster.
+pub fn for_group(meta: &ObjectMeta, cluster: &str, component: Component) -> Vec<Trigger> {
     let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
         return Vec::new();
     };
     vec![
-        Trigger::new(Kind::PdGroup, ns, name),
+        Trigger::new(component.kinds().0, ns, name),
         Trigger::new(Kind::Cluster, ns, cluster),
     ]
 }
 
 /// Triggers of a changed Cluster: itself, every group and every instance of
-/// it (`paused`, `suspendCompute`, deletion and the recorded PD cluster id
-/// change what they do).
-pub fn for_cluster(
-    namespace: &str,
-    name: &str,
-    pd_groups: &[String],
-    pd_instances: &[String],
-) -> Vec<Trigger> {
+/// it (`paused`, `suspendCompute`, deletion, `status.pd` and the recorded PD
+/// cluster id change what they do).
+pub fn for_cluster(namespace: &str, name: &str, objects: &ClusterObjects) -> Vec<Trigger> {
     let mut out = vec![Trigger::new(Kind::Cluster, namespace, name)];
-    out.extend(
-        pd_groups
-            .iter()
-            .map(|g| Trigger::new(Kind::PdGroup, namespace, g)),
-    );
-    out.extend(
-        pd_instances
-            .iter()
-            .map(|i| Trigger::new(Kind::Pd, namespace, i)),
-    );
+    out.extend(objects.triggers(namespace, true));
     out
 }
 
-/// Triggers of a PD state change in one Cluster: the instances whose member
-/// changed (presence, health, leadership; every member when reachability
-/// changed), every PD group of the Cluster and the Cluster itself.
+/// Triggers of a PD state change in one Cluster: the Cluster, every group,
+/// the PD instances whose member changed (presence, health, leadership;
+/// every member when reachability changed) and the TiKV instances whose
+/// store changed.
 pub fn for_pd_state(
     namespace: &str,
     cluster: &str,
     changed_members: &BTreeSet<String>,
-    pd_groups: &[String],
-    pd_instances: &[String],
+    changed_tikv: &BTreeSet<String>,
+    objects: &ClusterObjects,
 ) -> Vec<Trigger> {
     let mut out = vec![Trigger::new(Kind::Cluster, namespace, cluster)];
-    out.extend(
-        pd_groups
-            .iter()
-            .map(|g| Trigger::new(Kind::PdGroup, namespace, g)),
-    );
+    out.extend(objects.triggers(namespace, false));
     // A PD member is named after its instance.
     out.extend(
-        pd_instances
+        objects
+            .pd_instances
             .iter()
             .filter(|i| changed_members.contains(*i))
             .map(|i| Trigger::new(Kind::Pd, namespace, i)),
+    );
+    out.extend(
+        objects
+            .tikv_instances
+            .iter()
+            .filter(|i| changed_tikv.contains(*i))
+            .map(|i| Trigger::new(Kind::Tikv, namespace, i)),
     );
     out
 }
@@ -185,6 +234,21 @@ mod tests {
     }
 
     #[test]
+    fn a_tikv_pod_wakes_its_tikv_instance_and_group() {
+        let mut l = PD_POD.to_vec();
+        l[1] = (labels::COMPONENT, labels::COMPONENT_TIKV);
+        l[3] = (labels::GROUP, "tikv");
+        l[4] = (labels::INSTANCE, "tikv-x");
+        assert_eq!(
+            for_child(&meta(Some("ns"), "tikv-x", &l)),
+            vec![
+                Trigger::new(Kind::Tikv, "ns", "tikv-x"),
+                Trigger::new(Kind::TikvGroup, "ns", "tikv"),
+            ]
+        );
+    }
+
+    #[test]
     fn a_service_wakes_its_group_only() {
         let t = for_child(&meta(Some("ns"), "pd-pd", &PD_POD[..4]));
         assert_eq!(t, vec![Trigger::new(Kind::PdGroup, "ns", "pd")]);
@@ -205,7 +269,7 @@ mod tests {
     fn instances_and_groups_wake_upwards() {
         let i = meta(Some("ns"), "pd-abc123", PD_POD);
         assert_eq!(
-            for_pd_instance(&i, "basic"),
+            for_instance(&i, "basic", Component::Pd),
             vec![
                 Trigger::new(Kind::Pd, "ns", "pd-abc123"),
                 Trigger::new(Kind::PdGroup, "ns", "pd"),
@@ -214,7 +278,7 @@ mod tests {
         );
         let g = meta(Some("ns"), "pd", &[]);
         assert_eq!(
-            for_pd_group(&g, "basic"),
+            for_group(&g, "basic", Component::Pd),
             vec![
                 Trigger::new(Kind::PdGroup, "ns", "pd"),
                 Trigger::new(Kind::Cluster, "ns", "basic"),
@@ -224,32 +288,38 @@ mod tests {
 
     #[test]
     fn a_cluster_wakes_everything_below_it() {
-        let t = for_cluster(
-            "ns",
-            "basic",
-            &["pd".into()],
-            &["pd-a".into(), "pd-b".into()],
-        );
-        assert_eq!(t.len(), 4);
+        let objects = ClusterObjects {
+            pd_groups: vec!["pd".into()],
+            pd_instances: vec!["pd-a".into(), "pd-b".into()],
+            tikv_groups: vec!["tikv".into()],
+            tikv_instances: vec!["tikv-a".into()],
+        };
+        let t = for_cluster("ns", "basic", &objects);
+        assert_eq!(t.len(), 6);
         assert!(t.contains(&Trigger::new(Kind::Pd, "ns", "pd-b")));
+        assert!(t.contains(&Trigger::new(Kind::TikvGroup, "ns", "tikv")));
+        assert!(t.contains(&Trigger::new(Kind::Tikv, "ns", "tikv-a")));
     }
 
     #[test]
     fn a_pd_state_change_wakes_only_the_changed_members() {
         let changed = BTreeSet::from(["pd-b".to_owned(), "gone".to_owned()]);
-        let t = for_pd_state(
-            "ns",
-            "basic",
-            &changed,
-            &["pd".into()],
-            &["pd-a".into(), "pd-b".into()],
-        );
+        let changed_tikv = BTreeSet::from(["tikv-b".to_owned()]);
+        let objects = ClusterObjects {
+            pd_groups: vec!["pd".into()],
+            pd_instances: vec!["pd-a".into(), "pd-b".into()],
+            tikv_groups: vec!["tikv".into()],
+            tikv_instances: vec!["tikv-a".into(), "tikv-b".into()],
+        };
+        let t = for_pd_state("ns", "basic", &changed, &changed_tikv, &objects);
         assert_eq!(
             t,
             vec![
                 Trigger::new(Kind::Cluster, "ns", "basic"),
                 Trigger::new(Kind::PdGroup, "ns", "pd"),
+                Trigger::new(Kind::TikvGroup, "ns", "tikv"),
                 Trigger::new(Kind::Pd, "ns", "pd-b"),
+                Trigger::new(Kind::Tikv, "ns", "tikv-b"),
             ]
         );
     }

@@ -1,7 +1,7 @@
 //! The per-Cluster PD state cache: one [`PdApi`] per Cluster, read by every
 //! reconciler of that Cluster instead of asking PD themselves.
 //!
-//! A refresh reads members, health and stores. Snapshots are published on a
+//! A refresh reads members, health, stores and the replication config. Snapshots are published on a
 //! `tokio::sync::watch` channel only when something changed, and
 //! [`PdSnapshot::changed_members`] / [`PdSnapshot::changed_stores`] say which
 //! members and stores changed, so the caller wakes exactly the affected
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use pd_client::{MemberHealth, Members, PdApi, PdError, Store, StoreId};
+use pd_client::{MemberHealth, Members, PdApi, PdError, ReplicationConfig, Store, StoreId};
 use tokio::sync::{Notify, watch};
 use tracing::debug;
 
@@ -27,6 +27,9 @@ pub struct PdSnapshot {
     pub health: Vec<MemberHealth>,
     /// Stores (empty before bootstrap or when PD could not be read).
     pub stores: Vec<Store>,
+    /// Replication settings (`max-replicas`, `location-labels`); `None` when
+    /// PD could not be read.
+    pub replication: Option<ReplicationConfig>,
     /// Why PD could not be read, if it could not: never act destructively on
     /// such a snapshot.
     pub error: Option<String>,
@@ -223,10 +226,15 @@ async fn read(pd: &dyn PdApi) -> PdSnapshot {
         Err(PdError::NotBootstrapped { .. }) => Vec::new(),
         Err(e) => return unreachable("stores", e),
     };
+    let replication = match pd.replication_config().await {
+        Ok(r) => r,
+        Err(e) => return unreachable("replication config", e),
+    };
     PdSnapshot {
         members: Some(members),
         health,
         stores,
+        replication: Some(replication),
         error: None,
     }
 }

@@ -1,0 +1,451 @@
+//! The operator against real pd-server processes: bootstrap and status, operator restart,
+//! scale 3 -> 5 -> 3 with a quorum watcher, loss of the leader's Pod, Cluster deletion.
+//!
+//! Run with `cargo xtask e2e test` (the tests are ignored in a plain `cargo test`). Each test
+//! starts its own operator, watching only the test's namespace.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tikv_operator_api::{Cluster, PD, PDGroup};
+use tikv_operator_e2e::harness::{Env, Invariant, TestNamespace, wait_until};
+use tikv_operator_e2e::operator::{OperatorOptions, OperatorProcess};
+
+const MANAGED: &str = "app.kubernetes.io/managed-by=tikv-operator";
+
+fn cluster_yaml(replicas: i32) -> String {
+    format!(
+        r#"
+apiVersion: core.tikv.org/v1alpha1
+kind: Cluster
+metadata:
+  name: basic
+spec: {{}}
+---
+apiVersion: core.tikv.org/v1alpha1
+kind: PDGroup
+metadata:
+  name: pd
+spec:
+  cluster:
+    name: basic
+  replicas: {replicas}
+  template:
+    spec:
+      version: v8.5.5
+      volumes:
+        - name: data
+          mounts:
+            - type: data
+          storage: 1Gi
+"#
+    )
+}
+
+/// One test's namespace, operator and typed APIs.
+struct World {
+    env: Env,
+    ns: TestNamespace,
+    operator: OperatorProcess,
+}
+
+impl World {
+    async fn start(prefix: &str) -> Result<Self> {
+        let env = Env::get().await?;
+        let ns = env.namespace(prefix).await?;
+        let operator =
+            OperatorProcess::start(&env.layout, &OperatorOptions::for_namespace(&ns.name))?;
+        Ok(Self { env, ns, operator })
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.env.client.clone(), &self.ns.name)
+    }
+
+    /// The PD client Service address (resolves through the environment's hosts file).
+    fn pd_addr(&self) -> String {
+        format!("pd-pd.{}.svc:2379", self.ns.name)
+    }
+
+    /// Fails with the operator's log attached.
+    fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{e:#}\n--- operator log ({}):\n{}",
+            self.operator.log.display(),
+            self.operator.log_tail(60)
+        )
+    }
+
+    async fn list<K>(&self, selector: Option<&str>) -> Result<Vec<K>>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let lp = selector.map_or_else(ListParams::default, |s| ListParams::default().labels(s));
+        Ok(self.api::<K>().list(&lp).await?.items)
+    }
+
+    async fn set_replicas(&self, n: i32) -> Result<()> {
+        self.api::<PDGroup>()
+            .patch(
+                "pd",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"replicas": n}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the Cluster is Ready with `n` PD members that PD itself lists, one of them
+    /// the leader.
+    async fn wait_ready(&self, n: usize, timeout: Duration) -> Result<()> {
+        let clusters = self.api::<Cluster>();
+        let pds = self.api::<PD>();
+        let env = self.env.clone();
+        let addr = self.pd_addr();
+        wait_until(
+            &self.env,
+            &format!("Cluster Ready with {n} PD members"),
+            timeout,
+            || {
+                let (clusters, pds, env, addr) =
+                    (clusters.clone(), pds.clone(), env.clone(), addr.clone());
+                async move {
+                    let c = clusters.get("basic").await?;
+                    let ready = c
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| condition_true(&s.common.conditions, "Ready"));
+                    let instances = pds.list(&ListParams::default()).await?.items;
+                    let members = env.pd_get(&addr, "/pd/api/v1/members").await?;
+                    let listed = members["members"].as_array().map_or(0, Vec::len);
+                    Ok((ready && instances.len() == n && listed == n).then_some(()))
+                }
+            },
+        )
+        .await
+    }
+}
+
+fn condition_true(
+    conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> bool {
+    conds.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// PD's members and leader as PD reports them.
+async fn pd_members(env: &Env, addr: &str) -> Result<(BTreeSet<String>, String, String)> {
+    let m = env.pd_get(addr, "/pd/api/v1/members").await?;
+    let names = m["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["name"].as_str().map(str::to_owned))
+        .collect();
+    let leader = m["leader"]["name"].as_str().unwrap_or_default().to_owned();
+    let cluster_id = m["header"]["cluster_id"]
+        .as_u64()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    Ok((names, leader, cluster_id))
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn pd_cluster_bootstraps_survives_leader_pod_loss_and_deletes_cleanly() -> Result<()> {
+    let mut w = World::start("pdlife").await?;
+    let r = bootstrap_leader_loss_and_delete(&mut w).await;
+    r.map_err(|e| w.explain(e))
+}
+
+async fn bootstrap_leader_loss_and_delete(w: &mut World) -> Result<()> {
+    w.ns.apply(&cluster_yaml(3)).await?;
+    w.wait_ready(3, Duration::from_secs(180)).await?;
+
+    // Status tells the truth: PD URL, the cluster id PD reports, components, the leader.
+    let addr = w.pd_addr();
+    let (members, leader, cluster_id) = pd_members(&w.env, &addr).await?;
+    let c = w.api::<Cluster>().get("basic").await?;
+    let st = c.status.context("Cluster without status")?;
+    ensure!(
+        st.pd.as_deref() == Some(&*format!("http://pd-pd.{}.svc:2379", w.ns.name)),
+        "status.pd {:?}",
+        st.pd
+    );
+    ensure!(
+        st.id.as_deref() == Some(cluster_id.as_str()),
+        "status.id {:?}, PD says {cluster_id}",
+        st.id
+    );
+    ensure!(
+        st.components.len() == 1
+            && st.components[0].kind == "PD"
+            && st.components[0].replicas == 3
+            && st.components[0].ready_replicas == 3,
+        "components {:?}",
+        st.components
+    );
+    let g = w.api::<PDGroup>().get("pd").await?;
+    let gs = g.status.context("PDGroup without status")?;
+    ensure!(
+        gs.group.replicas == 3 && gs.group.ready_replicas == 3,
+        "group {:?}",
+        gs.group
+    );
+    let instances: Vec<PD> = w.list(None).await?;
+    let names: BTreeSet<String> = instances.iter().map(ResourceExt::name_any).collect();
+    ensure!(
+        names == members,
+        "instances {names:?}, PD members {members:?}"
+    );
+    // The leader flag follows PD (the cache refreshes every few seconds).
+    let pds = w.api::<PD>();
+    let leader2 = leader.clone();
+    wait_until(
+        &w.env,
+        "isLeader on exactly PD's leader",
+        Duration::from_secs(30),
+        || {
+            let (pds, leader) = (pds.clone(), leader2.clone());
+            async move {
+                let leaders: Vec<String> = pds
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .iter()
+                    .filter(|i| i.status.as_ref().is_some_and(|s| s.is_leader))
+                    .map(ResourceExt::name_any)
+                    .collect();
+                Ok((leaders == vec![leader]).then_some(()))
+            }
+        },
+    )
+    .await?;
+
+    // A restarted operator finds the same members and creates nothing.
+    w.operator.kill();
+    w.operator =
+        OperatorProcess::start(&w.env.layout, &OperatorOptions::for_namespace(&w.ns.name))?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let after: BTreeSet<String> = w
+        .list::<PD>(None)
+        .await?
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    ensure!(
+        after == names,
+        "a restarted operator changed the instances: {names:?} -> {after:?}"
+    );
+
+    // Losing the leader's Pod: PD elects another leader, the Pod comes back under the same
+    // name with the same member id and the same volume.
+    let leader_instance = w.api::<PD>().get(&leader).await?;
+    let member_id = leader_instance.status.as_ref().and_then(|s| s.id.clone());
+    ensure!(member_id.is_some(), "leader instance without a member id");
+    let pvc_uid = w
+        .api::<PersistentVolumeClaim>()
+        .get(&format!("data-{leader}"))
+        .await?
+        .uid();
+    let old_pod_uid = w.api::<Pod>().get(&leader).await?.uid();
+    w.api::<Pod>()
+        .delete(&leader, &DeleteParams::default())
+        .await?;
+    let env = w.env.clone();
+    let addr2 = addr.clone();
+    let old_leader = leader.clone();
+    let new_leader = wait_until(&w.env, "a new PD leader", Duration::from_secs(90), || {
+        let (env, addr, old) = (env.clone(), addr2.clone(), old_leader.clone());
+        async move {
+            let (_, l, _) = pd_members(&env, &addr).await?;
+            Ok((!l.is_empty() && l != old).then_some(l))
+        }
+    })
+    .await?;
+    let pods = w.api::<Pod>();
+    let pds = w.api::<PD>();
+    let name = leader.clone();
+    wait_until(
+        &w.env,
+        "the old leader's Pod back and its instance Ready",
+        Duration::from_secs(180),
+        || {
+            let (pods, pds, name, old_pod_uid) =
+                (pods.clone(), pds.clone(), name.clone(), old_pod_uid.clone());
+            async move {
+                let Some(p) = pods.get_opt(&name).await? else {
+                    return Ok(None);
+                };
+                let i = pds.get(&name).await?;
+                let ready = i
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| condition_true(&s.common.conditions, "Ready"));
+                Ok((p.uid() != old_pod_uid && ready).then_some(()))
+            }
+        },
+    )
+    .await?;
+    let (members_after, _, id_after) = pd_members(&w.env, &addr).await?;
+    ensure!(
+        members_after == members,
+        "members {members:?} -> {members_after:?}"
+    );
+    ensure!(id_after == cluster_id, "PD cluster id changed");
+    let back = w.api::<PD>().get(&leader).await?;
+    ensure!(
+        back.status.as_ref().and_then(|s| s.id.clone()) == member_id,
+        "member id changed: {member_id:?} -> {:?}",
+        back.status.and_then(|s| s.id)
+    );
+    let pvc_uid_after = w
+        .api::<PersistentVolumeClaim>()
+        .get(&format!("data-{leader}"))
+        .await?
+        .uid();
+    ensure!(pvc_uid_after == pvc_uid, "the volume was replaced");
+    eprintln!("leader {leader} lost its Pod; new leader {new_leader}; member came back");
+
+    // Deleting the Cluster leaves nothing of it behind.
+    w.api::<Cluster>()
+        .delete("basic", &DeleteParams::default())
+        .await?;
+    let w2 = &*w;
+    wait_until(
+        &w.env,
+        "every object of the Cluster gone",
+        Duration::from_secs(180),
+        || async move {
+            let left = [
+                w2.list::<Cluster>(None).await?.len(),
+                w2.list::<PDGroup>(None).await?.len(),
+                w2.list::<PD>(None).await?.len(),
+                w2.list::<Pod>(Some(MANAGED)).await?.len(),
+                w2.list::<PersistentVolumeClaim>(Some(MANAGED)).await?.len(),
+                w2.list::<ConfigMap>(Some(MANAGED)).await?.len(),
+                w2.list::<Service>(Some(MANAGED)).await?.len(),
+            ];
+            Ok(left.iter().all(|n| *n == 0).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn pd_scales_3_to_5_to_3_without_losing_quorum() -> Result<()> {
+    let w = World::start("pdscale").await?;
+    let r = scale_with_quorum_watch(&w).await;
+    r.map_err(|e| w.explain(e))
+}
+
+/// At every moment some PD member answers, and a majority of the members PD lists is
+/// healthy. A single failed probe is tolerated (a member being removed may be the one asked);
+/// three in a row are a violation.
+fn quorum_watch(w: &World) -> Invariant {
+    let env = w.env.clone();
+    let pods = w.api::<Pod>();
+    let failures = Arc::new(AtomicU32::new(0));
+    Invariant::watch("PD quorum", Duration::from_millis(500), move || {
+        let (env, pods, failures) = (env.clone(), pods.clone(), failures.clone());
+        async move {
+            match probe_quorum(&env, &pods).await {
+                Ok(()) => {
+                    failures.store(0, Ordering::SeqCst);
+                    Ok(())
+                }
+                Err(e) if failures.fetch_add(1, Ordering::SeqCst) >= 2 => Err(e),
+                Err(_) => Ok(()),
+            }
+        }
+    })
+}
+
+async fn probe_quorum(env: &Env, pods: &Api<Pod>) -> Result<()> {
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=pd"))
+        .await?;
+    let ips: Vec<String> = list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    let mut last = String::from("no PD pod with an IP");
+    for ip in ips {
+        let addr = format!("{ip}:2379");
+        let members = match env.pd_get(&addr, "/pd/api/v1/members").await {
+            Ok(m) => m,
+            Err(e) => {
+                last = format!("{e:#}");
+                continue;
+            }
+        };
+        let health = match env.pd_get(&addr, "/pd/api/v1/health").await {
+            Ok(h) => h,
+            Err(e) => {
+                last = format!("{e:#}");
+                continue;
+            }
+        };
+        let listed = members["members"].as_array().map_or(0, Vec::len);
+        let healthy = health
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| h["health"].as_bool() == Some(true))
+            .count();
+        if listed == 0 || healthy * 2 <= listed {
+            bail!("only {healthy} of {listed} PD members healthy");
+        }
+        return Ok(());
+    }
+    bail!("no PD member answered: {last}")
+}
+
+async fn scale_with_quorum_watch(w: &World) -> Result<()> {
+    w.ns.apply(&cluster_yaml(3)).await?;
+    w.wait_ready(3, Duration::from_secs(180)).await?;
+    let watch = quorum_watch(w);
+
+    w.set_replicas(5).await?;
+    w.wait_ready(5, Duration::from_secs(240)).await?;
+    let five: Vec<PD> = w.list(None).await?;
+    ensure!(five.len() == 5);
+
+    w.set_replicas(3).await?;
+    w.wait_ready(3, Duration::from_secs(240)).await?;
+    watch.finish().await?;
+
+    // Removed members took their volumes with them (pd-layer's PVC policy: a removed member's
+    // data is of no use to a new member).
+    let pvcs: Vec<PersistentVolumeClaim> = w.list(Some(MANAGED)).await?;
+    ensure!(
+        pvcs.len() == 3,
+        "PVCs left: {:?}",
+        pvcs.iter().map(ResourceExt::name_any).collect::<Vec<_>>()
+    );
+    let g = w.api::<PDGroup>().get("pd").await?;
+    let gs = g.status.context("PDGroup without status")?;
+    ensure!(
+        gs.group.replicas == 3 && gs.group.ready_replicas == 3,
+        "group status {:?}",
+        gs.group
+    );
+    Ok(())
+}
