@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use tikv_operator_controller::{Config, PdEndpoint, PdSettings, RefreshPolicy};
+use tikv_operator_controller::{Config, PdEndpoint, PdSettings, RefreshPolicy, TikvSettings};
 
 /// Runs TiKV clusters (PD + TiKV) on Kubernetes.
 ///
@@ -182,6 +182,12 @@ pub struct RunArgs {
     /// `{group}` are replaced. Default: the PD client Service's cluster DNS name.
     #[arg(long, env = "TIKV_OPERATOR_PD_ENDPOINT_TEMPLATE", value_name = "URL")]
     pub pd_endpoint_template: Option<String>,
+
+    /// How long a TiKV store being scaled in may take to move its Region leaders away before
+    /// PD is asked to remove the store anyway.
+    #[arg(long, env = "TIKV_OPERATOR_TIKV_EVICT_LEADER_TIMEOUT", value_name = "DURATION",
+          default_value = "5m", value_parser = parse_duration)]
+    pub tikv_evict_leader_timeout: Duration,
 }
 
 /// Parses a human-readable duration: one or more `<integer><unit>` parts with units `ms`, `s`,
@@ -417,6 +423,9 @@ impl RunArgs {
                     },
                     endpoint,
                 },
+                tikv: TikvSettings {
+                    evict_leader_timeout: self.tikv_evict_leader_timeout,
+                },
             },
         })
     }
@@ -612,7 +621,10 @@ mod tests {
             "b",
         ])
         .unwrap();
-        assert_eq!(run.kubeconfig.as_deref(), Some(std::path::Path::new("/second")));
+        assert_eq!(
+            run.kubeconfig.as_deref(),
+            Some(std::path::Path::new("/second"))
+        );
         assert!(run.leader_elect);
         assert_eq!(run.namespaces, ["a", "b"]);
     }
