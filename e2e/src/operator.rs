@@ -79,8 +79,12 @@ impl OperatorProcess {
         let port = free_port()?;
         let http = format!("127.0.0.1:{port}");
         let log = layout.log(&format!("operator-{}", opts.name));
-        let file =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        // Appended: a restarted operator keeps its predecessor's log.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let mut cmd = Command::new(&bin);
         cmd.arg("run")
             .arg("--kubeconfig")

@@ -123,11 +123,17 @@ impl KubeWriter for KubeClientWriter {
             "kind": key.kind,
             "status": status,
         });
-        self.api(key)
+        match self
+            .api(key)
             .patch_status(&key.name, &Self::patch_params(), &Patch::Apply(&body))
             .await
-            .map(|_| ())
-            .map_err(|e| fail("patch_status", key, e))
+        {
+            Ok(_) => Ok(()),
+            // The object went away after it was read from the cache: there
+            // is no status left to report.
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(fail("patch_status", key, e)),
+        }
     }
 
     async fn add_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<()> {
