@@ -449,3 +449,58 @@ async fn scale_with_quorum_watch(w: &World) -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn a_cluster_asking_for_tls_gets_no_plaintext_members() -> Result<()> {
+    let w = World::start("pdtls").await?;
+    let r = async {
+        let yaml =
+            cluster_yaml(3).replacen("spec: {}", "spec:\n  tlsCluster:\n    enabled: true", 1);
+        w.ns.apply(&yaml).await?;
+        let clusters = w.api::<Cluster>();
+        wait_until(
+            &w.env,
+            "Synced=False/TLSNotSupported",
+            Duration::from_secs(60),
+            || {
+                let clusters = clusters.clone();
+                async move {
+                    let c = clusters.get("basic").await?;
+                    Ok(c.status
+                        .as_ref()
+                        .is_some_and(|s| {
+                            s.common.conditions.iter().any(|c| {
+                                c.type_ == "Synced"
+                                    && c.status == "False"
+                                    && c.reason == "TLSNotSupported"
+                            })
+                        })
+                        .then_some(()))
+                }
+            },
+        )
+        .await?;
+        // Give the group reconciler time to (wrongly) act, then check it did not.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let instances: Vec<PD> = w.list(None).await?;
+        let pods: Vec<Pod> = w.list(Some(MANAGED)).await?;
+        ensure!(
+            instances.is_empty() && pods.is_empty(),
+            "members created without TLS: {} instances, {} pods",
+            instances.len(),
+            pods.len()
+        );
+        w.api::<Cluster>()
+            .delete("basic", &DeleteParams::default())
+            .await?;
+        let clusters = w.api::<Cluster>();
+        wait_until(&w.env, "the Cluster gone", Duration::from_secs(60), || {
+            let clusters = clusters.clone();
+            async move { Ok(clusters.get_opt("basic").await?.is_none().then_some(())) }
+        })
+        .await
+    }
+    .await;
+    r.map_err(|e| w.explain(e))
+}

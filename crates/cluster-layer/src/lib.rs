@@ -123,6 +123,15 @@ impl GroupSummary {
     }
 }
 
+/// Reason of `Synced=False` when the Cluster asks for mutual TLS, which this
+/// operator version does not implement: no PD or TiKV member is created.
+pub const REASON_TLS_NOT_SUPPORTED: &str = "TLSNotSupported";
+
+/// Whether the Cluster asks for mutual TLS between its components.
+pub fn tls_requested(cluster: &Cluster) -> bool {
+    cluster.spec.tls_cluster.as_ref().is_some_and(|t| t.enabled)
+}
+
 /// Reason of `Synced=False` when PD reports another cluster id than the one recorded.
 pub const REASON_CLUSTER_ID_MISMATCH: &str = "ClusterIdMismatch";
 
@@ -199,6 +208,17 @@ pub fn plan_status(
                 "PD has not answered yet",
             ),
         ),
+    };
+    let synced = if tls_requested(cluster) {
+        ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            REASON_TLS_NOT_SUPPORTED,
+            "spec.tlsCluster.enabled is set, but this operator version cannot run PD and TiKV \
+             with mutual TLS yet; it creates no members rather than run them without TLS",
+        )
+    } else {
+        synced
     };
     conditions::set(&mut conds, synced, generation, now);
 

@@ -157,6 +157,22 @@ fn suspended_follows_suspend_compute() {
 }
 
 #[test]
+fn a_cluster_asking_for_tls_is_told_it_is_not_supported() {
+    let mut c = cluster(None, false);
+    assert!(!tls_requested(&c));
+    c.spec.tls_cluster = serde_json::from_value(json!({"enabled": true})).unwrap();
+    assert!(tls_requested(&c));
+    let st = plan_status(&c, &[group(Kind::PD, "pd", 3, 3)], &reachable(7), t0());
+    let (status, reason) = cond(&st, condition::SYNCED);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", REASON_TLS_NOT_SUPPORTED)
+    );
+    c.spec.tls_cluster = serde_json::from_value(json!({"enabled": false})).unwrap();
+    assert!(!tls_requested(&c));
+}
+
+#[test]
 fn deletion_goes_tikv_first_then_pd_and_waits_for_instances() {
     let mut groups = vec![
         group(Kind::PD, "pd", 3, 3),

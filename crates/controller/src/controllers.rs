@@ -376,11 +376,41 @@ async fn reconcile_cluster(obj: Arc<Cluster>, sh: Arc<Shared>) -> Result<Action,
     Ok(r.into())
 }
 
+/// A group of a Cluster that asks for mutual TLS is not reconciled: running
+/// its members without TLS would silently ignore what was asked. The Cluster
+/// reports `Synced=False` (`TLSNotSupported`); the group gets a Warning Event.
+async fn refuse_tls<K: Resource<DynamicType = ()>>(
+    sh: &Shared,
+    group: &K,
+    cluster: Option<&Cluster>,
+) -> Result<Option<Action>, ReconcileError> {
+    if !cluster.is_some_and(tikv_operator_cluster_layer::tls_requested) {
+        return Ok(None);
+    }
+    let key = tikv_operator_core::ObjectKey::of(group)?;
+    sh.ctx
+        .kube
+        .publish_event(&tikv_operator_core::EventSpec {
+            regarding: key.reference(group.meta().uid.as_deref()),
+            type_: tikv_operator_core::EventType::Warning,
+            reason: tikv_operator_cluster_layer::REASON_TLS_NOT_SUPPORTED.into(),
+            action: "Reconcile".into(),
+            note: "the Cluster sets spec.tlsCluster.enabled; this operator version cannot run \
+                   members with mutual TLS, so it creates none"
+                .into(),
+        })
+        .await?;
+    Ok(Some(Action::requeue(sh.ctx.policy.at_rest)))
+}
+
 async fn reconcile_pd_group(obj: Arc<PDGroup>, sh: Arc<Shared>) -> Result<Action, ReconcileError> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let cluster_name = obj.spec.cluster.name.clone();
     let cluster = sh.stores.cluster(&ns, &cluster_name);
+    if let Some(a) = refuse_tls(&sh, obj.as_ref(), cluster.as_deref()).await? {
+        return Ok(a);
+    }
     let instances: Vec<PD> = sh
         .stores
         .pds
@@ -502,6 +532,9 @@ async fn reconcile_tikv_group(
     let name = obj.name_any();
     let cluster_name = obj.spec.cluster.name.clone();
     let cluster = sh.stores.cluster(&ns, &cluster_name);
+    if let Some(a) = refuse_tls(&sh, obj.as_ref(), cluster.as_deref()).await? {
+        return Ok(a);
+    }
     let instances: Vec<TiKV> = sh
         .stores
         .tikvs
