@@ -83,7 +83,8 @@ pub enum UpgradePolicy {
 #[serde(rename_all = "camelCase")]
 pub struct TlsCluster {
     /// Enable mutual TLS. Immutable: it cannot be switched on or off on a
-    /// running cluster.
+    /// running cluster. Not implemented yet: a Cluster with `enabled: true`
+    /// reports `Synced=False` (reason `TLSNotSupported`) and gets no members.
     #[serde(default)]
     pub enabled: bool,
 }
