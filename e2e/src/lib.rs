@@ -18,4 +18,5 @@ pub mod process;
 pub mod proto;
 pub mod raftsim;
 pub mod simulator;
+pub mod world;
 pub mod yaml;

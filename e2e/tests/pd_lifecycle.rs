@@ -12,13 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Api, ResourceExt};
 use tikv_operator_api::{Cluster, PD, PDGroup};
-use tikv_operator_e2e::harness::{Env, Invariant, TestNamespace, wait_until};
-use tikv_operator_e2e::operator::{OperatorOptions, OperatorProcess};
-
-const MANAGED: &str = "app.kubernetes.io/managed-by=tikv-operator";
+use tikv_operator_e2e::harness::{Env, Invariant, wait_until};
+use tikv_operator_e2e::world::{MANAGED, World};
 
 fn cluster_yaml(replicas: i32) -> String {
     format!(
@@ -49,54 +46,13 @@ spec:
     )
 }
 
-/// One test's namespace, operator and typed APIs.
-struct World {
-    env: Env,
-    ns: TestNamespace,
-    operator: OperatorProcess,
+/// PD-specific helpers on the shared test world.
+trait PdWorld {
+    async fn set_replicas(&self, n: i32) -> Result<()>;
+    async fn wait_ready(&self, n: usize, timeout: Duration) -> Result<()>;
 }
 
-impl World {
-    async fn start(prefix: &str) -> Result<Self> {
-        let env = Env::get().await?;
-        let ns = env.namespace(prefix).await?;
-        let operator =
-            OperatorProcess::start(&env.layout, &OperatorOptions::for_namespace(&ns.name))?;
-        Ok(Self { env, ns, operator })
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-    {
-        Api::namespaced(self.env.client.clone(), &self.ns.name)
-    }
-
-    /// The PD client Service address (resolves through the environment's hosts file).
-    fn pd_addr(&self) -> String {
-        format!("pd-pd.{}.svc:2379", self.ns.name)
-    }
-
-    /// Fails with the operator's log attached.
-    fn explain(&self, e: anyhow::Error) -> anyhow::Error {
-        anyhow::anyhow!(
-            "{e:#}\n--- operator log ({}):\n{}",
-            self.operator.log.display(),
-            self.operator.log_tail(60)
-        )
-    }
-
-    async fn list<K>(&self, selector: Option<&str>) -> Result<Vec<K>>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let lp = selector.map_or_else(ListParams::default, |s| ListParams::default().labels(s));
-        Ok(self.api::<K>().list(&lp).await?.items)
-    }
-
+impl PdWorld for World {
     async fn set_replicas(&self, n: i32) -> Result<()> {
         self.api::<PDGroup>()
             .patch(
@@ -236,9 +192,7 @@ async fn bootstrap_leader_loss_and_delete(w: &mut World) -> Result<()> {
     .await?;
 
     // A restarted operator finds the same members and creates nothing.
-    w.operator.kill();
-    w.operator =
-        OperatorProcess::start(&w.env.layout, &OperatorOptions::for_namespace(&w.ns.name))?;
+    w.restart_operator()?;
     tokio::time::sleep(Duration::from_secs(15)).await;
     let after: BTreeSet<String> = w
         .list::<PD>(None)

@@ -1,0 +1,80 @@
+//! One test's world: the environment, a fresh namespace and an operator watching only it,
+//! with typed access to the namespace and failure messages that carry the operator's log.
+
+use anyhow::Result;
+use kube::api::ListParams;
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::harness::{Env, TestNamespace};
+use crate::operator::{OperatorOptions, OperatorProcess};
+
+/// The label selector of every object the operator manages.
+pub const MANAGED: &str = "app.kubernetes.io/managed-by=tikv-operator";
+
+/// A namespace with its own operator.
+#[derive(Debug)]
+pub struct World {
+    /// The environment.
+    pub env: Env,
+    /// The test's namespace (deleted when dropped).
+    pub ns: TestNamespace,
+    /// The operator watching `ns`.
+    pub operator: OperatorProcess,
+}
+
+impl World {
+    /// Creates a namespace `e2e-<prefix>-...` and starts an operator for it.
+    pub async fn start(prefix: &str) -> Result<Self> {
+        let env = Env::get().await?;
+        let ns = env.namespace(prefix).await?;
+        let operator =
+            OperatorProcess::start(&env.layout, &OperatorOptions::for_namespace(&ns.name))?;
+        Ok(Self { env, ns, operator })
+    }
+
+    /// Kills the operator (as a crash would) and starts a new one for the same namespace.
+    pub fn restart_operator(&mut self) -> Result<()> {
+        self.operator.kill();
+        self.operator = OperatorProcess::start(
+            &self.env.layout,
+            &OperatorOptions::for_namespace(&self.ns.name),
+        )?;
+        Ok(())
+    }
+
+    /// A typed API for the namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.env.client.clone(), &self.ns.name)
+    }
+
+    /// Lists objects of the namespace, optionally by label selector.
+    pub async fn list<K>(&self, selector: Option<&str>) -> Result<Vec<K>>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let lp = selector.map_or_else(ListParams::default, |s| ListParams::default().labels(s));
+        Ok(self.api::<K>().list(&lp).await?.items)
+    }
+
+    /// The address of the PD client Service of PDGroup `pd` (resolves through the
+    /// environment's hosts file).
+    pub fn pd_addr(&self) -> String {
+        format!("pd-pd.{}.svc:2379", self.ns.name)
+    }
+
+    /// `e` with the tail of the operator's log attached.
+    pub fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{e:#}\n--- operator log ({}):\n{}",
+            self.operator.log.display(),
+            self.operator.log_tail(80)
+        )
+    }
+}
