@@ -171,6 +171,17 @@ pub fn render_instance(group: &PDGroup, new: &NewInstance) -> PD {
         instance_labels(cluster, &group_name, &new.name),
         template_meta,
     );
+    // A rolling restart requested on the group reaches every instance, and
+    // through it every Pod's revision: the group then restarts them the safe
+    // way, one member at a time, the leader last.
+    if let Some(at) = group
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::RESTARTED_AT))
+    {
+        annotations.insert(labels::RESTARTED_AT.to_owned(), at.clone());
+    }
     if let Some(members) = &new.bootstrap_members {
         annotations.insert(labels::PD_BOOTSTRAP_MEMBERS.to_owned(), members.join(","));
     }
@@ -541,6 +552,14 @@ pub fn render_pod(pd: &PD, config_hash: &str) -> Result<Pod, RenderError> {
     let (labels, mut annotations) =
         with_user_meta(instance_labels(c.cluster, c.group, c.name), Some(&user));
     annotations.insert(labels::CONFIG_HASH.to_owned(), config_hash.to_owned());
+    if let Some(at) = pd
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::RESTARTED_AT))
+    {
+        annotations.insert(labels::RESTARTED_AT.to_owned(), at.clone());
+    }
 
     Ok(Pod {
         metadata: ObjectMeta {

@@ -520,32 +520,11 @@ async fn scale_3_to_5_to_3_keeps_quorum_at_every_step() {
     assert_eq!(w.condition(condition::PROGRESSING).0, "False");
 }
 
-#[tokio::test]
-async fn a_config_change_restarts_members_one_at_a_time_leader_last() {
-    let mut w = World::bootstrapped(3).await;
-    let leader = w.pd.leader_name().unwrap();
-    let mut g = w.kube.get(&group_key()).unwrap();
-    g["spec"]["template"]["spec"]["config"] = "[log]\nlevel = \"debug\"\n".into();
-    w.kube.insert(group_key(), g);
-
-    // The group pushes the template to its instances; the instances update
-    // their ConfigMaps and report their running Pods outdated.
-    w.reconcile_group().await;
-    for i in w.instances() {
-        assert_eq!(
-            i.spec.template.config.as_deref(),
-            Some("[log]\nlevel = \"debug\"\n")
-        );
-    }
-    w.reconcile_all_instances().await;
-    for name in w.instance_names() {
-        let pd: PD = w.kube.get_typed(&pd_key(&name)).unwrap();
-        let c = conditions::find(&pd.status.unwrap().common.conditions, condition::SYNCED)
-            .unwrap()
-            .clone();
-        assert_eq!(c.reason, reasons::RESTART_PENDING);
-    }
-
+/// Runs group and instance reconciles (Pods starting in between) until every
+/// instance is in sync, asserting at every step that at most one member is
+/// disrupted and that the leader's Pod goes only after leadership moved.
+/// Returns the members restarted, in order.
+async fn drive_restarts(w: &mut World) -> Vec<String> {
     let mut restarted = Vec::new();
     for _ in 0..30 {
         let before: Vec<String> = w
@@ -583,6 +562,36 @@ async fn a_config_change_restarts_members_one_at_a_time_leader_last() {
             break;
         }
     }
+    restarted
+}
+
+#[tokio::test]
+async fn a_config_change_restarts_members_one_at_a_time_leader_last() {
+    let mut w = World::bootstrapped(3).await;
+    let leader = w.pd.leader_name().unwrap();
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["config"] = "[log]\nlevel = \"debug\"\n".into();
+    w.kube.insert(group_key(), g);
+
+    // The group pushes the template to its instances; the instances update
+    // their ConfigMaps and report their running Pods outdated.
+    w.reconcile_group().await;
+    for i in w.instances() {
+        assert_eq!(
+            i.spec.template.config.as_deref(),
+            Some("[log]\nlevel = \"debug\"\n")
+        );
+    }
+    w.reconcile_all_instances().await;
+    for name in w.instance_names() {
+        let pd: PD = w.kube.get_typed(&pd_key(&name)).unwrap();
+        let c = conditions::find(&pd.status.unwrap().common.conditions, condition::SYNCED)
+            .unwrap()
+            .clone();
+        assert_eq!(c.reason, reasons::RESTART_PENDING);
+    }
+
+    let restarted = drive_restarts(&mut w).await;
     assert_eq!(restarted.len(), 3, "{restarted:?}");
     assert_eq!(restarted.last(), Some(&leader), "the leader restarts last");
     for name in w.instance_names() {
@@ -639,4 +648,35 @@ async fn a_group_whose_cluster_is_missing_creates_nothing() {
     w.cluster = ClusterFacts::default();
     w.reconcile_group().await;
     assert_eq!(w.instance_names().len(), 3);
+}
+
+#[tokio::test]
+async fn a_restart_annotation_restarts_every_member_once_leader_last() {
+    let mut w = World::bootstrapped(3).await;
+    let leader = w.pd.leader_name().unwrap();
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["metadata"]["annotations"] = json!({ (labels::RESTARTED_AT): "2026-11-22T02:00:00Z" });
+    w.kube.insert(group_key(), g);
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    let restarted = drive_restarts(&mut w).await;
+    assert_eq!(restarted.len(), 3, "{restarted:?}");
+    assert_eq!(restarted.last(), Some(&leader), "the leader restarts last");
+    for name in w.instance_names() {
+        let pod: Pod = w.kube.get_typed(&pod_key(&name)).unwrap();
+        assert_eq!(
+            pod.metadata.annotations.unwrap()[labels::RESTARTED_AT],
+            "2026-11-22T02:00:00Z"
+        );
+    }
+    // The same value again restarts nothing.
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    assert!(
+        w.instance_names()
+            .iter()
+            .all(|n| w.kube.get(&pod_key(n)).is_some())
+    );
+    assert_eq!(w.condition(condition::PROGRESSING).0, "False");
 }
