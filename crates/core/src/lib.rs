@@ -15,6 +15,8 @@
 //! - [`Ctx`]: the side effects a reconcile may use (writer, clock, requeue policy).
 //! - [`conditions`]: Kubernetes-convention conditions (lastTransitionTime
 //!   changes only with the status; observedGeneration).
+//! - [`revision`]: which changes of a rendered Pod need it recreated and
+//!   which apply in place.
 //! - [`Error`]: the one error type of the effectful stages, with a stable
 //!   [`Error::category`] for metrics and Events.
 //! - [`Requeue`] / [`RequeuePolicy`]: when a reconcile runs again.
@@ -32,6 +34,7 @@ mod kube_client;
 mod kube_writer;
 pub mod pd_state;
 mod requeue;
+pub mod revision;
 
 pub use clock::{Clock, SystemClock};
 pub use ctx::Ctx;

@@ -28,11 +28,12 @@ use kube::{Resource, ResourceExt};
 use pd_client::PdApi;
 use serde::Serialize;
 use serde_json::Value;
-use tikv_operator_api::common::condition;
+use tikv_operator_api::common::{ConfigUpdateStrategy, condition};
 use tikv_operator_api::{
     Cluster, GroupStatus, PD, PDGroup, PDGroupStatus, PDStatus, labels, names,
 };
 use tikv_operator_core::conditions::{self, ConditionUpdate};
+use tikv_operator_core::revision::pod_revision;
 use tikv_operator_core::{
     Clock, Desired, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result,
     content_hash,
@@ -619,11 +620,22 @@ async fn apply_instance_objects(
         let config = render::render_config(pd)?;
         let config_hash = content_hash(&Value::String(config.clone()));
         let mut pod = render::render_pod(pd, &config_hash)?;
-        // The revision is the hash of everything rendered into the Pod; a
-        // running Pod with another revision is outdated.
-        let revision = content_hash(
-            &serde_json::to_value(&pod).map_err(|e| RenderError::Incomplete(e.to_string()))?,
-        );
+        // A running Pod with another revision is outdated; see
+        // `tikv_operator_core::revision` for what is recreated and what is
+        // changed in place.
+        let hot_reload = pd
+            .spec
+            .template
+            .update_strategy
+            .as_ref()
+            .and_then(|u| u.config)
+            == Some(ConfigUpdateStrategy::HotReload);
+        let revision = pod_revision(&pod, !hot_reload);
+        // Under HotReload a Pod that already runs the current configuration
+        // (its revision counted the config) is not outdated either: switching
+        // to HotReload restarts nothing. Switching back to Restart restarts
+        // once, so every member surely runs the configuration it shows.
+        let also_current = hot_reload.then(|| pod_revision(&pod, true));
         pod.metadata
             .annotations
             .get_or_insert_default()
@@ -633,9 +645,10 @@ async fn apply_instance_objects(
             render::render_pvcs(pd)?,
             pod,
             revision,
+            also_current,
         ))
     })();
-    let (cm, pvcs, pod, revision) = match rendered {
+    let (cm, pvcs, pod, revision, also_current) = match rendered {
         Ok(r) => r,
         Err(e) => return Ok(Err((e.reason(), e.to_string()))),
     };
@@ -670,7 +683,12 @@ async fn apply_instance_objects(
             // Changing a running Pod is a disruption: the group restarts
             // outdated Pods one at a time (`GroupPlan::Restart`); here the
             // difference is only reported.
-            if running.map(String::as_str) == Some(revision.as_str()) {
+            if running.is_some_and(|r| *r == revision || also_current.as_ref() == Some(r)) {
+                // Same revision: whatever differs (labels, annotations, the
+                // config hash under HotReload) is patched in place.
+                ctx.kube
+                    .apply_if_changed(&desired(&pod)?, cached(Some(current)).as_ref())
+                    .await?;
                 Ok(Ok("up to date".to_owned()))
             } else {
                 Ok(Err((

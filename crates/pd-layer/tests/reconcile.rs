@@ -680,3 +680,60 @@ async fn a_restart_annotation_restarts_every_member_once_leader_last() {
     );
     assert_eq!(w.condition(condition::PROGRESSING).0, "False");
 }
+
+/// Reconciles everything a few times and returns the Pods deleted meanwhile.
+async fn settle_and_collect_pod_deletes(w: &mut World) -> Vec<ObjectKey> {
+    w.kube.clear_calls();
+    for _ in 0..3 {
+        w.reconcile_group().await;
+        w.reconcile_all_instances().await;
+    }
+    w.kube
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            KubeCall::Delete(k) if k.kind == "Pod" => Some(k),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metadata_only_changes_are_patched_in_place() {
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["metadata"] = json!({"labels": {"team": "storage"}});
+    w.kube.insert(group_key(), g);
+    let deleted = settle_and_collect_pod_deletes(&mut w).await;
+    assert_eq!(deleted, vec![], "a label change restarted Pods");
+    for name in w.instance_names() {
+        let pod: Pod = w.kube.get_typed(&pod_key(&name)).unwrap();
+        assert_eq!(pod.metadata.labels.unwrap()["team"], "storage");
+    }
+}
+
+#[tokio::test]
+async fn a_hot_reload_config_change_updates_the_config_map_and_keeps_pods() {
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["updateStrategy"] = json!({"config": "HotReload"});
+    w.kube.insert(group_key(), g);
+    // Switching the strategy itself changes no Pod spec: nothing restarts.
+    assert_eq!(settle_and_collect_pod_deletes(&mut w).await, vec![]);
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["config"] = "[log]\nlevel = \"debug\"\n".into();
+    w.kube.insert(group_key(), g);
+    assert_eq!(settle_and_collect_pod_deletes(&mut w).await, vec![]);
+    for name in w.instance_names() {
+        let cm: ConfigMap = w
+            .kube
+            .get_typed(&ObjectKey::new::<ConfigMap>(Some(NS), &name))
+            .unwrap();
+        assert!(cm.data.unwrap()["pd.toml"].contains("level = \"debug\""));
+        let pd: PD = w.kube.get_typed(&pd_key(&name)).unwrap();
+        assert!(conditions::is_true(
+            &pd.status.unwrap().common.conditions,
+            condition::SYNCED
+        ));
+    }
+}
