@@ -35,6 +35,7 @@ mod kube_writer;
 pub mod pd_state;
 mod requeue;
 pub mod revision;
+pub mod version;
 
 pub use clock::{Clock, SystemClock};
 pub use ctx::Ctx;

@@ -26,3 +26,5 @@ pub const SYNCED: &str = "Synced";
 pub const RESTART_PENDING: &str = "RestartPending";
 /// An outdated member is being restarted.
 pub const RESTARTING: &str = "Restarting";
+/// The template's version is lower than what members run.
+pub const DOWNGRADE_REFUSED: &str = "DowngradeRefused";

@@ -123,6 +123,36 @@ fn event<K: Resource<DynamicType = ()>>(
     })
 }
 
+/// Refuses a template whose `version` is lower than what an instance runs,
+/// unless the group carries `core.tikv.org/allow-downgrade: "true"`.
+fn downgrade_refused(group: &PDGroup, instances: &[PD]) -> Option<crate::group::Blocked> {
+    let allowed = group
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::ALLOW_DOWNGRADE))
+        .is_some_and(|v| v == "true");
+    if allowed {
+        return None;
+    }
+    let want = &group.spec.template.spec.version;
+    let from = tikv_operator_core::version::downgrade_from(
+        want,
+        instances
+            .iter()
+            .filter(|i| i.metadata.deletion_timestamp.is_none())
+            .map(|i| i.spec.template.version.as_str()),
+    )?;
+    Some(crate::group::Blocked {
+        reason: reasons::DOWNGRADE_REFUSED,
+        message: format!(
+            "version {want} is lower than {from}, which members run; downgrades are refused \
+             (set the annotation {}=\"true\" on the group to allow it)",
+            labels::ALLOW_DOWNGRADE
+        ),
+    })
+}
+
 /// A PDGroup and what the caches hold about it.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupSnapshot<'a> {
@@ -178,6 +208,11 @@ pub async fn reconcile_group(
         || group.metadata.deletion_timestamp.is_some()
     {
         None
+    } else if let Some(blocked) = downgrade_refused(group, s.instances) {
+        // Nothing of the template reaches the instances (and no member is
+        // created at the lower version) until the version is fixed or the
+        // downgrade explicitly allowed.
+        Some(GroupPlan::Refuse(blocked))
     } else {
         for svc in [
             render::render_peer_service(group),
@@ -318,6 +353,20 @@ pub async fn reconcile_group(
         }
         Some(plan)
     };
+    if let Some(GroupPlan::Refuse(b)) = &plan
+        && b.reason == reasons::DOWNGRADE_REFUSED
+    {
+        warn!(message = %b.message, "downgrade refused");
+        ctx.kube
+            .publish_event(&event(
+                group,
+                EventType::Warning,
+                b.reason,
+                "Upgrade",
+                b.message.clone(),
+            )?)
+            .await?;
+    }
 
     // Report.
     let live: Vec<&InstanceState> = instance_states.iter().filter(|i| !i.deleting).collect();

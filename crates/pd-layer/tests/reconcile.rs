@@ -737,3 +737,41 @@ async fn a_hot_reload_config_change_updates_the_config_map_and_keeps_pods() {
         ));
     }
 }
+
+#[tokio::test]
+async fn a_downgrade_is_refused_until_explicitly_allowed() {
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["version"] = "v8.1.0".into();
+    w.kube.insert(group_key(), g);
+    let deleted = settle_and_collect_pod_deletes(&mut w).await;
+    assert_eq!(deleted, vec![], "a refused downgrade restarted Pods");
+    for i in w.instances() {
+        assert_eq!(
+            i.spec.template.version, "v8.5.5",
+            "the template reached {:?}",
+            i.metadata.name
+        );
+    }
+    let (status, reason) = w.condition(condition::PROGRESSING);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", reasons::DOWNGRADE_REFUSED)
+    );
+    assert!(w.kube.calls().iter().any(|c| matches!(
+        c,
+        KubeCall::PublishEvent(e) if e.reason == reasons::DOWNGRADE_REFUSED
+    )));
+
+    // Allowed explicitly: the members move to the lower version, one at a time.
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["metadata"]["annotations"] = json!({ (labels::ALLOW_DOWNGRADE): "true" });
+    w.kube.insert(group_key(), g);
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    let restarted = drive_restarts(&mut w).await;
+    assert_eq!(restarted.len(), 3, "{restarted:?}");
+    for i in w.instances() {
+        assert_eq!(i.spec.template.version, "v8.1.0");
+    }
+}
