@@ -95,6 +95,22 @@ pub fn pod_ready(pod: &Pod) -> bool {
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Whether a Pod has been Ready for at least `min_ready_seconds` at `now`.
+pub fn pod_available(pod: &Pod, min_ready_seconds: i64, now: k8s_openapi::jiff::Timestamp) -> bool {
+    if !pod_ready(pod) {
+        return false;
+    }
+    if min_ready_seconds <= 0 {
+        return true;
+    }
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .is_some_and(|t| now.as_second() - t.0.as_second() >= min_ready_seconds)
+}
+
 fn cached<K: Serialize>(obj: Option<&K>) -> Option<Value> {
     obj.and_then(|o| serde_json::to_value(o).ok())
 }
@@ -189,6 +205,21 @@ pub async fn reconcile_group(
     let generation = group.metadata.generation;
     let now = ctx.clock.now();
 
+    // For sequencing (joins, restarts) a member counts as ready once its Pod
+    // has been Ready for `minReadySeconds`; `readyReplicas` counts Ready Pods.
+    let min_ready = i64::from(group.spec.min_ready_seconds.unwrap_or(0).max(0));
+    let pods_ready = i32::try_from(
+        s.instances
+            .iter()
+            .filter(|i| i.metadata.deletion_timestamp.is_none())
+            .filter(|i| {
+                s.pods
+                    .iter()
+                    .any(|p| name_of(p) == name_of(*i) && pod_ready(p))
+            })
+            .count(),
+    )
+    .unwrap_or(i32::MAX);
     let instance_states: Vec<InstanceState> = s
         .instances
         .iter()
@@ -196,7 +227,7 @@ pub async fn reconcile_group(
             let ready = s
                 .pods
                 .iter()
-                .any(|p| name_of(p) == name_of(i) && pod_ready(p));
+                .any(|p| name_of(p) == name_of(i) && pod_available(p, min_ready, now));
             InstanceState::from_instance(i, ready)
         })
         .collect();
@@ -371,7 +402,7 @@ pub async fn reconcile_group(
     // Report.
     let live: Vec<&InstanceState> = instance_states.iter().filter(|i| !i.deleting).collect();
     let replicas = i32::try_from(live.len()).unwrap_or(i32::MAX);
-    let ready = i32::try_from(live.iter().filter(|i| i.ready).count()).unwrap_or(i32::MAX);
+    let ready = pods_ready;
     let progressing = match &plan {
         None => ConditionUpdate::new(
             condition::PROGRESSING,

@@ -32,6 +32,7 @@ impl SuffixSource for Counter {
 struct World {
     kube: FakeKube,
     pd: FakePd,
+    clock: FakeClock,
     ctx: Ctx,
     suffixes: Counter,
     cluster: ClusterFacts,
@@ -68,14 +69,16 @@ impl World {
                 "spec": {"cluster": {"name": "basic"}, "replicas": replicas, "template": {"spec": spec}}
             }),
         );
+        let clock = FakeClock::default();
         let ctx = Ctx {
             kube: Arc::new(kube.clone()),
-            clock: Arc::new(FakeClock::default()),
+            clock: Arc::new(clock.clone()),
             policy: RequeuePolicy::default(),
         };
         Self {
             kube,
             pd: FakePd::default(),
+            clock,
             ctx,
             suffixes: Counter::default(),
             cluster: ClusterFacts::default(),
@@ -774,4 +777,60 @@ async fn a_downgrade_is_refused_until_explicitly_allowed() {
     for i in w.instances() {
         assert_eq!(i.spec.template.version, "v8.1.0");
     }
+}
+
+#[tokio::test]
+async fn restarts_wait_min_ready_seconds_between_members() {
+    use tikv_operator_core::Clock;
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["minReadySeconds"] = 30.into();
+    g["metadata"]["annotations"] = json!({ (labels::RESTARTED_AT): "now" });
+    w.kube.insert(group_key(), g);
+    // Every Pod became Ready "now".
+    let mark_ready_now = |w: &World| {
+        let at = w.clock.now().to_string();
+        for pod in w.kube.list::<Value>("Pod", NS) {
+            let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+            if pod["status"]["conditions"][0]["lastTransitionTime"].is_string() {
+                continue;
+            }
+            let mut pod = pod.clone();
+            pod["status"] = json!({"conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": at}
+            ]});
+            w.kube.insert(pod_key(&name), pod);
+        }
+    };
+    mark_ready_now(&w);
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    let pods_now = |w: &World| {
+        w.instance_names()
+            .iter()
+            .filter(|n| w.kube.get(&pod_key(n)).is_some())
+            .count()
+    };
+
+    // Not available for 30 s yet: nothing restarts.
+    w.reconcile_group().await;
+    assert_eq!(pods_now(&w), 3);
+    w.clock.advance(std::time::Duration::from_secs(31));
+    w.reconcile_group().await;
+    assert_eq!(pods_now(&w), 2, "the first restart after minReadySeconds");
+
+    // The replacement comes up Ready now; the next restart waits another 30 s.
+    w.reconcile_all_instances().await;
+    mark_ready_now(&w);
+    assert_eq!(pods_now(&w), 3);
+    w.reconcile_group().await;
+    w.reconcile_group().await;
+    assert_eq!(
+        pods_now(&w),
+        3,
+        "the second restart must wait for minReadySeconds"
+    );
+    w.clock.advance(std::time::Duration::from_secs(31));
+    w.reconcile_group().await;
+    assert_eq!(pods_now(&w), 2);
 }
