@@ -300,7 +300,10 @@ fn deployment_is_hardened() {
     assert_eq!(patches.len(), 1);
     let env = &patches[0].1["spec"]["template"]["spec"]["containers"][0]["env"][0];
     assert_eq!(env["name"], "TIKV_OPERATOR_NAMESPACES");
-    assert_eq!(env["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
+    assert_eq!(
+        env["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
     let d: Deployment = serde_json::from_value(deployments[0].1.clone()).unwrap();
     let spec = d.spec.unwrap();
     assert_eq!(spec.replicas, Some(2));
