@@ -28,6 +28,9 @@ pub const COMPONENT_TIKV: &str = "tikv";
 /// Annotation on a PDGroup or TiKVGroup: changing its value (for example to
 /// the current time) starts a rolling restart through the safe update path.
 pub const RESTARTED_AT: &str = "core.tikv.org/restarted-at";
+/// Annotation on a PD or TiKV instance: the revision of its group's template
+/// (`status.updateRevision` of the group) the instance was last rendered from.
+pub const TEMPLATE_REVISION: &str = "core.tikv.org/template-revision";
 /// Annotation on a PDGroup or TiKVGroup: `"true"` allows moving its members
 /// to a lower `version` (refused otherwise, with reason `DowngradeRefused`).
 pub const ALLOW_DOWNGRADE: &str = "core.tikv.org/allow-downgrade";

@@ -139,6 +139,58 @@ fn event<K: Resource<DynamicType = ()>>(
     })
 }
 
+/// Where a group's instances are against its template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revisions {
+    /// The template's revision (`updateRevision`).
+    pub update: String,
+    /// Live instances rendered from it whose Pod runs it.
+    pub updated: i32,
+    /// Live instances.
+    pub live: i32,
+    /// Every one of `replicas` instances is updated.
+    pub all_updated: bool,
+}
+
+impl Revisions {
+    /// Instances still on `current` (`currentReplicas`): all updated ones
+    /// when the update is complete, the others meanwhile.
+    pub fn current_replicas(&self, current: Option<&str>) -> i32 {
+        if self.all_updated || current == Some(self.update.as_str()) {
+            self.updated
+        } else {
+            self.live - self.updated
+        }
+    }
+}
+
+/// Counts the instances rendered from the current template whose Pods run it.
+pub fn revision_status(group: &PDGroup, instances: &[PD], states: &[InstanceState]) -> Revisions {
+    let update = render::group_revision(group);
+    let mut updated = 0;
+    let mut live = 0;
+    for (i, st) in instances.iter().zip(states) {
+        if st.deleting {
+            continue;
+        }
+        live += 1;
+        let rendered_from = i
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::TEMPLATE_REVISION));
+        if rendered_from == Some(&update) && !st.outdated {
+            updated += 1;
+        }
+    }
+    Revisions {
+        all_updated: updated == live && live == group.spec.replicas.max(0),
+        update,
+        updated,
+        live,
+    }
+}
+
 /// Refuses a template whose `version` is lower than what an instance runs,
 /// unless the group carries `core.tikv.org/allow-downgrade: "true"`.
 fn downgrade_refused(group: &PDGroup, instances: &[PD]) -> Option<crate::group::Blocked> {
@@ -455,23 +507,37 @@ pub async fn reconcile_group(
         generation,
         now,
     );
+    let revisions = revision_status(group, s.instances, &instance_states);
+    let previous = group
+        .status
+        .as_ref()
+        .map(|st| st.group.clone())
+        .unwrap_or_default();
     let status = PDGroupStatus {
         common: tikv_operator_api::CommonStatus {
             conditions: conds,
             observed_generation: generation,
         },
         group: GroupStatus {
-            version: Some(group.spec.template.spec.version.clone()),
+            // The version every member runs: the template's once all are
+            // updated, the previous one meanwhile.
+            version: if revisions.all_updated {
+                Some(group.spec.template.spec.version.clone())
+            } else {
+                previous.version.clone()
+            },
             replicas,
             ready_replicas: ready,
-            updated_replicas: i32::try_from(live.iter().filter(|i| !i.outdated).count())
-                .unwrap_or(i32::MAX),
+            updated_replicas: revisions.updated,
+            current_replicas: revisions.current_replicas(previous.current_revision.as_deref()),
+            update_revision: Some(revisions.update.clone()),
+            current_revision: if revisions.all_updated {
+                Some(revisions.update.clone())
+            } else {
+                previous.current_revision.clone()
+            },
             selector: Some(render::selector_string(&cluster_name, &group_name)),
-            ..group
-                .status
-                .as_ref()
-                .map(|st| st.group.clone())
-                .unwrap_or_default()
+            ..previous
         },
     };
     if group.status.as_ref() != Some(&status) {

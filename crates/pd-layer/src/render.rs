@@ -138,6 +138,20 @@ pub fn group_selector(cluster: &str, group: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// The revision of a group's template: everything an instance is rendered
+/// from (`spec.template`) plus a requested restart. `status.updateRevision`.
+pub fn group_revision(group: &PDGroup) -> String {
+    let restarted_at = group
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::RESTARTED_AT));
+    tikv_operator_core::content_hash(&serde_json::json!({
+        "template": serde_json::to_value(&group.spec.template).unwrap_or_default(),
+        "restartedAt": restarted_at,
+    }))
+}
+
 /// [`group_selector`] in string form (`status.selector`, for the scale subresource).
 pub fn selector_string(cluster: &str, group: &str) -> String {
     group_selector(cluster, group)
@@ -171,6 +185,7 @@ pub fn render_instance(group: &PDGroup, new: &NewInstance) -> PD {
         instance_labels(cluster, &group_name, &new.name),
         template_meta,
     );
+    annotations.insert(labels::TEMPLATE_REVISION.to_owned(), group_revision(group));
     // A rolling restart requested on the group reaches every instance, and
     // through it every Pod's revision: the group then restarts them the safe
     // way, one member at a time, the leader last.

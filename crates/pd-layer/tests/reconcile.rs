@@ -765,6 +765,14 @@ async fn a_downgrade_is_refused_until_explicitly_allowed() {
         c,
         KubeCall::PublishEvent(e) if e.reason == reasons::DOWNGRADE_REFUSED
     )));
+    // Status tells the truth: members run v8.5.5 at the old revision.
+    let st = w.group().status.unwrap().group;
+    assert_eq!(st.version.as_deref(), Some("v8.5.5"));
+    assert_eq!(st.updated_replicas, 0);
+    assert_eq!(st.current_replicas, 3);
+    assert_ne!(st.update_revision, st.current_revision);
+    let old_revision = st.current_revision.clone();
+    assert!(old_revision.is_some());
 
     // Allowed explicitly: the members move to the lower version, one at a time.
     let mut g = w.kube.get(&group_key()).unwrap();
@@ -777,6 +785,12 @@ async fn a_downgrade_is_refused_until_explicitly_allowed() {
     for i in w.instances() {
         assert_eq!(i.spec.template.version, "v8.1.0");
     }
+    w.reconcile_group().await;
+    let st = w.group().status.unwrap().group;
+    assert_eq!(st.version.as_deref(), Some("v8.1.0"));
+    assert_eq!((st.updated_replicas, st.current_replicas), (3, 3));
+    assert_eq!(st.update_revision, st.current_revision);
+    assert_ne!(st.current_revision, old_revision);
 }
 
 #[tokio::test]
