@@ -777,11 +777,27 @@ async fn apply_instance_objects(
             .and_then(|u| u.config)
             == Some(ConfigUpdateStrategy::HotReload);
         let revision = pod_revision(&pod, !hot_reload);
-        // Under HotReload a Pod that already runs the current configuration
-        // (its revision counted the config) is not outdated either: switching
-        // to HotReload restarts nothing. Switching back to Restart restarts
-        // once, so every member surely runs the configuration it shows.
-        let also_current = hot_reload.then(|| pod_revision(&pod, true));
+        // Under HotReload a Pod whose revision counted its config (it was
+        // created under Restart) is current when everything but the config
+        // matches: switching to HotReload, even together with a config
+        // change, restarts nothing. Switching back to Restart restarts once,
+        // so every member surely runs the configuration it shows.
+        let running_config = s
+            .pod
+            .and_then(|p| p.metadata.annotations.as_ref())
+            .and_then(|a| a.get(labels::CONFIG_HASH));
+        let also_current = match (hot_reload, running_config) {
+            (true, Some(running)) => {
+                let mut as_running = pod.clone();
+                as_running
+                    .metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(labels::CONFIG_HASH.to_owned(), running.clone());
+                Some(pod_revision(&as_running, true))
+            }
+            _ => None,
+        };
         pod.metadata
             .annotations
             .get_or_insert_default()

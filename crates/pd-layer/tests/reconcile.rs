@@ -848,3 +848,20 @@ async fn restarts_wait_min_ready_seconds_between_members() {
     w.reconcile_group().await;
     assert_eq!(pods_now(&w), 2);
 }
+
+#[tokio::test]
+async fn switching_to_hot_reload_together_with_a_config_change_restarts_nothing() {
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["updateStrategy"] = json!({"config": "HotReload"});
+    g["spec"]["template"]["spec"]["config"] = "[log]\nlevel = \"warn\"\n".into();
+    w.kube.insert(group_key(), g);
+    assert_eq!(settle_and_collect_pod_deletes(&mut w).await, vec![]);
+    // Back to Restart: every member restarts once, so it runs what it shows.
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["updateStrategy"] = json!({"config": "Restart"});
+    w.kube.insert(group_key(), g);
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    assert_eq!(drive_restarts(&mut w).await.len(), 3);
+}
