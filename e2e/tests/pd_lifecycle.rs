@@ -458,3 +458,183 @@ async fn a_cluster_asking_for_tls_gets_no_plaintext_members() -> Result<()> {
     .await;
     r.map_err(|e| w.explain(e))
 }
+
+/// Watches the PD Pods: at most one member missing or not Ready at any moment, and
+/// records every Pod UID seen per member (restarts = UIDs - 1).
+struct DisruptionWatch {
+    invariant: Invariant,
+    uids: Arc<std::sync::Mutex<std::collections::BTreeMap<String, BTreeSet<String>>>>,
+}
+
+impl DisruptionWatch {
+    fn start(w: &World, members: BTreeSet<String>) -> Self {
+        let pods = w.api::<Pod>();
+        let uids: Arc<std::sync::Mutex<std::collections::BTreeMap<String, BTreeSet<String>>>> =
+            Arc::default();
+        let seen = uids.clone();
+        let invariant = Invariant::watch(
+            "at most one PD member disrupted",
+            Duration::from_millis(300),
+            move || {
+                let (pods, members, seen) = (pods.clone(), members.clone(), seen.clone());
+                async move {
+                    let list = pods
+                        .list(&ListParams::default().labels("app.kubernetes.io/component=pd"))
+                        .await?;
+                    let mut up = BTreeSet::new();
+                    for p in &list.items {
+                        let name = p.name_any();
+                        if let Ok(mut s) = seen.lock() {
+                            s.entry(name.clone())
+                                .or_default()
+                                .insert(p.uid().unwrap_or_default());
+                        }
+                        let ready = p.metadata.deletion_timestamp.is_none()
+                            && p.status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|c| {
+                                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                });
+                        if ready {
+                            up.insert(name);
+                        }
+                    }
+                    let down: Vec<&String> = members.difference(&up).collect();
+                    ensure!(down.len() <= 1, "PD members down at once: {down:?}");
+                    Ok(())
+                }
+            },
+        );
+        Self { invariant, uids }
+    }
+
+    /// Stops watching; the number of Pods each member had beyond its first.
+    async fn finish(self) -> Result<std::collections::BTreeMap<String, usize>> {
+        self.invariant.finish().await?;
+        let uids = self.uids.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        Ok(uids
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len().saturating_sub(1)))
+            .collect())
+    }
+}
+
+async fn patch_group(w: &World, patch: serde_json::Value) -> Result<()> {
+    w.api::<PDGroup>()
+        .patch("pd", &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+/// Waits until the group reports every member updated to its current template.
+async fn wait_rolled_out(w: &World, timeout: Duration) -> Result<()> {
+    let groups = w.api::<PDGroup>();
+    wait_until(&w.env, "PDGroup rolled out", timeout, || {
+        let groups = groups.clone();
+        async move {
+            let g = groups.get("pd").await?;
+            let Some(st) = g.status else { return Ok(None) };
+            let done = st.group.updated_replicas == 3
+                && st.group.ready_replicas == 3
+                && st.group.update_revision.is_some()
+                && st.group.update_revision == st.group.current_revision
+                && condition_true(&st.common.conditions, "Ready");
+            Ok(done.then_some(()))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn pd_changes_roll_one_member_at_a_time_and_hot_reload_restarts_nothing() -> Result<()> {
+    let w = World::start("pdroll").await?;
+    let r = rolling_changes(&w).await;
+    r.map_err(|e| w.explain(e))
+}
+
+async fn rolling_changes(w: &World) -> Result<()> {
+    w.ns.apply(&cluster_yaml(3)).await?;
+    w.wait_ready(3, Duration::from_secs(180)).await?;
+    wait_rolled_out(w, Duration::from_secs(60)).await?;
+    let members: BTreeSet<String> = w
+        .list::<PD>(None)
+        .await?
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+
+    // HotReload: the configuration file changes, no Pod restarts.
+    let watch = DisruptionWatch::start(w, members.clone());
+    patch_group(
+        w,
+        serde_json::json!({"spec": {"template": {"spec": {
+            "updateStrategy": {"config": "HotReload"},
+            "config": "[log]\nlevel = \"warn\"\n"
+        }}}}),
+    )
+    .await?;
+    let cms = w.api::<ConfigMap>();
+    let names = members.clone();
+    wait_until(
+        &w.env,
+        "pd.toml updated in every ConfigMap",
+        Duration::from_secs(60),
+        || {
+            let (cms, names) = (cms.clone(), names.clone());
+            async move {
+                for n in &names {
+                    let cm = cms.get(n).await?;
+                    let toml = cm
+                        .data
+                        .unwrap_or_default()
+                        .remove("pd.toml")
+                        .unwrap_or_default();
+                    if !toml.contains("level = \"warn\"") {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(()))
+            }
+        },
+    )
+    .await?;
+    wait_rolled_out(w, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restarts = watch.finish().await?;
+    ensure!(
+        restarts.values().all(|n| *n == 0),
+        "HotReload restarted Pods: {restarts:?}"
+    );
+
+    // A requested rolling restart and a version change: every member restarts exactly
+    // once, never two at a time, and the version in status follows.
+    for (what, patch) in [
+        (
+            "restart annotation",
+            serde_json::json!({"metadata": {"annotations": {"core.tikv.org/restarted-at": "2026-11-22T00:00:00Z"}}}),
+        ),
+        (
+            "version change",
+            serde_json::json!({"spec": {"template": {"spec": {"version": "v8.5.6"}}}}),
+        ),
+    ] {
+        let watch = DisruptionWatch::start(w, members.clone());
+        patch_group(w, patch).await?;
+        // The rollout starts (revisions differ) and completes.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        wait_rolled_out(w, Duration::from_secs(300)).await?;
+        let restarts = watch.finish().await?;
+        ensure!(
+            members.iter().all(|m| restarts.get(m) == Some(&1)),
+            "{what}: each member must restart exactly once: {restarts:?}"
+        );
+    }
+    let g = w.api::<PDGroup>().get("pd").await?;
+    ensure!(
+        g.status.and_then(|s| s.group.version).as_deref() == Some("v8.5.6"),
+        "status.version after the upgrade"
+    );
+    Ok(())
+}

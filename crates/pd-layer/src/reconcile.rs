@@ -164,22 +164,30 @@ impl Revisions {
     }
 }
 
-/// Counts the instances rendered from the current template whose Pods run it.
-pub fn revision_status(group: &PDGroup, instances: &[PD], states: &[InstanceState]) -> Revisions {
+/// Counts the live instances whose running Pod is what the group's current
+/// template renders for them. Decided from the template and the Pods
+/// themselves, never from instance status (which lags a template change).
+pub fn revision_status(group: &PDGroup, instances: &[PD], pods: &[Pod]) -> Revisions {
     let update = render::group_revision(group);
     let mut updated = 0;
     let mut live = 0;
-    for (i, st) in instances.iter().zip(states) {
-        if st.deleting {
-            continue;
-        }
+    for i in instances
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+    {
         live += 1;
-        let rendered_from = i
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(labels::TEMPLATE_REVISION));
-        if rendered_from == Some(&update) && !st.outdated {
+        let want = render::render_instance(
+            group,
+            &NewInstance {
+                name: name_of(i).to_owned(),
+                topology: i.spec.topology.clone(),
+                bootstrap_members: render::bootstrap_members(i),
+            },
+        );
+        let running = pods.iter().find(|p| {
+            name_of(*p) == names::pod(name_of(i)) && p.metadata.deletion_timestamp.is_none()
+        });
+        if render_instance_objects(&want, running).is_ok_and(|r| r.runs(running)) {
             updated += 1;
         }
     }
@@ -507,7 +515,7 @@ pub async fn reconcile_group(
         generation,
         now,
     );
-    let revisions = revision_status(group, s.instances, &instance_states);
+    let revisions = revision_status(group, s.instances, s.pods);
     let previous = group
         .status
         .as_ref()
@@ -755,6 +763,85 @@ pub async fn reconcile_instance(
     })
 }
 
+/// The objects of one PD instance as rendered now, and what counts as a
+/// running Pod being current.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The ConfigMap holding `pd.toml`.
+    pub config_map: ConfigMap,
+    /// The PVCs.
+    pub pvcs: Vec<PersistentVolumeClaim>,
+    /// The Pod, its revision in the [`labels::INSTANCE_REVISION`] annotation.
+    pub pod: Pod,
+    /// The rendered Pod's revision.
+    pub revision: String,
+    /// Another revision a running Pod may carry and still be current (see
+    /// [`render_instance_objects`]).
+    pub also_current: Option<String>,
+}
+
+impl Rendered {
+    /// Whether `running` runs this rendering (only labels, annotations or,
+    /// under HotReload, the configuration may differ).
+    pub fn runs(&self, running: Option<&Pod>) -> bool {
+        running
+            .and_then(|p| p.metadata.annotations.as_ref())
+            .and_then(|a| a.get(labels::INSTANCE_REVISION))
+            .is_some_and(|r| *r == self.revision || self.also_current.as_ref() == Some(r))
+    }
+}
+
+/// Renders an instance's objects and the revision of its Pod; `running` is
+/// the Pod running now, if any. Both the instance (to report `RestartPending`)
+/// and its group (to count updated members) decide currency through this.
+pub fn render_instance_objects(pd: &PD, running: Option<&Pod>) -> Result<Rendered, RenderError> {
+    let config = render::render_config(pd)?;
+    let config_hash = content_hash(&Value::String(config.clone()));
+    let mut pod = render::render_pod(pd, &config_hash)?;
+    // A running Pod with another revision is outdated; see
+    // `tikv_operator_core::revision` for what is recreated and what is
+    // changed in place.
+    let hot_reload = pd
+        .spec
+        .template
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.config)
+        == Some(ConfigUpdateStrategy::HotReload);
+    let revision = pod_revision(&pod, !hot_reload);
+    // Under HotReload a Pod whose revision counted its config (it was created
+    // under Restart) is current when everything but the config matches:
+    // switching to HotReload, even together with a config change, restarts
+    // nothing. Switching back to Restart restarts once, so every member
+    // surely runs the configuration it shows.
+    let running_config = running
+        .and_then(|p| p.metadata.annotations.as_ref())
+        .and_then(|a| a.get(labels::CONFIG_HASH));
+    let also_current = match (hot_reload, running_config) {
+        (true, Some(running)) => {
+            let mut as_running = pod.clone();
+            as_running
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(labels::CONFIG_HASH.to_owned(), running.clone());
+            Some(pod_revision(&as_running, true))
+        }
+        _ => None,
+    };
+    pod.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(labels::INSTANCE_REVISION.to_owned(), revision.clone());
+    Ok(Rendered {
+        config_map: render::render_config_map(pd, &config)?,
+        pvcs: render::render_pvcs(pd)?,
+        pod,
+        revision,
+        also_current,
+    })
+}
+
 /// Applies ConfigMap, PVCs and Pod. The outer error is a failed write; the
 /// inner one why the instance is not in sync: (reason, message).
 async fn apply_instance_objects(
@@ -762,58 +849,17 @@ async fn apply_instance_objects(
     s: &InstanceSnapshot<'_>,
 ) -> Result<Result<String, (&'static str, String)>> {
     let pd = s.instance;
-    let rendered = (|| {
-        let config = render::render_config(pd)?;
-        let config_hash = content_hash(&Value::String(config.clone()));
-        let mut pod = render::render_pod(pd, &config_hash)?;
-        // A running Pod with another revision is outdated; see
-        // `tikv_operator_core::revision` for what is recreated and what is
-        // changed in place.
-        let hot_reload = pd
-            .spec
-            .template
-            .update_strategy
-            .as_ref()
-            .and_then(|u| u.config)
-            == Some(ConfigUpdateStrategy::HotReload);
-        let revision = pod_revision(&pod, !hot_reload);
-        // Under HotReload a Pod whose revision counted its config (it was
-        // created under Restart) is current when everything but the config
-        // matches: switching to HotReload, even together with a config
-        // change, restarts nothing. Switching back to Restart restarts once,
-        // so every member surely runs the configuration it shows.
-        let running_config = s
-            .pod
-            .and_then(|p| p.metadata.annotations.as_ref())
-            .and_then(|a| a.get(labels::CONFIG_HASH));
-        let also_current = match (hot_reload, running_config) {
-            (true, Some(running)) => {
-                let mut as_running = pod.clone();
-                as_running
-                    .metadata
-                    .annotations
-                    .get_or_insert_default()
-                    .insert(labels::CONFIG_HASH.to_owned(), running.clone());
-                Some(pod_revision(&as_running, true))
-            }
-            _ => None,
-        };
-        pod.metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(labels::INSTANCE_REVISION.to_owned(), revision.clone());
-        Ok::<_, RenderError>((
-            render::render_config_map(pd, &config)?,
-            render::render_pvcs(pd)?,
-            pod,
-            revision,
-            also_current,
-        ))
-    })();
-    let (cm, pvcs, pod, revision, also_current) = match rendered {
-        Ok(r) => r,
+    let rendered = render_instance_objects(pd, s.pod);
+    let Rendered {
+        config_map: cm,
+        pvcs,
+        pod,
+        ..
+    } = match &rendered {
+        Ok(r) => r.clone(),
         Err(e) => return Ok(Err((e.reason(), e.to_string()))),
     };
+    let is_current = rendered.as_ref().is_ok_and(|r| r.runs(s.pod));
     ctx.kube
         .apply_if_changed(&desired(&cm)?, cached(s.config_map).as_ref())
         .await?;
@@ -837,15 +883,10 @@ async fn apply_instance_objects(
             Ok(Ok("Pod created".to_owned()))
         }
         Some(current) => {
-            let running = current
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(labels::INSTANCE_REVISION));
             // Changing a running Pod is a disruption: the group restarts
             // outdated Pods one at a time (`GroupPlan::Restart`); here the
             // difference is only reported.
-            if running.is_some_and(|r| *r == revision || also_current.as_ref() == Some(r)) {
+            if is_current {
                 // Same revision: whatever differs (labels, annotations, the
                 // config hash under HotReload) is patched in place.
                 ctx.kube

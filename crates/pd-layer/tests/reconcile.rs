@@ -865,3 +865,19 @@ async fn switching_to_hot_reload_together_with_a_config_change_restarts_nothing(
     w.reconcile_all_instances().await;
     assert_eq!(drive_restarts(&mut w).await.len(), 3);
 }
+
+#[tokio::test]
+async fn a_template_change_counts_no_member_updated_before_its_pod_is_replaced() {
+    // Instance status lags a template change; the group must not report the
+    // rollout done before any Pod was replaced.
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["version"] = "v8.5.6".into();
+    w.kube.insert(group_key(), g);
+    w.reconcile_group().await;
+    w.reconcile_group().await;
+    let st = w.group().status.unwrap().group;
+    assert_eq!(st.updated_replicas, 0);
+    assert_ne!(st.update_revision, st.current_revision);
+    assert_eq!(st.version.as_deref(), Some("v8.5.5"));
+}
