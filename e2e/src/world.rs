@@ -1,12 +1,15 @@
 //! One test's world: the environment, a fresh namespace and an operator watching only it,
 //! with typed access to the namespace and failure messages that carry the operator's log.
 
-use anyhow::Result;
-use kube::api::ListParams;
-use kube::{Api, Resource};
-use serde::de::DeserializeOwned;
+use std::time::Duration;
 
-use crate::harness::{Env, TestNamespace};
+use anyhow::Result;
+use kube::api::{DeleteParams, ListParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tikv_operator_api::Cluster;
+
+use crate::harness::{Env, TestNamespace, wait_until};
 use crate::operator::{OperatorOptions, OperatorProcess};
 
 /// The label selector of every object the operator manages.
@@ -67,6 +70,36 @@ impl World {
     /// environment's hosts file).
     pub fn pd_addr(&self) -> String {
         format!("pd-pd.{}.svc:2379", self.ns.name)
+    }
+
+    /// Deletes every Cluster of the namespace and waits (up to 3 minutes) until they are
+    /// gone, while the operator still runs: without it, finalizers would keep the objects
+    /// (and the namespace) forever. Call it at the end of a passing test.
+    pub async fn finish(self) -> Result<()> {
+        let clusters = self.api::<Cluster>();
+        for c in clusters.list(&ListParams::default()).await?.items {
+            clusters
+                .delete(&c.name_any(), &DeleteParams::default())
+                .await?;
+        }
+        let result = wait_until(
+            &self.env,
+            "every Cluster of the test deleted",
+            Duration::from_secs(180),
+            || {
+                let clusters = clusters.clone();
+                async move {
+                    Ok(clusters
+                        .list(&ListParams::default())
+                        .await?
+                        .items
+                        .is_empty()
+                        .then_some(()))
+                }
+            },
+        )
+        .await;
+        result.map_err(|e| self.explain(e))
     }
 
     /// `e` with the tail of the operator's log attached.

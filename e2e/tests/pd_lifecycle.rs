@@ -124,7 +124,8 @@ async fn pd_members(env: &Env, addr: &str) -> Result<(BTreeSet<String>, String, 
 async fn pd_cluster_bootstraps_survives_leader_pod_loss_and_deletes_cleanly() -> Result<()> {
     let mut w = World::start("pdlife").await?;
     let r = bootstrap_leader_loss_and_delete(&mut w).await;
-    r.map_err(|e| w.explain(e))
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
 }
 
 async fn bootstrap_leader_loss_and_delete(w: &mut World) -> Result<()> {
@@ -305,7 +306,8 @@ async fn bootstrap_leader_loss_and_delete(w: &mut World) -> Result<()> {
 async fn pd_scales_3_to_5_to_3_without_losing_quorum() -> Result<()> {
     let w = World::start("pdscale").await?;
     let r = scale_with_quorum_watch(&w).await;
-    r.map_err(|e| w.explain(e))
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
 }
 
 /// At every moment some PD member answers, and a majority of the members PD lists is
@@ -456,7 +458,8 @@ async fn a_cluster_asking_for_tls_gets_no_plaintext_members() -> Result<()> {
         .await
     }
     .await;
-    r.map_err(|e| w.explain(e))
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
 }
 
 /// Watches the PD Pods: at most one member missing or not Ready at any moment, and
@@ -551,7 +554,8 @@ async fn wait_rolled_out(w: &World, timeout: Duration) -> Result<()> {
 async fn pd_changes_roll_one_member_at_a_time_and_hot_reload_restarts_nothing() -> Result<()> {
     let w = World::start("pdroll").await?;
     let r = rolling_changes(&w).await;
-    r.map_err(|e| w.explain(e))
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
 }
 
 async fn rolling_changes(w: &World) -> Result<()> {
