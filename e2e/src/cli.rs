@@ -27,6 +27,15 @@ enum E2eCommand {
     Test(TestArgs),
     /// Build (or reuse) the cached binaries: etcd, Kubernetes, kwok, pd-server.
     Build,
+    /// Run the operator against the environment (started if it is not up, and left
+    /// running): builds `tikv-operator` and runs `tikv-operator run` with the environment's
+    /// kubeconfig, no leader election and `/metrics` on 127.0.0.1:8080, plus ARGS
+    /// (e.g. `--namespace demo`). Stop it with Ctrl-C.
+    Operator {
+        /// More arguments for `tikv-operator run`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
     /// Run a command with the environment's KUBECONFIG and hosts file (pod names resolve),
     /// e.g. the operator out of cluster: `cargo xtask e2e exec -- target/debug/tikv-operator`.
     Exec {
@@ -104,7 +113,42 @@ pub fn run(args: Args) -> Result<()> {
         E2eCommand::Test(t) => test(&layout, &t),
         E2eCommand::Build => cluster::build_binaries(),
         E2eCommand::Exec { command } => exec(&layout, &command),
+        E2eCommand::Operator { args } => {
+            if !cluster::is_up(&layout) {
+                runtime()?.block_on(cluster::up(&layout, &UpOptions::default()))?;
+            }
+            let bin = build_operator()?;
+            let mut command = vec![
+                bin.display().to_string(),
+                "run".into(),
+                "--kubeconfig".into(),
+                layout.kubeconfig().display().to_string(),
+                "--leader-elect=false".into(),
+                "--http-bind-address".into(),
+                "127.0.0.1:8080".into(),
+            ];
+            command.extend(args);
+            exec(&layout, &command)
+        }
     }
+}
+
+/// Builds the operator binary (debug) and returns its path.
+fn build_operator() -> Result<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(&cargo)
+        .args(["build", "-p", "tikv-operator"])
+        .current_dir(config::repo_root())
+        .status()
+        .context("building the operator binary")?;
+    if !built.success() {
+        bail!("building the operator binary failed ({built})");
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || config::repo_root().join("target"),
+        std::path::PathBuf::from,
+    );
+    Ok(target_dir.join("debug").join("tikv-operator"))
 }
 
 fn exec(layout: &Layout, command: &[String]) -> Result<()> {
@@ -134,19 +178,7 @@ fn test(layout: &Layout, t: &TestArgs) -> Result<()> {
     let env_ready = started.elapsed();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // The tests start the operator binary themselves (see `operator.rs`).
-    let built = Command::new(&cargo)
-        .args(["build", "-p", "tikv-operator"])
-        .current_dir(config::repo_root())
-        .status()
-        .context("building the operator binary")?;
-    if !built.success() {
-        bail!("building the operator binary failed ({built})");
-    }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || config::repo_root().join("target"),
-        std::path::PathBuf::from,
-    );
-    let operator_bin = target_dir.join("debug").join("tikv-operator");
+    let operator_bin = build_operator()?;
     let mut argv = cluster::hosts_wrapper(layout);
     argv.extend([
         cargo,
