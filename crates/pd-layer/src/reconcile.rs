@@ -164,36 +164,51 @@ impl Revisions {
     }
 }
 
-/// Counts the live instances whose running Pod is what the group's current
-/// template renders for them. Decided from the template and the Pods
-/// themselves, never from instance status (which lags a template change).
-pub fn revision_status(group: &PDGroup, instances: &[PD], pods: &[Pod]) -> Revisions {
-    let update = render::group_revision(group);
-    let mut updated = 0;
-    let mut live = 0;
-    for i in instances
+/// For every live instance: whether its running Pod is what the group's
+/// current template renders for it (`None`: no running Pod). Decided from the
+/// template and the Pods themselves, never from instance status, which lags a
+/// template change and a Pod's replacement.
+pub fn pod_currency(
+    group: &PDGroup,
+    instances: &[PD],
+    pods: &[Pod],
+) -> std::collections::BTreeMap<String, Option<bool>> {
+    instances
         .iter()
         .filter(|i| i.metadata.deletion_timestamp.is_none())
-    {
-        live += 1;
-        let want = render::render_instance(
-            group,
-            &NewInstance {
-                name: name_of(i).to_owned(),
-                topology: i.spec.topology.clone(),
-                bootstrap_members: render::bootstrap_members(i),
-            },
-        );
-        let running = pods.iter().find(|p| {
-            name_of(*p) == names::pod(name_of(i)) && p.metadata.deletion_timestamp.is_none()
-        });
-        if render_instance_objects(&want, running).is_ok_and(|r| r.runs(running)) {
-            updated += 1;
-        }
-    }
+        .map(|i| {
+            let want = render::render_instance(
+                group,
+                &NewInstance {
+                    name: name_of(i).to_owned(),
+                    topology: i.spec.topology.clone(),
+                    bootstrap_members: render::bootstrap_members(i),
+                },
+            );
+            let running = pods.iter().find(|p| {
+                name_of(*p) == names::pod(name_of(i)) && p.metadata.deletion_timestamp.is_none()
+            });
+            let current = running.map(|r| {
+                // A template that does not render is reported by the instance;
+                // it does not make the running Pod outdated.
+                render_instance_objects(&want, Some(r)).map_or(true, |w| w.runs(Some(r)))
+            });
+            (name_of(i).to_owned(), current)
+        })
+        .collect()
+}
+
+/// Counts the live instances whose running Pod runs the current template.
+pub fn revision_status(
+    group: &PDGroup,
+    currency: &std::collections::BTreeMap<String, Option<bool>>,
+) -> Revisions {
+    let live = i32::try_from(currency.len()).unwrap_or(i32::MAX);
+    let updated =
+        i32::try_from(currency.values().filter(|c| **c == Some(true)).count()).unwrap_or(i32::MAX);
     Revisions {
         all_updated: updated == live && live == group.spec.replicas.max(0),
-        update,
+        update: render::group_revision(group),
         updated,
         live,
     }
@@ -280,6 +295,8 @@ pub async fn reconcile_group(
             .count(),
     )
     .unwrap_or(i32::MAX);
+    let currency = pod_currency(group, s.instances, s.pods);
+    let update_revision = render::group_revision(group);
     let instance_states: Vec<InstanceState> = s
         .instances
         .iter()
@@ -288,7 +305,20 @@ pub async fn reconcile_group(
                 .pods
                 .iter()
                 .any(|p| name_of(p) == name_of(i) && pod_available(p, min_ready, now));
-            InstanceState::from_instance(i, ready)
+            let mut st = InstanceState::from_instance(i, ready);
+            // Outdated means: the instance object already carries the current
+            // template (so a replacement Pod is rendered from it) and its
+            // running Pod is not what that template renders. Instance status
+            // lags: a Pod just replaced would still read RestartPending and
+            // be restarted twice.
+            let carries_template = i
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::TEMPLATE_REVISION))
+                == Some(&update_revision);
+            st.outdated = carries_template && currency.get(name_of(i)) == Some(&Some(false));
+            st
         })
         .collect();
 
@@ -515,7 +545,7 @@ pub async fn reconcile_group(
         generation,
         now,
     );
-    let revisions = revision_status(group, s.instances, s.pods);
+    let revisions = revision_status(group, &currency);
     let previous = group
         .status
         .as_ref()

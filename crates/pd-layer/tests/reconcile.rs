@@ -881,3 +881,42 @@ async fn a_template_change_counts_no_member_updated_before_its_pod_is_replaced()
     assert_ne!(st.update_revision, st.current_revision);
     assert_eq!(st.version.as_deref(), Some("v8.5.5"));
 }
+
+#[tokio::test]
+async fn a_replaced_pod_is_not_restarted_again_while_instance_status_lags() {
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["metadata"]["annotations"] = json!({ (labels::RESTARTED_AT): "once" });
+    w.kube.insert(group_key(), g);
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    let deleted: Vec<String> = w
+        .kube
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            KubeCall::Delete(k) if k.kind == "Pod" => Some(k.name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    let victim = deleted[0].clone();
+    // The instance recreates its Pod, but its status (RestartPending) has not
+    // caught up yet when the group looks again.
+    let stale = w.kube.get(&pd_key(&victim)).unwrap();
+    w.reconcile_instance(&victim).await;
+    assert!(w.kube.get(&pod_key(&victim)).is_some());
+    w.kube.insert(pd_key(&victim), stale);
+    w.run_pods();
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    assert!(
+        !w.kube
+            .calls()
+            .iter()
+            .any(|c| matches!(c, KubeCall::Delete(k) if k.kind == "Pod" && k.name == victim)),
+        "the replacement Pod of {victim} was restarted again"
+    );
+}
