@@ -171,7 +171,8 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
         None if input.recorded_store_id.is_none() && input.pod_ready => wait(
             reasons::STORE_NOT_REGISTERED,
             format!(
-                "the Pod of {name} runs but PD lists no store for it yet; the removal waits                  for the store to register"
+                "the Pod of {name} runs but PD lists no store for it yet; the removal waits \
+                 for the store to register"
             ),
         ),
         // PD does not know the store: it never registered (no id recorded,
@@ -460,7 +461,10 @@ mod tests {
         // ... unless its Pod runs: the store may just not be in the view yet.
         c.pod_ready = true;
         assert!(
-            matches!(c.step(), RemovalStep::Wait(b) if b.reason == reasons::STORE_NOT_REGISTERED)
+            matches!(c.step(), RemovalStep::Wait(b) if b.reason == reasons::STORE_NOT_REGISTERED
+                && b.message.ends_with("the removal waits for the store to register")),
+            "{:?}",
+            c.step()
         );
         // Recorded store 9, PD knows others but not 9: purged after removal.
         let mut c = Case::new(Request::Offline, pd_with(StoreState::Up, 0));
