@@ -3,7 +3,7 @@
 //! peer, transfer leader). Only the leader's store heartbeats a region, as in TiKV; when a
 //! leader's store stops, a live voter takes over (a raft election, instantly).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::proto::{metapb, pdpb};
@@ -30,8 +30,9 @@ impl SimRegion {
 struct Inner {
     /// (cluster id, region id) -> region.
     regions: BTreeMap<(u64, u64), SimRegion>,
-    /// (cluster id, store id) of running simulators.
-    live: HashSet<(u64, u64)>,
+    /// (cluster id, store id) of running simulators, with how many guards hold each (a
+    /// restarted session takes its new guard before the old one is dropped).
+    live: HashMap<(u64, u64), usize>,
 }
 
 /// Shared region state of every simulated store of the agent.
@@ -49,7 +50,13 @@ pub struct LiveGuard {
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.world.lock().live.remove(&self.key);
+        let mut inner = self.world.lock();
+        if let Some(n) = inner.live.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                inner.live.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -78,7 +85,7 @@ impl World {
 
     /// Marks a store live for as long as the returned guard lives.
     pub fn live(&self, cluster: u64, store: u64) -> LiveGuard {
-        self.lock().live.insert((cluster, store));
+        *self.lock().live.entry((cluster, store)).or_insert(0) += 1;
         LiveGuard {
             world: self.clone(),
             key: (cluster, store),
@@ -89,7 +96,7 @@ impl World {
     /// this store if it has a voter there.
     pub fn led_by(&self, cluster: u64, store: u64) -> Vec<SimRegion> {
         let mut inner = self.lock();
-        let live = inner.live.clone();
+        let live: HashSet<(u64, u64)> = inner.live.keys().copied().collect();
         let mut out = Vec::new();
         for ((c, _), r) in inner.regions.iter_mut() {
             if *c != cluster {
@@ -217,7 +224,7 @@ impl World {
     /// Applies PD's answer to a region heartbeat; returns a description of what changed.
     pub fn apply(&self, cluster: u64, resp: &pdpb::RegionHeartbeatResponse) -> Option<String> {
         let mut inner = self.lock();
-        let live = inner.live.clone();
+        let live: HashSet<(u64, u64)> = inner.live.keys().copied().collect();
         let r = inner.regions.get_mut(&(cluster, resp.region_id))?;
         let mut changes: Vec<pdpb::ChangePeer> = Vec::new();
         if let Some(cp) = &resp.change_peer {
@@ -374,6 +381,35 @@ mod tests {
         let led = w.led_by(7, 2);
         assert_eq!(led.len(), 1);
         assert_eq!(led[0].term, 2);
+    }
+
+    #[test]
+    fn a_store_stays_live_while_a_newer_guard_holds_it() {
+        let w = world_with_region();
+        let _s1 = w.live(7, 1);
+        let first = w.live(7, 2);
+        let add = pdpb::RegionHeartbeatResponse {
+            region_id: 2,
+            change_peer: Some(pdpb::ChangePeer {
+                peer: Some(peer(4, 2)),
+                change_type: pdpb::ConfChangeType::AddNode as i32,
+            }),
+            ..Default::default()
+        };
+        w.apply(7, &add);
+        // A restarted session: the new guard first, then the old one goes.
+        let _second = w.live(7, 2);
+        drop(first);
+        let transfer = pdpb::RegionHeartbeatResponse {
+            region_id: 2,
+            transfer_leader: Some(pdpb::TransferLeader {
+                peer: Some(peer(4, 2)),
+                peers: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        assert!(w.apply(7, &transfer).is_some(), "store 2 is still live");
+        assert_eq!(w.counts(7, 2), (1, 1));
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct StoreStatus {
     pub last_error: Option<String>,
     /// The advertised address.
     pub address: String,
+    /// Sessions that registered the store with PD (1 while nothing went wrong).
+    #[serde(default)]
+    pub sessions: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -112,17 +115,28 @@ fn url(endpoint: &str) -> String {
 }
 
 async fn connect(endpoint: &str) -> Result<Pd> {
-    let channel = Channel::from_shared(url(endpoint))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
+    connect_with(endpoint, Some(Duration::from_secs(10))).await
+}
+
+/// A client whose requests time out after `timeout` (`None`: never, for long-lived streams:
+/// a request timeout covers the wait for the response headers, and PD sends those on the
+/// region heartbeat stream only with its first answer, so a store that leads no region would
+/// lose its stream, and restart its session, every `timeout`).
+async fn connect_with(endpoint: &str, timeout: Option<Duration>) -> Result<Pd> {
+    let mut ep = Channel::from_shared(url(endpoint))?.connect_timeout(Duration::from_secs(3));
+    if let Some(t) = timeout {
+        ep = ep.timeout(t);
+    }
+    let channel = ep
         .connect()
         .await
         .with_context(|| format!("connecting to PD at {endpoint}"))?;
     Ok(Pd::new(channel))
 }
 
-/// Finds the PD leader through any endpoint; returns (cluster id, client to the leader).
-async fn connect_leader(endpoints: &[String]) -> Result<(u64, Pd)> {
+/// Finds the PD leader through any endpoint; returns (cluster id, client to the leader, the
+/// leader's URL).
+async fn connect_leader(endpoints: &[String]) -> Result<(u64, Pd, String)> {
     let mut errors = Vec::new();
     for ep in endpoints {
         let attempt = async {
@@ -138,7 +152,7 @@ async fn connect_leader(endpoints: &[String]) -> Result<(u64, Pd)> {
                 .and_then(|l| l.client_urls.into_iter().next())
                 .ok_or_else(|| anyhow!("PD at {ep} has no leader yet"))?;
             let leader_client = connect(&leader).await?;
-            anyhow::Ok((cluster_id, leader_client))
+            anyhow::Ok((cluster_id, leader_client, leader))
         };
         match attempt.await {
             Ok(r) => return Ok(r),
@@ -297,7 +311,7 @@ impl Sim {
     }
 
     async fn session(&mut self) -> Result<bool> {
-        let (cluster_id, mut pd) = connect_leader(&self.p.pd_endpoints).await?;
+        let (cluster_id, mut pd, leader_url) = connect_leader(&self.p.pd_endpoints).await?;
         self.status.cluster_id = Some(cluster_id);
         let ident = self.register(&mut pd, cluster_id).await?;
         self.status.store_id = Some(ident.store_id);
@@ -317,13 +331,15 @@ impl Sim {
             return Err(e);
         }
         self.status.phase = "Registered".into();
+        self.status.sessions += 1;
         self.live = Some(self.p.world.live(cluster_id, ident.store_id));
         self.save();
 
         // Region heartbeats go over one stream per store, as in TiKV; PD answers on it with
         // scheduling steps, which are applied to the shared regions at once.
         let (tx, rx) = futures::channel::mpsc::unbounded::<pdpb::RegionHeartbeatRequest>();
-        let mut reader_client = pd.clone();
+        let mut reader_client = connect_with(&leader_url, None).await?;
+        let mut split_client = pd.clone();
         let world = self.p.world.clone();
         let reader = AbortOnDrop(tokio::spawn(async move {
             let mut stream = reader_client.region_heartbeat(rx).await?.into_inner();
@@ -333,7 +349,7 @@ impl Sim {
                 }
                 if let Some(split) = &resp.split_region {
                     if let Err(e) = split_region(
-                        &mut reader_client,
+                        &mut split_client,
                         &world,
                         cluster_id,
                         resp.region_id,
