@@ -6,6 +6,7 @@
 //! simulated stores for TiKV pods. `cargo xtask e2e test` runs the tests in `e2e/tests`.
 
 pub mod agent;
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -26,6 +26,8 @@ enum Command {
     },
     /// End-to-end environment and tests.
     E2e(tikv_operator_e2e::cli::Args),
+    /// Benchmarks against the e2e environment (converge, fleet, scale-in, upgrade).
+    Bench(tikv_operator_e2e::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             gen_api_doc(&crds, &root.join("docs/api.md"), check)
         }
         Command::E2e(args) => tikv_operator_e2e::cli::run(args),
+        Command::Bench(args) => tikv_operator_e2e::bench::run(args),
     }
 }
 
