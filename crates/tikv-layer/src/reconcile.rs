@@ -134,6 +134,17 @@ fn event<K: Resource<DynamicType = ()>>(
     })
 }
 
+/// Publishes an Event. A failure is logged, never fatal: Events only inform, and the API
+/// server refuses them in a namespace being deleted, where finalizers must still go (found by
+/// e2e: a deleted namespace holding a TiKV cluster stayed Terminating forever).
+async fn publish(ctx: &Ctx, spec: Result<EventSpec>) -> Result<()> {
+    let spec = spec?;
+    if let Err(e) = ctx.kube.publish_event(&spec).await {
+        warn!(reason = %spec.reason, error = %e, "cannot publish an Event; going on without it");
+    }
+    Ok(())
+}
+
 /// A TiKVGroup and what the caches hold about it.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupSnapshot<'a> {
@@ -235,8 +246,9 @@ pub async fn reconcile_group(
                             .delete(&ObjectKey::new::<TiKV>(namespace.as_deref(), n))
                             .await?;
                     }
-                    ctx.kube
-                        .publish_event(&event(
+                    publish(
+                        ctx,
+                        event(
                             group,
                             EventType::Normal,
                             reasons::STORE_TOMBSTONED,
@@ -245,8 +257,9 @@ pub async fn reconcile_group(
                                 "deleting TiKV instance(s) {} whose store is removed",
                                 names_.join(", ")
                             ),
-                        )?)
-                        .await?;
+                        ),
+                    )
+                    .await?;
                 }
                 GroupPlan::CancelOffline(names_) => {
                     for n in names_ {
@@ -264,8 +277,9 @@ pub async fn reconcile_group(
                                 .await?;
                         }
                     }
-                    ctx.kube
-                        .publish_event(&event(
+                    publish(
+                        ctx,
+                        event(
                             group,
                             EventType::Normal,
                             reasons::REMOVAL_CANCELLED,
@@ -275,8 +289,9 @@ pub async fn reconcile_group(
                              instead of creating new stores",
                                 names_.join(", ")
                             ),
-                        )?)
-                        .await?;
+                        ),
+                    )
+                    .await?;
                 }
                 GroupPlan::Create(new) => {
                     for n in new {
@@ -286,15 +301,17 @@ pub async fn reconcile_group(
                             .await?;
                     }
                     let list: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
-                    ctx.kube
-                        .publish_event(&event(
+                    publish(
+                        ctx,
+                        event(
                             group,
                             EventType::Normal,
                             reasons::SCALING_OUT,
                             "Create",
                             format!("creating TiKV instance(s) {}", list.join(", ")),
-                        )?)
-                        .await?;
+                        ),
+                    )
+                    .await?;
                 }
                 GroupPlan::MarkOffline { name, why } => {
                     if let Some(i) = find(name) {
@@ -309,15 +326,17 @@ pub async fn reconcile_group(
                         ctx.kube
                             .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
                             .await?;
-                        ctx.kube
-                            .publish_event(&event(
+                        publish(
+                            ctx,
+                            event(
                                 group,
                                 EventType::Normal,
                                 reasons::OFFLINE_REQUESTED,
                                 "ScaleIn",
                                 format!("taking the store of {name} offline ({why})"),
-                            )?)
-                            .await?;
+                            ),
+                        )
+                        .await?;
                     }
                 }
                 GroupPlan::Refuse(b) => {
@@ -326,15 +345,17 @@ pub async fn reconcile_group(
                         .is_some_and(|c| c.reason == b.reason && c.message == b.message);
                     if !repeated {
                         warn!(reason = b.reason, message = %b.message, "scale-in refused");
-                        ctx.kube
-                            .publish_event(&event(
+                        publish(
+                            ctx,
+                            event(
                                 group,
                                 EventType::Warning,
                                 b.reason,
                                 "ScaleIn",
                                 b.message.clone(),
-                            )?)
-                            .await?;
+                            ),
+                        )
+                        .await?;
                     }
                 }
             }
@@ -776,15 +797,17 @@ pub async fn reconcile_instance(
                 }
             }
             RemovalStep::Done => {
-                ctx.kube
-                    .publish_event(&event(
+                publish(
+                    ctx,
+                    event(
                         kv,
                         EventType::Normal,
                         reasons::STORE_TOMBSTONED,
                         "Delete",
                         "store removed, Pod and PVCs deleted; the instance goes".to_owned(),
-                    )?)
-                    .await?;
+                    ),
+                )
+                .await?;
                 ctx.kube.remove_finalizer(&key, labels::FINALIZER).await?;
                 return Ok(Requeue::AwaitChange);
             }
@@ -839,8 +862,9 @@ pub async fn reconcile_instance(
         .as_ref()
         .is_some_and(|p| p.status == conditions::TRUE);
     if acting && request != Request::Keep && !was_offline {
-        ctx.kube
-            .publish_event(&event(
+        publish(
+            ctx,
+            event(
                 kv,
                 EventType::Normal,
                 reasons::OFFLINE_REQUESTED,
@@ -850,19 +874,22 @@ pub async fn reconcile_instance(
                 } else {
                     "offline requested: the store is removed, then the Pod".to_owned()
                 },
-            )?)
-            .await?;
+            ),
+        )
+        .await?;
     }
     if acting && changed && (previous.is_some() || offline.status == conditions::TRUE) {
-        ctx.kube
-            .publish_event(&event(
+        publish(
+            ctx,
+            event(
                 kv,
                 severity,
                 &offline.reason,
                 "RemoveStore",
                 offline.message.clone(),
-            )?)
-            .await?;
+            ),
+        )
+        .await?;
     }
     conditions::set(&mut conds, offline, generation, now);
 

@@ -823,6 +823,30 @@ async fn cluster_deletion_skips_store_removal() {
     assert!(!w.pd.calls().contains(&FakeOp::DeleteStore));
 }
 
+/// In a namespace being deleted the API server refuses new Events; the instances must still
+/// drop their finalizers (found by e2e: the namespace stayed Terminating forever).
+#[tokio::test]
+async fn refused_events_do_not_block_cluster_deletion() {
+    let mut w = World::serving(3).await;
+    w.cluster.deleting = true;
+    for name in w.instance_names() {
+        w.kube.delete(&kv_key(&name)).await.unwrap();
+    }
+    for _ in 0..100 {
+        w.kube.fail_next(
+            KubeOp::PublishEvent,
+            "unable to create new content in namespace because it is being terminated",
+        );
+    }
+    for _ in 0..4 {
+        w.reconcile_group().await;
+        w.reconcile_all_instances().await;
+    }
+    assert!(w.instances().is_empty(), "{:?}", w.instance_names());
+    assert!(w.kube.list::<Value>("Pod", NS).is_empty());
+    assert!(w.kube.list::<Value>("PersistentVolumeClaim", NS).is_empty());
+}
+
 #[tokio::test]
 async fn an_owned_config_key_is_reported_not_overridden() {
     let mut w = World::new(1);
