@@ -670,6 +670,21 @@ where
     out
 }
 
+/// The Node cache shared by every scope (metadata only: TiKV store labels
+/// need Node labels). Node labels change rarely; TiKV instances pick them up
+/// on their next reconcile (at the latest the at-rest requeue).
+pub(crate) fn node_cache(
+    client: &kube::Client,
+) -> (Store<PartialObjectMeta<Node>>, BoxFuture<'static, ()>) {
+    reflect(
+        watcher(
+            Api::<PartialObjectMeta<Node>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+        |_: &PartialObjectMeta<Node>, _| {},
+    )
+}
+
 /// Drives a watch stream into a cache; every change is routed by `route`
 /// (`true` for deletions).
 fn reflect<K, S, R>(stream: S, route: R) -> (Store<K>, BoxFuture<'static, ()>)
@@ -680,6 +695,11 @@ where
 {
     let (reader, writer) = reflector::store::<K>();
     let kind = K::kind(&()).into_owned();
+    // managedFields are never read and are a large part of every object:
+    // keep them out of the caches.
+    let stream = stream.modify(|o: &mut K| {
+        o.meta_mut().managed_fields = None;
+    });
     let fut = reflector::reflector(writer, stream.default_backoff())
         .for_each(move |ev| {
             match ev {
@@ -782,6 +802,7 @@ async fn report_managed(stores: Stores, metrics: Arc<Metrics>) {
 pub(crate) async fn run_scope(
     client: kube::Client,
     namespace: Option<String>,
+    nodes: Store<PartialObjectMeta<Node>>,
     config: Config,
     metrics: Arc<Metrics>,
     synced: Arc<AtomicBool>,
@@ -891,12 +912,6 @@ pub(crate) async fn run_scope(
             },
         )
     };
-    // Node labels change rarely; TiKV instances pick them up on their next
-    // reconcile (at the latest the at-rest requeue).
-    let (nodes, nodes_fut) = reflect(
-        watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), all()),
-        |_: &PartialObjectMeta<Node>, _| {},
-    );
     let (clusters, clusters_fut) = {
         let s = senders.clone();
         let cell = cell.clone();
@@ -987,7 +1002,6 @@ pub(crate) async fn run_scope(
             cms_fut,
             pvcs_fut,
             svcs_fut,
-            nodes_fut,
         ])
         .await;
     });

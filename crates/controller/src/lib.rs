@@ -119,10 +119,14 @@ pub async fn run(
             synced.store(true, Ordering::SeqCst);
         })
     };
+    // One Node watch for every scope.
+    let (nodes, nodes_fut) = controllers::node_cache(&client);
+    let nodes_task = tokio::spawn(nodes_fut);
     let runs = scopes.into_iter().zip(flags).map(|(ns, flag)| {
         controllers::run_scope(
             client.clone(),
             ns,
+            nodes.clone(),
             config.clone(),
             metrics.clone(),
             flag,
@@ -131,6 +135,7 @@ pub async fn run(
     });
     let results = futures::future::join_all(runs).await;
     all_synced.abort();
+    nodes_task.abort();
     results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     Ok(())
 }

@@ -168,17 +168,18 @@ impl KubeWriter for KubeClientWriter {
             action: event.action.clone(),
             secondary: None,
         };
-        self.recorder
-            .publish(&ev, &event.regarding)
-            .await
-            .map_err(|e| Error::Kubernetes {
-                operation: "event",
-                object: format!(
-                    "{} {}",
-                    event.regarding.kind.as_deref().unwrap_or_default(),
-                    event.regarding.name.as_deref().unwrap_or_default()
-                ),
-                source: Box::new(e),
-            })
+        // Events are best-effort: the API server refuses them in a namespace
+        // being deleted, and a refused Event must never block a reconcile
+        // (finalizers would never be dropped). Logged instead.
+        if let Err(e) = self.recorder.publish(&ev, &event.regarding).await {
+            tracing::warn!(
+                kind = event.regarding.kind.as_deref().unwrap_or_default(),
+                name = event.regarding.name.as_deref().unwrap_or_default(),
+                reason = %event.reason,
+                error = %e,
+                "could not publish an Event"
+            );
+        }
+        Ok(())
     }
 }
