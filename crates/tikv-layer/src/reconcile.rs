@@ -928,6 +928,10 @@ pub async fn reconcile_instance(
             "PD does not know this store (yet)",
         ),
     };
+    // A store still joining (not registered, not yet serving) keeps the PD
+    // cache refreshing fast: otherwise the instance would notice its store
+    // Up only at the next slow refresh (measured: Ready 30 s late).
+    let store_settling = ready.status != conditions::TRUE;
     conditions::set(&mut conds, ready, generation, now);
 
     status.common = CommonStatus {
@@ -967,7 +971,7 @@ pub async fn reconcile_instance(
     if kv.status.as_ref() != Some(&status) {
         patch_status(ctx, &key, &name, &status).await?;
     }
-    let in_flight = step_for_report.in_flight() || !pod_is_ready;
+    let in_flight = step_for_report.in_flight() || !pod_is_ready || store_settling;
     Ok(ctx.policy.after_success(in_flight))
 }
 
