@@ -62,20 +62,18 @@ fn allowed() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static str>> {
     let g = "core.tikv.org";
     m.insert(
         (g, "clusters"),
-        set(&["get", "list", "watch", "patch", "update"]),
+        set(&["get", "list", "watch", "patch"]),
     );
     for r in ["pdgroups", "tikvgroups"] {
         m.insert(
             (g, r),
-            set(&["get", "list", "watch", "patch", "update", "delete"]),
+            set(&["get", "list", "watch", "patch", "delete"]),
         );
     }
     for r in ["pds", "tikvs"] {
         m.insert(
             (g, r),
-            set(&[
-                "get", "list", "watch", "create", "patch", "update", "delete",
-            ]),
+            set(&["get", "list", "watch", "create", "patch", "delete"]),
         );
     }
     for r in [
@@ -85,7 +83,7 @@ fn allowed() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static str>> {
         "tikvgroups/status",
         "tikvs/status",
     ] {
-        m.insert((g, r), set(&["patch", "update"]));
+        m.insert((g, r), set(&["patch"]));
     }
     for r in [
         "clusters/finalizers",
