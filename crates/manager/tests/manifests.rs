@@ -60,15 +60,9 @@ fn allowed() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static str>> {
     let set = |v: &[&'static str]| v.iter().copied().collect::<BTreeSet<_>>();
     let mut m = BTreeMap::new();
     let g = "core.tikv.org";
-    m.insert(
-        (g, "clusters"),
-        set(&["get", "list", "watch", "patch"]),
-    );
+    m.insert((g, "clusters"), set(&["get", "list", "watch", "patch"]));
     for r in ["pdgroups", "tikvgroups"] {
-        m.insert(
-            (g, r),
-            set(&["get", "list", "watch", "patch", "delete"]),
-        );
+        m.insert((g, r), set(&["get", "list", "watch", "patch", "delete"]));
     }
     for r in ["pds", "tikvs"] {
         m.insert(
