@@ -34,6 +34,13 @@ pub const TEMPLATE_REVISION: &str = "core.tikv.org/template-revision";
 /// Annotation on a PDGroup or TiKVGroup: `"true"` allows moving its members
 /// to a lower `version` (refused otherwise, with reason `DowngradeRefused`).
 pub const ALLOW_DOWNGRADE: &str = "core.tikv.org/allow-downgrade";
+/// Annotation on a TiKV instance, set by its group: the Pod revision the
+/// instance may restart its Pod to. A TiKV instance never recreates a
+/// running Pod on its own: its group grants restarts one disruption budget
+/// at a time (`maxUnavailable`), so a change of the rendering (a template
+/// change, a restart request, a new operator version) never restarts
+/// several stores at once.
+pub const RESTART_ALLOWED: &str = "core.tikv.org/restart-allowed";
 /// Annotation on a PD or TiKV instance: an integer; on scale-in, among
 /// otherwise equal candidates (after not-ready instances and the most crowded
 /// topology), the instance with the highest value is removed first. Absent or

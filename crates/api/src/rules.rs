@@ -37,6 +37,11 @@ pub fn non_negative(what: &str) -> Value {
     json!([rule("self >= 0", format!("{what} must be >= 0"))])
 }
 
+/// A count that must be at least one.
+pub fn at_least_one(what: &str) -> Value {
+    json!([rule("self >= 1", format!("{what} must be >= 1"))])
+}
+
 /// `version` must be a semantic version.
 pub fn semver_version() -> Value {
     json!([rule(

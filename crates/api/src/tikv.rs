@@ -65,6 +65,12 @@ pub struct TiKVGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = rules::non_negative("minReadySeconds")))]
     pub min_ready_seconds: Option<i32>,
+    /// Stores that rolling updates may disrupt at once (default 1), counted
+    /// over the whole Cluster: stores already unavailable anywhere (not
+    /// Ready, being restarted or removed) use up the budget first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = rules::at_least_one("maxUnavailable")))]
+    pub max_unavailable: Option<i32>,
     /// How stores are placed over topologies (zones, racks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]

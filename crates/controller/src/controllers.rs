@@ -552,7 +552,31 @@ async fn reconcile_tikv_group(
     let services = Stores::of_group(&sh.stores.services, tikv, &ns, &cluster_name, &name);
     let entry = tikv_pd_entry(&sh, &ns, cluster.as_deref(), &cluster_name);
     let view = store_view(entry.as_ref(), cluster.as_deref());
-    let facts = TikvClusterFacts::from_cluster(cluster.as_deref());
+    let mut facts = TikvClusterFacts::from_cluster(cluster.as_deref());
+    let pd_groups: Vec<PDGroup> = sh
+        .stores
+        .pd_groups_of(&ns, &cluster_name)
+        .iter()
+        .map(|g| (**g).clone())
+        .collect();
+    facts.pd_upgrading = tikv_reconcile::pd_upgrading(cluster.as_deref(), &pd_groups);
+    // The other TiKVGroups' stores share the Cluster's disruption budget.
+    let others: Vec<TiKV> = sh
+        .stores
+        .tikv_instances_of_cluster(&ns, &cluster_name)
+        .into_iter()
+        .filter(|i| label(i.as_ref(), labels::GROUP) != Some(name.as_str()))
+        .map(|i| (*i).clone())
+        .collect();
+    let other_pods: Vec<Pod> = others
+        .iter()
+        .filter_map(|i| {
+            sh.stores
+                .pods
+                .get(&ObjectRef::new(&names::pod(&i.name_any())).within(&ns))
+        })
+        .map(|p| (*p).clone())
+        .collect();
     let r = tikv_reconcile::reconcile_group(
         &sh.ctx,
         &TikvGroupSnapshot {
@@ -560,6 +584,8 @@ async fn reconcile_tikv_group(
             cluster: &facts,
             instances: &instances,
             pods: &pods,
+            others: &others,
+            other_pods: &other_pods,
             services: &services,
             pd: &view,
         },

@@ -40,6 +40,111 @@ pub fn pod_revision(pod: &Pod, config_restarts: bool) -> String {
     }))
 }
 
+/// The revision a rendered Pod carries, and which running Pods count as
+/// running it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRevision {
+    /// The rendered Pod's revision.
+    pub revision: String,
+    /// Another revision a running Pod may carry and still be current: under
+    /// `HotReload`, a Pod created under `Restart` (its revision counted its
+    /// config) whose everything-but-config matches. Switching to HotReload,
+    /// even together with a config change, restarts nothing; switching back
+    /// to Restart restarts once, so every member surely runs the
+    /// configuration it shows.
+    pub also_current: Option<String>,
+}
+
+impl PodRevision {
+    /// Computes the revision of the rendered `pod`, stamps it into the Pod's
+    /// [`labels::INSTANCE_REVISION`] annotation and returns it. `hot_reload`:
+    /// the component's `updateStrategy.config` is `HotReload`; `running` is
+    /// the Pod running now, if any.
+    pub fn stamp(pod: &mut Pod, hot_reload: bool, running: Option<&Pod>) -> Self {
+        let revision = pod_revision(pod, !hot_reload);
+        let running_config = running
+            .and_then(|p| p.metadata.annotations.as_ref())
+            .and_then(|a| a.get(labels::CONFIG_HASH));
+        let also_current = match (hot_reload, running_config) {
+            (true, Some(running)) => {
+                let mut as_running = pod.clone();
+                as_running
+                    .metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(labels::CONFIG_HASH.to_owned(), running.clone());
+                Some(pod_revision(&as_running, true))
+            }
+            _ => None,
+        };
+        pod.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(labels::INSTANCE_REVISION.to_owned(), revision.clone());
+        Self {
+            revision,
+            also_current,
+        }
+    }
+
+    /// Whether `running` runs this rendering (only labels, annotations or,
+    /// under HotReload, the configuration may differ).
+    pub fn runs(&self, running: Option<&Pod>) -> bool {
+        running
+            .and_then(|p| p.metadata.annotations.as_ref())
+            .and_then(|a| a.get(labels::INSTANCE_REVISION))
+            .is_some_and(|r| *r == self.revision || self.also_current.as_ref() == Some(r))
+    }
+}
+
+/// Where a group's instances are against its template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revisions {
+    /// The template's revision (`updateRevision`).
+    pub update: String,
+    /// Live instances rendered from it whose Pod runs it.
+    pub updated: i32,
+    /// Live instances.
+    pub live: i32,
+    /// Every one of `replicas` instances is updated.
+    pub all_updated: bool,
+}
+
+impl Revisions {
+    /// Counts `currency` (for every live instance: whether its running Pod
+    /// runs its current rendering, `None` without a running Pod) against a
+    /// group of `replicas` whose template revision is `update`.
+    pub fn count<'a>(
+        update: String,
+        replicas: i32,
+        currency: impl IntoIterator<Item = &'a Option<bool>>,
+    ) -> Self {
+        let (mut live, mut updated) = (0_i32, 0_i32);
+        for c in currency {
+            live = live.saturating_add(1);
+            if *c == Some(true) {
+                updated = updated.saturating_add(1);
+            }
+        }
+        Self {
+            all_updated: updated == live && live == replicas.max(0),
+            update,
+            updated,
+            live,
+        }
+    }
+
+    /// Instances still on `current` (`currentReplicas`): all updated ones
+    /// when the update is complete, the others meanwhile.
+    pub fn current_replicas(&self, current: Option<&str>) -> i32 {
+        if self.all_updated || current == Some(self.update.as_str()) {
+            self.updated
+        } else {
+            self.live - self.updated
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -98,5 +203,32 @@ mod tests {
         let b = pod(&[], &[(labels::CONFIG_HASH, "c2")], "pd:v1");
         assert_ne!(pod_revision(&a, true), pod_revision(&b, true));
         assert_eq!(pod_revision(&a, false), pod_revision(&b, false));
+    }
+
+    #[test]
+    fn hot_reload_keeps_a_pod_created_under_restart_current() {
+        let running = pod(&[], &[(labels::CONFIG_HASH, "c1")], "pd:v1");
+        let mut running = running;
+        PodRevision::stamp(&mut running, false, None);
+        let mut want = pod(&[], &[(labels::CONFIG_HASH, "c2")], "pd:v1");
+        // Under Restart, the config change makes it outdated.
+        assert!(!PodRevision::stamp(&mut want.clone(), false, Some(&running)).runs(Some(&running)));
+        // Under HotReload it is current; with another image it is not.
+        assert!(PodRevision::stamp(&mut want, true, Some(&running)).runs(Some(&running)));
+        let mut other = pod(&[], &[(labels::CONFIG_HASH, "c2")], "pd:v2");
+        assert!(!PodRevision::stamp(&mut other, true, Some(&running)).runs(Some(&running)));
+        assert!(!PodRevision::stamp(&mut other, true, None).runs(None));
+    }
+
+    #[test]
+    fn revisions_count_updated_and_current_replicas() {
+        let r = Revisions::count("new".into(), 3, &[Some(true), Some(false), None]);
+        assert_eq!((r.live, r.updated, r.all_updated), (3, 1, false));
+        assert_eq!(r.current_replicas(Some("old")), 2);
+        let done = Revisions::count("new".into(), 3, &[Some(true); 3]);
+        assert!(done.all_updated);
+        assert_eq!(done.current_replicas(Some("old")), 3);
+        // Fewer live instances than replicas: not done.
+        assert!(!Revisions::count("new".into(), 3, &[Some(true); 2]).all_updated);
     }
 }

@@ -21,6 +21,28 @@ pub fn downgrade_from<'a>(
         .map(|(_, r)| r.to_owned())
 }
 
+/// Why moving instances that run `running` to `desired` is refused, or
+/// `None` when it is not a downgrade or the owner's `annotations` carry
+/// [`ALLOW_DOWNGRADE`](tikv_operator_api::labels::ALLOW_DOWNGRADE)` = "true"`.
+pub fn downgrade_refusal<'a>(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    desired: &str,
+    running: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    use tikv_operator_api::labels::ALLOW_DOWNGRADE;
+    if annotations
+        .and_then(|a| a.get(ALLOW_DOWNGRADE))
+        .is_some_and(|v| v == "true")
+    {
+        return None;
+    }
+    let from = downgrade_from(desired, running)?;
+    Some(format!(
+        "version {desired} is lower than {from}, which members run; downgrades are refused \
+         (set the annotation {ALLOW_DOWNGRADE}=\"true\" on the group to allow it)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +62,24 @@ mod tests {
         );
         assert_eq!(downgrade_from("nightly", ["v8.5.5"]), None);
         assert_eq!(downgrade_from("v8.5.5", ["nightly"]), None);
+    }
+
+    #[test]
+    fn a_downgrade_is_refused_unless_allowed() {
+        let msg = downgrade_refusal(None, "v8.1.0", ["v8.5.5"]).unwrap_or_default();
+        assert!(
+            msg.contains("v8.5.5") && msg.contains("allow-downgrade"),
+            "{msg}"
+        );
+        let allowed: std::collections::BTreeMap<String, String> = [(
+            tikv_operator_api::labels::ALLOW_DOWNGRADE.to_owned(),
+            "true".to_owned(),
+        )]
+        .into();
+        assert_eq!(
+            downgrade_refusal(Some(&allowed), "v8.1.0", ["v8.5.5"]),
+            None
+        );
+        assert_eq!(downgrade_refusal(None, "v8.5.6", ["v8.5.5"]), None);
     }
 }

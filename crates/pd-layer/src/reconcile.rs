@@ -33,7 +33,7 @@ use tikv_operator_api::{
     Cluster, GroupStatus, PD, PDGroup, PDGroupStatus, PDStatus, labels, names,
 };
 use tikv_operator_core::conditions::{self, ConditionUpdate};
-use tikv_operator_core::revision::pod_revision;
+use tikv_operator_core::revision::PodRevision;
 use tikv_operator_core::{
     Clock, Desired, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result,
     content_hash,
@@ -139,30 +139,7 @@ fn event<K: Resource<DynamicType = ()>>(
     })
 }
 
-/// Where a group's instances are against its template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revisions {
-    /// The template's revision (`updateRevision`).
-    pub update: String,
-    /// Live instances rendered from it whose Pod runs it.
-    pub updated: i32,
-    /// Live instances.
-    pub live: i32,
-    /// Every one of `replicas` instances is updated.
-    pub all_updated: bool,
-}
-
-impl Revisions {
-    /// Instances still on `current` (`currentReplicas`): all updated ones
-    /// when the update is complete, the others meanwhile.
-    pub fn current_replicas(&self, current: Option<&str>) -> i32 {
-        if self.all_updated || current == Some(self.update.as_str()) {
-            self.updated
-        } else {
-            self.live - self.updated
-        }
-    }
-}
+pub use tikv_operator_core::revision::Revisions;
 
 /// For every live instance: whether its running Pod is what the group's
 /// current template renders for it (`None`: no running Pod). Decided from the
@@ -203,44 +180,27 @@ pub fn revision_status(
     group: &PDGroup,
     currency: &std::collections::BTreeMap<String, Option<bool>>,
 ) -> Revisions {
-    let live = i32::try_from(currency.len()).unwrap_or(i32::MAX);
-    let updated =
-        i32::try_from(currency.values().filter(|c| **c == Some(true)).count()).unwrap_or(i32::MAX);
-    Revisions {
-        all_updated: updated == live && live == group.spec.replicas.max(0),
-        update: render::group_revision(group),
-        updated,
-        live,
-    }
+    Revisions::count(
+        render::group_revision(group),
+        group.spec.replicas,
+        currency.values(),
+    )
 }
 
 /// Refuses a template whose `version` is lower than what an instance runs,
 /// unless the group carries `core.tikv.org/allow-downgrade: "true"`.
 fn downgrade_refused(group: &PDGroup, instances: &[PD]) -> Option<crate::group::Blocked> {
-    let allowed = group
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(labels::ALLOW_DOWNGRADE))
-        .is_some_and(|v| v == "true");
-    if allowed {
-        return None;
-    }
-    let want = &group.spec.template.spec.version;
-    let from = tikv_operator_core::version::downgrade_from(
-        want,
+    tikv_operator_core::version::downgrade_refusal(
+        group.metadata.annotations.as_ref(),
+        &group.spec.template.spec.version,
         instances
             .iter()
             .filter(|i| i.metadata.deletion_timestamp.is_none())
             .map(|i| i.spec.template.version.as_str()),
-    )?;
-    Some(crate::group::Blocked {
+    )
+    .map(|message| crate::group::Blocked {
         reason: reasons::DOWNGRADE_REFUSED,
-        message: format!(
-            "version {want} is lower than {from}, which members run; downgrades are refused \
-             (set the annotation {}=\"true\" on the group to allow it)",
-            labels::ALLOW_DOWNGRADE
-        ),
+        message,
     })
 }
 
@@ -804,20 +764,14 @@ pub struct Rendered {
     /// The Pod, its revision in the [`labels::INSTANCE_REVISION`] annotation.
     pub pod: Pod,
     /// The rendered Pod's revision.
-    pub revision: String,
-    /// Another revision a running Pod may carry and still be current (see
-    /// [`render_instance_objects`]).
-    pub also_current: Option<String>,
+    pub revision: PodRevision,
 }
 
 impl Rendered {
     /// Whether `running` runs this rendering (only labels, annotations or,
     /// under HotReload, the configuration may differ).
     pub fn runs(&self, running: Option<&Pod>) -> bool {
-        running
-            .and_then(|p| p.metadata.annotations.as_ref())
-            .and_then(|a| a.get(labels::INSTANCE_REVISION))
-            .is_some_and(|r| *r == self.revision || self.also_current.as_ref() == Some(r))
+        self.revision.runs(running)
     }
 }
 
@@ -838,37 +792,12 @@ pub fn render_instance_objects(pd: &PD, running: Option<&Pod>) -> Result<Rendere
         .as_ref()
         .and_then(|u| u.config)
         == Some(ConfigUpdateStrategy::HotReload);
-    let revision = pod_revision(&pod, !hot_reload);
-    // Under HotReload a Pod whose revision counted its config (it was created
-    // under Restart) is current when everything but the config matches:
-    // switching to HotReload, even together with a config change, restarts
-    // nothing. Switching back to Restart restarts once, so every member
-    // surely runs the configuration it shows.
-    let running_config = running
-        .and_then(|p| p.metadata.annotations.as_ref())
-        .and_then(|a| a.get(labels::CONFIG_HASH));
-    let also_current = match (hot_reload, running_config) {
-        (true, Some(running)) => {
-            let mut as_running = pod.clone();
-            as_running
-                .metadata
-                .annotations
-                .get_or_insert_default()
-                .insert(labels::CONFIG_HASH.to_owned(), running.clone());
-            Some(pod_revision(&as_running, true))
-        }
-        _ => None,
-    };
-    pod.metadata
-        .annotations
-        .get_or_insert_default()
-        .insert(labels::INSTANCE_REVISION.to_owned(), revision.clone());
+    let revision = PodRevision::stamp(&mut pod, hot_reload, running);
     Ok(Rendered {
         config_map: render::render_config_map(pd, &config)?,
         pvcs: render::render_pvcs(pd)?,
         pod,
         revision,
-        also_current,
     })
 }
 

@@ -41,6 +41,9 @@ pub struct InstanceState {
     pub store_id: Option<StoreId>,
     /// Regions on its store (0 when unknown).
     pub region_count: i64,
+    /// Its running Pod is outdated (a rolling update has not reached it):
+    /// preferred on scale-in, after not-ready instances.
+    pub outdated: bool,
 }
 
 impl InstanceState {
@@ -66,6 +69,7 @@ impl InstanceState {
                 .and_then(|id| id.parse().ok())
                 .map(StoreId),
             region_count: status.and_then(|s| s.region_count).unwrap_or(0),
+            outdated: false,
         }
     }
 }
@@ -202,7 +206,8 @@ pub fn plan_group(input: &GroupInput<'_>, suffixes: &mut dyn SuffixSource) -> Gr
     }
 }
 
-/// The instance to take offline: not-ready first, then the most crowded
+/// The instance to take offline: not-ready first, then outdated ones (a
+/// rolling update need not restart them), then the most crowded
 /// topology, then the highest delete priority, then the fewest Regions (the
 /// least data to move), then the name.
 pub fn choose_victim<'a>(
@@ -219,6 +224,7 @@ pub fn choose_victim<'a>(
     sorted.sort_by(|a, b| {
         a.ready
             .cmp(&b.ready)
+            .then_with(|| b.outdated.cmp(&a.outdated))
             .then_with(|| cmp_fraction(crowding(b), crowding(a)))
             .then_with(|| b.delete_priority.cmp(&a.delete_priority))
             .then_with(|| a.region_count.cmp(&b.region_count))
@@ -344,6 +350,7 @@ mod tests {
             delete_priority: 0,
             store_id: Some(StoreId(store)),
             region_count: 20,
+            outdated: false,
         }
     }
 
@@ -610,5 +617,29 @@ mod tests {
         );
         i[3].deleting = true;
         assert!(matches!(plan(4, i, &pd(4, 3)), GroupPlan::Create(n) if n.len() == 1));
+    }
+
+    #[test]
+    fn scale_in_during_an_update_prefers_an_outdated_store() {
+        let sp = spread(&[("a", None), ("b", None), ("c", None)]);
+        let a = inst("kv-1", "a", 1);
+        let b = InstanceState {
+            outdated: true,
+            ..inst("kv-2", "b", 2)
+        };
+        let c = inst("kv-3", "c", 3);
+        assert_eq!(
+            choose_victim(&sp, &[&a, &b, &c]).map(|i| i.name.as_str()),
+            Some("kv-2")
+        );
+        // A not-ready one still goes first.
+        let c = InstanceState {
+            ready: false,
+            ..inst("kv-3", "c", 3)
+        };
+        assert_eq!(
+            choose_victim(&sp, &[&a, &b, &c]).map(|i| i.name.as_str()),
+            Some("kv-3")
+        );
     }
 }

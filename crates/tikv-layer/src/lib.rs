@@ -21,6 +21,7 @@ pub mod reasons;
 pub mod reconcile;
 pub mod removal;
 pub mod render;
+pub mod restart;
 pub mod store_labels;
 pub mod store_view;
 

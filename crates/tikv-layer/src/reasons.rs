@@ -50,3 +50,17 @@ pub const INVALID_SPEC: &str = "InvalidSpec";
 pub const SYNCED: &str = "Synced";
 /// The running Pod was started with another rendering than the current one.
 pub const RESTART_PENDING: &str = "RestartPending";
+/// A rolling update restarts stores one disruption budget at a time.
+pub const ROLLING_UPDATE: &str = "RollingUpdate";
+/// Store restarts wait until fewer than `maxUnavailable` stores of the Cluster are unavailable.
+pub const WAITING_FOR_STORES: &str = "WaitingForStores";
+/// A TiKV version upgrade waits for the Cluster's PD groups to finish theirs.
+pub const WAITING_FOR_PD_UPGRADE: &str = "WaitingForPDUpgrade";
+/// The store's Pod is being restarted.
+pub const RESTARTING: &str = "Restarting";
+/// The restarted store serves again; the evict-leader entry was removed.
+pub const RESTARTED: &str = "Restarted";
+/// Leader eviction before a restart timed out.
+pub const EVICTION_TIMED_OUT: &str = "EvictionTimedOut";
+/// The template's version is lower than what stores run.
+pub const DOWNGRADE_REFUSED: &str = "DowngradeRefused";

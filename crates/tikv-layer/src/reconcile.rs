@@ -31,24 +31,32 @@ use kube::{Resource, ResourceExt};
 use pd_client::{NodeState, PdApi, Store, StoreId};
 use serde::Serialize;
 use serde_json::Value;
+use tikv_operator_api::cluster::UpgradePolicy;
+use tikv_operator_api::common::ConfigUpdateStrategy;
 use tikv_operator_api::common::condition;
 use tikv_operator_api::tikv::StoreState as ApiStoreState;
 use tikv_operator_api::{
-    Cluster, CommonStatus, GroupStatus, TiKV, TiKVGroup, TiKVGroupStatus, TiKVStatus, labels, names,
+    Cluster, CommonStatus, GroupStatus, PDGroup, TiKV, TiKVGroup, TiKVGroupStatus, TiKVStatus,
+    labels, names,
 };
 use tikv_operator_core::conditions::{self, ConditionUpdate};
+use tikv_operator_core::revision::{PodRevision, Revisions};
 use tikv_operator_core::{
     Desired, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result, content_hash,
 };
 use tikv_operator_pd_layer::group::SuffixSource;
-use tikv_operator_pd_layer::reconcile::pod_ready;
+use tikv_operator_pd_layer::reconcile::{pod_available, pod_ready};
 use tikv_operator_pd_layer::spread::Spread;
 use tracing::{info, instrument, warn};
 
-use crate::group::{GroupInput, GroupPlan, InstanceState, NewInstance, plan_group};
+use crate::group::{Blocked, GroupInput, GroupPlan, InstanceState, NewInstance, plan_group};
 use crate::reasons;
 use crate::removal::{RemovalInput, RemovalStep, Request, next_removal_step};
 use crate::render::{self, RenderError};
+use crate::restart::{
+    Candidate, RestartInput, RestartPlan, RestartStep, StepInput, after_timeout, next_restart_step,
+    plan_restart,
+};
 use crate::store_labels::{desired_store_labels, labels_to_set};
 use crate::store_view::{StoreView, is_serving, is_up};
 
@@ -66,6 +74,40 @@ pub struct ClusterFacts {
     pub deleting: bool,
     /// PD client URL TiKV dials (`status.pd`: `http://<pdgroup>-pd.<ns>.svc:<port>`).
     pub pd_url: Option<String>,
+    /// Why TiKV version upgrades must wait for PD: a PDGroup of the Cluster
+    /// has not finished its own update (see [`pd_upgrading`]). `None` when
+    /// PD is done, or with `upgradePolicy: NoConstraints`.
+    pub pd_upgrading: Option<String>,
+}
+
+/// Why TiKV version upgrades of `cluster` must wait for its PD groups: the
+/// first PDGroup that has not observed its spec, does not run its template's
+/// version on every member, or has members on an older revision. `None` when
+/// every PDGroup is done or the Cluster's `upgradePolicy` is `NoConstraints`.
+pub fn pd_upgrading(cluster: Option<&Cluster>, pd_groups: &[PDGroup]) -> Option<String> {
+    if cluster.and_then(|c| c.spec.upgrade_policy) == Some(UpgradePolicy::NoConstraints) {
+        return None;
+    }
+    pd_groups.iter().find_map(|g| {
+        let name = name_of(g);
+        let want = &g.spec.template.spec.version;
+        let Some(st) = g.status.as_ref() else {
+            return Some(format!("PDGroup {name} reports no status yet"));
+        };
+        if st.common.observed_generation != g.metadata.generation {
+            return Some(format!("PDGroup {name} has not observed its latest spec"));
+        }
+        if st.group.version.as_deref() != Some(want.as_str())
+            || st.group.current_revision != st.group.update_revision
+        {
+            return Some(format!(
+                "PDGroup {name} is still updating to {want} ({}/{} members updated); TiKV \
+                 version upgrades wait for PD (upgradePolicy Default)",
+                st.group.updated_replicas, g.spec.replicas
+            ));
+        }
+        None
+    })
 }
 
 impl ClusterFacts {
@@ -85,6 +127,7 @@ impl ClusterFacts {
                     .is_some_and(|s| s.suspend_compute),
                 deleting: c.metadata.deletion_timestamp.is_some(),
                 pd_url: c.status.as_ref().and_then(|s| s.pd.clone()),
+                pd_upgrading: None,
             },
         }
     }
@@ -145,6 +188,111 @@ async fn publish(ctx: &Ctx, spec: Result<EventSpec>) -> Result<()> {
     Ok(())
 }
 
+/// The objects of one TiKV instance as rendered now.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The ConfigMap holding `tikv.toml`.
+    pub config_map: ConfigMap,
+    /// The PVCs.
+    pub pvcs: Vec<PersistentVolumeClaim>,
+    /// The Pod, its revision in the [`labels::INSTANCE_REVISION`] annotation.
+    pub pod: Pod,
+    /// The rendered Pod's revision.
+    pub revision: PodRevision,
+}
+
+/// Renders an instance's objects and the revision of its Pod (`running`:
+/// the Pod running now). The instance (to restart or report) and its group
+/// (to grant restarts and count updated stores) decide currency through it.
+pub fn render_instance_objects(
+    kv: &TiKV,
+    pd_url: Option<&str>,
+    running: Option<&Pod>,
+) -> Result<Rendered, RenderError> {
+    let config = render::render_config(kv, pd_url)?;
+    let config_hash = content_hash(&Value::String(config.clone()));
+    let mut pod = render::render_pod(kv, &config_hash)?;
+    let hot_reload = kv
+        .spec
+        .template
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.config)
+        == Some(ConfigUpdateStrategy::HotReload);
+    let revision = PodRevision::stamp(&mut pod, hot_reload, running);
+    Ok(Rendered {
+        config_map: render::render_config_map(kv, &config)?,
+        pvcs: render::render_pvcs(kv)?,
+        pod,
+        revision,
+    })
+}
+
+fn annotation<'a>(kv: &'a TiKV, key: &str) -> Option<&'a String> {
+    kv.metadata.annotations.as_ref()?.get(key)
+}
+
+/// The instance object `group` wants for `kv`, `offline` as given, carrying
+/// the restart grant `grant` (see [`labels::RESTART_ALLOWED`]).
+fn desired_instance(group: &TiKVGroup, kv: &TiKV, offline: bool, grant: Option<&str>) -> TiKV {
+    let mut want = render::render_instance(
+        group,
+        &NewInstance {
+            name: name_of(kv).to_owned(),
+            topology: kv.spec.topology.clone(),
+        },
+        offline,
+    );
+    if let Some(g) = grant {
+        want.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(labels::RESTART_ALLOWED.to_owned(), g.to_owned());
+    }
+    want
+}
+
+/// Why a TiKV instance counts against the Cluster's disruption budget, or
+/// `None` when it serves. `restarting`: a granted restart has not finished.
+pub fn disruption(
+    kv: &TiKV,
+    pod: Option<&Pod>,
+    pd: &StoreView,
+    restarting: bool,
+    min_ready_seconds: i64,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<String> {
+    let status = kv.status.as_ref();
+    if status.is_some_and(|s| s.state == Some(ApiStoreState::Removed)) {
+        return None;
+    }
+    if kv.metadata.deletion_timestamp.is_some() || kv.spec.offline {
+        return Some("its store is being removed".to_owned());
+    }
+    if restarting {
+        return Some("restarting".to_owned());
+    }
+    if status.is_some_and(|s| s.leader_eviction_started_at.is_some()) {
+        return Some("its leaders are evicted".to_owned());
+    }
+    let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none()) else {
+        return Some("no running Pod".to_owned());
+    };
+    if !pod_available(pod, min_ready_seconds, now) {
+        return Some("Pod not ready".to_owned());
+    }
+    let recorded = status
+        .and_then(|s| s.id.as_deref())
+        .and_then(|id| id.parse().ok())
+        .map(StoreId);
+    let stores = pd.stores()?;
+    match stores.find(recorded, &render::store_address(kv)) {
+        None => Some("store not registered".to_owned()),
+        Some(st) if !is_serving(st) => Some(format!("store {} not serving", st.id)),
+        Some(_) => None,
+    }
+}
+
 /// A TiKVGroup and what the caches hold about it.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupSnapshot<'a> {
@@ -156,6 +304,11 @@ pub struct GroupSnapshot<'a> {
     pub instances: &'a [TiKV],
     /// Pods of those instances.
     pub pods: &'a [Pod],
+    /// TiKV instances of the Cluster's other TiKVGroups (they share the
+    /// disruption budget).
+    pub others: &'a [TiKV],
+    /// Pods of those.
+    pub other_pods: &'a [Pod],
     /// Services of the group as cached.
     pub services: &'a [Service],
     /// PD's stores (all groups of the Cluster).
@@ -171,6 +324,20 @@ fn instance_ready(kv: &TiKV, pods: &[Pod]) -> bool {
             .status
             .as_ref()
             .is_some_and(|s| conditions::is_true(&s.common.conditions, condition::READY))
+}
+
+/// One live instance of the group, as the rolling update sees it.
+struct LiveInstance<'a> {
+    kv: &'a TiKV,
+    /// Its running Pod (not being deleted).
+    pod: Option<&'a Pod>,
+    /// The Pod revision the group's template renders for it (`None`: it does
+    /// not render; the instance reports why).
+    revision: Option<String>,
+    /// Its running Pod runs that rendering (`None`: no running Pod).
+    current: Option<bool>,
+    /// Its granted restart has not finished.
+    restarting: bool,
 }
 
 /// Reconciles one TiKVGroup. See the module docs.
@@ -192,198 +359,287 @@ pub async fn reconcile_group(
         .map(|st| st.common.conditions.clone())
         .unwrap_or_default();
     let old_progressing = conditions::find(&conds, condition::PROGRESSING).cloned();
+    let min_ready = i64::from(group.spec.min_ready_seconds.unwrap_or(0).max(0));
+    let running_pod = |pods: &'_ [Pod], n: &str| -> Option<usize> {
+        pods.iter()
+            .position(|p| name_of(p) == names::pod(n) && p.metadata.deletion_timestamp.is_none())
+    };
 
+    // Where every live instance stands against the template. Decided from
+    // the template and the Pods, never from instance status, which lags.
+    let live: Vec<LiveInstance<'_>> = s
+        .instances
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter(|i| i.status.as_ref().and_then(|st| st.state) != Some(ApiStoreState::Removed))
+        .map(|kv| {
+            let pod = running_pod(s.pods, name_of(kv)).map(|at| &s.pods[at]);
+            let want = desired_instance(group, kv, kv.spec.offline, None);
+            let rendered = render_instance_objects(&want, s.cluster.pd_url.as_deref(), pod).ok();
+            let current = pod.map(|p| rendered.as_ref().is_none_or(|r| r.revision.runs(Some(p))));
+            let serving = pod.is_some_and(|p| pod_available(p, min_ready, now))
+                && disruption(kv, pod, s.pd, false, min_ready, now).is_none();
+            let evicting = kv
+                .status
+                .as_ref()
+                .is_some_and(|st| st.leader_eviction_started_at.is_some());
+            LiveInstance {
+                kv,
+                pod,
+                revision: rendered.map(|r| r.revision.revision),
+                current,
+                restarting: annotation(kv, labels::RESTART_ALLOWED).is_some()
+                    && !(current == Some(true) && serving && !evicting),
+            }
+        })
+        .collect();
+    let currency: BTreeMap<String, Option<bool>> = live
+        .iter()
+        .filter(|l| !l.kv.spec.offline)
+        .map(|l| (name_of(l.kv).to_owned(), l.current))
+        .collect();
     let states: Vec<InstanceState> = s
         .instances
         .iter()
-        .map(|i| InstanceState::from_instance(i, instance_ready(i, s.pods)))
+        .map(|i| {
+            let mut st = InstanceState::from_instance(i, instance_ready(i, s.pods));
+            st.outdated = currency.get(name_of(i)) == Some(&Some(false));
+            st
+        })
         .collect();
+    // The grant each live instance keeps: while its restart runs.
+    let grant_of = |kv: &TiKV| -> Option<String> {
+        live.iter()
+            .find(|l| name_of(l.kv) == name_of(kv) && l.restarting)
+            .and_then(|l| annotation(l.kv, labels::RESTART_ALLOWED).cloned())
+    };
 
-    let plan =
-        if s.cluster.paused || s.cluster.deleting || group.metadata.deletion_timestamp.is_some() {
-            None
-        } else {
-            let svc = render::render_peer_service(group).map_err(|e| Error::InvalidSpec {
-                message: e.to_string(),
-            })?;
-            let d = desired(&svc)?;
-            let current = cached(s.services.iter().find(|c| name_of(*c) == d.key.name));
-            ctx.kube.apply_if_changed(&d, current.as_ref()).await?;
-            // Template changes reach the instance objects (ConfigMaps and PVCs
-            // follow; a running Pod reports RestartPending).
-            for i in s
-                .instances
-                .iter()
-                .filter(|i| i.metadata.deletion_timestamp.is_none())
-            {
-                let want = render::render_instance(
-                    group,
-                    &NewInstance {
-                        name: name_of(i).to_owned(),
-                        topology: i.spec.topology.clone(),
-                    },
-                    i.spec.offline,
-                );
-                ctx.kube
-                    .apply_if_changed(&desired(&want)?, cached(Some(i)).as_ref())
-                    .await?;
+    let mut restart = RestartPlan::None;
+    let plan = if s.cluster.paused
+        || s.cluster.deleting
+        || group.metadata.deletion_timestamp.is_some()
+    {
+        None
+    } else if let Some(message) = tikv_operator_core::version::downgrade_refusal(
+        group.metadata.annotations.as_ref(),
+        &group.spec.template.spec.version,
+        live.iter().map(|l| l.kv.spec.template.version.as_str()),
+    ) {
+        // Nothing of the template reaches the instances (no store is created
+        // at the lower version) until the version is fixed or the downgrade
+        // explicitly allowed.
+        Some(GroupPlan::Refuse(Blocked {
+            reason: reasons::DOWNGRADE_REFUSED,
+            message,
+        }))
+    } else {
+        let svc = render::render_peer_service(group).map_err(|e| Error::InvalidSpec {
+            message: e.to_string(),
+        })?;
+        let d = desired(&svc)?;
+        let current = cached(s.services.iter().find(|c| name_of(*c) == d.key.name));
+        ctx.kube.apply_if_changed(&d, current.as_ref()).await?;
+        // Template changes reach the instance objects (ConfigMaps and PVCs
+        // follow, metadata is patched in place); a running Pod that must be
+        // recreated waits for its grant.
+        for l in &live {
+            let want = desired_instance(group, l.kv, l.kv.spec.offline, grant_of(l.kv).as_deref());
+            ctx.kube
+                .apply_if_changed(&desired(&want)?, cached(Some(l.kv)).as_ref())
+                .await?;
+        }
+        let input = GroupInput {
+            group: &group_name,
+            replicas: group.spec.replicas,
+            spread: Spread::from_policies(&group.spec.schedule_policies),
+            instances: states.clone(),
+            pd: s.pd,
+        };
+        let plan = plan_group(&input, suffixes);
+        info!(?plan, "TiKVGroup plan");
+        let find = |n: &str| s.instances.iter().find(|i| name_of(*i) == n);
+        match &plan {
+            GroupPlan::Steady | GroupPlan::Wait(_) => {}
+            GroupPlan::DeleteRemoved(names_) => {
+                for n in names_ {
+                    ctx.kube
+                        .delete(&ObjectKey::new::<TiKV>(namespace.as_deref(), n))
+                        .await?;
+                }
+                publish(
+                    ctx,
+                    event(
+                        group,
+                        EventType::Normal,
+                        reasons::STORE_TOMBSTONED,
+                        "Delete",
+                        format!(
+                            "deleting TiKV instance(s) {} whose store is removed",
+                            names_.join(", ")
+                        ),
+                    ),
+                )
+                .await?;
             }
-            let input = GroupInput {
-                group: &group_name,
-                replicas: group.spec.replicas,
-                spread: Spread::from_policies(&group.spec.schedule_policies),
-                instances: states.clone(),
-                pd: s.pd,
-            };
-            let plan = plan_group(&input, suffixes);
-            info!(?plan, "TiKVGroup plan");
-            let find = |n: &str| s.instances.iter().find(|i| name_of(*i) == n);
-            match &plan {
-                GroupPlan::Steady | GroupPlan::Wait(_) => {}
-                GroupPlan::DeleteRemoved(names_) => {
-                    for n in names_ {
-                        ctx.kube
-                            .delete(&ObjectKey::new::<TiKV>(namespace.as_deref(), n))
-                            .await?;
-                    }
-                    publish(
-                        ctx,
-                        event(
-                            group,
-                            EventType::Normal,
-                            reasons::STORE_TOMBSTONED,
-                            "Delete",
-                            format!(
-                                "deleting TiKV instance(s) {} whose store is removed",
-                                names_.join(", ")
-                            ),
-                        ),
-                    )
-                    .await?;
-                }
-                GroupPlan::CancelOffline(names_) => {
-                    for n in names_ {
-                        if let Some(i) = find(n) {
-                            let want = render::render_instance(
-                                group,
-                                &NewInstance {
-                                    name: n.clone(),
-                                    topology: i.spec.topology.clone(),
-                                },
-                                false,
-                            );
-                            ctx.kube
-                                .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
-                                .await?;
-                        }
-                    }
-                    publish(
-                        ctx,
-                        event(
-                            group,
-                            EventType::Normal,
-                            reasons::REMOVAL_CANCELLED,
-                            "CancelScaleIn",
-                            format!(
-                                "replicas raised during a scale-in: cancelling the removal of {} \
-                             instead of creating new stores",
-                                names_.join(", ")
-                            ),
-                        ),
-                    )
-                    .await?;
-                }
-                GroupPlan::Create(new) => {
-                    for n in new {
-                        let kv = render::render_instance(group, n, false);
-                        ctx.kube
-                            .apply(&ObjectKey::of(&kv)?, &desired(&kv)?.stamped())
-                            .await?;
-                    }
-                    let list: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
-                    publish(
-                        ctx,
-                        event(
-                            group,
-                            EventType::Normal,
-                            reasons::SCALING_OUT,
-                            "Create",
-                            format!("creating TiKV instance(s) {}", list.join(", ")),
-                        ),
-                    )
-                    .await?;
-                }
-                GroupPlan::MarkOffline { name, why } => {
-                    if let Some(i) = find(name) {
-                        let want = render::render_instance(
-                            group,
-                            &NewInstance {
-                                name: name.clone(),
-                                topology: i.spec.topology.clone(),
-                            },
-                            true,
-                        );
+            GroupPlan::CancelOffline(names_) => {
+                for n in names_ {
+                    if let Some(i) = find(n) {
+                        let want = desired_instance(group, i, false, grant_of(i).as_deref());
                         ctx.kube
                             .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
                             .await?;
-                        publish(
-                            ctx,
-                            event(
-                                group,
-                                EventType::Normal,
-                                reasons::OFFLINE_REQUESTED,
-                                "ScaleIn",
-                                format!("taking the store of {name} offline ({why})"),
-                            ),
-                        )
-                        .await?;
                     }
                 }
-                GroupPlan::Refuse(b) => {
-                    let repeated = old_progressing
-                        .as_ref()
-                        .is_some_and(|c| c.reason == b.reason && c.message == b.message);
-                    if !repeated {
-                        warn!(reason = b.reason, message = %b.message, "scale-in refused");
-                        publish(
-                            ctx,
-                            event(
-                                group,
-                                EventType::Warning,
-                                b.reason,
-                                "ScaleIn",
-                                b.message.clone(),
-                            ),
-                        )
+                publish(
+                    ctx,
+                    event(
+                        group,
+                        EventType::Normal,
+                        reasons::REMOVAL_CANCELLED,
+                        "CancelScaleIn",
+                        format!(
+                            "replicas raised during a scale-in: cancelling the removal of {} \
+                             instead of creating new stores",
+                            names_.join(", ")
+                        ),
+                    ),
+                )
+                .await?;
+            }
+            GroupPlan::Create(new) => {
+                for n in new {
+                    let kv = render::render_instance(group, n, false);
+                    ctx.kube
+                        .apply(&ObjectKey::of(&kv)?, &desired(&kv)?.stamped())
                         .await?;
-                    }
+                }
+                let list: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
+                publish(
+                    ctx,
+                    event(
+                        group,
+                        EventType::Normal,
+                        reasons::SCALING_OUT,
+                        "Create",
+                        format!("creating TiKV instance(s) {}", list.join(", ")),
+                    ),
+                )
+                .await?;
+            }
+            GroupPlan::MarkOffline { name, why } => {
+                if let Some(i) = find(name) {
+                    let want = desired_instance(group, i, true, grant_of(i).as_deref());
+                    ctx.kube
+                        .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
+                        .await?;
+                    publish(
+                        ctx,
+                        event(
+                            group,
+                            EventType::Normal,
+                            reasons::OFFLINE_REQUESTED,
+                            "ScaleIn",
+                            format!("taking the store of {name} offline ({why})"),
+                        ),
+                    )
+                    .await?;
                 }
             }
-            Some(plan)
-        };
+            GroupPlan::Refuse(b) => {
+                let repeated = old_progressing
+                    .as_ref()
+                    .is_some_and(|c| c.reason == b.reason && c.message == b.message);
+                if !repeated {
+                    warn!(reason = b.reason, message = %b.message, "scale-in refused");
+                    publish(
+                        ctx,
+                        event(
+                            group,
+                            EventType::Warning,
+                            b.reason,
+                            "ScaleIn",
+                            b.message.clone(),
+                        ),
+                    )
+                    .await?;
+                }
+            }
+        }
+        if plan == GroupPlan::Steady {
+            restart = plan_restart(&restart_input(group, s, &live, min_ready, now));
+            if let RestartPlan::Grant {
+                name,
+                revision,
+                why,
+            } = &restart
+                && let Some(i) = find(name)
+            {
+                let want = desired_instance(group, i, false, Some(revision));
+                ctx.kube
+                    .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
+                    .await?;
+                info!(instance = %name, %why, "store restart granted");
+                publish(
+                    ctx,
+                    event(
+                        group,
+                        EventType::Normal,
+                        reasons::ROLLING_UPDATE,
+                        "Restart",
+                        format!("restarting the store of {name} with its new rendering ({why})"),
+                    ),
+                )
+                .await?;
+            }
+        }
+        Some(plan)
+    };
+    if let Some(GroupPlan::Refuse(b)) = &plan
+        && b.reason == reasons::DOWNGRADE_REFUSED
+        && old_progressing
+            .as_ref()
+            .is_none_or(|c| c.reason != b.reason || c.message != b.message)
+    {
+        warn!(message = %b.message, "downgrade refused");
+        publish(
+            ctx,
+            event(
+                group,
+                EventType::Warning,
+                b.reason,
+                "Upgrade",
+                b.message.clone(),
+            ),
+        )
+        .await?;
+    }
 
     // Report.
-    let live: Vec<(&InstanceState, &TiKV)> = states
+    let live_states: Vec<(&InstanceState, &TiKV)> = states
         .iter()
         .zip(s.instances)
         .filter(|(st, _)| !st.deleting && !st.removed)
         .collect();
     let serving: Vec<&(&InstanceState, &TiKV)> =
-        live.iter().filter(|(st, _)| !st.offline).collect();
-    let going: Vec<&str> = live
+        live_states.iter().filter(|(st, _)| !st.offline).collect();
+    let going: Vec<&str> = live_states
         .iter()
         .filter(|(st, _)| st.offline)
         .map(|(st, _)| st.name.as_str())
         .collect();
-    let replicas = i32::try_from(live.len()).unwrap_or(i32::MAX);
+    let restarting: Vec<&str> = live
+        .iter()
+        .filter(|l| l.restarting)
+        .map(|l| name_of(l.kv))
+        .collect();
+    let replicas = i32::try_from(live_states.len()).unwrap_or(i32::MAX);
     let ready =
         i32::try_from(serving.iter().filter(|(st, _)| st.ready).count()).unwrap_or(i32::MAX);
-    let updated = i32::try_from(
-        live.iter()
-            .filter(|(_, kv)| kv.spec.template == group.spec.template.spec)
-            .count(),
-    )
-    .unwrap_or(i32::MAX);
+    let revisions = Revisions::count(
+        render::group_revision(group),
+        group.spec.replicas,
+        currency.values(),
+    );
     let progressing = match &plan {
         None => ConditionUpdate::new(
             condition::PROGRESSING,
@@ -393,7 +649,7 @@ pub async fn reconcile_group(
         ),
         Some(GroupPlan::Steady | GroupPlan::Wait(_)) if !going.is_empty() => {
             // Surface what the removals report (refusals, PD outages).
-            let details: Vec<String> = live
+            let details: Vec<String> = live_states
                 .iter()
                 .filter(|(st, _)| st.offline)
                 .filter_map(|(st, kv)| {
@@ -405,7 +661,7 @@ pub async fn reconcile_group(
                 })
                 .map(|(n, c)| format!("{n}: {} ({})", c.reason, c.message))
                 .collect();
-            let blocked = live
+            let blocked = live_states
                 .iter()
                 .filter(|(st, _)| st.offline)
                 .find_map(|(_, kv)| {
@@ -429,12 +685,37 @@ pub async fn reconcile_group(
                 },
             )
         }
-        Some(GroupPlan::Steady) => ConditionUpdate::new(
-            condition::PROGRESSING,
-            false,
-            reasons::SYNCED,
-            format!("{} TiKV stores", serving.len()),
-        ),
+        Some(GroupPlan::Steady) => match &restart {
+            RestartPlan::Grant { name, .. } => ConditionUpdate::new(
+                condition::PROGRESSING,
+                true,
+                reasons::ROLLING_UPDATE,
+                format!(
+                    "restarting the store of {name} ({}/{} updated)",
+                    revisions.updated, group.spec.replicas
+                ),
+            ),
+            RestartPlan::Wait(b) => {
+                ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
+            }
+            RestartPlan::None if !restarting.is_empty() => ConditionUpdate::new(
+                condition::PROGRESSING,
+                true,
+                reasons::ROLLING_UPDATE,
+                format!(
+                    "waiting for {} to finish restarting ({}/{} updated)",
+                    restarting.join(", "),
+                    revisions.updated,
+                    group.spec.replicas
+                ),
+            ),
+            RestartPlan::None => ConditionUpdate::new(
+                condition::PROGRESSING,
+                false,
+                reasons::SYNCED,
+                format!("{} TiKV stores", serving.len()),
+            ),
+        },
         Some(GroupPlan::DeleteRemoved(n)) => ConditionUpdate::new(
             condition::PROGRESSING,
             true,
@@ -481,22 +762,36 @@ pub async fn reconcile_group(
         generation,
         now,
     );
+    let previous = group
+        .status
+        .as_ref()
+        .map(|st| st.group.clone())
+        .unwrap_or_default();
     let status = TiKVGroupStatus {
         common: CommonStatus {
             conditions: conds,
             observed_generation: generation,
         },
         group: GroupStatus {
-            version: Some(group.spec.template.spec.version.clone()),
+            // The version every store runs: the template's once all are
+            // updated, the previous one meanwhile.
+            version: if revisions.all_updated {
+                Some(group.spec.template.spec.version.clone())
+            } else {
+                previous.version.clone()
+            },
             replicas,
             ready_replicas: ready,
-            updated_replicas: updated,
+            updated_replicas: revisions.updated,
+            current_replicas: revisions.current_replicas(previous.current_revision.as_deref()),
+            update_revision: Some(revisions.update.clone()),
+            current_revision: if revisions.all_updated {
+                Some(revisions.update.clone())
+            } else {
+                previous.current_revision.clone()
+            },
             selector: Some(render::selector_string(&cluster_name, &group_name)),
-            ..group
-                .status
-                .as_ref()
-                .map(|st| st.group.clone())
-                .unwrap_or_default()
+            ..previous
         },
     };
     if group.status.as_ref() != Some(&status) {
@@ -508,8 +803,88 @@ pub async fn reconcile_group(
             .patch_status(&ObjectKey::of(group)?, &value)
             .await?;
     }
-    let in_flight = plan.as_ref().is_some_and(GroupPlan::in_flight) || !going.is_empty();
+    let in_flight = plan.as_ref().is_some_and(GroupPlan::in_flight)
+        || !going.is_empty()
+        || restart != RestartPlan::None
+        || !restarting.is_empty();
     Ok(ctx.policy.after_success(in_flight))
+}
+
+/// What the restart planner needs: this group's candidates and restarts in
+/// flight, and every disrupted store of the Cluster.
+fn restart_input(
+    group: &TiKVGroup,
+    s: &GroupSnapshot<'_>,
+    live: &[LiveInstance<'_>],
+    min_ready: i64,
+    now: k8s_openapi::jiff::Timestamp,
+) -> RestartInput {
+    let mut disrupted: Vec<(String, String)> = live
+        .iter()
+        .filter_map(|l| {
+            disruption(l.kv, l.pod, s.pd, l.restarting, min_ready, now)
+                .map(|why| (name_of(l.kv).to_owned(), why))
+        })
+        .collect();
+    // Instances of the group that are being deleted still hold a store.
+    disrupted.extend(
+        s.instances
+            .iter()
+            .filter(|i| i.metadata.deletion_timestamp.is_some())
+            .filter_map(|i| {
+                disruption(i, None, s.pd, false, 0, now).map(|w| (name_of(i).to_owned(), w))
+            }),
+    );
+    disrupted.extend(s.others.iter().filter_map(|kv| {
+        let pod = s
+            .other_pods
+            .iter()
+            .find(|p| name_of(*p) == names::pod(name_of(kv)));
+        let restarting = annotation(kv, labels::RESTART_ALLOWED).is_some();
+        disruption(kv, pod, s.pd, restarting, 0, now).map(|why| (name_of(kv).to_owned(), why))
+    }));
+    let candidates = live
+        .iter()
+        .filter(|l| !l.kv.spec.offline && l.current == Some(false))
+        .filter_map(|l| {
+            let revision = l.revision.clone()?;
+            let granted = annotation(l.kv, labels::RESTART_ALLOWED) == Some(&revision);
+            (!granted).then(|| Candidate {
+                name: name_of(l.kv).to_owned(),
+                disrupted: disrupted
+                    .iter()
+                    .find(|(n, _)| n == name_of(l.kv))
+                    .map(|(_, why)| why.clone()),
+                revision,
+            })
+        })
+        .collect();
+    let upgrading = group
+        .status
+        .as_ref()
+        .and_then(|st| st.group.version.as_deref())
+        .is_some_and(|v| v != group.spec.template.spec.version);
+    RestartInput {
+        max_unavailable: usize::try_from(group.spec.max_unavailable.unwrap_or(1).max(1))
+            .unwrap_or(1),
+        candidates,
+        in_progress: live
+            .iter()
+            .filter(|l| l.restarting)
+            .map(|l| name_of(l.kv).to_owned())
+            .collect(),
+        disrupted,
+        pd_reachable: s.pd.stores().is_some(),
+        waiting_for_pd: if upgrading {
+            s.cluster.pd_upgrading.clone()
+        } else {
+            None
+        },
+        removal_in_flight: live
+            .iter()
+            .find(|l| l.kv.spec.offline)
+            .map(|l| name_of(l.kv).to_owned()),
+    }
 }
 
 /// A TiKV instance and what the caches hold about it.
@@ -691,6 +1066,8 @@ pub async fn reconcile_instance(
         Request::Keep
     };
     let acting = !s.cluster.paused || (deleting && s.cluster.deleting);
+    let running = s.pod.filter(|p| p.metadata.deletion_timestamp.is_none());
+    let rendered = render_instance_objects(kv, s.cluster.pd_url.as_deref(), running);
 
     // Apply the instance's objects (not while it is going away).
     let synced = if !acting {
@@ -709,27 +1086,91 @@ pub async fn reconcile_instance(
         let store_gone =
             store.is_some_and(Store::is_removed) || status.state == Some(ApiStoreState::Removed);
         let pod_allowed = request == Request::Keep && !store_gone;
-        Some(match apply_instance_objects(ctx, s, pod_allowed).await? {
-            Ok(m) => ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, m),
-            Err((reason, m)) => ConditionUpdate::new(condition::SYNCED, false, reason, m),
-        })
+        Some(
+            match apply_instance_objects(ctx, s, &rendered, pod_allowed).await? {
+                Ok(m) => ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, m),
+                Err((reason, m)) => ConditionUpdate::new(condition::SYNCED, false, reason, m),
+            },
+        )
     };
 
-    // The removal (or cancellation) step.
-    let step = next_removal_step(&RemovalInput {
-        instance: &name,
-        request,
-        cluster_deleting: s.cluster.deleting,
-        pd: s.pd,
-        store,
-        recorded_store_id: recorded,
-        eviction_started_at: status.leader_eviction_started_at.as_ref().map(|t| t.0),
-        now,
-        evict_leader_timeout: s.options.evict_leader_timeout,
-        pod_exists: s.pod.is_some(),
-        pod_ready: s.pod.is_some_and(pod_ready),
-        pvcs: s.pvcs.iter().map(|p| name_of(p).to_owned()).collect(),
-    });
+    // A rolling restart of the store (see `crate::restart`), while the store
+    // is kept and not being removed.
+    let restart = if acting
+        && request == Request::Keep
+        && !store.is_some_and(|st| st.is_removing() || st.is_removed())
+    {
+        let revision = rendered.as_ref().ok().map(|r| &r.revision);
+        next_restart_step(&StepInput {
+            pd: s.pd,
+            store,
+            pod_running: running.is_some(),
+            pod_terminating: s
+                .pod
+                .is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
+            // A template that does not render is reported through Synced;
+            // it restarts nothing.
+            pod_current: revision.is_none_or(|r| r.runs(running)),
+            pod_ready: running.is_some_and(pod_ready),
+            granted: revision
+                .is_some_and(|r| annotation(kv, labels::RESTART_ALLOWED) == Some(&r.revision)),
+            eviction_started_at: status.leader_eviction_started_at.as_ref().map(|t| t.0),
+            now,
+            evict_leader_timeout: s.options.evict_leader_timeout,
+        })
+    } else {
+        RestartStep::Idle
+    };
+    let restart = run_restart_step(ctx, s, pd_api, &key, &mut status, restart).await?;
+    let synced = match (&restart, synced) {
+        (RestartStep::Wait(b), Some(_)) => Some(ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            b.reason,
+            b.message.clone(),
+        )),
+        (RestartStep::EvictLeaders(id), Some(_)) => Some(ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            reasons::EVICTING_LEADERS,
+            format!("evicting the leaders of store {id} before the restart"),
+        )),
+        (RestartStep::DeletePod { why }, Some(_)) => Some(ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            reasons::RESTARTING,
+            format!("restarting the Pod ({why})"),
+        )),
+        (RestartStep::Pending, Some(_)) => Some(ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            reasons::RESTART_PENDING,
+            "the rendered Pod changed; the restart waits for its turn (the group restarts \
+             stores one disruption budget at a time)",
+        )),
+        (_, synced) => synced,
+    };
+
+    // The removal (or cancellation) step; a restart in flight owns the
+    // store's evict-leader entry meanwhile.
+    let step = if restart != RestartStep::Idle {
+        RemovalStep::Idle
+    } else {
+        next_removal_step(&RemovalInput {
+            instance: &name,
+            request,
+            cluster_deleting: s.cluster.deleting,
+            pd: s.pd,
+            store,
+            recorded_store_id: recorded,
+            eviction_started_at: status.leader_eviction_started_at.as_ref().map(|t| t.0),
+            now,
+            evict_leader_timeout: s.options.evict_leader_timeout,
+            pod_exists: s.pod.is_some(),
+            pod_ready: s.pod.is_some_and(pod_ready),
+            pvcs: s.pvcs.iter().map(|p| name_of(p).to_owned()).collect(),
+        })
+    };
     let mut step_for_report = step.clone();
     if acting {
         if step != RemovalStep::Idle {
@@ -971,8 +1412,136 @@ pub async fn reconcile_instance(
     if kv.status.as_ref() != Some(&status) {
         patch_status(ctx, &key, &name, &status).await?;
     }
-    let in_flight = step_for_report.in_flight() || !pod_is_ready || store_settling;
+    let in_flight =
+        step_for_report.in_flight() || restart.in_flight() || !pod_is_ready || store_settling;
     Ok(ctx.policy.after_success(in_flight))
+}
+
+/// Carries out one restart step; returns the step to report (a timed-out
+/// eviction resolves into a Pod deletion or a wait).
+async fn run_restart_step(
+    ctx: &Ctx,
+    s: &InstanceSnapshot<'_>,
+    pd_api: &dyn PdApi,
+    key: &ObjectKey,
+    status: &mut TiKVStatus,
+    step: RestartStep,
+) -> Result<RestartStep> {
+    let kv = s.instance;
+    let name = name_of(kv);
+    if step.in_flight() {
+        info!(?step, "store restart");
+    }
+    let step = match step {
+        RestartStep::CheckDownPeers { store, leaders } => match pd_api.down_peers().await {
+            Ok(down) => {
+                let next = after_timeout(store, leaders, &down);
+                let previous = conditions::find(&status.common.conditions, condition::SYNCED);
+                let note = match &next {
+                    RestartStep::Wait(b) => Some(b.message.clone()),
+                    RestartStep::DeletePod { why } => Some(why.clone()),
+                    _ => None,
+                };
+                // Once per state, not at every poll.
+                if let Some(note) = note
+                    && previous.is_none_or(|c| c.message != note)
+                {
+                    publish(
+                        ctx,
+                        event(
+                            kv,
+                            EventType::Warning,
+                            reasons::EVICTION_TIMED_OUT,
+                            "Restart",
+                            note,
+                        ),
+                    )
+                    .await?;
+                }
+                next
+            }
+            Err(e) => RestartStep::Wait(Blocked {
+                reason: reasons::PD_UNAVAILABLE,
+                message: format!(
+                    "leader eviction timed out and PD's down peers cannot be read ({e}); the \
+                     restart waits"
+                ),
+            }),
+        },
+        other => other,
+    };
+    match &step {
+        RestartStep::Idle | RestartStep::Pending | RestartStep::Wait(_) => {}
+        RestartStep::CheckDownPeers { .. } => {}
+        RestartStep::EvictLeaders(id) => {
+            let first = status.leader_eviction_started_at.is_none();
+            if first {
+                // Record first: an entry we added is always known to be ours,
+                // so every exit path removes it.
+                status.leader_eviction_started_at = Some(Time(ctx.clock.now()));
+                patch_status(ctx, key, name, status).await?;
+            }
+            match pd_api.add_evict_leader(*id).await {
+                Ok(()) => {}
+                Err(e) if e.is_already_gone() => {}
+                Err(e) => return Err(Error::pd("add_evict_leader", e)),
+            }
+            if first {
+                publish(
+                    ctx,
+                    event(
+                        kv,
+                        EventType::Normal,
+                        reasons::EVICTING_LEADERS,
+                        "Restart",
+                        format!("evicting the leaders of store {id} before restarting its Pod"),
+                    ),
+                )
+                .await?;
+            }
+        }
+        RestartStep::DeletePod { why } => {
+            ctx.kube
+                .delete(&ObjectKey::new::<Pod>(
+                    kv.metadata.namespace.as_deref(),
+                    &names::pod(name),
+                ))
+                .await?;
+            publish(
+                ctx,
+                event(
+                    kv,
+                    EventType::Normal,
+                    reasons::RESTARTING,
+                    "Restart",
+                    format!("deleting the Pod to restart it with its new rendering ({why})"),
+                ),
+            )
+            .await?;
+        }
+        RestartStep::RemoveEvictLeader(id) => {
+            if let Some(id) = id {
+                match pd_api.remove_evict_leader(*id).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_already_gone() => {}
+                    Err(e) => return Err(Error::pd("remove_evict_leader", e)),
+                }
+            }
+            status.leader_eviction_started_at = None;
+            publish(
+                ctx,
+                event(
+                    kv,
+                    EventType::Normal,
+                    reasons::RESTARTED,
+                    "Restart",
+                    "the store serves again; its evict-leader entry is removed".to_owned(),
+                ),
+            )
+            .await?;
+        }
+    }
+    Ok(step)
 }
 
 async fn patch_status(ctx: &Ctx, key: &ObjectKey, name: &str, status: &TiKVStatus) -> Result<()> {
@@ -988,35 +1557,22 @@ async fn patch_status(ctx: &Ctx, key: &ObjectKey, name: &str, status: &TiKVStatu
 async fn apply_instance_objects(
     ctx: &Ctx,
     s: &InstanceSnapshot<'_>,
+    rendered: &std::result::Result<Rendered, RenderError>,
     pod_allowed: bool,
 ) -> Result<Result<String, (&'static str, String)>> {
-    let kv = s.instance;
-    let rendered = (|| {
-        let config = render::render_config(kv, s.cluster.pd_url.as_deref())?;
-        let config_hash = content_hash(&Value::String(config.clone()));
-        let mut pod = render::render_pod(kv, &config_hash)?;
-        let revision = content_hash(
-            &serde_json::to_value(&pod).map_err(|e| RenderError::Incomplete(e.to_string()))?,
-        );
-        pod.metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(labels::INSTANCE_REVISION.to_owned(), revision.clone());
-        Ok::<_, RenderError>((
-            render::render_config_map(kv, &config)?,
-            render::render_pvcs(kv)?,
-            pod,
-            revision,
-        ))
-    })();
-    let (cm, pvcs, pod, revision) = match rendered {
+    let Rendered {
+        config_map: cm,
+        pvcs,
+        pod,
+        revision,
+    } = match rendered {
         Ok(r) => r,
         Err(e) => return Ok(Err((e.reason(), e.to_string()))),
     };
     ctx.kube
-        .apply_if_changed(&desired(&cm)?, cached(s.config_map).as_ref())
+        .apply_if_changed(&desired(cm)?, cached(s.config_map).as_ref())
         .await?;
-    for pvc in &pvcs {
+    for pvc in pvcs {
         let current = cached(s.pvcs.iter().find(|p| name_of(*p) == name_of(pvc)));
         ctx.kube
             .apply_if_changed(&desired(pvc)?, current.as_ref())
@@ -1032,28 +1588,29 @@ async fn apply_instance_objects(
     }
     match s.pod {
         None if pod_allowed => {
-            ctx.kube.apply_if_changed(&desired(&pod)?, None).await?;
+            ctx.kube.apply_if_changed(&desired(pod)?, None).await?;
             Ok(Ok("Pod created".to_owned()))
         }
         None => Ok(Ok(
             "the store is offline or removed: no Pod is (re)created".to_owned()
         )),
-        Some(current) => {
-            let running = current
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(labels::INSTANCE_REVISION));
-            if running.map(String::as_str) == Some(revision.as_str()) {
-                Ok(Ok("up to date".to_owned()))
-            } else {
-                Ok(Err((
-                    reasons::RESTART_PENDING,
-                    "the rendered Pod changed (configuration, image, resources, ...); rolling \
-                     restarts of TiKV are not implemented yet: delete the Pod to apply it"
-                        .to_owned(),
-                )))
-            }
+        Some(current) if current.metadata.deletion_timestamp.is_some() => Ok(Err((
+            reasons::RESTARTING,
+            "waiting for the old Pod to terminate".to_owned(),
+        ))),
+        Some(current) if revision.runs(Some(current)) => {
+            // Same revision: whatever differs (labels, annotations, the
+            // config hash under HotReload) is patched in place.
+            ctx.kube
+                .apply_if_changed(&desired(pod)?, cached(Some(current)).as_ref())
+                .await?;
+            Ok(Ok("up to date".to_owned()))
         }
+        Some(_) => Ok(Err((
+            reasons::RESTART_PENDING,
+            "the rendered Pod changed (configuration, image, resources, ...); the store is \
+             restarted when its group grants it (one disruption budget at a time)"
+                .to_owned(),
+        ))),
     }
 }

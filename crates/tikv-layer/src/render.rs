@@ -192,15 +192,38 @@ fn none_if_empty(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>
     (!m.is_empty()).then_some(m)
 }
 
+/// The revision of a group's template and restart request
+/// (`status.updateRevision`); instances carry it in
+/// [`labels::TEMPLATE_REVISION`].
+pub fn group_revision(group: &TiKVGroup) -> String {
+    tikv_operator_core::content_hash(&serde_json::json!({
+        "template": serde_json::to_value(&group.spec.template).unwrap_or_default(),
+        "restartedAt": restarted_at(&group.metadata),
+    }))
+}
+
+fn restarted_at(meta: &ObjectMeta) -> Option<&String> {
+    meta.annotations.as_ref()?.get(labels::RESTARTED_AT)
+}
+
 /// The TiKV instance object a group creates (or re-applies) for `new`, with
-/// `offline` as given (the group's scale-in decision).
+/// `offline` as given (the group's scale-in decision). It carries the
+/// group's template revision and restart request; the restart grant
+/// ([`labels::RESTART_ALLOWED`]) is added by the caller.
 pub fn render_instance(group: &TiKVGroup, new: &NewInstance, offline: bool) -> TiKV {
     let group_name = group.metadata.name.clone().unwrap_or_default();
     let cluster = &group.spec.cluster.name;
-    let (labels, annotations) = with_user_meta(
+    let (labels, mut annotations) = with_user_meta(
         instance_labels(cluster, &group_name, &new.name),
         group.spec.template.metadata.as_ref(),
     );
+    annotations.insert(labels::TEMPLATE_REVISION.to_owned(), group_revision(group));
+    // A rolling restart requested on the group reaches every instance and,
+    // through it, every Pod's revision; the group grants the restarts one
+    // disruption budget at a time.
+    if let Some(at) = restarted_at(&group.metadata) {
+        annotations.insert(labels::RESTARTED_AT.to_owned(), at.clone());
+    }
     TiKV {
         metadata: ObjectMeta {
             name: Some(new.name.clone()),
@@ -568,6 +591,9 @@ pub fn render_pod(kv: &TiKV, config_hash: &str) -> Result<Pod, RenderError> {
     let (labels, mut annotations) =
         with_user_meta(instance_labels(p.cluster, p.group, p.name), Some(&user));
     annotations.insert(labels::CONFIG_HASH.to_owned(), config_hash.to_owned());
+    if let Some(at) = restarted_at(&kv.metadata) {
+        annotations.insert(labels::RESTARTED_AT.to_owned(), at.clone());
+    }
 
     Ok(Pod {
         metadata: ObjectMeta {

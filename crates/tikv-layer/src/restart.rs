@@ -1,0 +1,611 @@
+//! Rolling restarts of TiKV stores: which store may restart now (the group,
+//! [`plan_restart`]) and the steps one store goes through (the instance,
+//! [`next_restart_step`]). Pure: every input is passed in.
+//!
+//! A TiKV instance never recreates its running Pod on its own. When its
+//! rendering changes (template, restart request, a new operator version),
+//! it reports `RestartPending` until its group grants the restart by
+//! stamping the new Pod revision into [`labels::RESTART_ALLOWED`]. The group
+//! grants one restart at a time, and only while fewer than `maxUnavailable`
+//! stores of the whole Cluster are disrupted (not Ready, being restarted or
+//! removed); an instance that is already unavailable is restarted first, as
+//! that adds no disruption, but still one at a time.
+//!
+//! A granted instance: evicts its store's leaders (records the start in
+//! `status.leaderEvictionStartedAt`, then adds an evict-leader entry) ->
+//! waits for zero leaders, or for the timeout; on timeout it proceeds only
+//! if PD reports no down peers on other stores -> deletes its Pod -> creates
+//! the new Pod -> once the Pod is Ready and the store serves, removes its
+//! evict-leader entry and clears the record. The record makes every exit
+//! path (a reverted change, an operator restart, a scale-in) remove the
+//! entry, so no evict-leader entry is left behind.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use pd_client::{DownPeer, Store, StoreId, StoreLiveness};
+
+use crate::group::Blocked;
+use crate::reasons;
+use crate::store_view::{StoreView, is_serving, is_up};
+
+/// A live TiKV instance of the group whose running Pod is outdated and whose
+/// restart is not granted yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Instance name.
+    pub name: String,
+    /// The Pod revision its restart would be granted for.
+    pub revision: String,
+    /// Why it is already unavailable (`None`: it serves).
+    pub disrupted: Option<String>,
+}
+
+/// What the group's restart planner looks at.
+#[derive(Debug, Clone)]
+pub struct RestartInput {
+    /// `maxUnavailable` of the group (at least 1).
+    pub max_unavailable: usize,
+    /// Instances of this group to restart, not granted yet.
+    pub candidates: Vec<Candidate>,
+    /// Instances of this group whose granted restart has not finished.
+    pub in_progress: Vec<String>,
+    /// Every disrupted TiKV instance of the Cluster (all groups), with why.
+    pub disrupted: Vec<(String, String)>,
+    /// Whether PD answered.
+    pub pd_reachable: bool,
+    /// Why version upgrades of TiKV must wait for PD (`None`: they need not).
+    pub waiting_for_pd: Option<String>,
+    /// A store of this group being removed (restarts wait for it).
+    pub removal_in_flight: Option<String>,
+}
+
+/// What the group does about restarts now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartPlan {
+    /// Nothing to restart.
+    None,
+    /// Grant this instance's restart to `revision`.
+    Grant {
+        /// Instance.
+        name: String,
+        /// Pod revision the restart is granted for.
+        revision: String,
+        /// Why now, for the Event.
+        why: String,
+    },
+    /// Restarts are pending but must wait.
+    Wait(Blocked),
+}
+
+/// Chooses the next restart of a group. See the module docs.
+pub fn plan_restart(input: &RestartInput) -> RestartPlan {
+    let mut candidates: Vec<&Candidate> = input.candidates.iter().collect();
+    if candidates.is_empty() {
+        return RestartPlan::None;
+    }
+    let wait =
+        |reason: &'static str, message: String| RestartPlan::Wait(Blocked { reason, message });
+    // Safety rule 5.
+    if !input.pd_reachable {
+        return wait(
+            reasons::PD_UNAVAILABLE,
+            "PD is unreachable; store restarts wait until it answers".to_owned(),
+        );
+    }
+    // Safety rule 6.
+    if let Some(why) = &input.waiting_for_pd {
+        return wait(reasons::WAITING_FOR_PD_UPGRADE, why.clone());
+    }
+    if let Some(name) = &input.removal_in_flight {
+        return wait(
+            reasons::SCALING_IN,
+            format!("store restarts wait for the removal of the store of {name}"),
+        );
+    }
+    // Already unavailable first (restarting them adds no disruption), then by name.
+    candidates.sort_by(|a, b| {
+        b.disrupted
+            .is_some()
+            .cmp(&a.disrupted.is_some())
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let Some(first) = candidates.first() else {
+        return RestartPlan::None;
+    };
+    let pending = candidates.len();
+    if let Some(why) = &first.disrupted {
+        // One at a time even among unavailable stores: a version that does not
+        // start stops the rollout at one store.
+        if let Some(other) = input.in_progress.iter().find(|n| **n != first.name) {
+            return wait(
+                reasons::ROLLING_UPDATE,
+                format!(
+                    "waiting for {other} to finish restarting ({pending} store(s) left to update)"
+                ),
+            );
+        }
+        return RestartPlan::Grant {
+            name: first.name.clone(),
+            revision: first.revision.clone(),
+            why: format!("already unavailable ({why}), restarted first"),
+        };
+    }
+    // Safety rule 2: the Cluster's disruption budget.
+    if input.disrupted.len() >= input.max_unavailable.max(1) {
+        let list: Vec<String> = input
+            .disrupted
+            .iter()
+            .map(|(n, why)| format!("{n} ({why})"))
+            .collect();
+        return wait(
+            reasons::WAITING_FOR_STORES,
+            format!(
+                "{} store(s) of the Cluster are unavailable, maxUnavailable is {}: {}; {pending} \
+                 store(s) left to update",
+                input.disrupted.len(),
+                input.max_unavailable.max(1),
+                list.join(", ")
+            ),
+        );
+    }
+    RestartPlan::Grant {
+        name: first.name.clone(),
+        revision: first.revision.clone(),
+        why: format!(
+            "{} of at most {} store(s) unavailable",
+            input.disrupted.len(),
+            input.max_unavailable.max(1)
+        ),
+    }
+}
+
+/// What one instance's restart observes.
+#[derive(Debug, Clone)]
+pub struct StepInput<'a> {
+    /// PD's view of the stores.
+    pub pd: &'a StoreView,
+    /// The instance's store.
+    pub store: Option<&'a Store>,
+    /// A Pod exists (not being deleted).
+    pub pod_running: bool,
+    /// A Pod exists but is being deleted.
+    pub pod_terminating: bool,
+    /// The running Pod runs the current rendering.
+    pub pod_current: bool,
+    /// The running Pod is Ready.
+    pub pod_ready: bool,
+    /// The group granted the restart to the current rendering.
+    pub granted: bool,
+    /// `status.leaderEvictionStartedAt`.
+    pub eviction_started_at: Option<Timestamp>,
+    /// Now.
+    pub now: Timestamp,
+    /// How long leaders may take to leave.
+    pub evict_leader_timeout: Duration,
+}
+
+/// The next step of one instance's restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartStep {
+    /// Nothing to restart, no entry of ours to remove.
+    Idle,
+    /// The Pod is outdated; the group has not granted its restart yet.
+    Pending,
+    /// Wait (report why).
+    Wait(Blocked),
+    /// Record the eviction start, then add (or re-add) the evict-leader entry.
+    EvictLeaders(StoreId),
+    /// The eviction timed out with leaders left: ask PD for down peers, then
+    /// delete the Pod only if no other store has any.
+    CheckDownPeers {
+        /// The store.
+        store: StoreId,
+        /// Leaders it still holds.
+        leaders: u64,
+    },
+    /// Delete the Pod (the instance recreates it from the new rendering).
+    DeletePod {
+        /// Why now, for the Event.
+        why: String,
+    },
+    /// The new Pod serves: remove our evict-leader entry, clear the record.
+    RemoveEvictLeader(Option<StoreId>),
+}
+
+impl RestartStep {
+    /// Whether the restart moves (poll fast).
+    pub fn in_flight(&self) -> bool {
+        !matches!(self, Self::Idle | Self::Pending)
+    }
+}
+
+fn alive(store: &Store) -> bool {
+    is_up(store)
+        && !matches!(
+            store.liveness,
+            StoreLiveness::Disconnected | StoreLiveness::Down
+        )
+}
+
+/// Plans one instance's next restart step. Only for an instance that keeps
+/// its store (not offline, not being deleted) whose store is not being
+/// removed; see the module docs.
+pub fn next_restart_step(input: &StepInput<'_>) -> RestartStep {
+    let wait =
+        |reason: &'static str, message: String| RestartStep::Wait(Blocked { reason, message });
+    let outdated = input.pod_running && !input.pod_current;
+    if !outdated && input.eviction_started_at.is_none() {
+        return RestartStep::Idle;
+    }
+    if outdated && !input.granted && input.eviction_started_at.is_none() {
+        return RestartStep::Pending;
+    }
+    // Safety rule 5.
+    let Some(stores) = input.pd.stores() else {
+        return wait(
+            reasons::PD_UNAVAILABLE,
+            "PD is unreachable; the restart waits".to_owned(),
+        );
+    };
+    if input.pod_terminating {
+        return wait(
+            reasons::RESTARTING,
+            "waiting for the old Pod to terminate".to_owned(),
+        );
+    }
+    if !outdated {
+        // Our entry is in place: the new Pod is up (or the change was
+        // reverted). Remove it once the store serves again.
+        return match input.store {
+            Some(s) if input.pod_ready && is_serving(s) => {
+                RestartStep::RemoveEvictLeader(Some(s.id))
+            }
+            // PD no longer lists the store (purged) while it lists others:
+            // nothing left to evict from; clear the record.
+            None if !stores.stores.is_empty() && input.pod_ready => {
+                RestartStep::RemoveEvictLeader(None)
+            }
+            _ if !input.pod_running => {
+                wait(reasons::RESTARTING, "waiting for the new Pod".to_owned())
+            }
+            _ => wait(
+                reasons::RESTARTING,
+                "waiting for the new Pod to be Ready and its store to serve".to_owned(),
+            ),
+        };
+    }
+    if !input.granted {
+        // A newer change arrived mid-restart; the group grants it next (this
+        // instance already counts as disrupted).
+        return RestartStep::Pending;
+    }
+    let Some(store) = input.store.filter(|s| alive(s)) else {
+        // No store registered, or it does not heartbeat: no leader can be
+        // moved off it; the Pod may go.
+        return RestartStep::DeletePod {
+            why: match input.store {
+                None => "its store is not registered".to_owned(),
+                Some(s) => format!("store {} is not heartbeating ({:?})", s.id, s.liveness),
+            },
+        };
+    };
+    let leaders = store.leader_count.unwrap_or(0);
+    let Some(started) = input.eviction_started_at else {
+        return RestartStep::EvictLeaders(store.id);
+    };
+    if store.leader_count == Some(0) {
+        return RestartStep::DeletePod {
+            why: format!("store {} leads no Region", store.id),
+        };
+    }
+    let elapsed = input.now.duration_since(started);
+    let timeout = k8s_openapi::jiff::SignedDuration::try_from(input.evict_leader_timeout)
+        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+    if elapsed >= timeout {
+        return RestartStep::CheckDownPeers {
+            store: store.id,
+            leaders,
+        };
+    }
+    wait(
+        reasons::EVICTING_LEADERS,
+        format!(
+            "evicting the leaders of store {} ({leaders} left, {}s of {}s)",
+            store.id,
+            elapsed.as_secs(),
+            input.evict_leader_timeout.as_secs()
+        ),
+    )
+}
+
+/// After an eviction timed out: the Pod may go only when no other store has
+/// down peers (a Region with a down peer elsewhere could lose its majority).
+pub fn after_timeout(store: StoreId, leaders: u64, down: &[DownPeer]) -> RestartStep {
+    let mut elsewhere: Vec<String> = down
+        .iter()
+        .filter(|d| d.store_id != store)
+        .map(|d| d.store_id.to_string())
+        .collect();
+    elsewhere.sort();
+    elsewhere.dedup();
+    if elsewhere.is_empty() {
+        RestartStep::DeletePod {
+            why: format!(
+                "leader eviction timed out with {leaders} leader(s) left; PD reports no down \
+                 peers on other stores"
+            ),
+        }
+    } else {
+        RestartStep::Wait(Blocked {
+            reason: reasons::EVICTION_TIMED_OUT,
+            message: format!(
+                "leader eviction of store {store} timed out with {leaders} leader(s) left, and PD \
+                 reports down peers on store(s) {}; the restart waits until they recover",
+                elsewhere.join(", ")
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store_view::Stores;
+    use crate::store_view::tests::store;
+    use pd_client::{NodeState, StoreState};
+
+    fn cand(name: &str, disrupted: Option<&str>) -> Candidate {
+        Candidate {
+            name: name.into(),
+            revision: format!("r-{name}"),
+            disrupted: disrupted.map(str::to_owned),
+        }
+    }
+
+    fn input(candidates: Vec<Candidate>) -> RestartInput {
+        RestartInput {
+            max_unavailable: 1,
+            candidates,
+            in_progress: vec![],
+            disrupted: vec![],
+            pd_reachable: true,
+            waiting_for_pd: None,
+            removal_in_flight: None,
+        }
+    }
+
+    #[test]
+    fn one_store_at_a_time_within_the_budget() {
+        let mut i = input(vec![cand("kv-b", None), cand("kv-a", None)]);
+        assert_eq!(
+            plan_restart(&i),
+            RestartPlan::Grant {
+                name: "kv-a".into(),
+                revision: "r-kv-a".into(),
+                why: "0 of at most 1 store(s) unavailable".into()
+            }
+        );
+        // kv-a restarting: the budget is used up, kv-b waits.
+        i.candidates = vec![cand("kv-b", None)];
+        i.in_progress = vec!["kv-a".into()];
+        i.disrupted = vec![("kv-a".into(), "restarting".into())];
+        assert!(matches!(
+            plan_restart(&i),
+            RestartPlan::Wait(Blocked {
+                reason: reasons::WAITING_FOR_STORES,
+                ..
+            })
+        ));
+        // A store of another group that is down counts too.
+        i.in_progress = vec![];
+        i.disrupted = vec![("other-x".into(), "Pod not ready".into())];
+        assert!(matches!(plan_restart(&i), RestartPlan::Wait(_)));
+        // maxUnavailable 2 leaves room for one more.
+        i.max_unavailable = 2;
+        assert!(matches!(plan_restart(&i), RestartPlan::Grant { ref name, .. } if name == "kv-b"));
+    }
+
+    #[test]
+    fn unavailable_stores_first_but_still_one_at_a_time() {
+        let mut i = input(vec![
+            cand("kv-a", None),
+            cand("kv-c", Some("Pod not ready")),
+        ]);
+        i.disrupted = vec![("kv-c".into(), "Pod not ready".into())];
+        // The budget is used up by kv-c itself; restarting it adds nothing.
+        assert!(matches!(plan_restart(&i), RestartPlan::Grant { ref name, .. } if name == "kv-c"));
+        // Two unavailable ones: the second waits for the first to finish.
+        i.candidates = vec![cand("kv-d", Some("Pod not ready"))];
+        i.in_progress = vec!["kv-c".into()];
+        assert!(matches!(
+            plan_restart(&i),
+            RestartPlan::Wait(Blocked {
+                reason: reasons::ROLLING_UPDATE,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn nothing_restarts_without_pd_before_pd_is_upgraded_or_during_a_removal() {
+        let mut i = input(vec![cand("kv-a", None)]);
+        i.pd_reachable = false;
+        assert!(matches!(
+            plan_restart(&i),
+            RestartPlan::Wait(Blocked {
+                reason: reasons::PD_UNAVAILABLE,
+                ..
+            })
+        ));
+        i.pd_reachable = true;
+        i.waiting_for_pd = Some("PDGroup pd runs v8.5.5".into());
+        assert!(matches!(
+            plan_restart(&i),
+            RestartPlan::Wait(Blocked {
+                reason: reasons::WAITING_FOR_PD_UPGRADE,
+                ..
+            })
+        ));
+        i.waiting_for_pd = None;
+        i.removal_in_flight = Some("kv-z".into());
+        assert!(matches!(
+            plan_restart(&i),
+            RestartPlan::Wait(Blocked {
+                reason: reasons::SCALING_IN,
+                ..
+            })
+        ));
+        assert_eq!(plan_restart(&input(vec![])), RestartPlan::None);
+    }
+
+    fn up(id: u64, leaders: u64) -> Store {
+        let mut s = store(id, "kv:20160", StoreState::Up);
+        s.node_state = NodeState::Serving;
+        s.leader_count = Some(leaders);
+        s
+    }
+
+    fn view(stores: Vec<Store>) -> StoreView {
+        StoreView::Reachable(Stores {
+            stores,
+            ..Stores::default()
+        })
+    }
+
+    fn step<'a>(pd: &'a StoreView, store: Option<&'a Store>) -> StepInput<'a> {
+        StepInput {
+            pd,
+            store,
+            pod_running: true,
+            pod_terminating: false,
+            pod_current: false,
+            pod_ready: true,
+            granted: true,
+            eviction_started_at: None,
+            now: Timestamp::from_second(1_000).unwrap(),
+            evict_leader_timeout: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn a_granted_restart_evicts_leaders_then_deletes_the_pod_then_cleans_up() {
+        let s = up(1, 4);
+        let pd = view(vec![s.clone()]);
+        let mut i = step(&pd, Some(&s));
+        // Not granted: only reported.
+        i.granted = false;
+        assert_eq!(next_restart_step(&i), RestartStep::Pending);
+        i.granted = true;
+        assert_eq!(next_restart_step(&i), RestartStep::EvictLeaders(StoreId(1)));
+        i.eviction_started_at = Some(Timestamp::from_second(900).unwrap());
+        assert!(matches!(
+            next_restart_step(&i),
+            RestartStep::Wait(Blocked {
+                reason: reasons::EVICTING_LEADERS,
+                ..
+            })
+        ));
+        let drained = up(1, 0);
+        i.store = Some(&drained);
+        assert!(matches!(
+            next_restart_step(&i),
+            RestartStep::DeletePod { .. }
+        ));
+        // Old Pod terminating: nothing more.
+        i.pod_terminating = true;
+        assert!(matches!(next_restart_step(&i), RestartStep::Wait(_)));
+        // New Pod, not ready yet: the entry stays.
+        i.pod_terminating = false;
+        i.pod_current = true;
+        i.pod_ready = false;
+        assert!(matches!(next_restart_step(&i), RestartStep::Wait(_)));
+        i.pod_ready = true;
+        assert_eq!(
+            next_restart_step(&i),
+            RestartStep::RemoveEvictLeader(Some(StoreId(1)))
+        );
+        // Done: idle.
+        i.eviction_started_at = None;
+        assert_eq!(next_restart_step(&i), RestartStep::Idle);
+    }
+
+    #[test]
+    fn eviction_timeout_asks_for_down_peers_and_pd_outage_stops_everything() {
+        let s = up(1, 4);
+        let pd = view(vec![s.clone()]);
+        let mut i = step(&pd, Some(&s));
+        i.eviction_started_at = Some(Timestamp::from_second(600).unwrap());
+        assert_eq!(
+            next_restart_step(&i),
+            RestartStep::CheckDownPeers {
+                store: StoreId(1),
+                leaders: 4
+            }
+        );
+        let peer = |store: u64| DownPeer {
+            region_id: 7,
+            peer_id: 8,
+            store_id: StoreId(store),
+            down_seconds: 60,
+        };
+        assert!(matches!(
+            after_timeout(StoreId(1), 4, &[]),
+            RestartStep::DeletePod { .. }
+        ));
+        assert!(matches!(
+            after_timeout(StoreId(1), 4, &[peer(1)]),
+            RestartStep::DeletePod { .. }
+        ));
+        assert!(matches!(
+            after_timeout(StoreId(1), 4, &[peer(2)]),
+            RestartStep::Wait(Blocked {
+                reason: reasons::EVICTION_TIMED_OUT,
+                ..
+            })
+        ));
+        let down = StoreView::Unreachable {
+            message: "x".into(),
+        };
+        let i = StepInput { pd: &down, ..i };
+        assert!(matches!(
+            next_restart_step(&i),
+            RestartStep::Wait(Blocked {
+                reason: reasons::PD_UNAVAILABLE,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_store_that_does_not_heartbeat_or_never_registered_is_restarted_directly() {
+        let mut s = up(1, 4);
+        s.liveness = StoreLiveness::Disconnected;
+        let pd = view(vec![s.clone()]);
+        assert!(matches!(
+            next_restart_step(&step(&pd, Some(&s))),
+            RestartStep::DeletePod { .. }
+        ));
+        assert!(matches!(
+            next_restart_step(&step(&pd, None)),
+            RestartStep::DeletePod { .. }
+        ));
+    }
+
+    #[test]
+    fn a_reverted_change_removes_our_entry_and_a_newer_change_waits_for_its_grant() {
+        let s = up(1, 0);
+        let pd = view(vec![s.clone()]);
+        let mut i = step(&pd, Some(&s));
+        i.eviction_started_at = Some(Timestamp::from_second(900).unwrap());
+        i.pod_current = true;
+        assert_eq!(
+            next_restart_step(&i),
+            RestartStep::RemoveEvictLeader(Some(StoreId(1)))
+        );
+        i.pod_current = false;
+        i.granted = false;
+        assert_eq!(next_restart_step(&i), RestartStep::Pending);
+    }
+}
