@@ -41,6 +41,11 @@ pub const ALLOW_DOWNGRADE: &str = "core.tikv.org/allow-downgrade";
 /// change, a restart request, a new operator version) never restarts
 /// several stores at once.
 pub const RESTART_ALLOWED: &str = "core.tikv.org/restart-allowed";
+/// Annotation on a TiKV Pod: the version it was created with. A Pod is
+/// never changed in place to another version, so this is the version it
+/// runs; downgrades are judged against it (a reverted upgrade that reached
+/// no Pod yet is not a downgrade).
+pub const VERSION: &str = "core.tikv.org/version";
 /// Annotation on a PD or TiKV instance: an integer; on scale-in, among
 /// otherwise equal candidates (after not-ready instances and the most crowded
 /// topology), the instance with the highest value is removed first. Absent or

@@ -238,6 +238,12 @@ impl FakePd {
         }
     }
 
+    /// Stores with an evict-leader entry, without going through the API (no
+    /// call is logged, no error injected).
+    pub fn evicting_snapshot(&self) -> BTreeSet<StoreId> {
+        self.lock().evicting.clone()
+    }
+
     /// A copy of a store's current state, without going through the API
     /// (no call is logged, no error injected).
     pub fn store_snapshot(&self, id: StoreId) -> Option<Store> {

@@ -423,7 +423,13 @@ pub async fn reconcile_group(
     } else if let Some(message) = tikv_operator_core::version::downgrade_refusal(
         group.metadata.annotations.as_ref(),
         &group.spec.template.spec.version,
-        live.iter().map(|l| l.kv.spec.template.version.as_str()),
+        live.iter().map(|l| {
+            // What the Pod runs; the instance's own version before its Pod
+            // exists (or for Pods from before the annotation).
+            l.pod
+                .and_then(|p| p.metadata.annotations.as_ref()?.get(labels::VERSION))
+                .map_or(l.kv.spec.template.version.as_str(), String::as_str)
+        }),
     ) {
         // Nothing of the template reaches the instances (no store is created
         // at the lower version) until the version is fixed or the downgrade
@@ -1129,11 +1135,11 @@ pub async fn reconcile_instance(
             b.reason,
             b.message.clone(),
         )),
-        (RestartStep::EvictLeaders(id), Some(_)) => Some(ConditionUpdate::new(
+        (RestartStep::EvictLeaders { message, .. }, Some(_)) => Some(ConditionUpdate::new(
             condition::SYNCED,
             false,
             reasons::EVICTING_LEADERS,
-            format!("evicting the leaders of store {id} before the restart"),
+            message.clone(),
         )),
         (RestartStep::DeletePod { why }, Some(_)) => Some(ConditionUpdate::new(
             condition::SYNCED,
@@ -1473,7 +1479,7 @@ async fn run_restart_step(
     match &step {
         RestartStep::Idle | RestartStep::Pending | RestartStep::Wait(_) => {}
         RestartStep::CheckDownPeers { .. } => {}
-        RestartStep::EvictLeaders(id) => {
+        RestartStep::EvictLeaders { store: id, .. } => {
             let first = status.leader_eviction_started_at.is_none();
             if first {
                 // Record first: an entry we added is always known to be ours,

@@ -594,6 +594,7 @@ pub fn render_pod(kv: &TiKV, config_hash: &str) -> Result<Pod, RenderError> {
     if let Some(at) = restarted_at(&kv.metadata) {
         annotations.insert(labels::RESTARTED_AT.to_owned(), at.clone());
     }
+    annotations.insert(labels::VERSION.to_owned(), spec.version.clone());
 
     Ok(Pod {
         metadata: ObjectMeta {

@@ -194,8 +194,15 @@ pub enum RestartStep {
     Pending,
     /// Wait (report why).
     Wait(Blocked),
-    /// Record the eviction start, then add (or re-add) the evict-leader entry.
-    EvictLeaders(StoreId),
+    /// Record the eviction start (when not recorded yet), then add the
+    /// evict-leader entry (again: adding is idempotent, and an operator that
+    /// died between recording and adding left none).
+    EvictLeaders {
+        /// The store.
+        store: StoreId,
+        /// Progress, for the condition.
+        message: String,
+    },
     /// The eviction timed out with leaders left: ask PD for down peers, then
     /// delete the Pod only if no other store has any.
     CheckDownPeers {
@@ -292,7 +299,13 @@ pub fn next_restart_step(input: &StepInput<'_>) -> RestartStep {
     };
     let leaders = store.leader_count.unwrap_or(0);
     let Some(started) = input.eviction_started_at else {
-        return RestartStep::EvictLeaders(store.id);
+        return RestartStep::EvictLeaders {
+            store: store.id,
+            message: format!(
+                "evicting the leaders of store {} ({leaders} left) before the restart",
+                store.id
+            ),
+        };
     };
     if store.leader_count == Some(0) {
         return RestartStep::DeletePod {
@@ -308,15 +321,15 @@ pub fn next_restart_step(input: &StepInput<'_>) -> RestartStep {
             leaders,
         };
     }
-    wait(
-        reasons::EVICTING_LEADERS,
-        format!(
-            "evicting the leaders of store {} ({leaders} left, {}s of {}s)",
+    RestartStep::EvictLeaders {
+        store: store.id,
+        message: format!(
+            "evicting the leaders of store {} before the restart ({leaders} left, {}s of {}s)",
             store.id,
             elapsed.as_secs(),
             input.evict_leader_timeout.as_secs()
         ),
-    )
+    }
 }
 
 /// After an eviction timed out: the Pod may go only when no other store has
@@ -498,14 +511,18 @@ mod tests {
         i.granted = false;
         assert_eq!(next_restart_step(&i), RestartStep::Pending);
         i.granted = true;
-        assert_eq!(next_restart_step(&i), RestartStep::EvictLeaders(StoreId(1)));
+        assert!(matches!(
+            next_restart_step(&i),
+            RestartStep::EvictLeaders {
+                store: StoreId(1),
+                ..
+            }
+        ));
+        // Leaders left: the entry is (re-)added at every step until they are gone.
         i.eviction_started_at = Some(Timestamp::from_second(900).unwrap());
         assert!(matches!(
             next_restart_step(&i),
-            RestartStep::Wait(Blocked {
-                reason: reasons::EVICTING_LEADERS,
-                ..
-            })
+            RestartStep::EvictLeaders { store: StoreId(1), ref message } if message.contains("4 left")
         ));
         let drained = up(1, 0);
         i.store = Some(&drained);

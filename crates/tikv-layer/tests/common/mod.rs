@@ -1,7 +1,7 @@
 //! The test world shared by the TiKV-layer reconciler tests: the fake
 //! Kubernetes writer (whose stored objects play the watch caches), the fake
 //! PD and a fake clock, driven like the controllers drive the reconcilers.
-#![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
+#![allow(clippy::unwrap_used, dead_code, unreachable_pub, unused_imports)]
 
 pub use std::collections::BTreeMap;
 pub use std::sync::Arc;
@@ -49,6 +49,12 @@ pub struct World {
     /// before the store is Removed: checked after every reconcile and every
     /// PD tick of [`World::round`].
     pub watched: Vec<(String, StoreId)>,
+    /// Pod uids handed out by the simulated kubelet.
+    pub uids: u64,
+    /// Most stores that may be disrupted at once (rolling tests).
+    pub max_disrupted: usize,
+    /// Most stores seen disrupted at once (rolling tests).
+    pub most_disrupted: usize,
 }
 
 pub fn group_key() -> ObjectKey {
@@ -123,6 +129,9 @@ impl World {
             options: Options::default(),
             next_store: 1,
             watched: Vec::new(),
+            uids: 0,
+            max_disrupted: 1,
+            most_disrupted: 0,
         }
     }
 

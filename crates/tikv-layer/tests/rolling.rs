@@ -1,0 +1,643 @@
+//! Rolling updates of TiKV stores through the reconcilers, with the fake PD
+//! and a simulated kubelet: one store disrupted at a time (checked after
+//! every single step), leaders evicted first, no evict-leader entry left
+//! behind on any path, PD first for version upgrades, downgrades refused.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use pd_client::{DownPeer, PdError, StoreLiveness};
+use tikv_operator_api::PDGroup;
+use tikv_operator_api::tikv::StoreState;
+use tikv_operator_core::fake::KubeOp;
+use tikv_operator_tikv_layer::reconcile::pd_upgrading;
+
+impl World {
+    fn patch_template(&self, f: impl FnOnce(&mut Value)) {
+        let mut g = self.kube.get(&group_key()).unwrap();
+        f(&mut g["spec"]["template"]["spec"]);
+        g["metadata"]["generation"] = (g["metadata"]["generation"].as_i64().unwrap() + 1).into();
+        self.kube.insert(group_key(), g);
+    }
+
+    fn annotate_group(&self, key: &str, value: &str) {
+        let mut g = self.kube.get(&group_key()).unwrap();
+        g["metadata"]["annotations"][key] = value.into();
+        self.kube.insert(group_key(), g);
+    }
+
+    fn pod_uid(&self, name: &str) -> Option<String> {
+        self.kube
+            .get(&pod_key(name))
+            .map(|p| p["metadata"]["uid"].as_str().unwrap_or("").to_owned())
+    }
+
+    /// The kubelet and TiKV around restarts: the store of a deleted Pod
+    /// stops heartbeating; a new Pod gets a uid, runs, turns Ready and its
+    /// store heartbeats again.
+    fn kubelet(&mut self) {
+        for name in self.instance_names() {
+            let Some(id) = self
+                .instance(&name)
+                .and_then(|i| i.status?.id)
+                .map(|id| StoreId(id.parse().unwrap()))
+            else {
+                continue;
+            };
+            if self.kube.get(&pod_key(&name)).is_none() {
+                self.pd.set_store_liveness(id, StoreLiveness::Disconnected);
+            }
+        }
+        self.check_disruption();
+        for name in self.instance_names() {
+            if let Some(mut pod) = self.kube.get(&pod_key(&name))
+                && pod["metadata"]["uid"].is_null()
+            {
+                self.uids += 1;
+                pod["metadata"]["uid"] = format!("uid-{}", self.uids).into();
+                self.kube.insert(pod_key(&name), pod);
+            }
+        }
+        self.run_pods();
+        for name in self.instance_names() {
+            if self.kube.get(&pod_key(&name)).is_some()
+                && let Some(id) = self.instance(&name).and_then(|i| i.status?.id)
+            {
+                self.pd
+                    .set_store_liveness(StoreId(id.parse().unwrap()), StoreLiveness::Alive);
+            }
+        }
+    }
+
+    /// Safety rule 2, checked after every step: at most `max` stores are
+    /// disrupted (Pod missing or not Ready, store not heartbeating, or its
+    /// leaders being evicted).
+    fn check_disruption(&mut self) {
+        let evicting = self.evicting_now();
+        let mut disrupted = Vec::new();
+        for i in self.instances() {
+            let name = i.metadata.name.clone().unwrap();
+            let pod_ok = self
+                .kube
+                .get(&pod_key(&name))
+                .is_some_and(|p| p["status"]["conditions"][0]["status"].as_str() == Some("True"));
+            let store = i
+                .status
+                .as_ref()
+                .and_then(|s| s.id.as_ref())
+                .map(|id| id.parse::<u64>().unwrap());
+            let store_ok = store.is_none_or(|id| {
+                self.pd.store_snapshot(StoreId(id)).is_some_and(|s| {
+                    !matches!(
+                        s.liveness,
+                        StoreLiveness::Disconnected | StoreLiveness::Down
+                    )
+                }) && !evicting.contains(&id)
+            });
+            if !pod_ok || !store_ok {
+                disrupted.push(name);
+            }
+        }
+        assert!(
+            disrupted.len() <= self.max_disrupted,
+            "more than {} store(s) disrupted at once: {disrupted:?}",
+            self.max_disrupted
+        );
+        self.most_disrupted = self.most_disrupted.max(disrupted.len());
+    }
+
+    fn evicting_now(&self) -> BTreeSet<u64> {
+        self.pd
+            .evicting_snapshot()
+            .into_iter()
+            .map(|s| s.0)
+            .collect()
+    }
+
+    /// One round of everything, the disruption checked after each step.
+    async fn rolling_round(&mut self) {
+        self.reconcile_group().await;
+        self.check_disruption();
+        for name in self.instance_names() {
+            self.reconcile_instance(&name).await;
+            self.check_disruption();
+        }
+        self.kubelet();
+        self.check_disruption();
+        self.pd.tick();
+        self.check_disruption();
+        self.clock.advance(Duration::from_secs(5));
+    }
+
+    async fn roll_until_done(&mut self, max_rounds: usize) -> usize {
+        for round in 0..max_rounds {
+            self.rolling_round().await;
+            let st = self.group().status.unwrap();
+            let done = st.group.update_revision == st.group.current_revision
+                && st.group.updated_replicas == 3
+                && self.evicting_now().is_empty()
+                && self.group_condition(condition::PROGRESSING).0 == "False";
+            if done {
+                return round;
+            }
+        }
+        panic!(
+            "the rolling update did not finish in {max_rounds} rounds: {:?}",
+            self.group_condition(condition::PROGRESSING)
+        );
+    }
+
+    fn uids_of_pods(&self) -> Vec<Option<String>> {
+        self.instance_names()
+            .iter()
+            .map(|n| self.pod_uid(n))
+            .collect()
+    }
+}
+
+async fn serving3() -> World {
+    let mut w = World::serving(3).await;
+    w.kubelet();
+    w.rolling_round().await;
+    w
+}
+
+fn pod_deletes(w: &World) -> usize {
+    w.deletes().iter().filter(|k| k.kind == "Pod").count()
+}
+
+#[tokio::test]
+async fn a_version_change_restarts_every_store_once_one_at_a_time_leaders_first() {
+    let mut w = serving3().await;
+    let before = w.uids_of_pods();
+    let stores_before: Vec<StoreId> = w.instance_names().iter().map(|n| w.store_of(n)).collect();
+    w.kube.clear_calls();
+    w.patch_template(|t| t["version"] = "v8.5.6".into());
+    w.roll_until_done(200).await;
+
+    assert_eq!(pod_deletes(&w), 3, "every Pod restarted exactly once");
+    let after = w.uids_of_pods();
+    for (b, a) in before.iter().zip(&after) {
+        assert_ne!(b, a);
+        assert!(a.is_some());
+    }
+    let stores_after: Vec<StoreId> = w.instance_names().iter().map(|n| w.store_of(n)).collect();
+    assert_eq!(stores_before, stores_after, "same stores after restarts");
+    assert_eq!(w.most_disrupted, 1);
+    // Leaders left before each Pod went: every restart evicted first.
+    let ops = w.pd.calls();
+    assert_eq!(
+        ops.iter().filter(|o| **o == FakeOp::AddEvictLeader).count() >= 3,
+        true
+    );
+    assert!(w.evicting_now().is_empty(), "no evict-leader entry left");
+    let st = w.group().status.unwrap();
+    assert_eq!(st.group.version.as_deref(), Some("v8.5.6"));
+    assert_eq!(
+        (st.group.updated_replicas, st.group.current_replicas),
+        (3, 3)
+    );
+    for n in w.instance_names() {
+        let i = w.instance(&n).unwrap();
+        assert!(i.status.unwrap().leader_eviction_started_at.is_none());
+        assert!(
+            !i.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key(labels::RESTART_ALLOWED),
+            "grants are withdrawn once a restart finished"
+        );
+    }
+    let reasons_ = w.event_reasons();
+    for r in [
+        reasons::ROLLING_UPDATE,
+        reasons::EVICTING_LEADERS,
+        reasons::RESTARTING,
+        reasons::RESTARTED,
+    ] {
+        assert!(
+            reasons_.iter().any(|e| e == r),
+            "no {r} Event: {reasons_:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn max_unavailable_two_restarts_two_at_a_time() {
+    let mut w = serving3().await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["maxUnavailable"] = 2.into();
+    w.kube.insert(group_key(), g);
+    w.max_disrupted = 2;
+    w.patch_template(|t| t["version"] = "v8.5.6".into());
+    w.roll_until_done(200).await;
+    assert_eq!(w.most_disrupted, 2, "the larger budget is used");
+}
+
+#[tokio::test]
+async fn no_second_grant_before_the_first_restart_shows_and_no_grant_while_another_store_is_down() {
+    let mut w = serving3().await;
+    w.patch_template(|t| t["config"] = "[raftstore]\ncapacity = \"10GB\"\n".into());
+    // The group reconciles many times before any instance does.
+    for _ in 0..5 {
+        w.reconcile_group().await;
+    }
+    let granted: Vec<String> = w
+        .instances()
+        .into_iter()
+        .filter(|i| {
+            i.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(labels::RESTART_ALLOWED))
+        })
+        .map(|i| i.metadata.name.unwrap())
+        .collect();
+    assert_eq!(granted.len(), 1, "{granted:?}");
+
+    // Another store is down (not the granted one): nothing more is granted,
+    // and the group says why.
+    let mut w = serving3().await;
+    let names = w.instance_names();
+    w.pd.set_store_liveness(w.store_of(&names[2]), StoreLiveness::Disconnected);
+    w.patch_template(|t| t["version"] = "v8.5.6".into());
+    w.reconcile_group().await;
+    let granted: Vec<String> = w
+        .instances()
+        .into_iter()
+        .filter(|i| {
+            i.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(labels::RESTART_ALLOWED))
+        })
+        .map(|i| i.metadata.name.unwrap())
+        .collect();
+    // The unavailable store itself is restarted first: that adds nothing.
+    assert_eq!(granted, vec![names[2].clone()]);
+    w.reconcile_group().await;
+    let (_, reason, message) = w.group_condition(condition::PROGRESSING);
+    assert_eq!(reason, reasons::WAITING_FOR_STORES, "{message}");
+    assert!(message.contains(&names[2]), "{message}");
+}
+
+#[tokio::test]
+async fn a_store_of_another_group_that_is_down_uses_up_the_budget() {
+    let mut w = serving3().await;
+    w.add_group("hdd", 1, "hdd");
+    w.reconcile_group_named("hdd").await;
+    w.reconcile_all_instances().await;
+    w.run_pods();
+    w.reconcile_all_instances().await;
+    let hdd = w
+        .instance_names()
+        .into_iter()
+        .find(|n| n.starts_with("hdd"))
+        .unwrap();
+    w.pd.set_store_liveness(w.store_of(&hdd), StoreLiveness::Disconnected);
+    w.patch_template(|t| t["version"] = "v8.5.6".into());
+    for _ in 0..3 {
+        w.reconcile_group().await;
+    }
+    let (_, reason, message) = w.group_condition(condition::PROGRESSING);
+    assert_eq!(reason, reasons::WAITING_FOR_STORES, "{message}");
+    assert!(message.contains(&hdd), "{message}");
+    assert!(w.instances().iter().all(|i| {
+        i.metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key(labels::RESTART_ALLOWED))
+    }));
+}
+
+#[tokio::test]
+async fn eviction_timeout_proceeds_only_without_down_peers_elsewhere() {
+    let mut w = serving3().await;
+    w.patch_template(|t| t["version"] = "v8.5.6".into());
+    w.reconcile_group().await;
+    let target = w
+        .instances()
+        .into_iter()
+        .find(|i| {
+            i.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(labels::RESTART_ALLOWED))
+        })
+        .unwrap()
+        .metadata
+        .name
+        .unwrap();
+    let id = w.store_of(&target);
+    let other = w
+        .instance_names()
+        .into_iter()
+        .find(|n| *n != target)
+        .unwrap();
+    let other_id = w.store_of(&other);
+    w.pd.set_down_peers(vec![DownPeer {
+        region_id: 1,
+        peer_id: 2,
+        store_id: other_id,
+        down_seconds: 100,
+    }]);
+    let before = w.pod_uid(&target);
+    // Leaders never leave (PD cannot move them).
+    for _ in 0..80 {
+        w.reconcile_instance(&target).await;
+        w.pd.set_store_counts(id, 20, 10);
+        w.clock.advance(Duration::from_secs(5));
+    }
+    assert_eq!(
+        w.pod_uid(&target),
+        before,
+        "no restart with down peers elsewhere"
+    );
+    assert_eq!(
+        w.instance_condition(&target, condition::SYNCED).unwrap(),
+        ("False".into(), reasons::EVICTION_TIMED_OUT.into())
+    );
+    let warnings = w
+        .kube
+        .events()
+        .into_iter()
+        .filter(|e| e.reason == reasons::EVICTION_TIMED_OUT)
+        .count();
+    assert_eq!(warnings, 1, "one Warning, not one per poll");
+    // Down peers recover: the restart goes ahead, with a Warning.
+    w.pd.set_down_peers(vec![]);
+    w.reconcile_instance(&target).await;
+    assert!(
+        w.pod_uid(&target).is_none(),
+        "Pod deleted after the timeout"
+    );
+    assert_eq!(
+        w.kube
+            .events()
+            .into_iter()
+            .filter(|e| e.reason == reasons::EVICTION_TIMED_OUT)
+            .count(),
+        2
+    );
+    w.roll_until_done(200).await;
+    assert!(w.evicting_now().is_empty());
+}
+
+#[tokio::test]
+async fn pd_outage_mid_restart_stops_everything_and_the_restart_resumes() {
+    let mut w = serving3().await;
+    w.patch_template(|t| t["version"] = "v8.5.6".into());
+    w.reconcile_group().await;
+    let names = w.instance_names();
+    for n in &names {
+        w.reconcile_instance(n).await;
+    }
+    assert!(!w.evicting_now().is_empty(), "eviction started");
+    w.pd.set_unreachable(true);
+    w.kube.clear_calls();
+    for _ in 0..20 {
+        w.reconcile_group().await;
+        for n in &names {
+            w.reconcile_instance(n).await;
+        }
+        w.clock.advance(Duration::from_secs(30));
+    }
+    assert_eq!(
+        pod_deletes(&w),
+        0,
+        "nothing destructive while PD is unreachable"
+    );
+    let (_, reason, _) = w.group_condition(condition::PROGRESSING);
+    assert_eq!(reason, reasons::PD_UNAVAILABLE);
+    w.pd.set_unreachable(false);
+    w.roll_until_done(200).await;
+    assert!(w.evicting_now().is_empty());
+}
+
+#[tokio::test]
+async fn an_operator_restart_mid_eviction_leaves_no_orphaned_entry() {
+    let mut w = serving3().await;
+    w.patch_template(|t| t["version"] = "v8.5.6".into());
+    w.reconcile_group().await;
+    let target = w
+        .instances()
+        .into_iter()
+        .find(|i| {
+            i.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(labels::RESTART_ALLOWED))
+        })
+        .unwrap()
+        .metadata
+        .name
+        .unwrap();
+    // The operator dies between recording the eviction and adding the
+    // entry: the record is there, the entry is not.
+    w.pd.inject_error(
+        FakeOp::AddEvictLeader,
+        PdError::Unavailable {
+            message: "operator killed".into(),
+            source: None,
+        },
+    );
+    assert!(w.try_reconcile_instance(&target).await.is_err());
+    assert!(
+        w.instance(&target)
+            .unwrap()
+            .status
+            .unwrap()
+            .leader_eviction_started_at
+            .is_some()
+    );
+    assert!(w.evicting_now().is_empty());
+    // A fresh operator (the reconcilers keep no memory) re-adds it.
+    w.reconcile_instance(&target).await;
+    assert!(w.evicting_now().contains(&w.store_of(&target).0));
+    // Then the user reverts the change mid-eviction: the entry goes.
+    w.patch_template(|t| t["version"] = "v8.5.5".into());
+    for _ in 0..5 {
+        w.rolling_round().await;
+    }
+    assert!(
+        w.evicting_now().is_empty(),
+        "no orphaned evict-leader entry"
+    );
+    assert!(
+        w.instance(&target)
+            .unwrap()
+            .status
+            .unwrap()
+            .leader_eviction_started_at
+            .is_none()
+    );
+    assert_eq!(
+        pod_deletes(&w),
+        0,
+        "{:?} {:?}",
+        w.deletes(),
+        w.event_reasons()
+    );
+}
+
+#[tokio::test]
+async fn tikv_version_upgrades_wait_for_pd_unless_no_constraints() {
+    let mut w = serving3().await;
+    w.cluster.pd_upgrading = Some("PDGroup pd is still updating to v8.5.6".into());
+    w.patch_template(|t| t["version"] = "v8.5.6".into());
+    for _ in 0..5 {
+        w.rolling_round().await;
+    }
+    let (_, reason, message) = w.group_condition(condition::PROGRESSING);
+    assert_eq!(reason, reasons::WAITING_FOR_PD_UPGRADE, "{message}");
+    assert_eq!(pod_deletes(&w), 0);
+    w.cluster.pd_upgrading = None;
+    w.roll_until_done(200).await;
+
+    // A config-only change is not a version upgrade: it does not wait.
+    w.cluster.pd_upgrading = Some("PDGroup pd is still updating".into());
+    w.patch_template(|t| t["config"] = "[raftstore]\ncapacity = \"10GB\"\n".into());
+    w.roll_until_done(200).await;
+}
+
+fn pd_group(version: &str, status_version: &str, updated: bool) -> PDGroup {
+    serde_json::from_value(json!({
+        "apiVersion": "core.tikv.org/v1alpha1",
+        "kind": "PDGroup",
+        "metadata": {"name": "pd", "namespace": NS, "generation": 2},
+        "spec": {"cluster": {"name": "basic"}, "replicas": 3, "template": {"spec": {
+            "version": version,
+            "volumes": [{"name": "data", "mounts": [{"type": "data"}], "storage": "1Gi"}]
+        }}},
+        "status": {
+            "observedGeneration": 2,
+            "version": status_version,
+            "replicas": 3, "readyReplicas": 3, "updatedReplicas": if updated { 3 } else { 1 },
+            "currentReplicas": 3,
+            "updateRevision": "new",
+            "currentRevision": if updated { "new" } else { "old" }
+        }
+    }))
+    .unwrap()
+}
+
+#[test]
+fn pd_is_done_when_every_group_runs_its_version_on_its_update_revision() {
+    assert!(pd_upgrading(None, &[pd_group("v8.5.6", "v8.5.5", false)]).is_some());
+    assert!(pd_upgrading(None, &[pd_group("v8.5.6", "v8.5.6", true)]).is_none());
+    let cluster: tikv_operator_api::Cluster = serde_json::from_value(json!({
+        "apiVersion": "core.tikv.org/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": "basic", "namespace": NS},
+        "spec": {"upgradePolicy": "NoConstraints"}
+    }))
+    .unwrap();
+    assert!(pd_upgrading(Some(&cluster), &[pd_group("v8.5.6", "v8.5.5", false)]).is_none());
+}
+
+#[tokio::test]
+async fn a_downgrade_is_refused_and_reaches_no_instance_unless_allowed() {
+    let mut w = serving3().await;
+    w.patch_template(|t| t["version"] = "v8.1.0".into());
+    w.kube.clear_calls();
+    for _ in 0..3 {
+        w.rolling_round().await;
+    }
+    let (_, reason, message) = w.group_condition(condition::PROGRESSING);
+    assert_eq!(reason, reasons::DOWNGRADE_REFUSED, "{message}");
+    assert!(
+        w.instances()
+            .iter()
+            .all(|i| i.spec.template.version == "v8.5.5")
+    );
+    assert_eq!(pod_deletes(&w), 0);
+    assert_eq!(
+        w.kube
+            .events()
+            .into_iter()
+            .filter(|e| e.reason == reasons::DOWNGRADE_REFUSED)
+            .count(),
+        1,
+        "one Warning, not one per reconcile"
+    );
+    w.annotate_group(labels::ALLOW_DOWNGRADE, "true");
+    w.roll_until_done(200).await;
+    assert!(
+        w.instances()
+            .iter()
+            .all(|i| i.spec.template.version == "v8.1.0")
+    );
+}
+
+#[tokio::test]
+async fn hot_reload_config_changes_restart_nothing_and_a_restart_request_restarts_each_once() {
+    let mut w = serving3().await;
+    w.kube.clear_calls();
+    w.patch_template(|t| {
+        t["updateStrategy"] = json!({"config": "HotReload"});
+        t["config"] = "[raftstore]\ncapacity = \"10GB\"\n".into();
+    });
+    w.roll_until_done(50).await;
+    assert_eq!(pod_deletes(&w), 0, "HotReload restarts no Pod");
+    for n in w.instance_names() {
+        let cm: ConfigMap = w
+            .kube
+            .get_typed(&ObjectKey::new::<ConfigMap>(Some(NS), &n))
+            .unwrap();
+        assert!(cm.data.unwrap()["tikv.toml"].contains("10GB"));
+    }
+    let kv_ops_before = w.kube.calls().len();
+    w.annotate_group(labels::RESTARTED_AT, "2026-11-22T05:00:00Z");
+    w.roll_until_done(200).await;
+    assert_eq!(pod_deletes(&w), 3, "each Pod restarted exactly once");
+    assert!(w.kube.calls().len() > kv_ops_before);
+    // Nothing more happens afterwards.
+    w.kube.clear_calls();
+    for _ in 0..5 {
+        w.rolling_round().await;
+    }
+    assert!(
+        w.kube
+            .calls()
+            .iter()
+            .all(|c| c.op() != KubeOp::Delete && c.op() != KubeOp::Apply),
+        "{:?}",
+        w.kube.calls()
+    );
+}
+
+#[tokio::test]
+async fn scaling_during_an_update_new_stores_start_updated_and_scale_in_takes_an_outdated_one() {
+    let mut w = serving3().await;
+    w.patch_template(|t| t["version"] = "v8.5.6".into());
+    w.set_replicas(4);
+    w.reconcile_group().await;
+    let new: Vec<TiKV> = w
+        .instances()
+        .into_iter()
+        .filter(|i| i.status.is_none())
+        .collect();
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].spec.template.version, "v8.5.6");
+    // Scale back in before any restart: an outdated store goes, not the new one.
+    let new_name = new[0].metadata.name.clone().unwrap();
+    w.reconcile_instance(&new_name).await;
+    w.kubelet();
+    w.reconcile_instance(&new_name).await;
+    w.set_replicas(3);
+    w.reconcile_group().await;
+    let offline = w.offline_instances();
+    assert_eq!(offline.len(), 1);
+    assert_ne!(offline[0], new_name, "the updated store stays");
+    let st = w
+        .instance(&offline[0])
+        .unwrap()
+        .status
+        .unwrap()
+        .state
+        .unwrap();
+    assert_eq!(st, StoreState::Serving);
+}
