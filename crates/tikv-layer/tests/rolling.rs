@@ -189,10 +189,7 @@ async fn a_version_change_restarts_every_store_once_one_at_a_time_leaders_first(
     assert_eq!(w.most_disrupted, 1);
     // Leaders left before each Pod went: every restart evicted first.
     let ops = w.pd.calls();
-    assert_eq!(
-        ops.iter().filter(|o| **o == FakeOp::AddEvictLeader).count() >= 3,
-        true
-    );
+    assert!(ops.iter().filter(|o| **o == FakeOp::AddEvictLeader).count() >= 3);
     assert!(w.evicting_now().is_empty(), "no evict-leader entry left");
     let st = w.group().status.unwrap();
     assert_eq!(st.group.version.as_deref(), Some("v8.5.6"));
