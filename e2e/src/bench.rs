@@ -82,9 +82,10 @@ enum Scenario {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
-    /// Rolling upgrade of 3 PD + 6 TiKV: the PD part (version v8.5.5 -> v8.5.6, one member at
-    /// a time) is timed, split into time waiting on the operator and on PD/pods. TiKV rolling
-    /// updates are not implemented (issue #7): the TiKV part is reported as such.
+    /// Rolling upgrade of 3 PD + 6 TiKV (v8.5.5 -> v8.5.6, both groups changed at once): the PD
+    /// part (one member at a time) and then the TiKV part (one store at a time, leaders evicted
+    /// first; it waits for PD) are timed, each split into time waiting on the operator and on
+    /// PD/pods.
     Upgrade {
         /// Give up after this long (per phase).
         #[arg(long, default_value_t = 600)]
@@ -1363,7 +1364,10 @@ async fn upgrade(b: &Bench, timeout: Duration) -> Result<()> {
     let r = upgrade_run(b, &op, &ns, timeout).await;
     teardown(b, op, std::slice::from_ref(&ns), Duration::from_secs(180)).await;
     let mut r = r?;
-    println!("\nupgrade: 3 PD + 6 TiKV, PD v8.5.5 -> v8.5.6 (seconds after the version change)");
+    println!(
+        "\nupgrade: 3 PD + 6 TiKV, v8.5.5 -> v8.5.6 on both groups at once (PD: seconds after \
+         the version change; TiKV: seconds after PD rolled out)"
+    );
     println!(
         "{:<12} {:>9} {:>9} {:>10} {:>9} {:>9}",
         "PD member", "deleting", "gone", "recreated", "ready", "healthy"
@@ -1390,13 +1394,44 @@ async fn upgrade(b: &Bench, timeout: Duration) -> Result<()> {
         println!("{label:<48} {:>9}", f(&r[key]));
     }
     println!(
-        "TiKV rollout: not measured: rolling TiKV upgrades land with issue #7 (the TiKVGroup's \
-         version is left alone)"
+        "\n{:<12} {:>8} {:>8} {:>9} {:>8} {:>10} {:>8} {:>8}",
+        "TiKV store", "evict", "leaders0", "deleting", "gone", "recreated", "ready", "done"
     );
+    if let Some(stores) = r["tikv"]["stores"].as_object() {
+        for (name, m) in stores {
+            println!(
+                "{name:<12} {:>8} {:>8} {:>9} {:>8} {:>10} {:>8} {:>8}",
+                f(&m["evict_start"]),
+                f(&m["leaders_zero"]),
+                f(&m["deleting"]),
+                f(&m["gone"]),
+                f(&m["recreated"]),
+                f(&m["ready"]),
+                f(&m["done"])
+            );
+        }
+    }
+    for (label, key) in [
+        (
+            "TiKV rollout: start (PD rolled out -> first eviction)",
+            "start_s",
+        ),
+        (
+            "TiKV rollout: total (PD rolled out -> group rolled out)",
+            "total_s",
+        ),
+        ("  waiting on the operator", "operator_s"),
+        (
+            "  waiting on PD / pods (evictions, pod restarts)",
+            "pd_pods_s",
+        ),
+        ("  most stores disrupted at once", "most_disrupted"),
+    ] {
+        println!("{label:<56} {:>9}", f(&r["tikv"][key]));
+    }
     r["scenario"] = json!("upgrade");
     r["started_at"] = json!(b.started_at);
     r["machine"] = b.machine.clone();
-    r["tikv"] = json!("not measured: TiKV rolling upgrades are not implemented (issue #7)");
     write_json(b, "upgrade", &r)
 }
 
@@ -1457,12 +1492,26 @@ async fn upgrade_run(b: &Bench, op: &Operator, ns: &str, timeout: Duration) -> R
         .collect();
     let m0 = op.metrics(b).await?;
     let t0 = Instant::now();
+    let tikvgroups: Api<DynamicObject> = Api::namespaced_with(
+        b.env.client.clone(),
+        ns,
+        &core_ar("TiKVGroup", "tikvgroups"),
+    );
+    let tikv_pods = ListParams::default()
+        .labels("app.kubernetes.io/component=tikv,app.kubernetes.io/managed-by=tikv-operator");
+    let old_tikv: BTreeMap<String, String> = pods
+        .list(&tikv_pods)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| Some((p.metadata.name?, p.metadata.uid?)))
+        .collect();
+    let version = json!({"spec": {"template": {"spec": {"version": "v8.5.6"}}}});
     pdgroups
-        .patch(
-            "pd",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"template": {"spec": {"version": "v8.5.6"}}}})),
-        )
+        .patch("pd", &PatchParams::default(), &Patch::Merge(&version))
+        .await?;
+    tikvgroups
+        .patch("tikv", &PatchParams::default(), &Patch::Merge(&version))
         .await?;
     let mut members: BTreeMap<String, MemberRoll> = old
         .keys()
@@ -1564,6 +1613,165 @@ async fn upgrade_run(b: &Bench, op: &Operator, ns: &str, timeout: Duration) -> R
     out["pd_pods_s"] = json!(pd_pods_s);
     out["operator_s"] = json!(total - pd_pods_s);
     out["status_lag_s"] = json!(total - last_healthy);
+    eprintln!("bench: PD rolled out after {total:.1}s; timing the TiKV rollout");
+    out["tikv"] = tikv_rollout(b, ns, &old_tikv, timeout).await?;
+    let m2 = op.metrics(b).await?;
+    out["requests_by_verb_total"] =
+        json!(delta(&m0.by(REQUESTS, "verb"), &m2.by(REQUESTS, "verb")));
+    out["pd_requests_total"] = json!(delta(
+        &m0.by(PD_REQUESTS, "operation"),
+        &m2.by(PD_REQUESTS, "operation")
+    ));
+    Ok(out)
+}
+
+/// When each step of one TiKV store's restart was first seen, in seconds after PD rolled out.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+struct StoreRoll {
+    /// The instance recorded the start of its leader eviction.
+    evict_start: Option<f64>,
+    /// PD counted no leader on the store (after `evict_start`).
+    leaders_zero: Option<f64>,
+    /// The old Pod got a deletionTimestamp (or vanished, if that was never seen).
+    deleting: Option<f64>,
+    /// The old Pod is gone.
+    gone: Option<f64>,
+    /// A Pod with a new uid exists.
+    recreated: Option<f64>,
+    /// The new Pod is Ready.
+    ready: Option<f64>,
+    /// The new Pod is Ready, the store Up and the eviction record cleared (the evict-leader
+    /// entry removed).
+    done: Option<f64>,
+}
+
+/// Times the TiKV half of the upgrade: from now (PD rolled out) until the TiKVGroup is rolled
+/// out, per store, and how many stores were disrupted at once.
+async fn tikv_rollout(
+    b: &Bench,
+    ns: &str,
+    old: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> Result<Value> {
+    let addr = pd_addr(ns);
+    let pods: Api<Pod> = Api::namespaced(b.env.client.clone(), ns);
+    let tikv_pods = ListParams::default()
+        .labels("app.kubernetes.io/component=tikv,app.kubernetes.io/managed-by=tikv-operator");
+    let tikvs: Api<DynamicObject> =
+        Api::namespaced_with(b.env.client.clone(), ns, &core_ar("TiKV", "tikvs"));
+    let groups: Api<DynamicObject> = Api::namespaced_with(
+        b.env.client.clone(),
+        ns,
+        &core_ar("TiKVGroup", "tikvgroups"),
+    );
+    let mut stores: BTreeMap<String, StoreRoll> = old
+        .keys()
+        .map(|k| (k.clone(), StoreRoll::default()))
+        .collect();
+    let mut most_disrupted = 0_usize;
+    let t0 = Instant::now();
+    let mut done_at = None;
+    while t0.elapsed() < timeout {
+        let now = t0.elapsed().as_secs_f64();
+        let (Ok(list), Ok(instances), Ok(pd)) = (
+            pods.list(&tikv_pods).await,
+            tikvs.list(&ListParams::default()).await,
+            b.env.pd_stores(&addr).await,
+        ) else {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        let mut disrupted = 0;
+        for (name, roll) in &mut stores {
+            let inst = instances
+                .items
+                .iter()
+                .find(|i| i.metadata.name.as_deref() == Some(name.as_str()));
+            let status = inst.map(|i| &i.data["status"]);
+            let evicting = status.is_some_and(|s| !s["leaderEvictionStartedAt"].is_null());
+            let store = status
+                .and_then(|s| s["id"].as_str())
+                .and_then(|id| id.parse::<u64>().ok())
+                .and_then(|id| pd.iter().find(|s| s.id == id));
+            let pod = list
+                .items
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(name.as_str()));
+            let old_uid = &old[name];
+            let old_pod = pod.filter(|p| p.metadata.uid.as_ref() == Some(old_uid));
+            let new_pod = pod.filter(|p| p.metadata.uid.as_ref() != Some(old_uid));
+            if evicting {
+                roll.evict_start.get_or_insert(now);
+            }
+            if roll.evict_start.is_some() && store.is_some_and(|s| s.leaders == 0) {
+                roll.leaders_zero.get_or_insert(now);
+            }
+            if old_pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some()) || old_pod.is_none()
+            {
+                roll.deleting.get_or_insert(now);
+            }
+            if old_pod.is_none() {
+                roll.gone.get_or_insert(now);
+            }
+            let new_ready = new_pod.is_some_and(pod_ready);
+            if new_pod.is_some() {
+                roll.recreated.get_or_insert(now);
+            }
+            if new_ready {
+                roll.ready.get_or_insert(now);
+            }
+            let up = store.is_some_and(|s| s.state == "Up");
+            if new_ready && up && !evicting {
+                roll.done.get_or_insert(now);
+            }
+            let serving =
+                pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p));
+            if evicting || !serving || !up {
+                disrupted += 1;
+            }
+        }
+        most_disrupted = most_disrupted.max(disrupted);
+        if stores.values().all(|r| r.done.is_some())
+            && groups
+                .get("tikv")
+                .await
+                .is_ok_and(|g| group_rolled_out(&g.data, 6))
+        {
+            done_at = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut out = json!({ "stores": stores, "most_disrupted": most_disrupted });
+    let Some(total) = done_at else {
+        bail!(
+            "the TiKV rollout did not complete within {timeout:?}: {}",
+            serde_json::to_string(&out["stores"])?
+        );
+    };
+    // PD/pods: leaders moving off (eviction start -> no leader), the old Pod terminating, and
+    // the new Pod starting until its store serves. The rest is the operator: noticing each
+    // step, granting the next store, removing the evict-leader entry.
+    let mut pd_pods_s = 0.0;
+    for r in stores.values() {
+        if let (Some(e), Some(z)) = (r.evict_start, r.leaders_zero) {
+            pd_pods_s += (z - e).max(0.0);
+        }
+        if let (Some(d), Some(g)) = (r.deleting, r.gone) {
+            pd_pods_s += g - d;
+        }
+        if let (Some(c), Some(rd)) = (r.recreated, r.ready) {
+            pd_pods_s += rd - c;
+        }
+    }
+    let start = stores
+        .values()
+        .filter_map(|r| r.evict_start.or(r.deleting))
+        .fold(f64::MAX, f64::min);
+    out["start_s"] = json!(start);
+    out["total_s"] = json!(total);
+    out["pd_pods_s"] = json!(pd_pods_s);
+    out["operator_s"] = json!(total - pd_pods_s);
     Ok(out)
 }
 

@@ -187,16 +187,28 @@ pub fn revision_status(
     )
 }
 
-/// Refuses a template whose `version` is lower than what an instance runs,
+/// Refuses a template whose `version` is lower than what a member's Pod runs,
 /// unless the group carries `core.tikv.org/allow-downgrade: "true"`.
-fn downgrade_refused(group: &PDGroup, instances: &[PD]) -> Option<crate::group::Blocked> {
+fn downgrade_refused(
+    group: &PDGroup,
+    instances: &[PD],
+    pods: &[Pod],
+) -> Option<crate::group::Blocked> {
     tikv_operator_core::version::downgrade_refusal(
         group.metadata.annotations.as_ref(),
         &group.spec.template.spec.version,
         instances
             .iter()
             .filter(|i| i.metadata.deletion_timestamp.is_none())
-            .map(|i| i.spec.template.version.as_str()),
+            .map(|i| {
+                // What its Pod runs (labels::VERSION); the instance's own
+                // version before its Pod exists: a reverted upgrade that
+                // reached no Pod yet is not a downgrade.
+                pods.iter()
+                    .find(|p| name_of(*p) == names::pod(name_of(i)))
+                    .and_then(|p| p.metadata.annotations.as_ref()?.get(labels::VERSION))
+                    .map_or(i.spec.template.version.as_str(), String::as_str)
+            }),
     )
     .map(|message| crate::group::Blocked {
         reason: reasons::DOWNGRADE_REFUSED,
@@ -289,7 +301,7 @@ pub async fn reconcile_group(
         || group.metadata.deletion_timestamp.is_some()
     {
         None
-    } else if let Some(blocked) = downgrade_refused(group, s.instances) {
+    } else if let Some(blocked) = downgrade_refused(group, s.instances, s.pods) {
         // Nothing of the template reaches the instances (and no member is
         // created at the lower version) until the version is fixed or the
         // downgrade explicitly allowed.

@@ -575,6 +575,7 @@ pub fn render_pod(pd: &PD, config_hash: &str) -> Result<Pod, RenderError> {
     {
         annotations.insert(labels::RESTARTED_AT.to_owned(), at.clone());
     }
+    annotations.insert(labels::VERSION.to_owned(), spec.version.clone());
 
     Ok(Pod {
         metadata: ObjectMeta {

@@ -794,6 +794,34 @@ async fn a_downgrade_is_refused_until_explicitly_allowed() {
 }
 
 #[tokio::test]
+async fn reverting_an_upgrade_that_reached_no_pod_is_not_a_downgrade() {
+    let mut w = World::bootstrapped(3).await;
+    let set_version = |w: &World, v: &str| {
+        let mut g = w.kube.get(&group_key()).unwrap();
+        g["spec"]["template"]["spec"]["version"] = v.into();
+        w.kube.insert(group_key(), g);
+    };
+    set_version(&w, "v8.5.6");
+    w.reconcile_group().await;
+    assert!(
+        w.instances()
+            .iter()
+            .all(|i| i.spec.template.version == "v8.5.6"),
+        "the template reached the instances"
+    );
+    // No Pod runs v8.5.6 yet: going back is not a downgrade.
+    set_version(&w, "v8.5.5");
+    w.reconcile_group().await;
+    let (_, reason) = w.condition(condition::PROGRESSING);
+    assert_ne!(reason, reasons::DOWNGRADE_REFUSED);
+    assert!(
+        w.instances()
+            .iter()
+            .all(|i| i.spec.template.version == "v8.5.5")
+    );
+}
+
+#[tokio::test]
 async fn restarts_wait_min_ready_seconds_between_members() {
     use tikv_operator_core::Clock;
     let mut w = World::bootstrapped(3).await;
