@@ -11,6 +11,7 @@ use std::time::Instant;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, stream};
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
@@ -56,6 +57,7 @@ pub(crate) struct Stores {
     pub config_maps: Store<ConfigMap>,
     pub pvcs: Store<PersistentVolumeClaim>,
     pub services: Store<Service>,
+    pub revisions: Store<ControllerRevision>,
     pub nodes: Store<PartialObjectMeta<Node>>,
 }
 
@@ -82,6 +84,7 @@ impl Stores {
         self.config_maps.wait_until_ready().await?;
         self.pvcs.wait_until_ready().await?;
         self.services.wait_until_ready().await?;
+        self.revisions.wait_until_ready().await?;
         self.nodes.wait_until_ready().await?;
         Ok(())
     }
@@ -426,6 +429,7 @@ async fn reconcile_pd_group(obj: Arc<PDGroup>, sh: Arc<Shared>) -> Result<Action
     let pd = labels::COMPONENT_PD;
     let pods = Stores::of_group(&sh.stores.pods, pd, &ns, &cluster_name, &name);
     let services = Stores::of_group(&sh.stores.services, pd, &ns, &cluster_name, &name);
+    let revisions = Stores::of_group(&sh.stores.revisions, pd, &ns, &cluster_name, &name);
     let port = tikv_operator_pd_layer::render::ports(&obj.spec.template.spec).0;
     let Some(entry) = sh.pd_entry(&ns, &cluster_name, Some((name.clone(), port))) else {
         return Err(Error::InvalidSpec {
@@ -444,6 +448,7 @@ async fn reconcile_pd_group(obj: Arc<PDGroup>, sh: Arc<Shared>) -> Result<Action
             instances: &instances,
             pods: &pods,
             services: &services,
+            revisions: &revisions,
             pd: &view,
         },
         entry.api.as_ref(),
@@ -550,6 +555,7 @@ async fn reconcile_tikv_group(
     let tikv = labels::COMPONENT_TIKV;
     let pods = Stores::of_group(&sh.stores.pods, tikv, &ns, &cluster_name, &name);
     let services = Stores::of_group(&sh.stores.services, tikv, &ns, &cluster_name, &name);
+    let revisions = Stores::of_group(&sh.stores.revisions, tikv, &ns, &cluster_name, &name);
     let entry = tikv_pd_entry(&sh, &ns, cluster.as_deref(), &cluster_name);
     let view = store_view(entry.as_ref(), cluster.as_deref());
     let mut facts = TikvClusterFacts::from_cluster(cluster.as_deref());
@@ -586,6 +592,7 @@ async fn reconcile_tikv_group(
             pods: &pods,
             others: &others,
             other_pods: &other_pods,
+            revisions: &revisions,
             services: &services,
             pd: &view,
         },
@@ -888,10 +895,15 @@ pub(crate) async fn run_scope(
     let (services, svcs_fut) = {
         let r = child(&senders);
         reflect(
-            watch::<Service>(&client, ns, owned),
+            watch::<Service>(&client, ns, owned.clone()),
             move |o: &Service, _| r(&o.metadata),
         )
     };
+    // Revision history: read by the groups, changed only by them; nothing to wake.
+    let (revisions, revisions_fut) = reflect(
+        watch::<ControllerRevision>(&client, ns, owned),
+        |_: &ControllerRevision, _| {},
+    );
     let (pds, pds_fut) = {
         let s = senders.clone();
         reflect(watch::<PD>(&client, ns, all()), move |o: &PD, _| {
@@ -968,6 +980,7 @@ pub(crate) async fn run_scope(
         config_maps,
         pvcs,
         services,
+        revisions,
         nodes,
     };
     let _ = cell.set(stores.clone());
@@ -1028,6 +1041,7 @@ pub(crate) async fn run_scope(
             cms_fut,
             pvcs_fut,
             svcs_fut,
+            revisions_fut,
         ])
         .await;
     });

@@ -30,6 +30,7 @@ mod ctx;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod history;
 mod kube_client;
 mod kube_writer;
 pub mod pd_state;

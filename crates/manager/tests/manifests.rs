@@ -70,6 +70,10 @@ fn allowed() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static str>> {
             set(&["get", "list", "watch", "create", "patch", "delete"]),
         );
     }
+    m.insert(
+        ("apps", "controllerrevisions"),
+        set(&["get", "list", "watch", "create", "patch", "delete"]),
+    );
     for r in [
         "clusters/status",
         "pdgroups/status",

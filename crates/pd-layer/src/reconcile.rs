@@ -22,6 +22,7 @@
 //! Watches the manager must set up: PDGroup owns PD instances and Services;
 //! PD owns Pod, ConfigMap and PVCs; a Cluster change maps to its groups.
 
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Resource, ResourceExt};
@@ -33,6 +34,7 @@ use tikv_operator_api::{
     Cluster, GroupStatus, PD, PDGroup, PDGroupStatus, PDStatus, labels, names,
 };
 use tikv_operator_core::conditions::{self, ConditionUpdate};
+use tikv_operator_core::history;
 use tikv_operator_core::revision::PodRevision;
 use tikv_operator_core::{
     Clock, Desired, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result,
@@ -61,6 +63,8 @@ pub struct ClusterFacts {
     pub deleting: bool,
     /// The Cluster recorded a PD cluster id: PD was bootstrapped, new members join.
     pub pd_cluster_id_known: bool,
+    /// `spec.revisionHistoryLimit`, defaulted.
+    pub revision_history_limit: usize,
 }
 
 impl ClusterFacts {
@@ -80,6 +84,7 @@ impl ClusterFacts {
                     .is_some_and(|s| s.suspend_compute),
                 deleting: c.metadata.deletion_timestamp.is_some(),
                 pd_cluster_id_known: c.status.as_ref().is_some_and(|s| s.id.is_some()),
+                revision_history_limit: history::limit_of(c.spec.revision_history_limit),
             },
         }
     }
@@ -229,6 +234,8 @@ pub struct GroupSnapshot<'a> {
     pub pods: &'a [Pod],
     /// Services of the group (peer and client) as cached.
     pub services: &'a [Service],
+    /// The group's revision history (ControllerRevisions labelled with the group).
+    pub revisions: &'a [ControllerRevision],
     /// PD's membership.
     pub pd: &'a PdView,
 }
@@ -318,6 +325,30 @@ pub async fn reconcile_group(
             let current = cached(s.services.iter().find(|c| name_of(*c) == d.key.name));
             ctx.kube.apply_if_changed(&d, current.as_ref()).await?;
         }
+        let revisions_now = revision_status(group, &currency);
+        history::apply_history(
+            ctx,
+            group.metadata.namespace.as_deref(),
+            &history::plan_history(&history::HistoryInput {
+                group: &group_name,
+                namespace: group.metadata.namespace.as_deref().unwrap_or_default(),
+                labels: render::group_selector(&cluster_name, &group_name),
+                owner: group.controller_owner_ref(&()),
+                update: &update_revision,
+                data: render::group_revision_data(group),
+                current: if revisions_now.all_updated {
+                    Some(update_revision.as_str())
+                } else {
+                    group
+                        .status
+                        .as_ref()
+                        .and_then(|st| st.group.current_revision.as_deref())
+                },
+                limit: s.cluster.revision_history_limit,
+                existing: s.revisions,
+            }),
+        )
+        .await?;
         // Template changes reach the instance objects (their ConfigMaps and
         // PVCs follow; running Pods restart through `GroupPlan::Restart`).
         for i in s

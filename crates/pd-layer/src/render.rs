@@ -141,15 +141,20 @@ pub fn group_selector(cluster: &str, group: &str) -> BTreeMap<String, String> {
 /// The revision of a group's template: everything an instance is rendered
 /// from (`spec.template`) plus a requested restart. `status.updateRevision`.
 pub fn group_revision(group: &PDGroup) -> String {
+    tikv_operator_core::content_hash(&group_revision_data(group))
+}
+
+/// What [`group_revision`] is computed from (kept in the group's revision history).
+pub fn group_revision_data(group: &PDGroup) -> serde_json::Value {
     let restarted_at = group
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(labels::RESTARTED_AT));
-    tikv_operator_core::content_hash(&serde_json::json!({
+    serde_json::json!({
         "template": serde_json::to_value(&group.spec.template).unwrap_or_default(),
         "restartedAt": restarted_at,
-    }))
+    })
 }
 
 /// [`group_selector`] in string form (`status.selector`, for the scale subresource).

@@ -115,6 +115,8 @@ impl World {
         let instances = self.instances();
         let pods: Vec<Pod> = self.kube.list("Pod", NS);
         let services: Vec<Service> = self.kube.list("Service", NS);
+        let revisions: Vec<k8s_openapi::api::apps::v1::ControllerRevision> =
+            self.kube.list("ControllerRevision", NS);
         let view = self.view().await;
         let snap = GroupSnapshot {
             group: &group,
@@ -122,6 +124,7 @@ impl World {
             instances: &instances,
             pods: &pods,
             services: &services,
+            revisions: &revisions,
             pd: &view,
         };
         reconcile_group(&self.ctx, &snap, &self.pd, &mut self.suffixes)
@@ -818,6 +821,33 @@ async fn reverting_an_upgrade_that_reached_no_pod_is_not_a_downgrade() {
         w.instances()
             .iter()
             .all(|i| i.spec.template.version == "v8.5.5")
+    );
+}
+
+#[tokio::test]
+async fn each_template_revision_is_kept_in_the_group_history() {
+    use k8s_openapi::api::apps::v1::ControllerRevision;
+    let mut w = World::bootstrapped(3).await;
+    w.cluster.revision_history_limit = 10;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["version"] = "v8.5.6".into();
+    w.kube.insert(group_key(), g);
+    w.reconcile_group().await;
+    let mut revs: Vec<(i64, String)> = w
+        .kube
+        .list::<ControllerRevision>("ControllerRevision", NS)
+        .into_iter()
+        .map(|cr| {
+            (
+                cr.revision,
+                cr.data.unwrap().0["template"]["spec"]["version"].to_string(),
+            )
+        })
+        .collect();
+    revs.sort();
+    assert_eq!(
+        revs,
+        vec![(1, "\"v8.5.5\"".to_owned()), (2, "\"v8.5.6\"".to_owned())]
     );
 }
 

@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{Resource, ResourceExt};
@@ -40,6 +41,7 @@ use tikv_operator_api::{
     labels, names,
 };
 use tikv_operator_core::conditions::{self, ConditionUpdate};
+use tikv_operator_core::history;
 use tikv_operator_core::revision::{PodRevision, Revisions};
 use tikv_operator_core::{
     Desired, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result, content_hash,
@@ -78,6 +80,8 @@ pub struct ClusterFacts {
     /// has not finished its own update (see [`pd_upgrading`]). `None` when
     /// PD is done, or with `upgradePolicy: NoConstraints`.
     pub pd_upgrading: Option<String>,
+    /// `spec.revisionHistoryLimit`, defaulted.
+    pub revision_history_limit: usize,
 }
 
 /// Why TiKV version upgrades of `cluster` must wait for its PD groups: the
@@ -128,6 +132,7 @@ impl ClusterFacts {
                 deleting: c.metadata.deletion_timestamp.is_some(),
                 pd_url: c.status.as_ref().and_then(|s| s.pd.clone()),
                 pd_upgrading: None,
+                revision_history_limit: history::limit_of(c.spec.revision_history_limit),
             },
         }
     }
@@ -311,6 +316,8 @@ pub struct GroupSnapshot<'a> {
     pub other_pods: &'a [Pod],
     /// Services of the group as cached.
     pub services: &'a [Service],
+    /// The group's revision history (ControllerRevisions labelled with the group).
+    pub revisions: &'a [ControllerRevision],
     /// PD's stores (all groups of the Cluster).
     pub pd: &'a StoreView,
 }
@@ -445,6 +452,36 @@ pub async fn reconcile_group(
         let d = desired(&svc)?;
         let current = cached(s.services.iter().find(|c| name_of(*c) == d.key.name));
         ctx.kube.apply_if_changed(&d, current.as_ref()).await?;
+        let update_revision = render::group_revision(group);
+        let all_updated = Revisions::count(
+            update_revision.clone(),
+            group.spec.replicas,
+            currency.values(),
+        )
+        .all_updated;
+        history::apply_history(
+            ctx,
+            namespace.as_deref(),
+            &history::plan_history(&history::HistoryInput {
+                group: &group_name,
+                namespace: namespace.as_deref().unwrap_or_default(),
+                labels: render::group_selector(&cluster_name, &group_name),
+                owner: group.controller_owner_ref(&()),
+                update: &update_revision,
+                data: render::group_revision_data(group),
+                current: if all_updated {
+                    Some(update_revision.as_str())
+                } else {
+                    group
+                        .status
+                        .as_ref()
+                        .and_then(|st| st.group.current_revision.as_deref())
+                },
+                limit: s.cluster.revision_history_limit,
+                existing: s.revisions,
+            }),
+        )
+        .await?;
         // Template changes reach the instance objects (ConfigMaps and PVCs
         // follow, metadata is patched in place); a running Pod that must be
         // recreated waits for its grant.

@@ -196,10 +196,15 @@ fn none_if_empty(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>
 /// (`status.updateRevision`); instances carry it in
 /// [`labels::TEMPLATE_REVISION`].
 pub fn group_revision(group: &TiKVGroup) -> String {
-    tikv_operator_core::content_hash(&serde_json::json!({
+    tikv_operator_core::content_hash(&group_revision_data(group))
+}
+
+/// What [`group_revision`] is computed from (kept in the group's revision history).
+pub fn group_revision_data(group: &TiKVGroup) -> serde_json::Value {
+    serde_json::json!({
         "template": serde_json::to_value(&group.spec.template).unwrap_or_default(),
         "restartedAt": restarted_at(&group.metadata),
-    }))
+    })
 }
 
 fn restarted_at(meta: &ObjectMeta) -> Option<&String> {

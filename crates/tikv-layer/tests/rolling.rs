@@ -638,3 +638,48 @@ async fn scaling_during_an_update_new_stores_start_updated_and_scale_in_takes_an
         .unwrap();
     assert_eq!(st, StoreState::Serving);
 }
+
+#[tokio::test]
+async fn the_revision_history_keeps_each_template_and_is_bounded_by_the_limit() {
+    use k8s_openapi::api::apps::v1::ControllerRevision;
+    let history = |w: &World| -> Vec<(i64, String)> {
+        let mut v: Vec<(i64, String)> = w
+            .kube
+            .list::<ControllerRevision>("ControllerRevision", NS)
+            .into_iter()
+            .map(|cr| {
+                (
+                    cr.revision,
+                    cr.metadata.labels.unwrap()[labels::TEMPLATE_REVISION].clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut w = serving3().await;
+    w.cluster.revision_history_limit = 1;
+    let first = w.group().status.unwrap().group.update_revision.unwrap();
+    assert_eq!(history(&w), vec![(1, first.clone())]);
+    let cr: ControllerRevision = w
+        .kube
+        .list::<ControllerRevision>("ControllerRevision", NS)
+        .remove(0);
+    assert_eq!(
+        cr.data.unwrap().0["template"]["spec"]["version"],
+        json!("v8.5.5"),
+        "the revision holds the template it stands for"
+    );
+
+    w.patch_template(|t| t["version"] = "v8.5.6".into());
+    w.roll_until_done(200).await;
+    let second = w.group().status.unwrap().group.update_revision.unwrap();
+    assert_eq!(history(&w), vec![(1, first.clone()), (2, second.clone())]);
+
+    // A third revision: with limit 1, the oldest goes once it is neither the
+    // update nor the current revision.
+    w.annotate_group(labels::RESTARTED_AT, "now");
+    w.roll_until_done(200).await;
+    let third = w.group().status.unwrap().group.update_revision.unwrap();
+    assert_eq!(history(&w), vec![(2, second), (3, third)]);
+}

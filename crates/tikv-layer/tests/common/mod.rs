@@ -190,6 +190,8 @@ impl World {
             .partition(|i| i.metadata.labels.as_ref().unwrap()[labels::GROUP] == name);
         let pods: Vec<Pod> = self.kube.list("Pod", NS);
         let services: Vec<Service> = self.kube.list("Service", NS);
+        let revisions: Vec<k8s_openapi::api::apps::v1::ControllerRevision> =
+            self.kube.list("ControllerRevision", NS);
         let view = self.view().await;
         let snap = GroupSnapshot {
             group: &group,
@@ -198,6 +200,7 @@ impl World {
             pods: &pods,
             others: &others,
             other_pods: &pods,
+            revisions: &revisions,
             services: &services,
             pd: &view,
         };
