@@ -390,18 +390,17 @@ async fn refuse_tls<K: Resource<DynamicType = ()>>(
     if !cluster.is_some_and(tikv_operator_cluster_layer::tls_requested) {
         return Ok(None);
     }
-    let key = tikv_operator_core::ObjectKey::of(group)?;
     sh.ctx
         .kube
-        .publish_event(&tikv_operator_core::EventSpec {
-            regarding: key.reference(group.meta().uid.as_deref()),
-            type_: tikv_operator_core::EventType::Warning,
-            reason: tikv_operator_cluster_layer::REASON_TLS_NOT_SUPPORTED.into(),
-            action: "Reconcile".into(),
-            note: "the Cluster sets spec.tlsCluster.enabled; this operator version cannot run \
-                   members with mutual TLS, so it creates none"
+        .publish_event(&tikv_operator_core::objects::event(
+            group,
+            tikv_operator_core::EventType::Warning,
+            tikv_operator_cluster_layer::REASON_TLS_NOT_SUPPORTED,
+            "Reconcile",
+            "the Cluster sets spec.tlsCluster.enabled; this operator version cannot run \
+             members with mutual TLS, so it creates none"
                 .into(),
-        })
+        )?)
         .await?;
     Ok(Some(Action::requeue(sh.ctx.policy.at_rest)))
 }

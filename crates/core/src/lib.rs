@@ -33,6 +33,7 @@ pub mod fake;
 pub mod history;
 mod kube_client;
 mod kube_writer;
+pub mod objects;
 pub mod pd_state;
 mod requeue;
 pub mod revision;

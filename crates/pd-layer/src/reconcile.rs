@@ -27,7 +27,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Resource, ResourceExt};
 use pd_client::PdApi;
-use serde::Serialize;
 use serde_json::Value;
 use tikv_operator_api::common::{ConfigUpdateStrategy, condition};
 use tikv_operator_api::{
@@ -37,8 +36,7 @@ use tikv_operator_core::conditions::{self, ConditionUpdate};
 use tikv_operator_core::history;
 use tikv_operator_core::revision::PodRevision;
 use tikv_operator_core::{
-    Clock, Desired, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result,
-    content_hash,
+    Clock, Error, EventType, KubeWriter, ObjectKey, Requeue, Result, content_hash,
 };
 use tracing::{info, instrument, warn};
 
@@ -116,33 +114,7 @@ pub fn pod_available(pod: &Pod, min_ready_seconds: i64, now: k8s_openapi::jiff::
         .is_some_and(|t| now.as_second() - t.0.as_second() >= min_ready_seconds)
 }
 
-fn cached<K: Serialize>(obj: Option<&K>) -> Option<Value> {
-    obj.and_then(|o| serde_json::to_value(o).ok())
-}
-
-fn desired<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> Result<Desired> {
-    Desired::from_typed(obj)
-}
-
-fn name_of<K: Resource>(obj: &K) -> &str {
-    obj.meta().name.as_deref().unwrap_or_default()
-}
-
-fn event<K: Resource<DynamicType = ()>>(
-    obj: &K,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) -> Result<EventSpec> {
-    Ok(EventSpec {
-        regarding: ObjectKey::of(obj)?.reference(obj.meta().uid.as_deref()),
-        type_,
-        reason: reason.to_owned(),
-        action: action.to_owned(),
-        note,
-    })
-}
+use tikv_operator_core::objects::{cached, desired, event, name_of};
 
 pub use tikv_operator_core::revision::Revisions;
 

@@ -30,7 +30,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{Resource, ResourceExt};
 use pd_client::{NodeState, PdApi, Store, StoreId};
-use serde::Serialize;
 use serde_json::Value;
 use tikv_operator_api::cluster::UpgradePolicy;
 use tikv_operator_api::common::ConfigUpdateStrategy;
@@ -44,7 +43,7 @@ use tikv_operator_core::conditions::{self, ConditionUpdate};
 use tikv_operator_core::history;
 use tikv_operator_core::revision::{PodRevision, Revisions};
 use tikv_operator_core::{
-    Desired, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result, content_hash,
+    Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result, content_hash,
 };
 use tikv_operator_pd_layer::group::SuffixSource;
 use tikv_operator_pd_layer::reconcile::{pod_available, pod_ready};
@@ -154,33 +153,7 @@ impl Default for Options {
     }
 }
 
-fn cached<K: Serialize>(obj: Option<&K>) -> Option<Value> {
-    obj.and_then(|o| serde_json::to_value(o).ok())
-}
-
-fn desired<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> Result<Desired> {
-    Desired::from_typed(obj)
-}
-
-fn name_of<K: Resource>(obj: &K) -> &str {
-    obj.meta().name.as_deref().unwrap_or_default()
-}
-
-fn event<K: Resource<DynamicType = ()>>(
-    obj: &K,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) -> Result<EventSpec> {
-    Ok(EventSpec {
-        regarding: ObjectKey::of(obj)?.reference(obj.meta().uid.as_deref()),
-        type_,
-        reason: reason.to_owned(),
-        action: action.to_owned(),
-        note,
-    })
-}
+use tikv_operator_core::objects::{cached, desired, event, name_of};
 
 /// Publishes an Event. A failure is logged, never fatal: Events only inform, and the API
 /// server refuses them in a namespace being deleted, where finalizers must still go (found by
