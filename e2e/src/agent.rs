@@ -68,6 +68,11 @@ struct Agent {
     world: crate::raftsim::World,
     hosts_base: String,
     hosts_last: String,
+    /// pd-server processes of deleted pods still shutting down (by run name): a pod recreated
+    /// under the same name waits for them, as a kubelet removes a pod only once its containers
+    /// stopped (kwok removes it at once). Without this, the new pd-server found its ports and
+    /// data directory still held, exited, and came back only after the restart back-off.
+    stopping: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -84,6 +89,7 @@ pub async fn run(layout: Layout) -> Result<()> {
         world: crate::raftsim::World::default(),
         hosts_base,
         hosts_last: String::new(),
+        stopping: std::sync::Arc::default(),
     };
     log("agent started");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -510,6 +516,11 @@ impl Agent {
             }
         }
         for (u, (pod, ip)) in wanted {
+            let run_name = format!("pd_{}", key(pod));
+            if self.stopping.lock().is_ok_and(|s| s.contains(&run_name)) {
+                // The previous pod's pd-server is still stopping: start at a later tick.
+                continue;
+            }
             if let Some(run) = self.pds.get_mut(&u) {
                 match run.child.try_wait() {
                     Ok(None) => continue,
@@ -543,6 +554,10 @@ impl Agent {
 
     fn stop_child(&self, mut run: PdRun) {
         let pids = self.layout.pids();
+        let stopping = self.stopping.clone();
+        if let Ok(mut s) = stopping.lock() {
+            s.insert(run.name.clone());
+        }
         tokio::spawn(async move {
             if let Some(pid) = run.child.id() {
                 let _ = nix::sys::signal::killpg(
@@ -557,6 +572,9 @@ impl Agent {
                 let _ = run.child.kill().await;
             }
             let _ = fs::remove_file(crate::process::pid_file(&pids, &run.name));
+            if let Ok(mut s) = stopping.lock() {
+                s.remove(&run.name);
+            }
         });
     }
 

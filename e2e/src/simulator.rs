@@ -470,6 +470,13 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// How long a restarted store (its identity already on its data volume) takes before it
+/// registers with PD again, as a real TiKV opens its engines and replays its Raft logs first.
+/// Meanwhile PD still reports the store Up from the previous process's heartbeats (it marks a
+/// store Disconnected only after 20 s without one), which must not be taken for the new
+/// process serving. A new store registers at once.
+pub const RESTART_BOOT: Duration = Duration::from_secs(5);
+
 /// Runs a simulated store until PD tombstones it (returns Ok) or the task is aborted.
 pub async fn run(p: StoreParams) -> Result<()> {
     let mut sim = Sim {
@@ -483,6 +490,9 @@ pub async fn run(p: StoreParams) -> Result<()> {
         live: None,
     };
     sim.save();
+    if sim.load_ident().is_some() {
+        tokio::time::sleep(RESTART_BOOT).await;
+    }
     loop {
         match sim.session().await {
             Ok(true) => {
