@@ -205,7 +205,11 @@ impl KubeWriter for FakeKube {
         match s.objects.get(key) {
             Some(old) => {
                 // Server-managed fields survive an apply.
-                for ptr in ["/metadata/uid", "/metadata/deletionTimestamp"] {
+                for ptr in [
+                    "/metadata/uid",
+                    "/metadata/deletionTimestamp",
+                    "/metadata/creationTimestamp",
+                ] {
                     if let Some(v) = old.pointer(ptr).cloned()
                         && let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut)
                     {

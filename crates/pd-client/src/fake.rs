@@ -217,6 +217,7 @@ impl FakePd {
                 capacity_bytes: Some(100 << 30),
                 available_bytes: Some(90 << 30),
                 uptime: None,
+                start_timestamp: None,
             },
         );
     }
@@ -235,6 +236,15 @@ impl FakePd {
         let mut s = self.lock();
         if let Some(st) = s.stores.get_mut(&id) {
             st.liveness = liveness;
+        }
+    }
+
+    /// Sets when the store's process started (unix seconds), as a store
+    /// (re-)registering reports it.
+    pub fn set_store_started(&self, id: StoreId, unix_seconds: i64) {
+        let mut s = self.lock();
+        if let Some(st) = s.stores.get_mut(&id) {
+            st.start_timestamp = Some(unix_seconds);
         }
     }
 

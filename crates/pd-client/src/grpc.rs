@@ -198,6 +198,7 @@ pub(crate) fn store_from_proto(s: metapb::Store, stats: Option<pdpb::StoreStats>
         capacity_bytes: stats.as_ref().map(|st| st.capacity),
         available_bytes: stats.as_ref().map(|st| st.available),
         uptime: None,
+        start_timestamp: None,
     }
 }
 

@@ -291,6 +291,7 @@ struct JsonStoreMeta {
     physically_destroyed: bool,
     node_state: Option<IntOrName>,
     state_name: String,
+    start_timestamp: i64,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -354,6 +355,7 @@ impl JsonStoreInfo {
             capacity_bytes: status.capacity.as_deref().and_then(parse_byte_size),
             available_bytes: status.available.as_deref().and_then(parse_byte_size),
             uptime: status.uptime.as_deref().and_then(parse_go_duration),
+            start_timestamp: (meta.start_timestamp > 0).then_some(meta.start_timestamp),
         })
     }
 }
@@ -522,7 +524,7 @@ mod tests {
         // `node_state` omitted; sizes and uptime are strings.
         let body = br#"{"count":3,"stores":[
           {"store":{"id":1,"address":"tikv-0:20160","labels":[{"key":"zone","value":"a"}],
-                    "version":"8.5.0","state_name":"Up"},
+                    "version":"8.5.0","state_name":"Up","start_timestamp":1763780000},
            "status":{"capacity":"1.5TiB","available":"100MiB","leader_count":7,
                      "region_count":21,"uptime":"1h2m3s"}},
           {"store":{"id":2,"address":"tikv-1:20160","state":1,"node_state":2,
@@ -543,6 +545,8 @@ mod tests {
         assert_eq!(s.capacity_bytes, Some(1024u64.pow(4) * 3 / 2));
         assert_eq!(s.available_bytes, Some(100 << 20));
         assert_eq!(s.uptime, Some(Duration::from_secs(3723)));
+        assert_eq!(s.start_timestamp, Some(1_763_780_000));
+        assert_eq!(stores[1].start_timestamp, None);
         assert_eq!(s.labels.get("zone").map(String::as_str), Some("a"));
         assert_eq!(s.liveness, StoreLiveness::Alive);
 

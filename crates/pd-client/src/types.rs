@@ -239,6 +239,10 @@ pub struct Store {
     pub available_bytes: Option<u64>,
     /// Time since the store started, when reported.
     pub uptime: Option<Duration>,
+    /// When the process that last registered the store started (unix seconds,
+    /// `start_timestamp`), when reported. A restarted store is back once this is
+    /// not older than its new Pod.
+    pub start_timestamp: Option<i64>,
 }
 
 impl Store {

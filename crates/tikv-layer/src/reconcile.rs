@@ -56,7 +56,7 @@ use crate::removal::{RemovalInput, RemovalStep, Request, next_removal_step};
 use crate::render::{self, RenderError};
 use crate::restart::{
     Candidate, RestartInput, RestartPlan, RestartStep, StepInput, after_timeout, next_restart_step,
-    plan_restart,
+    plan_restart, store_back,
 };
 use crate::store_labels::{desired_store_labels, labels_to_set};
 use crate::store_view::{StoreView, is_serving, is_up};
@@ -267,6 +267,12 @@ pub fn disruption(
     match stores.find(recorded, &render::store_address(kv)) {
         None => Some("store not registered".to_owned()),
         Some(st) if !is_serving(st) => Some(format!("store {} not serving", st.id)),
+        Some(st) if !store_back(st, pod.metadata.creation_timestamp.as_ref().map(|t| t.0)) => {
+            Some(format!(
+                "store {} not registered again by its new Pod's process",
+                st.id
+            ))
+        }
         Some(_) => None,
     }
 }
@@ -1128,6 +1134,14 @@ pub async fn reconcile_instance(
             // it restarts nothing.
             pod_current: revision.is_none_or(|r| r.runs(running)),
             pod_ready: running.is_some_and(pod_ready),
+            store_back: store.is_none_or(|st| {
+                store_back(
+                    st,
+                    running
+                        .and_then(|p| p.metadata.creation_timestamp.as_ref())
+                        .map(|t| t.0),
+                )
+            }),
             granted: revision
                 .is_some_and(|r| annotation(kv, labels::RESTART_ALLOWED) == Some(&r.revision)),
             eviction_started_at: status.leader_eviction_started_at.as_ref().map(|t| t.0),
@@ -1351,12 +1365,28 @@ pub async fn reconcile_instance(
     conditions::set(&mut conds, offline, generation, now);
 
     let pod_is_ready = s.pod.is_some_and(pod_ready);
+    let pod_created = s
+        .pod
+        .and_then(|p| p.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0);
     let ready = match (s.pd.stores(), store) {
         (None, _) => ConditionUpdate::unknown(
             condition::READY,
             reasons::PD_UNAVAILABLE,
             "PD is unreachable; store state unknown",
         ),
+        (Some(_), Some(st)) if pod_is_ready && is_serving(st) && !store_back(st, pod_created) => {
+            ConditionUpdate::new(
+                condition::READY,
+                false,
+                reasons::RESTARTING,
+                format!(
+                    "store {} is not registered again by the new Pod's process yet (PD reports \
+                     the previous process's state)",
+                    st.id
+                ),
+            )
+        }
         (Some(_), Some(st)) if request == Request::Keep && pod_is_ready && is_serving(st) => {
             ConditionUpdate::new(
                 condition::READY,

@@ -160,6 +160,24 @@ pub fn plan_restart(input: &RestartInput) -> RestartPlan {
     }
 }
 
+/// Clock skew tolerated between PD and the Kubernetes API server when judging
+/// whether a store was registered by the process of its current Pod.
+pub const START_SKEW_SECONDS: i64 = 5;
+
+/// Whether `store` was (re-)registered by a process of the Pod created at
+/// `pod_created`: PD's start time of the store is not older than the Pod. After a
+/// restart PD keeps reporting the store Up from the old process's heartbeats for
+/// a while (about 20 s); only the start time tells the new process serves. An
+/// unknown start time or creation time counts as back.
+pub fn store_back(store: &Store, pod_created: Option<Timestamp>) -> bool {
+    match (store.start_timestamp, pod_created) {
+        (Some(started), Some(created)) => {
+            started.saturating_add(START_SKEW_SECONDS) >= created.as_second()
+        }
+        _ => true,
+    }
+}
+
 /// What one instance's restart observes.
 #[derive(Debug, Clone)]
 pub struct StepInput<'a> {
@@ -175,6 +193,8 @@ pub struct StepInput<'a> {
     pub pod_current: bool,
     /// The running Pod is Ready.
     pub pod_ready: bool,
+    /// The store was registered by the running Pod's process ([`store_back`]).
+    pub store_back: bool,
     /// The group granted the restart to the current rendering.
     pub granted: bool,
     /// `status.leaderEvictionStartedAt`.
@@ -265,7 +285,7 @@ pub fn next_restart_step(input: &StepInput<'_>) -> RestartStep {
         // Our entry is in place: the new Pod is up (or the change was
         // reverted). Remove it once the store serves again.
         return match input.store {
-            Some(s) if input.pod_ready && is_serving(s) => {
+            Some(s) if input.pod_ready && is_serving(s) && input.store_back => {
                 RestartStep::RemoveEvictLeader(Some(s.id))
             }
             // PD no longer lists the store (purged) while it lists others:
@@ -278,7 +298,9 @@ pub fn next_restart_step(input: &StepInput<'_>) -> RestartStep {
             }
             _ => wait(
                 reasons::RESTARTING,
-                "waiting for the new Pod to be Ready and its store to serve".to_owned(),
+                "waiting for the new Pod to be Ready and its process to register the store \
+                 with PD again"
+                    .to_owned(),
             ),
         };
     }
@@ -495,6 +517,7 @@ mod tests {
             pod_terminating: false,
             pod_current: false,
             pod_ready: true,
+            store_back: true,
             granted: true,
             eviction_started_at: None,
             now: Timestamp::from_second(1_000).unwrap(),
@@ -538,7 +561,12 @@ mod tests {
         i.pod_current = true;
         i.pod_ready = false;
         assert!(matches!(next_restart_step(&i), RestartStep::Wait(_)));
+        // Ready, PD still reports the store Up, but from the old process's
+        // heartbeats: the entry stays.
         i.pod_ready = true;
+        i.store_back = false;
+        assert!(matches!(next_restart_step(&i), RestartStep::Wait(_)));
+        i.store_back = true;
         assert_eq!(
             next_restart_step(&i),
             RestartStep::RemoveEvictLeader(Some(StoreId(1)))
@@ -624,5 +652,20 @@ mod tests {
         i.pod_current = false;
         i.granted = false;
         assert_eq!(next_restart_step(&i), RestartStep::Pending);
+    }
+
+    #[test]
+    fn a_store_is_back_once_its_start_time_is_not_older_than_its_pod() {
+        let mut s = up(1, 0);
+        let pod_created = Timestamp::from_second(1_000).unwrap();
+        assert!(store_back(&s, Some(pod_created)), "unknown start time");
+        s.start_timestamp = Some(400);
+        assert!(!store_back(&s, Some(pod_created)), "the old process");
+        s.start_timestamp = Some(1_003);
+        assert!(store_back(&s, Some(pod_created)));
+        // A PD clock slightly behind the API server's.
+        s.start_timestamp = Some(1_000 - START_SKEW_SECONDS);
+        assert!(store_back(&s, Some(pod_created)));
+        assert!(store_back(&s, None));
     }
 }

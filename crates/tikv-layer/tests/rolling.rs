@@ -12,8 +12,12 @@ use common::*;
 use pd_client::{DownPeer, PdError, StoreLiveness};
 use tikv_operator_api::PDGroup;
 use tikv_operator_api::tikv::StoreState;
+use tikv_operator_core::Clock;
 use tikv_operator_core::fake::KubeOp;
 use tikv_operator_tikv_layer::reconcile::pd_upgrading;
+
+/// Kubelet calls (rounds of 5 s) a restarted store takes to register again.
+const BOOT_ROUNDS: u32 = 3;
 
 impl World {
     fn patch_template(&self, f: impl FnOnce(&mut Value)) {
@@ -35,41 +39,40 @@ impl World {
             .map(|p| p["metadata"]["uid"].as_str().unwrap_or("").to_owned())
     }
 
-    /// The kubelet and TiKV around restarts: the store of a deleted Pod
-    /// stops heartbeating; a new Pod gets a uid, runs, turns Ready and its
-    /// store heartbeats again.
+    /// The kubelet and TiKV around restarts: a new Pod gets a creation time,
+    /// runs and turns Ready; its process registers the store again only
+    /// [`BOOT_ROUNDS`] calls later (TiKV opens its engines first). Until then PD still reports
+    /// the store Up from the old process's heartbeats (PD notices a missing
+    /// heartbeat only after about 20 s), which must not count as back.
     fn kubelet(&mut self) {
-        for name in self.instance_names() {
-            let Some(id) = self
-                .instance(&name)
-                .and_then(|i| i.status?.id)
-                .map(|id| StoreId(id.parse().unwrap()))
-            else {
+        let mut still = Vec::new();
+        for (name, left) in std::mem::take(&mut self.booting) {
+            if left > 0 {
+                still.push((name, left - 1));
                 continue;
-            };
-            if self.kube.get(&pod_key(&name)).is_none() {
-                self.pd.set_store_liveness(id, StoreLiveness::Disconnected);
+            }
+            if let Some(id) = self.instance(&name).and_then(|i| i.status?.id) {
+                let id = StoreId(id.parse().unwrap());
+                self.pd.set_store_started(id, self.clock.now().as_second());
+                self.pd.set_store_liveness(id, StoreLiveness::Alive);
             }
         }
-        self.check_disruption();
+        self.booting = still;
         for name in self.instance_names() {
-            if let Some(mut pod) = self.kube.get(&pod_key(&name))
-                && pod["metadata"]["uid"].is_null()
-            {
-                self.uids += 1;
-                pod["metadata"]["uid"] = format!("uid-{}", self.uids).into();
+            let Some(mut pod) = self.kube.get(&pod_key(&name)) else {
+                continue;
+            };
+            let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+            if self.pod_uids.get(&name) != Some(&uid) {
+                // A Pod the kubelet has not run yet.
+                pod["metadata"]["creationTimestamp"] = self.clock.now().to_string().into();
                 self.kube.insert(pod_key(&name), pod);
+                if self.pod_uids.insert(name.clone(), uid).is_some() {
+                    self.booting.push((name, BOOT_ROUNDS));
+                }
             }
         }
         self.run_pods();
-        for name in self.instance_names() {
-            if self.kube.get(&pod_key(&name)).is_some()
-                && let Some(id) = self.instance(&name).and_then(|i| i.status?.id)
-            {
-                self.pd
-                    .set_store_liveness(StoreId(id.parse().unwrap()), StoreLiveness::Alive);
-            }
-        }
     }
 
     /// Safety rule 2, checked after every step: at most `max` stores are
@@ -96,7 +99,7 @@ impl World {
                         StoreLiveness::Disconnected | StoreLiveness::Down
                     )
                 }) && !evicting.contains(&id)
-            });
+            }) && !self.booting.iter().any(|(n, _)| *n == name);
             if !pod_ok || !store_ok {
                 disrupted.push(name);
             }
@@ -144,9 +147,26 @@ impl World {
                 return round;
             }
         }
+        let detail: Vec<String> = self
+            .instances()
+            .iter()
+            .map(|i| {
+                let name = i.metadata.name.clone().unwrap();
+                let store = i.status.as_ref().and_then(|s| s.id.clone());
+                format!(
+                    "{name}: {:?} pod={:?} store={:?}",
+                    i.status.as_ref().map(|s| &s.common.conditions),
+                    self.kube
+                        .get(&pod_key(&name))
+                        .map(|p| p["metadata"].clone()),
+                    store.and_then(|id| self.pd.store_snapshot(StoreId(id.parse().unwrap())))
+                )
+            })
+            .collect();
         panic!(
-            "the rolling update did not finish in {max_rounds} rounds: {:?}",
-            self.group_condition(condition::PROGRESSING)
+            "the rolling update did not finish in {max_rounds} rounds: {:?}\n{}",
+            self.group_condition(condition::PROGRESSING),
+            detail.join("\n")
         );
     }
 
@@ -161,6 +181,13 @@ impl World {
 async fn serving3() -> World {
     let mut w = World::serving(3).await;
     w.kubelet();
+    // The Pods and their stores' processes started long before this test.
+    for name in w.instance_names() {
+        let mut pod = w.kube.get(&pod_key(&name)).unwrap();
+        pod["metadata"]["creationTimestamp"] = "1969-12-31T22:00:00Z".into();
+        w.kube.insert(pod_key(&name), pod);
+        w.pd.set_store_started(w.store_of(&name), -3600);
+    }
     w.rolling_round().await;
     w
 }

@@ -55,6 +55,10 @@ pub struct World {
     pub max_disrupted: usize,
     /// Most stores seen disrupted at once (rolling tests).
     pub most_disrupted: usize,
+    /// Instances whose new Pod's process has not registered its store yet.
+    pub booting: Vec<(String, u32)>,
+    /// The uid of each instance's Pod the simulated kubelet last saw.
+    pub pod_uids: BTreeMap<String, String>,
 }
 
 pub fn group_key() -> ObjectKey {
@@ -132,6 +136,8 @@ impl World {
             uids: 0,
             max_disrupted: 1,
             most_disrupted: 0,
+            booting: Vec::new(),
+            pod_uids: BTreeMap::new(),
         }
     }
 
