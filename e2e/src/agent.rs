@@ -55,6 +55,8 @@ fn humantime_now() -> String {
 struct PdRun {
     child: tokio::process::Child,
     name: String,
+    /// The pod IP it listens on.
+    ip: String,
     started: Instant,
     restarts: u32,
 }
@@ -68,10 +70,11 @@ struct Agent {
     world: crate::raftsim::World,
     hosts_base: String,
     hosts_last: String,
-    /// pd-server processes of deleted pods still shutting down (by run name): a pod recreated
-    /// under the same name waits for them, as a kubelet removes a pod only once its containers
-    /// stopped (kwok removes it at once). Without this, the new pd-server found its ports and
-    /// data directory still held, exited, and came back only after the restart back-off.
+    /// pd-server processes of deleted pods still shutting down (by run name and by `ip <IP>`):
+    /// a pod recreated under the same name, or given the same IP, waits for them, as a kubelet
+    /// removes a pod only once its containers stopped (kwok removes it at once). Without this,
+    /// the new pd-server found its ports or data directory still held, exited, and came back
+    /// only after the restart back-off.
     stopping: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
@@ -517,8 +520,14 @@ impl Agent {
         }
         for (u, (pod, ip)) in wanted {
             let run_name = format!("pd_{}", key(pod));
-            if self.stopping.lock().is_ok_and(|s| s.contains(&run_name)) {
-                // The previous pod's pd-server is still stopping: start at a later tick.
+            let ip_key = format!("ip {ip}");
+            if self
+                .stopping
+                .lock()
+                .is_ok_and(|s| s.contains(&run_name) || s.contains(&ip_key))
+            {
+                // The previous pod's pd-server, or one of a deleted pod whose IP this pod got,
+                // is still stopping: start at a later tick.
                 continue;
             }
             if let Some(run) = self.pds.get_mut(&u) {
@@ -542,6 +551,7 @@ impl Agent {
                         PdRun {
                             child,
                             name: format!("pd_{}", key(pod)),
+                            ip: ip.clone(),
                             started: Instant::now(),
                             restarts,
                         },
@@ -555,8 +565,10 @@ impl Agent {
     fn stop_child(&self, mut run: PdRun) {
         let pids = self.layout.pids();
         let stopping = self.stopping.clone();
+        let ip_key = format!("ip {}", run.ip);
         if let Ok(mut s) = stopping.lock() {
             s.insert(run.name.clone());
+            s.insert(ip_key.clone());
         }
         tokio::spawn(async move {
             if let Some(pid) = run.child.id() {
@@ -574,6 +586,7 @@ impl Agent {
             let _ = fs::remove_file(crate::process::pid_file(&pids, &run.name));
             if let Ok(mut s) = stopping.lock() {
                 s.remove(&run.name);
+                s.remove(&ip_key);
             }
         });
     }
