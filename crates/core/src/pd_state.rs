@@ -33,9 +33,22 @@ pub struct PdSnapshot {
     /// Why PD could not be read, if it could not: never act destructively on
     /// such a snapshot.
     pub error: Option<String>,
+    /// When the read that produced this snapshot started: what it says is at
+    /// least this recent. A member restarted after it may not be reflected.
+    pub observed_at: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 impl PdSnapshot {
+    /// Whether `self` and `other` say the same about PD (when they were read
+    /// aside).
+    pub fn same_state(&self, other: &PdSnapshot) -> bool {
+        self.members == other.members
+            && self.health == other.health
+            && self.stores == other.stores
+            && self.replication == other.replication
+            && self.error == other.error
+    }
+
     /// Whether PD answered.
     pub fn reachable(&self) -> bool {
         self.error.is_none() && self.members.is_some()
@@ -178,12 +191,18 @@ impl PdStateCache {
         }
     }
 
-    /// Reads PD once and publishes the result if it differs from the
-    /// current snapshot. Returns the previous and new snapshot when it did.
+    /// Reads PD once and publishes the result. Returns the previous and new
+    /// snapshot when what PD says changed; a read that only confirms the
+    /// current state publishes its newer `observed_at` without waking
+    /// subscribers.
     pub async fn refresh(&self) -> Option<(Arc<PdSnapshot>, Arc<PdSnapshot>)> {
         let snapshot = Arc::new(read(self.pd.as_ref()).await);
         let old = self.current();
-        if *old == *snapshot {
+        if old.same_state(&snapshot) {
+            self.tx.send_if_modified(|current| {
+                *current = snapshot;
+                false
+            });
             return None;
         }
         debug!(reachable = snapshot.reachable(), "PD state changed");
@@ -208,8 +227,10 @@ impl PdStateCache {
 }
 
 async fn read(pd: &dyn PdApi) -> PdSnapshot {
+    let observed_at = Some(k8s_openapi::jiff::Timestamp::now());
     let unreachable = |what: &str, e: PdError| PdSnapshot {
         error: Some(format!("cannot read PD {what} ({}): {e}", e.category())),
+        observed_at,
         ..PdSnapshot::default()
     };
     let members = match pd.members().await {
@@ -236,6 +257,7 @@ async fn read(pd: &dyn PdApi) -> PdSnapshot {
         stores,
         replication: Some(replication),
         error: None,
+        observed_at,
     }
 }
 

@@ -30,7 +30,10 @@ impl PdView {
     /// ([`tikv_operator_core::pd_state::PdStateCache`]).
     pub fn from_snapshot(s: &PdSnapshot) -> Self {
         match (&s.error, &s.members) {
-            (None, Some(m)) => Self::Reachable(Membership::from_pd(m, &s.health)),
+            (None, Some(m)) => Self::Reachable(Membership {
+                observed_at: s.observed_at,
+                ..Membership::from_pd(m, &s.health)
+            }),
             (Some(e), _) => Self::Unreachable { message: e.clone() },
             (None, None) => Self::Unreachable {
                 message: "PD not read yet".to_owned(),
@@ -93,6 +96,9 @@ pub struct Membership {
     pub members: Vec<MemberView>,
     /// Name of the PD leader, if one is elected.
     pub leader: Option<String>,
+    /// When the read this view comes from started (`None`: unknown). Health
+    /// read before a member's Pod turned Ready says nothing about that Pod.
+    pub observed_at: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 impl Membership {
@@ -111,6 +117,16 @@ impl Membership {
                 })
                 .collect(),
             leader: members.leader.as_ref().map(|l| l.name.clone()),
+            observed_at: None,
+        }
+    }
+
+    /// Whether this view was read after `since` (unknown times count as
+    /// fresh): only then does it say anything about a Pod Ready since then.
+    pub fn fresher_than(&self, since: Option<k8s_openapi::jiff::Timestamp>) -> bool {
+        match (self.observed_at, since) {
+            (Some(at), Some(since)) => at > since,
+            _ => true,
         }
     }
 
@@ -164,6 +180,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             leader: leader.map(str::to_owned),
+            observed_at: None,
         }
     }
 
@@ -238,11 +255,28 @@ pub(crate) mod tests {
                 .membership()
                 .is_none()
         );
+        let before = k8s_openapi::jiff::Timestamp::now();
         cache.refresh().await;
+        let from_cache = PdView::from_snapshot(&cache.current());
+        let observed_at = from_cache.membership().unwrap().observed_at;
+        assert!(observed_at.is_some_and(|t| t >= before), "{observed_at:?}");
+        let PdView::Reachable(observed) = PdView::observe(&pd).await else {
+            panic!("unreachable")
+        };
         assert_eq!(
-            PdView::from_snapshot(&cache.current()),
-            PdView::observe(&pd).await
+            from_cache,
+            PdView::Reachable(Membership {
+                observed_at,
+                ..observed
+            })
         );
+        // A view read before a Pod turned Ready says nothing about it.
+        let m = from_cache.membership().unwrap();
+        assert!(m.fresher_than(Some(before)));
+        assert!(!m.fresher_than(
+            observed_at.map(|t| t + k8s_openapi::jiff::SignedDuration::from_secs(1))
+        ));
+        assert!(m.fresher_than(None));
         pd.set_unreachable(true);
         cache.refresh().await;
         assert!(

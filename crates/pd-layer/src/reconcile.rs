@@ -88,6 +88,18 @@ impl ClusterFacts {
     }
 }
 
+/// When a Pod last turned Ready (its `Ready` condition's transition time, else
+/// its creation time).
+pub fn ready_since(pod: &Pod) -> Option<k8s_openapi::jiff::Timestamp> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .or(pod.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0)
+}
+
 /// Whether a Pod is not terminating and its `Ready` condition is `True`.
 pub fn pod_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
@@ -252,10 +264,16 @@ pub async fn reconcile_group(
         .instances
         .iter()
         .map(|i| {
-            let ready = s
-                .pods
-                .iter()
-                .any(|p| name_of(p) == name_of(i) && pod_available(p, min_ready, now));
+            // Ready for sequencing: available, and PD's health was read after
+            // the Pod turned Ready (a reading from before says nothing about
+            // the new process; found by e2e: two members restarted at once).
+            let ready = s.pods.iter().any(|p| {
+                name_of(p) == name_of(i)
+                    && pod_available(p, min_ready, now)
+                    && s.pd
+                        .membership()
+                        .is_some_and(|m| m.fresher_than(ready_since(p)))
+            });
             let mut st = InstanceState::from_instance(i, ready);
             // Outdated means: the instance object already carries the current
             // template (so a replacement Pod is rendered from it) and its
@@ -520,7 +538,15 @@ pub async fn reconcile_group(
         generation,
         now,
     );
-    let revisions = revision_status(group, &currency);
+    let mut revisions = revision_status(group, &currency);
+    // The update is complete (currentRevision, version) only once every
+    // member runs it, is Ready and is healthy in a PD reading taken after its
+    // Pod turned Ready: TiKV upgrades wait for exactly this.
+    let settled = live.iter().all(|i| i.ready)
+        && s.pd
+            .membership()
+            .is_some_and(|m| m.unhealthy_except("").is_empty());
+    revisions.all_updated &= settled;
     let previous = group
         .status
         .as_ref()

@@ -13,6 +13,7 @@ use tikv_operator_core::conditions;
 use tikv_operator_core::fake::{FakeClock, FakeKube, KubeCall, KubeOp};
 use tikv_operator_core::{KubeWriter, ObjectKey, RequeuePolicy};
 use tikv_operator_pd_layer::group::SuffixSource;
+use tikv_operator_pd_layer::pd_view::Membership;
 use tikv_operator_pd_layer::reconcile::{
     ClusterFacts, Ctx, GroupSnapshot, InstanceSnapshot, reconcile_group, reconcile_instance,
 };
@@ -36,6 +37,8 @@ struct World {
     ctx: Ctx,
     suffixes: Counter,
     cluster: ClusterFacts,
+    /// When the PD view the reconcilers get was read (`None`: unknown).
+    observed_at: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 fn group_key() -> ObjectKey {
@@ -82,6 +85,7 @@ impl World {
             ctx,
             suffixes: Counter::default(),
             cluster: ClusterFacts::default(),
+            observed_at: None,
         }
     }
 
@@ -107,7 +111,13 @@ impl World {
     }
 
     async fn view(&self) -> PdView {
-        PdView::observe(&self.pd).await
+        match PdView::observe(&self.pd).await {
+            PdView::Reachable(m) => PdView::Reachable(Membership {
+                observed_at: self.observed_at,
+                ..m
+            }),
+            other => other,
+        }
     }
 
     async fn reconcile_group(&mut self) {
@@ -849,6 +859,51 @@ async fn each_template_revision_is_kept_in_the_group_history() {
         revs,
         vec![(1, "\"v8.5.5\"".to_owned()), (2, "\"v8.5.6\"".to_owned())]
     );
+}
+
+#[tokio::test]
+async fn the_next_restart_waits_for_a_pd_reading_taken_after_the_last_restarted_pod_turned_ready() {
+    use tikv_operator_core::Clock;
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["metadata"]["annotations"] = json!({ (labels::RESTARTED_AT): "now" });
+    w.kube.insert(group_key(), g);
+    let pods_now = |w: &World| {
+        w.instance_names()
+            .iter()
+            .filter(|n| w.kube.get(&pod_key(n)).is_some())
+            .count()
+    };
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    w.reconcile_group().await;
+    assert_eq!(pods_now(&w), 2, "the first restart");
+    // The replacement is Ready at `now`; PD's last reading is older: its
+    // health says nothing about the new process.
+    w.reconcile_all_instances().await;
+    let at = w.clock.now();
+    for pod in w.kube.list::<Value>("Pod", NS) {
+        let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+        let mut pod = pod.clone();
+        pod["status"] = json!({"conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": at.to_string()}
+        ]});
+        w.kube.insert(pod_key(&name), pod);
+    }
+    w.observed_at = Some(at - k8s_openapi::jiff::SignedDuration::from_secs(1));
+    for _ in 0..3 {
+        w.reconcile_group().await;
+    }
+    assert_eq!(pods_now(&w), 3, "no second restart on a stale PD reading");
+    let st = w.group().status.unwrap().group;
+    assert_ne!(
+        st.current_revision, st.update_revision,
+        "not reported done on a stale reading"
+    );
+    // A reading from after the Pod turned Ready: the next member goes.
+    w.observed_at = Some(at + k8s_openapi::jiff::SignedDuration::from_secs(1));
+    w.reconcile_group().await;
+    assert_eq!(pods_now(&w), 2);
 }
 
 #[tokio::test]

@@ -100,8 +100,12 @@ pub fn pd_upgrading(cluster: Option<&Cluster>, pd_groups: &[PDGroup]) -> Option<
         if st.common.observed_generation != g.metadata.generation {
             return Some(format!("PDGroup {name} has not observed its latest spec"));
         }
+        // The PD layer reports currentRevision and version only once every
+        // member runs the template, is Ready and is healthy in a PD reading
+        // taken after its Pod turned Ready.
         if st.group.version.as_deref() != Some(want.as_str())
             || st.group.current_revision != st.group.update_revision
+            || !conditions::is_true(&st.common.conditions, condition::READY)
         {
             return Some(format!(
                 "PDGroup {name} is still updating to {want} ({}/{} members updated); TiKV \

@@ -538,6 +538,8 @@ fn pd_group(version: &str, status_version: &str, updated: bool) -> PDGroup {
         }}},
         "status": {
             "observedGeneration": 2,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "AllMembersReady",
+                            "message": "", "lastTransitionTime": "2026-11-22T00:00:00Z"}],
             "version": status_version,
             "replicas": 3, "readyReplicas": 3, "updatedReplicas": if updated { 3 } else { 1 },
             "currentReplicas": 3,
