@@ -36,6 +36,10 @@ pub struct PdSnapshot {
     /// When the read that produced this snapshot started: what it says is at
     /// least this recent. A member restarted after it may not be reflected.
     pub observed_at: Option<k8s_openapi::jiff::Timestamp>,
+    /// Since when (as far as this cache saw) the current PD leader leads. A
+    /// new PD leader rebuilds Region leadership from Region heartbeats, so its
+    /// per-store leader counts are not trusted right after a change.
+    pub leader_since: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 impl PdSnapshot {
@@ -196,8 +200,22 @@ impl PdStateCache {
     /// current state publishes its newer `observed_at` without waking
     /// subscribers.
     pub async fn refresh(&self) -> Option<(Arc<PdSnapshot>, Arc<PdSnapshot>)> {
-        let snapshot = Arc::new(read(self.pd.as_ref()).await);
+        let mut read = read(self.pd.as_ref()).await;
         let old = self.current();
+        let leader = |s: &PdSnapshot| {
+            s.members
+                .as_ref()
+                .and_then(|m| m.leader.as_ref().map(|l| l.name.clone()))
+        };
+        // The leader at the first reading is taken as settled (unknown since
+        // when); a leader change seen afterwards starts the clock.
+        read.leader_since = match leader(&read) {
+            None => None,
+            _ if old.observed_at.is_none() => None,
+            Some(l) if Some(&l) == leader(&old).as_ref() => old.leader_since,
+            Some(_) => read.observed_at,
+        };
+        let snapshot = Arc::new(read);
         if old.same_state(&snapshot) {
             self.tx.send_if_modified(|current| {
                 *current = snapshot;
@@ -258,6 +276,7 @@ async fn read(pd: &dyn PdApi) -> PdSnapshot {
         replication: Some(replication),
         error: None,
         observed_at,
+        leader_since: None,
     }
 }
 
@@ -362,5 +381,29 @@ mod tests {
         pd.set_unreachable(false);
         c.refresh().await;
         assert_eq!(c.interval(), RefreshPolicy::default().slow);
+    }
+
+    #[tokio::test]
+    async fn the_leader_since_time_survives_refreshes_and_restarts_on_a_leader_change() {
+        let pd = FakePd::with_cluster(3, 0);
+        let c = cache(&pd);
+        c.refresh().await;
+        assert_eq!(
+            c.current().leader_since,
+            None,
+            "the first leader seen: unknown"
+        );
+        c.refresh().await;
+        assert_eq!(c.current().leader_since, None, "same leader: kept");
+        let first = c.current().observed_at;
+        let other = pd
+            .member_names()
+            .into_iter()
+            .find(|n| Some(n) != pd.leader_name().as_ref())
+            .unwrap();
+        pd.transfer_leader(&other).await.unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        c.refresh().await;
+        assert!(c.current().leader_since > first, "a new leader: new time");
     }
 }

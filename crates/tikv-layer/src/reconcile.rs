@@ -1138,6 +1138,10 @@ pub async fn reconcile_instance(
             // it restarts nothing.
             pod_current: revision.is_none_or(|r| r.runs(running)),
             pod_ready: running.is_some_and(pod_ready),
+            leader_counts_settled: s
+                .pd
+                .stores()
+                .is_some_and(|st| st.leader_counts_settled(now)),
             store_back: store.is_none_or(|st| {
                 store_back(
                     st,

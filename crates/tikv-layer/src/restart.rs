@@ -195,6 +195,9 @@ pub struct StepInput<'a> {
     pub pod_ready: bool,
     /// The store was registered by the running Pod's process ([`store_back`]).
     pub store_back: bool,
+    /// PD's leader counts can be trusted (PD's leader did not change just now;
+    /// see [`crate::store_view::Stores::leader_counts_settled`]).
+    pub leader_counts_settled: bool,
     /// The group granted the restart to the current rendering.
     pub granted: bool,
     /// `status.leaderEvictionStartedAt`.
@@ -329,7 +332,7 @@ pub fn next_restart_step(input: &StepInput<'_>) -> RestartStep {
             ),
         };
     };
-    if store.leader_count == Some(0) {
+    if store.leader_count == Some(0) && input.leader_counts_settled {
         return RestartStep::DeletePod {
             why: format!("store {} leads no Region", store.id),
         };
@@ -518,6 +521,7 @@ mod tests {
             pod_current: false,
             pod_ready: true,
             store_back: true,
+            leader_counts_settled: true,
             granted: true,
             eviction_started_at: None,
             now: Timestamp::from_second(1_000).unwrap(),
@@ -549,6 +553,14 @@ mod tests {
         ));
         let drained = up(1, 0);
         i.store = Some(&drained);
+        // No leader left, but PD's leader just changed: its count may be
+        // rebuilt still; keep evicting.
+        i.leader_counts_settled = false;
+        assert!(matches!(
+            next_restart_step(&i),
+            RestartStep::EvictLeaders { .. }
+        ));
+        i.leader_counts_settled = true;
         assert!(matches!(
             next_restart_step(&i),
             RestartStep::DeletePod { .. }

@@ -28,6 +28,10 @@ pub struct Stores {
     pub stores: Vec<Store>,
     /// `max-replicas` and `location-labels`.
     pub replication: ReplicationConfig,
+    /// Since when the current PD leader leads, as far as the operator saw
+    /// (`None`: unknown). Leader counts are rebuilt by a new PD leader from
+    /// Region heartbeats; see [`Stores::leader_counts_settled`].
+    pub pd_leader_since: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 impl StoreView {
@@ -63,6 +67,7 @@ impl StoreView {
             cluster_id: members.cluster_id,
             stores,
             replication,
+            pd_leader_since: None,
         })
     }
 
@@ -75,6 +80,7 @@ impl StoreView {
                 cluster_id: m.cluster_id,
                 stores: s.stores.clone(),
                 replication: r.clone(),
+                pd_leader_since: s.leader_since,
             }),
             (Some(e), _, _) => Self::Unreachable { message: e.clone() },
             (None, None, _) => Self::Unreachable {
@@ -119,7 +125,23 @@ pub fn is_serving(store: &Store) -> bool {
         )
 }
 
+/// How long a new PD leader's per-store leader counts are not trusted: TiKV
+/// reports each Region's leader in a Region heartbeat about once a minute, and
+/// a new PD leader counts a leader only once it heard it.
+pub const LEADER_COUNTS_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Stores {
+    /// Whether PD's leader has led long enough for its leader counts to be
+    /// trusted at `now` (a store reported with no leader right after a PD
+    /// leader change may still lead Regions).
+    pub fn leader_counts_settled(&self, now: k8s_openapi::jiff::Timestamp) -> bool {
+        self.pd_leader_since.is_none_or(|since| {
+            now.duration_since(since)
+                >= k8s_openapi::jiff::SignedDuration::try_from(LEADER_COUNTS_SETTLE)
+                    .unwrap_or_default()
+        })
+    }
+
     /// The store of an instance: the one with `recorded` id when the
     /// instance recorded one, else the one advertising `address` (a store
     /// that is not removed first, then the newest).
