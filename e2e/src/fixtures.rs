@@ -207,3 +207,53 @@ spec:
         sc = config::STORAGE_CLASS,
     )
 }
+
+/// The basic example (examples/basic/cluster.yaml) with small resources and volumes, and PD's
+/// `location-labels` set so that stores carry their node's zone.
+pub const BASIC_SMALL: &str = r#"
+apiVersion: core.tikv.org/v1alpha1
+kind: Cluster
+metadata:
+  name: basic
+spec: {}
+---
+apiVersion: core.tikv.org/v1alpha1
+kind: PDGroup
+metadata:
+  name: pd
+spec:
+  cluster:
+    name: basic
+  replicas: 3
+  template:
+    spec:
+      version: v8.5.5
+      config: |
+        [replication]
+        location-labels = ["zone"]
+      volumes:
+        - name: data
+          mounts:
+            - type: data
+          storage: 1Gi
+---
+apiVersion: core.tikv.org/v1alpha1
+kind: TiKVGroup
+metadata:
+  name: tikv
+spec:
+  cluster:
+    name: basic
+  replicas: 3
+  template:
+    spec:
+      version: v8.5.5
+      config: |
+        [storage]
+        reserve-space = "1GB"
+      volumes:
+        - name: data
+          mounts:
+            - type: data
+          storage: 1Gi
+"#;

@@ -19,5 +19,6 @@ pub mod process;
 pub mod proto;
 pub mod raftsim;
 pub mod simulator;
+pub mod watchers;
 pub mod world;
 pub mod yaml;

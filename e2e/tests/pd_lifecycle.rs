@@ -6,15 +6,15 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
 use tikv_operator_api::{Cluster, PD, PDGroup};
 use tikv_operator_e2e::harness::{Env, Invariant, wait_until};
+use tikv_operator_e2e::watchers::pd_quorum_watch;
 use tikv_operator_e2e::world::{MANAGED, World};
 
 fn cluster_yaml(replicas: i32) -> String {
@@ -310,74 +310,10 @@ async fn pd_scales_3_to_5_to_3_without_losing_quorum() -> Result<()> {
     w.finish().await
 }
 
-/// At every moment some PD member answers, and a majority of the members PD lists is
-/// healthy. A single failed probe is tolerated (a member being removed may be the one asked);
-/// three in a row are a violation.
-fn quorum_watch(w: &World) -> Invariant {
-    let env = w.env.clone();
-    let pods = w.api::<Pod>();
-    let failures = Arc::new(AtomicU32::new(0));
-    Invariant::watch("PD quorum", Duration::from_millis(500), move || {
-        let (env, pods, failures) = (env.clone(), pods.clone(), failures.clone());
-        async move {
-            match probe_quorum(&env, &pods).await {
-                Ok(()) => {
-                    failures.store(0, Ordering::SeqCst);
-                    Ok(())
-                }
-                Err(e) if failures.fetch_add(1, Ordering::SeqCst) >= 2 => Err(e),
-                Err(_) => Ok(()),
-            }
-        }
-    })
-}
-
-async fn probe_quorum(env: &Env, pods: &Api<Pod>) -> Result<()> {
-    let list = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/component=pd"))
-        .await?;
-    let ips: Vec<String> = list
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
-        .collect();
-    let mut last = String::from("no PD pod with an IP");
-    for ip in ips {
-        let addr = format!("{ip}:2379");
-        let members = match env.pd_get(&addr, "/pd/api/v1/members").await {
-            Ok(m) => m,
-            Err(e) => {
-                last = format!("{e:#}");
-                continue;
-            }
-        };
-        let health = match env.pd_get(&addr, "/pd/api/v1/health").await {
-            Ok(h) => h,
-            Err(e) => {
-                last = format!("{e:#}");
-                continue;
-            }
-        };
-        let listed = members["members"].as_array().map_or(0, Vec::len);
-        let healthy = health
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|h| h["health"].as_bool() == Some(true))
-            .count();
-        if listed == 0 || healthy * 2 <= listed {
-            bail!("only {healthy} of {listed} PD members healthy");
-        }
-        return Ok(());
-    }
-    bail!("no PD member answered: {last}")
-}
-
 async fn scale_with_quorum_watch(w: &World) -> Result<()> {
     w.ns.apply(&cluster_yaml(3)).await?;
     w.wait_ready(3, Duration::from_secs(180)).await?;
-    let watch = quorum_watch(w);
+    let watch = pd_quorum_watch(w);
 
     w.set_replicas(5).await?;
     w.wait_ready(5, Duration::from_secs(240)).await?;

@@ -18,61 +18,10 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tikv_operator_api::tikv::StoreState;
 use tikv_operator_api::{Cluster, TiKV, TiKVGroup};
+use tikv_operator_e2e::fixtures::BASIC_SMALL as BASIC;
 use tikv_operator_e2e::harness::{Env, Invariant, fixture, wait_until};
+use tikv_operator_e2e::watchers::TIKV_PODS;
 use tikv_operator_e2e::world::World;
-
-const TIKV_PODS: &str =
-    "app.kubernetes.io/component=tikv,app.kubernetes.io/managed-by=tikv-operator";
-
-/// The basic example (examples/basic/cluster.yaml) with small resources and volumes, and PD's
-/// `location-labels` set so that stores carry their node's zone.
-const BASIC: &str = r#"
-apiVersion: core.tikv.org/v1alpha1
-kind: Cluster
-metadata:
-  name: basic
-spec: {}
----
-apiVersion: core.tikv.org/v1alpha1
-kind: PDGroup
-metadata:
-  name: pd
-spec:
-  cluster:
-    name: basic
-  replicas: 3
-  template:
-    spec:
-      version: v8.5.5
-      config: |
-        [replication]
-        location-labels = ["zone"]
-      volumes:
-        - name: data
-          mounts:
-            - type: data
-          storage: 1Gi
----
-apiVersion: core.tikv.org/v1alpha1
-kind: TiKVGroup
-metadata:
-  name: tikv
-spec:
-  cluster:
-    name: basic
-  replicas: 3
-  template:
-    spec:
-      version: v8.5.5
-      config: |
-        [storage]
-        reserve-space = "1GB"
-      volumes:
-        - name: data
-          mounts:
-            - type: data
-          storage: 1Gi
-"#;
 
 /// A store as PD's HTTP API shows it, with its labels.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@
 //! test starts its own operator, watching only the test's namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,64 +20,13 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tikv_operator_api::{Cluster, PD, PDGroup, TiKV, TiKVGroup};
+use tikv_operator_e2e::fixtures::BASIC_SMALL as CLUSTER;
 use tikv_operator_e2e::harness::{Env, Invariant, replicated, wait_until};
+use tikv_operator_e2e::watchers::{PD_PODS, TIKV_PODS, pd_quorum_watch};
 use tikv_operator_e2e::world::World;
-
-const TIKV_PODS: &str =
-    "app.kubernetes.io/component=tikv,app.kubernetes.io/managed-by=tikv-operator";
-const PD_PODS: &str = "app.kubernetes.io/component=pd,app.kubernetes.io/managed-by=tikv-operator";
 
 const OLD: &str = "v8.5.5";
 const NEW: &str = "v8.5.6";
-
-/// 3 PD + 3 TiKV at v8.5.5 (the basic example with small volumes, as in tikv_lifecycle.rs).
-const CLUSTER: &str = r#"
-apiVersion: core.tikv.org/v1alpha1
-kind: Cluster
-metadata:
-  name: basic
-spec: {}
----
-apiVersion: core.tikv.org/v1alpha1
-kind: PDGroup
-metadata:
-  name: pd
-spec:
-  cluster:
-    name: basic
-  replicas: 3
-  template:
-    spec:
-      version: v8.5.5
-      config: |
-        [replication]
-        location-labels = ["zone"]
-      volumes:
-        - name: data
-          mounts:
-            - type: data
-          storage: 1Gi
----
-apiVersion: core.tikv.org/v1alpha1
-kind: TiKVGroup
-metadata:
-  name: tikv
-spec:
-  cluster:
-    name: basic
-  replicas: 3
-  template:
-    spec:
-      version: v8.5.5
-      config: |
-        [storage]
-        reserve-space = "1GB"
-      volumes:
-        - name: data
-          mounts:
-            - type: data
-          storage: 1Gi
-"#;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -227,68 +176,6 @@ async fn evicting_stores(env: &Env, pods: &Api<Pod>, service: &str) -> Result<BT
         }
     }
     Ok(out)
-}
-
-/// At every moment some PD member answers, and a majority of the members PD lists is
-/// healthy (as in pd_lifecycle.rs). A single failed probe is tolerated; three in a row are a
-/// violation.
-fn quorum_watch(w: &World) -> Invariant {
-    let env = w.env.clone();
-    let pods = w.api::<Pod>();
-    let failures = Arc::new(AtomicU32::new(0));
-    Invariant::watch("PD quorum", Duration::from_millis(500), move || {
-        let (env, pods, failures) = (env.clone(), pods.clone(), failures.clone());
-        async move {
-            match probe_quorum(&env, &pods).await {
-                Ok(()) => {
-                    failures.store(0, Ordering::SeqCst);
-                    Ok(())
-                }
-                Err(e) if failures.fetch_add(1, Ordering::SeqCst) >= 2 => Err(e),
-                Err(_) => Ok(()),
-            }
-        }
-    })
-}
-
-async fn probe_quorum(env: &Env, pods: &Api<Pod>) -> Result<()> {
-    let list = pods.list(&ListParams::default().labels(PD_PODS)).await?;
-    let ips: Vec<String> = list
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
-        .collect();
-    let mut last = String::from("no PD pod with an IP");
-    for ip in ips {
-        let addr = format!("{ip}:2379");
-        let members = match env.pd_get(&addr, "/pd/api/v1/members").await {
-            Ok(m) => m,
-            Err(e) => {
-                last = format!("{e:#}");
-                continue;
-            }
-        };
-        let health = match env.pd_get(&addr, "/pd/api/v1/health").await {
-            Ok(h) => h,
-            Err(e) => {
-                last = format!("{e:#}");
-                continue;
-            }
-        };
-        let listed = members["members"].as_array().map_or(0, Vec::len);
-        let healthy = health
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|h| h["health"].as_bool() == Some(true))
-            .count();
-        if listed == 0 || healthy * 2 <= listed {
-            bail!("only {healthy} of {listed} PD members healthy");
-        }
-        return Ok(());
-    }
-    bail!("no PD member answered: {last}")
 }
 
 /// How long store states PD reports are not trusted after its leader changed: a new PD leader
@@ -1082,7 +969,7 @@ async fn version_upgrade(w: &World) -> Result<()> {
     let pd_rev = update_revision(w, "PDGroup").await?;
     let kv_rev = update_revision(w, "TiKVGroup").await?;
 
-    let quorum = quorum_watch(w);
+    let quorum = pd_quorum_watch(w);
     let pd_one = pd_disruption_watch(w, pd_members);
     let watch = StoreWatch::start(w, members.clone());
     let pd_first = pd_first_watch(w, NEW, uids.clone());
@@ -1212,7 +1099,7 @@ async fn restart_and_hot_reload(w: &World) -> Result<()> {
 
     // A requested rolling restart: every store restarts exactly once, one at a time.
     let uids = tikv_pod_uids(w).await?;
-    let quorum = quorum_watch(w);
+    let quorum = pd_quorum_watch(w);
     let watch = StoreWatch::start(w, members.clone());
     let started = Instant::now();
     patch_merge(

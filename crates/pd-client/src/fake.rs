@@ -524,10 +524,17 @@ impl PdApi for FakePd {
         // Asks one member directly: works without a leader.
         let s = self.enter(FakeOp::MemberReady, false)?;
         let url = client_url.trim_end_matches('/');
+        // By URL, or by the first DNS label of its host (a member advertises
+        // `<name>.<peer service>.<namespace>.svc`).
+        let host_label = url
+            .split("://")
+            .last()
+            .and_then(|h| h.split(['.', ':']).next())
+            .unwrap_or_default();
         let Some(m) = s
             .members
             .iter()
-            .find(|m| m.member.client_urls.iter().any(|u| u == url))
+            .find(|m| m.member.client_urls.iter().any(|u| u == url) || m.member.name == host_label)
         else {
             return Err(PdError::unavailable(format!("no PD member at {url}")));
         };

@@ -205,6 +205,26 @@ fn downgrade_refused(
     })
 }
 
+/// Live members (other than `except`) that do not answer ready themselves
+/// (`GET /pd/api/v2/ready` on the member). PD's own health report can lag a
+/// restart by seconds, and a Pod's readiness probe only sees the port open:
+/// the next disruption waits for every other member to say it serves. A PD
+/// without the endpoint (404) is judged by its health report alone.
+async fn members_not_answering(pd_api: &dyn PdApi, instances: &[PD], except: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in instances
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none() && name_of(*i) != except)
+    {
+        match pd_api.member_ready(&render::member_client_url(i)).await {
+            Ok(pd_client::Readiness::Ready | pd_client::Readiness::Unsupported) => {}
+            Ok(pd_client::Readiness::NotReady) => out.push(format!("{} (not ready)", name_of(i))),
+            Err(e) => out.push(format!("{} ({})", name_of(i), e.category())),
+        }
+    }
+    out
+}
+
 /// A PDGroup and what the caches hold about it.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupSnapshot<'a> {
@@ -368,7 +388,19 @@ pub async fn reconcile_group(
             pd: s.pd,
             bootstrapped,
         };
-        let plan = plan_group(&input, suffixes);
+        let mut plan = plan_group(&input, suffixes);
+        if let GroupPlan::Restart { name, .. } = &plan {
+            let silent = members_not_answering(pd_api, s.instances, name).await;
+            if !silent.is_empty() {
+                plan = GroupPlan::Wait(crate::group::Blocked {
+                    reason: reasons::WAITING_FOR_MEMBER,
+                    message: format!(
+                        "restarts wait for every other PD member to answer ready itself: {}",
+                        silent.join(", ")
+                    ),
+                });
+            }
+        }
         match &plan {
             GroupPlan::Steady => {}
             GroupPlan::Create(new) => {
@@ -547,6 +579,24 @@ pub async fn reconcile_group(
             .membership()
             .is_some_and(|m| m.unhealthy_except("").is_empty());
     revisions.all_updated &= settled;
+    // Reported complete only once every member answers ready itself (asked
+    // once, when the update is about to be reported done).
+    let was_done = group
+        .status
+        .as_ref()
+        .is_some_and(|st| st.group.current_revision.as_deref() == Some(revisions.update.as_str()));
+    let mut awaiting_ready = false;
+    if revisions.all_updated && !was_done {
+        let silent = members_not_answering(pd_api, s.instances, "").await;
+        if !silent.is_empty() {
+            info!(
+                ?silent,
+                "update not reported complete: members do not answer ready"
+            );
+            revisions.all_updated = false;
+            awaiting_ready = true;
+        }
+    }
     let previous = group
         .status
         .as_ref()
@@ -590,7 +640,7 @@ pub async fn reconcile_group(
     }
     Ok(ctx
         .policy
-        .after_success(plan.as_ref().is_some_and(GroupPlan::in_flight)))
+        .after_success(plan.as_ref().is_some_and(GroupPlan::in_flight) || awaiting_ready))
 }
 
 /// A PD instance and what the caches hold about it.

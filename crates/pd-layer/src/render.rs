@@ -111,6 +111,17 @@ pub fn member_host(instance: &str, subdomain: &str, namespace: &str) -> String {
 }
 
 /// URL clients reach a group's PD on: its client Service.
+/// The client URL a PD instance advertises (`advertise-client-urls`).
+pub fn member_client_url(pd: &PD) -> String {
+    let host = member_host(
+        pd.metadata.name.as_deref().unwrap_or_default(),
+        &pd.spec.subdomain,
+        pd.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    format!("http://{host}:{}", ports(&pd.spec.template).0)
+}
+
+/// The URL of a group's client Service.
 pub fn client_service_url(group: &str, namespace: &str, client_port: i32) -> String {
     format!(
         "http://{}.{namespace}.svc:{client_port}",

@@ -907,6 +907,52 @@ async fn the_next_restart_waits_for_a_pd_reading_taken_after_the_last_restarted_
 }
 
 #[tokio::test]
+async fn the_next_restart_waits_until_every_other_member_answers_ready_itself() {
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["metadata"]["annotations"] = json!({ (labels::RESTARTED_AT): "now" });
+    w.kube.insert(group_key(), g);
+    let pods_now = |w: &World| {
+        w.instance_names()
+            .iter()
+            .filter(|n| w.kube.get(&pod_key(n)).is_some())
+            .count()
+    };
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    w.reconcile_group().await;
+    assert_eq!(pods_now(&w), 2, "the first restart");
+    let first = w
+        .instance_names()
+        .into_iter()
+        .find(|n| w.kube.get(&pod_key(n)).is_none())
+        .unwrap();
+    // The replacement's Pod is Ready and PD reports it healthy, but the
+    // member itself does not answer ready yet.
+    w.reconcile_all_instances().await;
+    w.run_pods();
+    w.pd.set_member_ready(&first, false);
+    for _ in 0..3 {
+        w.reconcile_group().await;
+    }
+    assert_eq!(pods_now(&w), 3, "no second restart");
+    let (_, reason) = w.condition(condition::PROGRESSING);
+    assert_eq!(reason, reasons::WAITING_FOR_MEMBER);
+    w.pd.set_member_ready(&first, true);
+    let mut next = false;
+    for _ in 0..4 {
+        // (A leadership transfer may come first.)
+        w.reconcile_group().await;
+        if pods_now(&w) == 2 {
+            next = true;
+            break;
+        }
+        w.reconcile_all_instances().await;
+    }
+    assert!(next, "the next restart once the member answers ready");
+}
+
+#[tokio::test]
 async fn restarts_wait_min_ready_seconds_between_members() {
     use tikv_operator_core::Clock;
     let mut w = World::bootstrapped(3).await;
