@@ -422,6 +422,9 @@ pub async fn pd_cluster(
         .await?;
     let ip = pod_ip(env, &ns.name, "e2e-pd-0").await?;
     let addr = format!("{ip}:2379");
+    // kwok hands a deleted pod's IP to a new pod at once: until the old pd-server has stopped,
+    // another test's PD may answer on this address. Only our members count.
+    let ours = format!(".{}.svc:", ns.name);
     let members = wait_until(
         env,
         "PD members with a leader",
@@ -429,11 +432,19 @@ pub async fn pd_cluster(
         || {
             let env = env.clone();
             let addr = addr.clone();
+            let ours = ours.clone();
             async move {
                 let m = env.pd_get(&addr, "/pd/api/v1/members").await?;
-                let n = m["members"].as_array().map_or(0, Vec::len);
+                let list = m["members"].as_array().cloned().unwrap_or_default();
+                let all_ours = list.iter().all(|x| {
+                    x["client_urls"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|u| u.as_str().is_some_and(|u| u.contains(&ours)))
+                });
                 let has_leader = m["leader"]["name"].as_str().is_some_and(|s| !s.is_empty());
-                Ok((n == replicas && has_leader).then_some(m))
+                Ok((list.len() == replicas && all_ours && has_leader).then_some(m))
             }
         },
     )

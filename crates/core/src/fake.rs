@@ -246,6 +246,18 @@ impl KubeWriter for FakeKube {
         Ok(())
     }
 
+    async fn delete_exact(&self, key: &ObjectKey, uid: &str) -> Result<()> {
+        let same = self
+            .get(key)
+            .is_some_and(|o| o.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid));
+        if !same {
+            // Logged like a delete that found another object: nothing happens.
+            drop(self.enter(KubeCall::Delete(key.clone()))?);
+            return Ok(());
+        }
+        self.delete(key).await
+    }
+
     async fn patch_status(&self, key: &ObjectKey, status: &Value) -> Result<()> {
         let mut s = self.enter(KubeCall::PatchStatus(key.clone(), status.clone()))?;
         let obj = s.objects.get_mut(key).ok_or_else(|| Error::Kubernetes {

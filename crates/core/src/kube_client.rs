@@ -117,6 +117,23 @@ impl KubeWriter for KubeClientWriter {
         }
     }
 
+    async fn delete_exact(&self, key: &ObjectKey, uid: &str) -> Result<()> {
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match self.api(key).delete(&key.name, &params).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // Precondition failed: another object of that name now.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(fail("delete", key, e)),
+        }
+    }
+
     async fn patch_status(&self, key: &ObjectKey, status: &Value) -> Result<()> {
         let body = json!({
             "apiVersion": key.api_version,

@@ -189,6 +189,12 @@ pub trait KubeWriter: Send + Sync {
     /// gone is success.
     async fn delete(&self, key: &ObjectKey) -> Result<()>;
 
+    /// Deletes the object only if it is still the one with `uid` (a
+    /// precondition checked by the API server). Gone, or replaced by an
+    /// object of another uid, is success: a decision taken on a cached object
+    /// never hits its successor.
+    async fn delete_exact(&self, key: &ObjectKey, uid: &str) -> Result<()>;
+
     /// Server-side apply of the `status` subresource.
     async fn patch_status(&self, key: &ObjectKey, status: &Value) -> Result<()>;
 
@@ -230,6 +236,9 @@ impl<T: KubeWriter + ?Sized> KubeWriter for std::sync::Arc<T> {
     }
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         (**self).delete(key).await
+    }
+    async fn delete_exact(&self, key: &ObjectKey, uid: &str) -> Result<()> {
+        (**self).delete_exact(key, uid).await
     }
     async fn patch_status(&self, key: &ObjectKey, status: &Value) -> Result<()> {
         (**self).patch_status(key, status).await

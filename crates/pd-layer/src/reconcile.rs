@@ -389,6 +389,33 @@ pub async fn reconcile_group(
             bootstrapped,
         };
         let mut plan = plan_group(&input, suffixes);
+        // Restarts only once every member's instance visibly carries the
+        // current template: the order of restarts is then the same at every
+        // reconcile, whatever the caches have seen (found by e2e: with the
+        // template reaching the cache instance by instance, two reconciles
+        // picked two different members and PD lost quorum).
+        let lagging: Vec<&str> = s
+            .instances
+            .iter()
+            .filter(|i| i.metadata.deletion_timestamp.is_none())
+            .filter(|i| {
+                i.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(labels::TEMPLATE_REVISION))
+                    != Some(&update_revision)
+            })
+            .map(name_of)
+            .collect();
+        if matches!(plan, GroupPlan::Restart { .. }) && !lagging.is_empty() {
+            plan = GroupPlan::Wait(crate::group::Blocked {
+                reason: reasons::WAITING_FOR_MEMBER,
+                message: format!(
+                    "waiting for every member to carry the new template before restarting: {}",
+                    lagging.join(", ")
+                ),
+            });
+        }
         if let GroupPlan::Restart { name, .. } = &plan {
             let silent = members_not_answering(pd_api, s.instances, name).await;
             if !silent.is_empty() {
@@ -467,12 +494,25 @@ pub async fn reconcile_group(
                 name,
                 transfer_leader_to: None,
             } => {
-                ctx.kube
-                    .delete(&ObjectKey::new::<Pod>(
-                        group.metadata.namespace.as_deref(),
-                        &names::pod(name),
-                    ))
-                    .await?;
+                // Exactly the Pod this decision was taken on: a reconcile on a
+                // cache that has not seen the deletion yet must not hit the
+                // replacement.
+                if let Some(uid) = s
+                    .pods
+                    .iter()
+                    .find(|p| name_of(*p) == names::pod(name))
+                    .and_then(|p| p.metadata.uid.as_deref())
+                {
+                    ctx.kube
+                        .delete_exact(
+                            &ObjectKey::new::<Pod>(
+                                group.metadata.namespace.as_deref(),
+                                &names::pod(name),
+                            ),
+                            uid,
+                        )
+                        .await?;
+                }
                 ctx.kube
                     .publish_event(&event(
                         group,

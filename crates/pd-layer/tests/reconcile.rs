@@ -121,9 +121,15 @@ impl World {
     }
 
     async fn reconcile_group(&mut self) {
-        let group = self.group();
         let instances = self.instances();
         let pods: Vec<Pod> = self.kube.list("Pod", NS);
+        self.reconcile_group_on(instances, pods).await;
+    }
+
+    /// A group reconcile on caches that show `instances` and `pods` (possibly
+    /// older than the objects).
+    async fn reconcile_group_on(&mut self, instances: Vec<PD>, pods: Vec<Pod>) {
+        let group = self.group();
         let services: Vec<Service> = self.kube.list("Service", NS);
         let revisions: Vec<k8s_openapi::api::apps::v1::ControllerRevision> =
             self.kube.list("ControllerRevision", NS);
@@ -950,6 +956,75 @@ async fn the_next_restart_waits_until_every_other_member_answers_ready_itself() 
         w.reconcile_all_instances().await;
     }
     assert!(next, "the next restart once the member answers ready");
+}
+
+#[tokio::test]
+async fn lagging_caches_never_restart_two_members_at_once() {
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["metadata"]["annotations"] = json!({ (labels::RESTARTED_AT): "now" });
+    w.kube.insert(group_key(), g);
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    let pod_uids = |w: &World| -> Vec<Option<String>> {
+        w.instance_names()
+            .iter()
+            .map(|n| {
+                w.kube
+                    .get_typed::<Pod>(&pod_key(n))
+                    .and_then(|p| p.metadata.uid)
+            })
+            .collect()
+    };
+
+    // The instance cache has seen the new template on one member only, a
+    // non-leader (which would be restarted at once otherwise).
+    let leader = w.pd.leader_name().unwrap();
+    let mut lagging = w.instances();
+    let mut kept = false;
+    for i in &mut lagging {
+        if !kept && i.metadata.name.as_deref() != Some(leader.as_str()) {
+            kept = true;
+            continue;
+        }
+        i.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(labels::TEMPLATE_REVISION);
+    }
+    let before = pod_uids(&w);
+    w.reconcile_group_on(lagging, w.kube.list("Pod", NS)).await;
+    assert_eq!(pod_uids(&w), before, "no restart on a partly updated cache");
+
+    // The first restart; then a reconcile whose Pod cache still shows the
+    // deleted Pod Ready, after the instance already recreated it.
+    let stale_pods: Vec<Pod> = w.kube.list("Pod", NS);
+    let mut restarted = None;
+    for _ in 0..3 {
+        w.reconcile_group().await;
+        if let Some(n) = w
+            .instance_names()
+            .into_iter()
+            .find(|n| w.kube.get(&pod_key(n)).is_none())
+        {
+            restarted = Some(n);
+            break;
+        }
+        w.reconcile_all_instances().await;
+    }
+    let restarted = restarted.expect("a first restart");
+    w.reconcile_all_instances().await;
+    w.run_pods();
+    let after_first = pod_uids(&w);
+    assert!(after_first.iter().all(Option::is_some));
+    let instances = w.instances();
+    w.reconcile_group_on(instances, stale_pods).await;
+    assert_eq!(
+        pod_uids(&w),
+        after_first,
+        "a stale cache restarted another member or hit {restarted}'s replacement"
+    );
 }
 
 #[tokio::test]

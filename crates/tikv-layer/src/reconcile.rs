@@ -1555,12 +1555,16 @@ async fn run_restart_step(
             }
         }
         RestartStep::DeletePod { why } => {
-            ctx.kube
-                .delete(&ObjectKey::new::<Pod>(
-                    kv.metadata.namespace.as_deref(),
-                    &names::pod(name),
-                ))
-                .await?;
+            // Exactly the Pod the decision was taken on, never a replacement
+            // a stale cache does not show yet.
+            if let Some(uid) = s.pod.and_then(|p| p.metadata.uid.as_deref()) {
+                ctx.kube
+                    .delete_exact(
+                        &ObjectKey::new::<Pod>(kv.metadata.namespace.as_deref(), &names::pod(name)),
+                        uid,
+                    )
+                    .await?;
+            }
             publish(
                 ctx,
                 event(
