@@ -206,17 +206,35 @@ fn downgrade_refused(
 }
 
 /// Live members (other than `except`) that do not answer ready themselves
-/// (`GET /pd/api/v2/ready` on the member). PD's own health report can lag a
-/// restart by seconds, and a Pod's readiness probe only sees the port open:
-/// the next disruption waits for every other member to say it serves. A PD
-/// without the endpoint (404) is judged by its health report alone.
-async fn members_not_answering(pd_api: &dyn PdApi, instances: &[PD], except: &str) -> Vec<String> {
+/// (`GET /pd/api/v2/ready`, asked at the IP of the member's current Pod).
+/// PD's own health report can lag a restart by seconds, a Pod's readiness
+/// probe only sees the port open, and the member's DNS name may still lead
+/// to the old process while it shuts down (found by e2e): the next
+/// disruption waits for every other member's current Pod to say it serves. A
+/// PD without the endpoint (404) is judged by its health report alone.
+async fn members_not_answering(
+    pd_api: &dyn PdApi,
+    instances: &[PD],
+    pods: &[Pod],
+    except: &str,
+) -> Vec<String> {
     let mut out = Vec::new();
     for i in instances
         .iter()
         .filter(|i| i.metadata.deletion_timestamp.is_none() && name_of(*i) != except)
     {
-        match pd_api.member_ready(&render::member_client_url(i)).await {
+        let ip = pods
+            .iter()
+            .find(|p| {
+                name_of(*p) == names::pod(name_of(i)) && p.metadata.deletion_timestamp.is_none()
+            })
+            .and_then(|p| p.status.as_ref()?.pod_ip.clone());
+        let Some(ip) = ip else {
+            out.push(format!("{} (no running Pod)", name_of(i)));
+            continue;
+        };
+        let url = format!("http://{ip}:{}", render::ports(&i.spec.template).0);
+        match pd_api.member_ready(&url).await {
             Ok(pd_client::Readiness::Ready | pd_client::Readiness::Unsupported) => {}
             Ok(pd_client::Readiness::NotReady) => out.push(format!("{} (not ready)", name_of(i))),
             Err(e) => out.push(format!("{} ({})", name_of(i), e.category())),
@@ -417,7 +435,7 @@ pub async fn reconcile_group(
             });
         }
         if let GroupPlan::Restart { name, .. } = &plan {
-            let silent = members_not_answering(pd_api, s.instances, name).await;
+            let silent = members_not_answering(pd_api, s.instances, s.pods, name).await;
             if !silent.is_empty() {
                 plan = GroupPlan::Wait(crate::group::Blocked {
                     reason: reasons::WAITING_FOR_MEMBER,
@@ -627,7 +645,7 @@ pub async fn reconcile_group(
         .is_some_and(|st| st.group.current_revision.as_deref() == Some(revisions.update.as_str()));
     let mut awaiting_ready = false;
     if revisions.all_updated && !was_done {
-        let silent = members_not_answering(pd_api, s.instances, "").await;
+        let silent = members_not_answering(pd_api, s.instances, s.pods, "").await;
         if !silent.is_empty() {
             info!(
                 ?silent,

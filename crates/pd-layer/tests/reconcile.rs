@@ -188,7 +188,11 @@ impl World {
         for pod in self.kube.list::<Value>("Pod", NS) {
             let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
             let mut pod = pod.clone();
-            pod["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+            // The fake PD knows a member's Pod by the member name as its host.
+            pod["status"] = json!({
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "podIP": name,
+            });
             self.kube.insert(pod_key(&name), pod);
             if !self.pd.member_names().contains(&name) {
                 self.pd.add_member(&name);
@@ -891,7 +895,7 @@ async fn the_next_restart_waits_for_a_pd_reading_taken_after_the_last_restarted_
     for pod in w.kube.list::<Value>("Pod", NS) {
         let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
         let mut pod = pod.clone();
-        pod["status"] = json!({"conditions": [
+        pod["status"] = json!({"podIP": name, "conditions": [
             {"type": "Ready", "status": "True", "lastTransitionTime": at.to_string()}
         ]});
         w.kube.insert(pod_key(&name), pod);
@@ -1028,6 +1032,42 @@ async fn lagging_caches_never_restart_two_members_at_once() {
 }
 
 #[tokio::test]
+async fn a_restarted_member_counts_only_once_its_new_pod_answers_at_its_own_ip() {
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["metadata"]["annotations"] = json!({ (labels::RESTARTED_AT): "now" });
+    w.kube.insert(group_key(), g);
+    let missing = |w: &World| {
+        w.instance_names()
+            .into_iter()
+            .filter(|n| w.kube.get(&pod_key(n)).is_none())
+            .collect::<Vec<_>>()
+    };
+    let mut first = None;
+    for _ in 0..4 {
+        w.reconcile_group().await;
+        if let Some(n) = missing(&w).pop() {
+            first = Some(n);
+            break;
+        }
+        w.reconcile_all_instances().await;
+    }
+    let first = first.expect("a first restart");
+    // The replacement is Ready (as kwok makes it at once) but has no IP yet:
+    // whatever answers at the member's DNS name is not its process.
+    w.reconcile_all_instances().await;
+    let mut pod = w.kube.get(&pod_key(&first)).unwrap();
+    pod["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+    w.kube.insert(pod_key(&first), pod);
+    for _ in 0..3 {
+        w.reconcile_group().await;
+        assert!(missing(&w).is_empty(), "another member restarted");
+    }
+    let (_, reason) = w.condition(condition::PROGRESSING);
+    assert_eq!(reason, reasons::WAITING_FOR_MEMBER);
+}
+
+#[tokio::test]
 async fn restarts_wait_min_ready_seconds_between_members() {
     use tikv_operator_core::Clock;
     let mut w = World::bootstrapped(3).await;
@@ -1044,7 +1084,7 @@ async fn restarts_wait_min_ready_seconds_between_members() {
                 continue;
             }
             let mut pod = pod.clone();
-            pod["status"] = json!({"conditions": [
+            pod["status"] = json!({"podIP": name, "conditions": [
                 {"type": "Ready", "status": "True", "lastTransitionTime": at}
             ]});
             w.kube.insert(pod_key(&name), pod);
