@@ -135,11 +135,28 @@ impl Stores {
     /// trusted at `now` (a store reported with no leader right after a PD
     /// leader change may still lead Regions).
     pub fn leader_counts_settled(&self, now: k8s_openapi::jiff::Timestamp) -> bool {
-        self.pd_leader_since.is_none_or(|since| {
-            now.duration_since(since)
-                >= k8s_openapi::jiff::SignedDuration::try_from(LEADER_COUNTS_SETTLE)
-                    .unwrap_or_default()
-        })
+        self.leader_counts_complete()
+            || self.pd_leader_since.is_none_or(|since| {
+                now.duration_since(since)
+                    >= k8s_openapi::jiff::SignedDuration::try_from(LEADER_COUNTS_SETTLE)
+                        .unwrap_or_default()
+            })
+    }
+
+    /// Whether PD knows a leader for every Region: the leaders counted over
+    /// the Up stores make up the Regions their peers imply (`max-replicas`
+    /// peers each). A new PD leader that has not heard every Region yet
+    /// counts fewer.
+    pub fn leader_counts_complete(&self) -> bool {
+        let up = self.stores.iter().filter(|s| is_up(s));
+        let (leaders, peers) = up.fold((0_u64, 0_u64), |(l, p), s| {
+            (
+                l.saturating_add(s.leader_count.unwrap_or(0)),
+                p.saturating_add(s.region_count),
+            )
+        });
+        let replicas = u64::try_from(self.max_replicas().max(1)).unwrap_or(1);
+        peers > 0 && leaders.saturating_mul(replicas) >= peers
     }
 
     /// The store of an instance: the one with `recorded` id when the
@@ -228,5 +245,34 @@ pub(crate) mod tests {
         assert!(StoreView::observe(&pd).await.stores().is_none());
         pd.set_unreachable(true);
         assert!(StoreView::observe(&pd).await.stores().is_none());
+    }
+
+    #[test]
+    fn leader_counts_are_complete_once_every_region_has_a_known_leader() {
+        let mut a = store(1, "a:20160", StoreState::Up);
+        let mut b = store(2, "b:20160", StoreState::Up);
+        let mut c = store(3, "c:20160", StoreState::Up);
+        for s in [&mut a, &mut b, &mut c] {
+            s.region_count = 10;
+        }
+        a.leader_count = Some(0);
+        b.leader_count = Some(4);
+        c.leader_count = Some(6);
+        let mut v = Stores {
+            stores: vec![a, b, c],
+            replication: pd_client::ReplicationConfig {
+                max_replicas: 3,
+                location_labels: vec![],
+            },
+            ..Stores::default()
+        };
+        assert!(v.leader_counts_complete(), "10 Regions, 10 leaders known");
+        // A new PD leader that heard only some Regions.
+        v.stores[2].leader_count = Some(1);
+        assert!(!v.leader_counts_complete());
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap();
+        v.pd_leader_since = Some(now);
+        assert!(!v.leader_counts_settled(now));
+        assert!(v.leader_counts_settled(now + k8s_openapi::jiff::SignedDuration::from_secs(61)));
     }
 }
