@@ -11,6 +11,10 @@
 //! - [`removal`]: the step machine that removes one store safely (evict
 //!   leaders, delete the store in PD, wait for Tombstone, delete Pod and
 //!   PVCs) or cancels the removal.
+//! - [`restart`]: rolling restarts: which store the group lets restart
+//!   (the Cluster-wide `maxUnavailable` budget, PD first) and the steps of
+//!   one restart (evict leaders, delete the Pod, wait for the store to be
+//!   registered again, remove the evict-leader entry).
 //! - [`store_labels`]: store labels from `server.labels` and node topology.
 //! - [`render`]: the objects of one instance (ConfigMap, Pod, PVCs) and of
 //!   a group (peer Service, instance objects).

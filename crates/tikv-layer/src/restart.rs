@@ -5,7 +5,7 @@
 //! A TiKV instance never recreates its running Pod on its own. When its
 //! rendering changes (template, restart request, a new operator version),
 //! it reports `RestartPending` until its group grants the restart by
-//! stamping the new Pod revision into [`labels::RESTART_ALLOWED`]. The group
+//! stamping the new Pod revision into [`RESTART_ALLOWED`](tikv_operator_api::labels::RESTART_ALLOWED). The group
 //! grants one restart at a time, and only while fewer than `maxUnavailable`
 //! stores of the whole Cluster are disrupted (not Ready, being restarted or
 //! removed); an instance that is already unavailable is restarted first, as
