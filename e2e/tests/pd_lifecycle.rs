@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
@@ -466,17 +466,48 @@ async fn patch_group(w: &World, patch: serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// Waits until the group reports every member updated to its current template.
-async fn wait_rolled_out(w: &World, timeout: Duration) -> Result<()> {
+/// The group's `status.updateRevision`.
+async fn update_revision(w: &World) -> Result<Option<String>> {
+    let g = w.api::<PDGroup>().get("pd").await?;
+    Ok(g.status.and_then(|s| s.group.update_revision))
+}
+
+/// Waits until the group reports every member updated to its current template, with an
+/// update revision other than `not_rev` (the one before a change: a status the operator has
+/// not rewritten since the change would otherwise read as done). Prints every distinct
+/// group status seen on the way, so a failure shows how the rollout was reported.
+async fn wait_rolled_out(w: &World, not_rev: Option<&str>, timeout: Duration) -> Result<()> {
     let groups = w.api::<PDGroup>();
+    let started = Instant::now();
+    let last_seen = std::sync::Mutex::new(String::new());
     wait_until(&w.env, "PDGroup rolled out", timeout, || {
         let groups = groups.clone();
+        let last_seen = &last_seen;
         async move {
             let g = groups.get("pd").await?;
             let Some(st) = g.status else { return Ok(None) };
+            let seen = format!(
+                "updated {} current {} ready {} update {:?} current {:?} Ready {}",
+                st.group.updated_replicas,
+                st.group.current_replicas,
+                st.group.ready_replicas,
+                st.group.update_revision,
+                st.group.current_revision,
+                condition_true(&st.common.conditions, "Ready")
+            );
+            if let Ok(mut l) = last_seen.lock()
+                && *l != seen
+            {
+                eprintln!(
+                    "PDGroup status at {:.1}s: {seen}",
+                    started.elapsed().as_secs_f64()
+                );
+                *l = seen;
+            }
             let done = st.group.updated_replicas == 3
                 && st.group.ready_replicas == 3
                 && st.group.update_revision.is_some()
+                && st.group.update_revision.as_deref() != not_rev
                 && st.group.update_revision == st.group.current_revision
                 && condition_true(&st.common.conditions, "Ready");
             Ok(done.then_some(()))
@@ -497,7 +528,7 @@ async fn pd_changes_roll_one_member_at_a_time_and_hot_reload_restarts_nothing() 
 async fn rolling_changes(w: &World) -> Result<()> {
     w.ns.apply(&cluster_yaml(3)).await?;
     w.wait_ready(3, Duration::from_secs(180)).await?;
-    wait_rolled_out(w, Duration::from_secs(60)).await?;
+    wait_rolled_out(w, None, Duration::from_secs(60)).await?;
     let members: BTreeSet<String> = w
         .list::<PD>(None)
         .await?
@@ -506,6 +537,7 @@ async fn rolling_changes(w: &World) -> Result<()> {
         .collect();
 
     // HotReload: the configuration file changes, no Pod restarts.
+    let before = update_revision(w).await?;
     let watch = DisruptionWatch::start(w, members.clone());
     patch_group(
         w,
@@ -540,7 +572,7 @@ async fn rolling_changes(w: &World) -> Result<()> {
         },
     )
     .await?;
-    wait_rolled_out(w, Duration::from_secs(60)).await?;
+    wait_rolled_out(w, before.as_deref(), Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let restarts = watch.finish().await?;
     ensure!(
@@ -560,11 +592,11 @@ async fn rolling_changes(w: &World) -> Result<()> {
             serde_json::json!({"spec": {"template": {"spec": {"version": "v8.5.6"}}}}),
         ),
     ] {
+        let before = update_revision(w).await?;
         let watch = DisruptionWatch::start(w, members.clone());
         patch_group(w, patch).await?;
-        // The rollout starts (revisions differ) and completes.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        wait_rolled_out(w, Duration::from_secs(300)).await?;
+        // The rollout starts (a new update revision) and completes.
+        wait_rolled_out(w, before.as_deref(), Duration::from_secs(300)).await?;
         let restarts = watch.finish().await?;
         ensure!(
             members.iter().all(|m| restarts.get(m) == Some(&1)),

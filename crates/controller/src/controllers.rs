@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use futures::future::{BoxFuture, FutureExt};
@@ -25,8 +25,11 @@ use pd_client::StoreId;
 use serde::de::DeserializeOwned;
 use tikv_operator_api::{Cluster, PD, PDGroup, TiKV, TiKVGroup, labels, names};
 use tikv_operator_cluster_layer::{ClusterSnapshot, GroupSummary, Kind as ClusterKind};
+use tikv_operator_core::ledger::{LedgerWriter, WriteLedger};
 use tikv_operator_core::pd_state::PdSnapshot;
-use tikv_operator_core::{Ctx, Error, KubeClientWriter, Requeue, RequeuePolicy, SystemClock};
+use tikv_operator_core::{
+    Ctx, Error, KubeClientWriter, ObjectKey, Requeue, RequeuePolicy, SystemClock,
+};
 use tikv_operator_pd_layer::group::RandomSuffix;
 use tikv_operator_pd_layer::reconcile::{ClusterFacts, GroupSnapshot, InstanceSnapshot};
 use tikv_operator_pd_layer::{PdView, reconcile as pd_reconcile};
@@ -270,6 +273,25 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     config: Config,
     failures: Mutex<HashMap<String, u32>>,
+    /// The writes of this scope's reconciles that the caches may not show yet.
+    ledger: Arc<WriteLedger>,
+}
+
+/// How soon a reconcile put off for a cache that lags runs again.
+const CACHE_LAG_RETRY: Duration = Duration::from_millis(250);
+
+/// The cached object of `key` in `store` as JSON (`None`: not cached).
+fn cached_json<K>(store: &Store<K>, key: &ObjectKey) -> Option<serde_json::Value>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::Serialize,
+{
+    let mut r = ObjectRef::<K>::new(&key.name);
+    if let Some(ns) = &key.namespace {
+        r = r.within(ns);
+    }
+    store
+        .get(&r)
+        .and_then(|o| serde_json::to_value(o.as_ref()).ok())
 }
 
 /// A reconcile error, counted by category.
@@ -287,6 +309,26 @@ fn key_of<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 }
 
 impl Shared {
+    /// This scope's writes in `ns` that the watch caches do not show yet.
+    fn unseen_writes(&self, ns: &str) -> Vec<ObjectKey> {
+        let st = &self.stores;
+        self.ledger.unseen(ns, Instant::now(), &|key| {
+            Ok(match key.kind.as_str() {
+                "Cluster" => cached_json(&st.clusters, key),
+                "PDGroup" => cached_json(&st.pd_groups, key),
+                "PD" => cached_json(&st.pds, key),
+                "TiKVGroup" => cached_json(&st.tikv_groups, key),
+                "TiKV" => cached_json(&st.tikvs, key),
+                "Pod" => cached_json(&st.pods, key),
+                "ConfigMap" => cached_json(&st.config_maps, key),
+                "PersistentVolumeClaim" => cached_json(&st.pvcs, key),
+                "Service" => cached_json(&st.services, key),
+                "ControllerRevision" => cached_json(&st.revisions, key),
+                _ => return Err(()),
+            })
+        })
+    }
+
     fn failures(&self, key: &str, failed: bool) -> u32 {
         let mut f = self
             .failures
@@ -680,6 +722,16 @@ where
     let labels = ControllerLabels {
         controller: controller.to_owned(),
     };
+    // Read-your-own-writes: no decision on caches that do not show this
+    // scope's last writes in the namespace yet (a Pod just deleted would
+    // still look Ready; see `tikv_operator_core::ledger`).
+    let unseen = sh.unseen_writes(obj.meta().namespace.as_deref().unwrap_or_default());
+    if !unseen.is_empty() {
+        sh.metrics.reconciles_deferred.get_or_create(&labels).inc();
+        debug!(controller, object = %key, unseen = ?unseen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "reconcile put off: the caches do not show the operator's own writes yet");
+        return Ok(Action::requeue(CACHE_LAG_RETRY));
+    }
     let gauge = sh
         .metrics
         .reconciles_in_flight
@@ -1016,9 +1068,13 @@ pub(crate) async fn run_scope(
         controller: labels::FIELD_MANAGER.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let ledger = Arc::new(WriteLedger::default());
     let shared = Arc::new(Shared {
         ctx: Ctx {
-            kube: Arc::new(KubeClientWriter::new(client.clone(), reporter)),
+            kube: Arc::new(LedgerWriter::new(
+                KubeClientWriter::new(client.clone(), reporter),
+                ledger.clone(),
+            )),
             clock: Arc::new(SystemClock),
             policy: RequeuePolicy::default(),
         },
@@ -1027,6 +1083,7 @@ pub(crate) async fn run_scope(
         metrics: metrics.clone(),
         config: config.clone(),
         failures: Mutex::new(HashMap::new()),
+        ledger,
     });
 
     let reflectors = tokio::spawn(async move {

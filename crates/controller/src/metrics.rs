@@ -63,6 +63,9 @@ pub struct Metrics {
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     /// Reconciles running right now per controller.
     pub reconciles_in_flight: Family<ControllerLabels, Gauge>,
+    /// Reconciles put off because the watch caches did not show the
+    /// operator's own writes yet, per controller.
+    pub reconciles_deferred: Family<ControllerLabels, Counter>,
     /// PD requests per operation.
     pub pd_requests: Family<PdLabels, Counter>,
     /// Failed PD requests per operation and error category.
@@ -89,6 +92,7 @@ impl Metrics {
             reconcile_errors: Family::default(),
             reconcile_duration: Family::new_with_constructor(|| Histogram::new(duration_buckets())),
             reconciles_in_flight: Family::default(),
+            reconciles_deferred: Family::default(),
             pd_requests: Family::default(),
             pd_request_errors: Family::default(),
             pd_request_duration: Family::new_with_constructor(
@@ -115,6 +119,11 @@ impl Metrics {
             "reconciles_in_flight",
             "Reconciles running now per controller",
             m.reconciles_in_flight.clone(),
+        );
+        registry.register(
+            "reconciles_deferred",
+            "Reconciles put off until the watch caches show the operator's own writes",
+            m.reconciles_deferred.clone(),
         );
         registry.register(
             "pd_requests",

@@ -11,6 +11,8 @@
 //!   [`KubeClientWriter`] is the production implementation over `kube::Client`.
 //! - [`pd_state::PdStateCache`]: the per-Cluster PD state cache (adaptive
 //!   refresh, publish on change, which members/stores changed).
+//! - [`ledger`]: read-your-own-writes: which of this process's writes the
+//!   watch caches do not show yet (no reconcile acts on a cache behind them).
 //! - [`Clock`]: the only source of "now" for reconcilers.
 //! - [`Ctx`]: the side effects a reconcile may use (writer, clock, requeue policy).
 //! - [`conditions`]: Kubernetes-convention conditions (lastTransitionTime
@@ -33,6 +35,7 @@ pub mod fake;
 pub mod history;
 mod kube_client;
 mod kube_writer;
+pub mod ledger;
 pub mod objects;
 pub mod pd_state;
 mod requeue;

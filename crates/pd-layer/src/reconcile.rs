@@ -494,6 +494,7 @@ pub async fn reconcile_group(
                 name,
                 transfer_leader_to: Some(to),
             } => {
+                info!(instance = %name, to = %to, "transferring PD leadership before the restart");
                 pd_api
                     .transfer_leader(to)
                     .await
@@ -521,6 +522,7 @@ pub async fn reconcile_group(
                     .find(|p| name_of(*p) == names::pod(name))
                     .and_then(|p| p.metadata.uid.as_deref())
                 {
+                    info!(instance = %name, pod_uid = uid, "restarting PD member: deleting its Pod");
                     ctx.kube
                         .delete_exact(
                             &ObjectKey::new::<Pod>(
