@@ -1,6 +1,7 @@
 //! `cargo xtask e2e ...` entry point.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -193,15 +194,28 @@ fn test(layout: &Layout, t: &TestArgs) -> Result<()> {
     ]);
     argv.extend(t.filter.iter().cloned());
     eprintln!("e2e: running tests: {}", argv[9..].join(" "));
-    let status = Command::new(&argv[0])
+    let mut child = Command::new(&argv[0])
         .args(&argv[1..])
         .current_dir(config::repo_root())
         .env("KUBECONFIG", layout.kubeconfig())
         .env("TIKV_OPERATOR_E2E_STATE", &layout.root)
         .env(crate::harness::E2E_ENV, "1")
         .env(crate::operator::OPERATOR_BIN_ENV, &operator_bin)
-        .status()
+        .stdout(Stdio::piped())
+        .spawn()
         .context("running cargo test")?;
+    // Echo the test output as it comes and keep what names the failures, to repeat it
+    // after the (long) log report: a truncated CI log still says which test failed.
+    let mut failures = FailureSummary::default();
+    if let Some(stdout) = child.stdout.take() {
+        let mut out = std::io::stdout();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test output")?;
+            let _ = writeln!(out, "{line}");
+            failures.observe(&line);
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
     eprintln!(
         "e2e: environment ready after {:.1}s, tests took {:.1}s",
         env_ready.as_secs_f64(),
@@ -214,7 +228,115 @@ fn test(layout: &Layout, t: &TestArgs) -> Result<()> {
         cluster::down(layout)?;
     }
     if !status.success() {
+        eprintln!("{}", failures.render());
         bail!("e2e tests failed ({status})");
     }
     Ok(())
+}
+
+/// The parts of libtest's output that say which tests failed and why.
+#[derive(Debug, Default)]
+struct FailureSummary {
+    failed: Vec<String>,
+    /// Output of each failed test (`---- name stdout ----` sections), first lines only, up to
+    /// its backtrace.
+    sections: Vec<(String, Vec<String>)>,
+    in_failures: bool,
+}
+
+impl FailureSummary {
+    const LINES_PER_TEST: usize = 25;
+
+    fn observe(&mut self, line: &str) {
+        if let Some(rest) = line.strip_prefix("test ")
+            && let Some(name) = rest.strip_suffix(" ... FAILED")
+        {
+            self.failed.push(name.to_owned());
+        }
+        if line.starts_with("---- ") && line.ends_with(" stdout ----") {
+            self.in_failures = true;
+            let name = line
+                .trim_start_matches("---- ")
+                .trim_end_matches(" stdout ----");
+            self.sections.push((name.to_owned(), Vec::new()));
+            return;
+        }
+        if line == "failures:" || line.starts_with("test result:") {
+            self.in_failures = false;
+            return;
+        }
+        // The error comes first; the backtrace and the operator log that follow it are in
+        // the full output above.
+        if line.starts_with("Stack backtrace:") || line.starts_with("--- operator log") {
+            self.in_failures = false;
+            return;
+        }
+        if self.in_failures
+            && let Some((_, lines)) = self.sections.last_mut()
+            && lines.len() < Self::LINES_PER_TEST
+        {
+            lines.push(line.to_owned());
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from("e2e: failure summary\n");
+        if self.failed.is_empty() {
+            out.push_str("  (no test reported FAILED: a test binary failed to build or crashed)\n");
+        }
+        for name in &self.failed {
+            out.push_str(&format!("  FAILED {name}\n"));
+        }
+        for (name, lines) in &self.sections {
+            out.push_str(&format!("----- {name} -----\n"));
+            for line in lines {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailureSummary;
+
+    #[test]
+    fn failure_summary_names_failed_tests_and_keeps_their_output() {
+        let mut f = FailureSummary::default();
+        for line in [
+            "running 2 tests",
+            "test a::passes ... ok",
+            "test b::breaks ... FAILED",
+            "",
+            "failures:",
+            "",
+            "---- b::breaks stdout ----",
+            "thread 'b::breaks' panicked at e2e/tests/b.rs:10:5:",
+            "two stores down at once",
+            "Stack backtrace:",
+            "   0: anyhow::error::msg",
+            "",
+            "failures:",
+            "    b::breaks",
+            "",
+            "test result: FAILED. 1 passed; 1 failed",
+        ] {
+            f.observe(line);
+        }
+        assert_eq!(f.failed, vec!["b::breaks".to_owned()]);
+        let text = f.render();
+        assert!(text.contains("FAILED b::breaks"), "{text}");
+        assert!(text.contains("two stores down at once"), "{text}");
+        assert!(!text.contains("a::passes"), "{text}");
+        assert!(!text.contains("anyhow::error::msg"), "{text}");
+        assert!(!text.contains("    b::breaks\n"), "{text}");
+    }
+
+    #[test]
+    fn failure_summary_says_when_no_test_failed() {
+        let f = FailureSummary::default();
+        assert!(f.render().contains("no test reported FAILED"));
+    }
 }

@@ -182,6 +182,16 @@ impl Env {
         Ok(serde_json::from_str(&text)?)
     }
 
+    /// Status code of a GET on a PD member's client port, body ignored (e.g. the embedded
+    /// etcd's `/health`).
+    pub async fn pd_status(&self, addr: &str, path: &str) -> Result<u16> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()?;
+        let resp = http.get(format!("http://{addr}{path}")).send().await?;
+        Ok(resp.status().as_u16())
+    }
+
     /// POST of a JSON body to a PD member's HTTP API.
     pub async fn pd_post(
         &self,
@@ -359,7 +369,9 @@ impl Invariant {
         let handle = tokio::spawn(async move {
             while !stop2.load(Ordering::SeqCst) {
                 if let Err(e) = check().await {
-                    return Some(format!("{e:#}"));
+                    // When, so the failure can be matched with the pod and operator logs.
+                    let at = k8s_openapi::jiff::Timestamp::now();
+                    return Some(format!("at {at}: {e:#}"));
                 }
                 tokio::time::sleep(interval).await;
             }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
 use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 
 use crate::harness::{Env, Invariant};
 use crate::world::World;
@@ -82,4 +82,48 @@ pub async fn probe_pd_quorum(env: &Env, pods: &Api<Pod>) -> Result<()> {
         return Ok(());
     }
     bail!("no PD member answered: {last}")
+}
+
+/// The PD Pods (not being deleted) whose member does not answer itself, with the reason:
+/// `GET /health?serializable=true` at the Pod's IP (3 s timeout), the embedded etcd's own
+/// answer (its process is up and its raft group has a leader). Pods without an IP count as
+/// not answering.
+///
+/// This is the member's own word. PD's HTTP API is not used for it: PD's `/health` checks
+/// each member at its DNS name, which can still lead to the old process (or nowhere) for a
+/// few seconds after a restart, so it reported two members unhealthy while only one was
+/// ever down (seen in CI); and a follower forwards `/pd/api/v1/ping` and `/pd/api/v2/ready`
+/// to the leader, answering 500 or 503 for the leader's trouble, not its own (measured in
+/// the e2e environment: 503 from both followers while the leader restarted, 500 from a
+/// follower 10 s after a PD rollout).
+pub async fn pd_members_not_answering(
+    env: &Env,
+    pods: &Api<Pod>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let list = pods.list(&ListParams::default().labels(PD_PODS)).await?;
+    let mut out = std::collections::BTreeMap::new();
+    for p in list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        let name = p.name_any();
+        let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+            out.insert(name, "no Pod IP".to_owned());
+            continue;
+        };
+        match env
+            .pd_status(&format!("{ip}:2379"), "/health?serializable=true")
+            .await
+        {
+            Ok(200) => {}
+            Ok(code) => {
+                out.insert(name, format!("etcd health answers {code}"));
+            }
+            Err(e) => {
+                out.insert(name, format!("does not answer: {e:#}"));
+            }
+        }
+    }
+    Ok(out)
 }

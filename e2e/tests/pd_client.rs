@@ -53,15 +53,42 @@ async fn pd_client_against_a_real_pd_cluster() -> Result<()> {
         "leader {} not what PD reports",
         leader.name
     );
-    let health = pd.health().await?;
+    // PD's health report lags its membership: a member that just joined may be reported
+    // unhealthy for a few seconds (seen in CI). The client must come to report all three.
+    let health = wait_until(
+        &env,
+        "PD reporting 3 healthy members",
+        Duration::from_secs(60),
+        || {
+            let pd = pd.clone();
+            async move {
+                let health = pd.health().await?;
+                Ok((health.len() == 3 && health.iter().all(|h| h.healthy)).then_some(health))
+            }
+        },
+    )
+    .await?;
     ensure!(
-        health.len() == 3 && health.iter().all(|h| h.healthy),
-        "health: {health:?}"
+        health
+            .iter()
+            .all(|h| members.members.iter().any(|m| m.id == h.id)),
+        "health names members PD does not list: {health:?} vs {members:?}"
     );
     for m in &members.members {
         let url = m.client_urls.first().context("member without client URL")?;
         let ready = pd.member_ready(url).await?;
         ensure!(ready != Readiness::NotReady, "{} not ready", m.name);
+        // Each member's own process start time (not the leader's: a follower forwards
+        // `/status` unless asked to answer itself).
+        let started = pd.member_started(url).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
+        ensure!(
+            started.is_some_and(|t| t > now - 600 && t <= now + 5),
+            "{} started at {started:?} (now {now})",
+            m.name
+        );
     }
     let replication = pd.replication_config().await?;
     ensure!(

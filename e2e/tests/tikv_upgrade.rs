@@ -22,7 +22,7 @@ use serde_json::json;
 use tikv_operator_api::{Cluster, PD, PDGroup, TiKV, TiKVGroup};
 use tikv_operator_e2e::fixtures::BASIC_SMALL as CLUSTER;
 use tikv_operator_e2e::harness::{Env, Invariant, replicated, wait_until};
-use tikv_operator_e2e::watchers::{PD_PODS, TIKV_PODS, pd_quorum_watch};
+use tikv_operator_e2e::watchers::{PD_PODS, TIKV_PODS, pd_members_not_answering, pd_quorum_watch};
 use tikv_operator_e2e::world::World;
 
 const OLD: &str = "v8.5.5";
@@ -540,10 +540,18 @@ fn pd_first_watch(w: &World, new: &'static str, before: BTreeMap<String, String>
                     "TiKV touched ({changed:?}) while PD Pods are not all at {new}: old or going \
                      {old:?}, {live_new} at {new}"
                 );
-                let unhealthy = pd_unhealthy(&env, &pods, &service).await;
+                // Twice, as in the disruption watch: one slow answer is not a member down.
+                let mut silent = pd_members_not_answering(&env, &pods).await;
+                if silent.as_ref().is_ok_and(|s| !s.is_empty()) {
+                    let again = pd_members_not_answering(&env, &pods).await?;
+                    if let Ok(first) = &mut silent {
+                        first.retain(|m, _| again.contains_key(m));
+                    }
+                }
                 ensure!(
-                    unhealthy.as_ref().is_ok_and(BTreeSet::is_empty),
-                    "TiKV touched ({changed:?}) while PD members are not all healthy: {unhealthy:?}"
+                    silent.as_ref().is_ok_and(BTreeMap::is_empty),
+                    "TiKV touched ({changed:?}) while PD members do not all answer: \
+                     {silent:?}"
                 );
                 let g = groups.get("pd").await?;
                 let st = g.status.map(|s| s.group).unwrap_or_default();
@@ -569,31 +577,19 @@ fn pd_first_watch(w: &World, new: &'static str, before: BTreeMap<String, String>
     )
 }
 
-/// PD members PD's `/health` reports unhealthy (asked now, of any PD that answers); an error
-/// if PD lists other than 3 members.
-async fn pd_unhealthy(env: &Env, pods: &Api<Pod>, service: &str) -> Result<BTreeSet<String>> {
-    let health = pd_get_any(env, pods, service, "/pd/api/v1/health").await?;
-    let list = health.as_array().context("health is not a list")?;
-    ensure!(list.len() == 3, "PD health lists {} members", list.len());
-    Ok(list
-        .iter()
-        .filter(|h| h["health"].as_bool() != Some(true))
-        .map(|h| h["name"].as_str().unwrap_or_default().to_owned())
-        .collect())
-}
-
 /// At most one PD member disrupted at any moment: its Pod missing, being deleted or not
-/// Ready, or PD's `/health` (asked now) reporting it unhealthy.
+/// Ready, or its pd-server not answering ready at the Pod's IP in two probes in a row (see
+/// `pd_members_not_answering`; one slow answer is not a disruption, a restart is several).
 fn pd_disruption_watch(w: &World, members: BTreeSet<String>) -> Invariant {
     let env = w.env.clone();
-    let service = w.pd_addr();
     let pods = w.api::<Pod>();
+    let previous: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     Invariant::watch(
         "at most one PD member disrupted",
         Duration::from_millis(400),
         move || {
-            let (env, service, pods, members) =
-                (env.clone(), service.clone(), pods.clone(), members.clone());
+            let (env, pods, members, previous) =
+                (env.clone(), pods.clone(), members.clone(), previous.clone());
             async move {
                 let list = pods.list(&ListParams::default().labels(PD_PODS)).await?;
                 let mut down: BTreeMap<String, String> = BTreeMap::new();
@@ -611,10 +607,11 @@ fn pd_disruption_watch(w: &World, members: BTreeSet<String>) -> Invariant {
                         Some(_) => {}
                     }
                 }
-                // PD not answering is the quorum watcher's business.
-                if let Ok(unhealthy) = pd_unhealthy(&env, &pods, &service).await {
-                    for m in unhealthy {
-                        down.entry(m).or_insert_with(|| "unhealthy in PD".into());
+                let silent = pd_members_not_answering(&env, &pods).await?;
+                let before = std::mem::replace(&mut *lock(&previous), silent.clone());
+                for (m, why) in silent {
+                    if members.contains(&m) && before.contains_key(&m) {
+                        down.entry(m).or_insert(why);
                     }
                 }
                 ensure!(down.len() <= 1, "PD members disrupted at once: {down:?}");

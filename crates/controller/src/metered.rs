@@ -75,6 +75,10 @@ impl PdApi for MeteredPd {
         self.record("member_ready", self.inner.member_ready(client_url))
             .await
     }
+    async fn member_started(&self, client_url: &str) -> Result<Option<i64>> {
+        self.record("member_started", self.inner.member_started(client_url))
+            .await
+    }
     async fn leader(&self) -> Result<Member> {
         self.record("leader", self.inner.leader()).await
     }

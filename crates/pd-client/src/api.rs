@@ -37,6 +37,12 @@ pub trait PdApi: Send + Sync {
     /// asked of that member directly, not of the leader).
     async fn member_ready(&self, client_url: &str) -> Result<Readiness>;
 
+    /// Start time (unix seconds) of the PD process answering at `client_url`
+    /// (HTTP `/status` asked of that member itself: a follower forwards the
+    /// request to the leader unless told to answer it). `None` when the
+    /// member does not report one.
+    async fn member_started(&self, client_url: &str) -> Result<Option<i64>>;
+
     /// The current PD leader (HTTP `/leader`).
     async fn leader(&self) -> Result<Member>;
 
@@ -103,6 +109,9 @@ macro_rules! forward_pd_api {
             }
             async fn member_ready(&self, client_url: &str) -> Result<Readiness> {
                 (**self).member_ready(client_url).await
+            }
+            async fn member_started(&self, client_url: &str) -> Result<Option<i64>> {
+                (**self).member_started(client_url).await
             }
             async fn leader(&self) -> Result<Member> {
                 (**self).leader().await

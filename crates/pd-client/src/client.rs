@@ -333,6 +333,27 @@ impl PdApi for PdClient {
         })
     }
 
+    async fn member_started(&self, client_url: &str) -> Result<Option<i64>> {
+        let base = normalize_url(client_url, self.inner.discovery.tls_enabled());
+        let url = format!("{base}{API}/status");
+        let (status, body) = self
+            .inner
+            .http
+            .send_with(
+                "member_started",
+                Method::GET,
+                &url,
+                None,
+                self.inner.request_timeout,
+                true,
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(http::status_error("member_started", status, &body, &url));
+        }
+        http::decode_start(&body)
+    }
+
     async fn leader(&self) -> Result<Member> {
         let body = self
             .get("leader", &format!("{API}/leader"), "leader")

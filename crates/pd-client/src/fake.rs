@@ -35,6 +35,7 @@ pub enum FakeOp {
     Members,
     Health,
     MemberReady,
+    MemberStarted,
     Leader,
     TransferLeader,
     RemoveMember,
@@ -56,6 +57,8 @@ struct FakeMember {
     member: Member,
     healthy: bool,
     ready: bool,
+    /// What `member_started` answers (`None`: not reported).
+    started: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -158,6 +161,7 @@ impl FakePd {
             member: member.clone(),
             healthy: true,
             ready: true,
+            started: None,
         });
         s.elect_if_needed();
         member
@@ -178,6 +182,15 @@ impl FakePd {
         let mut s = self.lock();
         if let Some(m) = s.members.iter_mut().find(|m| m.member.name == name) {
             m.ready = ready;
+        }
+    }
+
+    /// Sets the process start time (unix seconds) `member_started` answers
+    /// for a member (`None`: not reported, the default).
+    pub fn set_member_started(&self, name: &str, started: Option<i64>) {
+        let mut s = self.lock();
+        if let Some(m) = s.members.iter_mut().find(|m| m.member.name == name) {
+            m.started = started;
         }
     }
 
@@ -345,6 +358,33 @@ impl FakePd {
 }
 
 impl FakeState {
+    /// The live member answering at `client_url`: by URL, or by the first
+    /// DNS label of its host (a member advertises
+    /// `<name>.<peer service>.<namespace>.svc`; tests give Pods the member
+    /// name as IP).
+    fn member_at(&self, client_url: &str) -> Result<&FakeMember> {
+        let url = client_url.trim_end_matches('/');
+        let host_label = url
+            .split("://")
+            .last()
+            .and_then(|h| h.split(['.', ':']).next())
+            .unwrap_or_default();
+        let Some(m) = self
+            .members
+            .iter()
+            .find(|m| m.member.client_urls.iter().any(|u| u == url) || m.member.name == host_label)
+        else {
+            return Err(PdError::unavailable(format!("no PD member at {url}")));
+        };
+        if !m.healthy {
+            return Err(PdError::unavailable(format!(
+                "PD member {} is down",
+                m.member.name
+            )));
+        }
+        Ok(m)
+    }
+
     fn healthy_count(&self) -> usize {
         self.members.iter().filter(|m| m.healthy).count()
     }
@@ -523,32 +563,17 @@ impl PdApi for FakePd {
     async fn member_ready(&self, client_url: &str) -> Result<Readiness> {
         // Asks one member directly: works without a leader.
         let s = self.enter(FakeOp::MemberReady, false)?;
-        let url = client_url.trim_end_matches('/');
-        // By URL, or by the first DNS label of its host (a member advertises
-        // `<name>.<peer service>.<namespace>.svc`).
-        let host_label = url
-            .split("://")
-            .last()
-            .and_then(|h| h.split(['.', ':']).next())
-            .unwrap_or_default();
-        let Some(m) = s
-            .members
-            .iter()
-            .find(|m| m.member.client_urls.iter().any(|u| u == url) || m.member.name == host_label)
-        else {
-            return Err(PdError::unavailable(format!("no PD member at {url}")));
-        };
-        if !m.healthy {
-            return Err(PdError::unavailable(format!(
-                "PD member {} is down",
-                m.member.name
-            )));
-        }
+        let m = s.member_at(client_url)?;
         Ok(if m.ready && s.leader.is_some() {
             Readiness::Ready
         } else {
             Readiness::NotReady
         })
+    }
+
+    async fn member_started(&self, client_url: &str) -> Result<Option<i64>> {
+        let s = self.enter(FakeOp::MemberStarted, false)?;
+        Ok(s.member_at(client_url)?.started)
     }
 
     async fn leader(&self) -> Result<Member> {

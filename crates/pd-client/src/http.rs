@@ -20,6 +20,9 @@ pub(crate) const API: &str = "/pd/api/v1";
 /// Scheduler that evicts leaders; newer PDs run one instance holding a store
 /// list, older ones one instance per store named `evict-leader-scheduler-{id}`.
 pub(crate) const EVICT_LEADER: &str = "evict-leader-scheduler";
+/// Header that makes a follower answer a request itself instead of
+/// forwarding it to the leader.
+pub(crate) const ALLOW_FOLLOWER: &str = "PD-Allow-Follower-Handle";
 
 #[derive(Debug, Clone)]
 pub(crate) struct HttpClient {
@@ -65,7 +68,25 @@ impl HttpClient {
         body: Option<serde_json::Value>,
         timeout: Duration,
     ) -> Result<(StatusCode, Vec<u8>)> {
+        self.send_with(operation, method, url, body, timeout, false)
+            .await
+    }
+
+    /// [`Self::send`], answered by the member asked (`local`) even if it is
+    /// a follower.
+    pub(crate) async fn send_with(
+        &self,
+        operation: &'static str,
+        method: Method,
+        url: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+        local: bool,
+    ) -> Result<(StatusCode, Vec<u8>)> {
         let mut req = self.client.request(method, url).timeout(timeout);
+        if local {
+            req = req.header(ALLOW_FOLLOWER, "true");
+        }
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -215,6 +236,18 @@ pub(crate) struct JsonHealth {
     member_id: u64,
     client_urls: Vec<String>,
     health: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct JsonStatus {
+    start_timestamp: Option<i64>,
+}
+
+/// `start_timestamp` of a `/status` answer (`None`, or 0: not reported).
+pub(crate) fn decode_start(body: &[u8]) -> Result<Option<i64>> {
+    let st: JsonStatus = decode("member_started", body)?;
+    Ok(st.start_timestamp.filter(|t| *t > 0))
 }
 
 pub(crate) fn decode_health(body: &[u8]) -> Result<Vec<MemberHealth>> {

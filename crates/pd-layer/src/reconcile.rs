@@ -126,7 +126,7 @@ pub fn pod_available(pod: &Pod, min_ready_seconds: i64, now: k8s_openapi::jiff::
         .is_some_and(|t| now.as_second() - t.0.as_second() >= min_ready_seconds)
 }
 
-use tikv_operator_core::objects::{cached, desired, event, name_of};
+use tikv_operator_core::objects::{cached, desired, event, name_of, started_by_pod};
 
 pub use tikv_operator_core::revision::Revisions;
 
@@ -206,12 +206,15 @@ fn downgrade_refused(
 }
 
 /// Live members (other than `except`) that do not answer ready themselves
-/// (`GET /pd/api/v2/ready`, asked at the IP of the member's current Pod).
-/// PD's own health report can lag a restart by seconds, a Pod's readiness
-/// probe only sees the port open, and the member's DNS name may still lead
-/// to the old process while it shuts down (found by e2e): the next
-/// disruption waits for every other member's current Pod to say it serves. A
-/// PD without the endpoint (404) is judged by its health report alone.
+/// (`GET /pd/api/v2/ready`, asked at the IP of the member's current Pod), or
+/// whose answer comes from a process older than that Pod (`/status`
+/// `start_timestamp`, see [`started_by_pod`]). PD's own health report can lag
+/// a restart by seconds, a Pod's readiness probe only sees the port open, the
+/// member's DNS name may still lead to the old process while it shuts down,
+/// and a replacement Pod may get the old Pod's IP while the old process still
+/// answers there (all found by e2e): the next disruption waits for every
+/// other member's current Pod to say it serves. A PD without the readiness
+/// endpoint (404) is judged by its start time and its health report.
 async fn members_not_answering(
     pd_api: &dyn PdApi,
     instances: &[PD],
@@ -223,21 +226,34 @@ async fn members_not_answering(
         .iter()
         .filter(|i| i.metadata.deletion_timestamp.is_none() && name_of(*i) != except)
     {
-        let ip = pods
-            .iter()
-            .find(|p| {
-                name_of(*p) == names::pod(name_of(i)) && p.metadata.deletion_timestamp.is_none()
-            })
-            .and_then(|p| p.status.as_ref()?.pod_ip.clone());
-        let Some(ip) = ip else {
+        let pod = pods.iter().find(|p| {
+            name_of(*p) == names::pod(name_of(i)) && p.metadata.deletion_timestamp.is_none()
+        });
+        let Some((pod, ip)) = pod.and_then(|p| Some((p, p.status.as_ref()?.pod_ip.clone()?)))
+        else {
             out.push(format!("{} (no running Pod)", name_of(i)));
             continue;
         };
         let url = format!("http://{ip}:{}", render::ports(&i.spec.template).0);
         match pd_api.member_ready(&url).await {
             Ok(pd_client::Readiness::Ready | pd_client::Readiness::Unsupported) => {}
-            Ok(pd_client::Readiness::NotReady) => out.push(format!("{} (not ready)", name_of(i))),
-            Err(e) => out.push(format!("{} ({})", name_of(i), e.category())),
+            Ok(pd_client::Readiness::NotReady) => {
+                out.push(format!("{} (not ready)", name_of(i)));
+                continue;
+            }
+            Err(e) => {
+                out.push(format!("{} ({})", name_of(i), e.category()));
+                continue;
+            }
+        }
+        let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        match pd_api.member_started(&url).await {
+            Ok(started) if started_by_pod(started, created) => {}
+            Ok(_) => out.push(format!(
+                "{} (the process answering is older than its Pod)",
+                name_of(i)
+            )),
+            Err(e) => out.push(format!("{} (status: {})", name_of(i), e.category())),
         }
     }
     out

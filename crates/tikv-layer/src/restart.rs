@@ -25,6 +25,8 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use pd_client::{DownPeer, Store, StoreId, StoreLiveness};
 
+use tikv_operator_core::objects::started_by_pod;
+
 use crate::group::Blocked;
 use crate::reasons;
 use crate::store_view::{StoreView, is_serving, is_up};
@@ -160,22 +162,13 @@ pub fn plan_restart(input: &RestartInput) -> RestartPlan {
     }
 }
 
-/// Clock skew tolerated between PD and the Kubernetes API server when judging
-/// whether a store was registered by the process of its current Pod.
-pub const START_SKEW_SECONDS: i64 = 5;
-
 /// Whether `store` was (re-)registered by a process of the Pod created at
-/// `pod_created`: PD's start time of the store is not older than the Pod. After a
-/// restart PD keeps reporting the store Up from the old process's heartbeats for
-/// a while (about 20 s); only the start time tells the new process serves. An
-/// unknown start time or creation time counts as back.
+/// `pod_created` (PD's start time of the store; see
+/// [`tikv_operator_core::objects::started_by_pod`]). After a restart PD keeps
+/// reporting the store Up from the old process's heartbeats for a while
+/// (about 20 s); only the start time tells the new process serves.
 pub fn store_back(store: &Store, pod_created: Option<Timestamp>) -> bool {
-    match (store.start_timestamp, pod_created) {
-        (Some(started), Some(created)) => {
-            started.saturating_add(START_SKEW_SECONDS) >= created.as_second()
-        }
-        _ => true,
-    }
+    started_by_pod(store.start_timestamp, pod_created)
 }
 
 /// What one instance's restart observes.
@@ -393,6 +386,7 @@ mod tests {
     use crate::store_view::Stores;
     use crate::store_view::tests::store;
     use pd_client::{NodeState, StoreState};
+    use tikv_operator_core::objects::START_SKEW_SECONDS;
 
     fn cand(name: &str, disrupted: Option<&str>) -> Candidate {
         Candidate {

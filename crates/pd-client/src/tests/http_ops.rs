@@ -335,6 +335,30 @@ async fn readiness_health_config_down_peers_cluster() {
         Readiness::Unsupported
     );
 
+    // The process start time, answered by the member itself (a follower
+    // forwards `/status` to the leader unless the header says otherwise).
+    pd.script(
+        "GET /pd/api/v1/status",
+        vec![reply(
+            200,
+            r#"{"version":"v8.5.5","git_hash":"x","start_timestamp":1796562557}"#,
+        )],
+    );
+    assert_eq!(
+        c.member_started(&pd.url(1)).await.unwrap(),
+        Some(1_796_562_557)
+    );
+    let asked = pd.requests("GET /pd/api/v1/status");
+    assert_eq!(asked[0].member, "pd-1");
+    assert!(asked[0].allow_follower, "{asked:?}");
+    pd.script(
+        "GET /pd/api/v1/status",
+        vec![reply(200, r#"{"version":"v3.0.0"}"#)],
+    );
+    assert_eq!(c.member_started(&pd.url(1)).await.unwrap(), None);
+    pd.script("GET /pd/api/v1/status", vec![reply(500, r#""boom""#)]);
+    assert!(c.member_started(&pd.url(1)).await.is_err());
+
     pd.script(
         "GET /pd/api/v1/health",
         vec![reply(

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,6 +42,8 @@ pub(crate) struct Logged {
     /// `"GET /pd/api/v1/stores?state=0"` or `"grpc GetMembers"`.
     pub(crate) line: String,
     pub(crate) body: String,
+    /// The request asked a follower to answer itself (HTTP header).
+    pub(crate) allow_follower: bool,
 }
 
 #[derive(Debug, Default)]
@@ -175,6 +177,7 @@ impl MemberCtx {
             member: self.name.clone(),
             line: format!("grpc {what}"),
             body: body.to_owned(),
+            allow_follower: false,
         });
         s.grpc_delay.get(&self.name).copied().unwrap_or_default()
     }
@@ -210,7 +213,13 @@ impl MemberCtx {
     }
 }
 
-async fn http_handler(ctx: MemberCtx, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn http_handler(
+    ctx: MemberCtx,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let line = format!(
         "{method} {}",
         uri.path_and_query().map_or(uri.path(), |p| p.as_str())
@@ -221,6 +230,9 @@ async fn http_handler(ctx: MemberCtx, method: Method, uri: Uri, body: Bytes) -> 
             member: ctx.name.clone(),
             line: line.clone(),
             body: String::from_utf8_lossy(&body).into_owned(),
+            allow_follower: headers
+                .get("PD-Allow-Follower-Handle")
+                .is_some_and(|v| v == "true"),
         });
         s.http.get_mut(&line).and_then(|q| {
             if q.len() > 1 {
@@ -344,9 +356,11 @@ impl MockCluster {
             };
             let router = tonic::service::Routes::new(pdpb::pd_server::PdServer::new(ctx.clone()))
                 .into_axum_router()
-                .fallback(move |method: Method, uri: Uri, body: Bytes| {
-                    http_handler(ctx.clone(), method, uri, body)
-                });
+                .fallback(
+                    move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                        http_handler(ctx.clone(), method, uri, headers, body)
+                    },
+                );
             let accepts = Arc::new(AtomicUsize::new(0));
             let listener = MockListener {
                 tcp,
