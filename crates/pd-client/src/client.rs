@@ -227,6 +227,30 @@ impl PdClient {
         .await
     }
 
+    /// One GET of `path` on the member at `client_url` itself (not the
+    /// leader), once; `local`: a follower answers it instead of forwarding it.
+    async fn ask_member(
+        &self,
+        operation: &'static str,
+        client_url: &str,
+        path: &str,
+        local: bool,
+    ) -> Result<(StatusCode, Vec<u8>)> {
+        let base = normalize_url(client_url, self.inner.discovery.tls_enabled());
+        let url = format!("{base}{path}");
+        self.inner
+            .http
+            .send_with(
+                operation,
+                Method::GET,
+                &url,
+                None,
+                self.inner.request_timeout,
+                local,
+            )
+            .await
+    }
+
     async fn get(&self, operation: &'static str, path: &str, what: &str) -> Result<Vec<u8>> {
         self.http(operation, Method::GET, path, None, what).await
     }
@@ -313,18 +337,8 @@ impl PdApi for PdClient {
 
     async fn member_ready(&self, client_url: &str) -> Result<Readiness> {
         // Asked of that member directly, once: readiness is per member.
-        let base = normalize_url(client_url, self.inner.discovery.tls_enabled());
-        let url = format!("{base}/pd/api/v2/ready");
         let (status, _) = self
-            .inner
-            .http
-            .send(
-                "member_ready",
-                Method::GET,
-                &url,
-                None,
-                self.inner.request_timeout,
-            )
+            .ask_member("member_ready", client_url, "/pd/api/v2/ready", false)
             .await?;
         Ok(match status {
             s if s.is_success() => Readiness::Ready,
@@ -334,22 +348,13 @@ impl PdApi for PdClient {
     }
 
     async fn member_started(&self, client_url: &str) -> Result<Option<i64>> {
-        let base = normalize_url(client_url, self.inner.discovery.tls_enabled());
-        let url = format!("{base}{API}/status");
+        let path = format!("{API}/status");
         let (status, body) = self
-            .inner
-            .http
-            .send_with(
-                "member_started",
-                Method::GET,
-                &url,
-                None,
-                self.inner.request_timeout,
-                true,
-            )
+            .ask_member("member_started", client_url, &path, true)
             .await?;
         if !status.is_success() {
-            return Err(http::status_error("member_started", status, &body, &url));
+            let what = format!("{client_url}{path}");
+            return Err(http::status_error("member_started", status, &body, &what));
         }
         http::decode_start(&body)
     }

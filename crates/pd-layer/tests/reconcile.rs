@@ -222,6 +222,34 @@ impl World {
         (c.status, c.reason)
     }
 
+    /// Asks for a rolling restart of the group (the restart annotation).
+    fn request_restart(&self) {
+        let mut g = self.kube.get(&group_key()).unwrap();
+        g["metadata"]["annotations"] = json!({ (labels::RESTARTED_AT): "now" });
+        self.kube.insert(group_key(), g);
+    }
+
+    /// Members whose Pod is gone (deleted for a restart, not recreated yet).
+    fn missing_pods(&self) -> Vec<String> {
+        self.instance_names()
+            .into_iter()
+            .filter(|n| self.kube.get(&pod_key(n)).is_none())
+            .collect()
+    }
+
+    /// Reconciles until a member's Pod is deleted for a restart (a
+    /// leadership transfer may come first); that member, if any.
+    async fn next_restart(&mut self) -> Option<String> {
+        for _ in 0..4 {
+            self.reconcile_group().await;
+            if let Some(n) = self.missing_pods().pop() {
+                return Some(n);
+            }
+            self.reconcile_all_instances().await;
+        }
+        None
+    }
+
     fn deletes(&self) -> Vec<ObjectKey> {
         self.kube
             .calls()
@@ -949,17 +977,10 @@ async fn the_next_restart_waits_until_every_other_member_answers_ready_itself() 
     let (_, reason) = w.condition(condition::PROGRESSING);
     assert_eq!(reason, reasons::WAITING_FOR_MEMBER);
     w.pd.set_member_ready(&first, true);
-    let mut next = false;
-    for _ in 0..4 {
-        // (A leadership transfer may come first.)
-        w.reconcile_group().await;
-        if pods_now(&w) == 2 {
-            next = true;
-            break;
-        }
-        w.reconcile_all_instances().await;
-    }
-    assert!(next, "the next restart once the member answers ready");
+    assert!(
+        w.next_restart().await.is_some(),
+        "the next restart once the member answers ready"
+    );
 }
 
 #[tokio::test]
@@ -1034,25 +1055,8 @@ async fn lagging_caches_never_restart_two_members_at_once() {
 #[tokio::test]
 async fn a_restarted_member_counts_only_once_its_new_pod_answers_at_its_own_ip() {
     let mut w = World::bootstrapped(3).await;
-    let mut g = w.kube.get(&group_key()).unwrap();
-    g["metadata"]["annotations"] = json!({ (labels::RESTARTED_AT): "now" });
-    w.kube.insert(group_key(), g);
-    let missing = |w: &World| {
-        w.instance_names()
-            .into_iter()
-            .filter(|n| w.kube.get(&pod_key(n)).is_none())
-            .collect::<Vec<_>>()
-    };
-    let mut first = None;
-    for _ in 0..4 {
-        w.reconcile_group().await;
-        if let Some(n) = missing(&w).pop() {
-            first = Some(n);
-            break;
-        }
-        w.reconcile_all_instances().await;
-    }
-    let first = first.expect("a first restart");
+    w.request_restart();
+    let first = w.next_restart().await.expect("a first restart");
     // The replacement is Ready (as kwok makes it at once) but has no IP yet:
     // whatever answers at the member's DNS name is not its process.
     w.reconcile_all_instances().await;
@@ -1061,7 +1065,7 @@ async fn a_restarted_member_counts_only_once_its_new_pod_answers_at_its_own_ip()
     w.kube.insert(pod_key(&first), pod);
     for _ in 0..3 {
         w.reconcile_group().await;
-        assert!(missing(&w).is_empty(), "another member restarted");
+        assert!(w.missing_pods().is_empty(), "another member restarted");
     }
     let (_, reason) = w.condition(condition::PROGRESSING);
     assert_eq!(reason, reasons::WAITING_FOR_MEMBER);
@@ -1071,25 +1075,8 @@ async fn a_restarted_member_counts_only_once_its_new_pod_answers_at_its_own_ip()
 async fn a_restarted_member_counts_only_once_the_process_answering_is_its_new_pods() {
     use tikv_operator_core::Clock;
     let mut w = World::bootstrapped(3).await;
-    let mut g = w.kube.get(&group_key()).unwrap();
-    g["metadata"]["annotations"] = json!({ (labels::RESTARTED_AT): "now" });
-    w.kube.insert(group_key(), g);
-    let missing = |w: &World| {
-        w.instance_names()
-            .into_iter()
-            .filter(|n| w.kube.get(&pod_key(n)).is_none())
-            .collect::<Vec<_>>()
-    };
-    let mut first = None;
-    for _ in 0..4 {
-        w.reconcile_group().await;
-        if let Some(n) = missing(&w).pop() {
-            first = Some(n);
-            break;
-        }
-        w.reconcile_all_instances().await;
-    }
-    let first = first.expect("a first restart");
+    w.request_restart();
+    let first = w.next_restart().await.expect("a first restart");
     // The replacement Pod is Ready, has an IP and answers ready, but what
     // answers there is the old process (found by e2e: kwok gave the new Pod
     // the old Pod's IP while the old pd-server still shut down).
@@ -1102,23 +1089,16 @@ async fn a_restarted_member_counts_only_once_the_process_answering_is_its_new_po
     w.pd.set_member_started(&first, Some(created.as_second() - 60));
     for _ in 0..3 {
         w.reconcile_group().await;
-        assert!(missing(&w).is_empty(), "another member restarted");
+        assert!(w.missing_pods().is_empty(), "another member restarted");
     }
     let (_, reason) = w.condition(condition::PROGRESSING);
     assert_eq!(reason, reasons::WAITING_FOR_MEMBER);
     // The new process answers: the next member goes.
     w.pd.set_member_started(&first, Some(created.as_second() + 1));
-    let mut next = false;
-    for _ in 0..4 {
-        // (A leadership transfer may come first.)
-        w.reconcile_group().await;
-        if !missing(&w).is_empty() {
-            next = true;
-            break;
-        }
-        w.reconcile_all_instances().await;
-    }
-    assert!(next, "the next restart once the new process answers");
+    assert!(
+        w.next_restart().await.is_some(),
+        "the next restart once the new process answers"
+    );
 }
 
 #[tokio::test]
