@@ -149,6 +149,11 @@ async fn stores(env: &Env, pods: &Api<Pod>, service: &str) -> Result<Vec<StoreVi
 
 /// Store ids PD's evict-leader scheduler holds (both namings: one scheduler with a store list,
 /// or one scheduler per store); no scheduler = none.
+///
+/// A new PD leader lists no scheduler at all until it has collected Region heartbeats and
+/// loaded the persisted schedulers (a few seconds after a leader change). What it will load
+/// is then read from PD's own storage: the evict-leader scheduler's config in PD's embedded
+/// etcd (`/pd/<cluster id>/scheduler_config/evict-leader-scheduler`).
 async fn evicting_stores(env: &Env, pods: &Api<Pod>, service: &str) -> Result<BTreeSet<u64>> {
     let names = pd_get_any(env, pods, service, "/pd/api/v1/schedulers").await?;
     let names: Vec<String> = names
@@ -157,6 +162,9 @@ async fn evicting_stores(env: &Env, pods: &Api<Pod>, service: &str) -> Result<BT
         .flatten()
         .filter_map(|n| n.as_str().map(str::to_owned))
         .collect();
+    if names.is_empty() {
+        return persisted_evicting_stores(env, pods, service).await;
+    }
     let mut out = BTreeSet::new();
     for n in &names {
         if let Some(id) = n.strip_prefix("evict-leader-scheduler-") {
@@ -176,6 +184,54 @@ async fn evicting_stores(env: &Env, pods: &Api<Pod>, service: &str) -> Result<BT
         }
     }
     Ok(out)
+}
+
+/// The stores of the evict-leader scheduler's config as PD persisted it (read from the embedded
+/// etcd's JSON gateway, `POST /v3/kv/range`); none when nothing is persisted.
+async fn persisted_evicting_stores(
+    env: &Env,
+    pods: &Api<Pod>,
+    service: &str,
+) -> Result<BTreeSet<u64>> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let members = pd_get_any(env, pods, service, "/pd/api/v1/members").await?;
+    let Some(cluster_id) = members["header"]["cluster_id"].as_u64() else {
+        bail!("PD's members answer has no cluster id: {members}");
+    };
+    let key = format!("/pd/{cluster_id}/scheduler_config/evict-leader-scheduler");
+    let body = serde_json::json!({ "key": b64.encode(&key) });
+    let mut last = String::new();
+    let mut addrs = vec![service.to_owned()];
+    for p in pods
+        .list(&ListParams::default().labels(PD_PODS))
+        .await?
+        .items
+    {
+        if let Some(ip) = p.status.and_then(|s| s.pod_ip) {
+            addrs.push(format!("{ip}:2379"));
+        }
+    }
+    for addr in &addrs {
+        let text = match env.pd_post(addr, "/v3/kv/range", &body).await {
+            Ok(t) => t,
+            Err(e) => {
+                last = format!("{e:#}");
+                continue;
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let mut out = BTreeSet::new();
+        for kv in v["kvs"].as_array().into_iter().flatten() {
+            let raw = b64.decode(kv["value"].as_str().unwrap_or_default())?;
+            let cfg: serde_json::Value = serde_json::from_slice(&raw)?;
+            if let Some(m) = cfg["store-id-ranges"].as_object() {
+                out.extend(m.keys().filter_map(|k| k.parse::<u64>().ok()));
+            }
+        }
+        return Ok(out);
+    }
+    bail!("no PD member answered the read of {key}: {last}")
 }
 
 /// How long store states PD reports are not trusted after its leader changed: a new PD leader

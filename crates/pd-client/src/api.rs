@@ -75,13 +75,20 @@ pub trait PdApi: Send + Sync {
     async fn delete_store_label(&self, id: StoreId, key: &str) -> Result<()>;
 
     /// Starts evicting region leaders from a store. Idempotent.
+    /// [`crate::PdError::Unavailable`] while PD's leader has not loaded its
+    /// schedulers (a new leader lists none until it has collected Region
+    /// heartbeats; adding then would overwrite the persisted entries).
     async fn add_evict_leader(&self, id: StoreId) -> Result<()>;
 
     /// Stops evicting leaders from a store. Idempotent (no eviction = success).
+    /// [`crate::PdError::Unavailable`] while PD's leader has not loaded its
+    /// schedulers (PD then answers "not found" for an entry it still holds).
     async fn remove_evict_leader(&self, id: StoreId) -> Result<()>;
 
     /// Stores whose leaders are being evicted (both the per-store scheduler
     /// naming of older PDs and the single scheduler of newer ones).
+    /// [`crate::PdError::Unavailable`] while PD's leader has not loaded its
+    /// schedulers.
     async fn evicting_stores(&self) -> Result<BTreeSet<StoreId>>;
 
     /// Region peers reported down (check before restarting another store).

@@ -255,6 +255,30 @@ impl PdClient {
         self.http(operation, Method::GET, path, None, what).await
     }
 
+    /// The names of the schedulers PD's leader runs. A new PD leader loads
+    /// its schedulers (the persisted evict-leader entries among them) only
+    /// once it has collected Region heartbeats, and lists none until then:
+    /// an empty list is [`PdError::Unavailable`], since what PD would answer
+    /// about evict-leader entries in that window is not what it will do.
+    async fn loaded_schedulers(&self) -> Result<Vec<String>> {
+        let body = self
+            .get(
+                "evicting_stores",
+                &format!("{API}/schedulers"),
+                "schedulers",
+            )
+            .await?;
+        let names: Option<Vec<String>> = http::decode("evicting_stores", &body)?;
+        let names = names.unwrap_or_default();
+        if names.is_empty() {
+            return Err(PdError::unavailable(
+                "PD's leader has not loaded its schedulers yet (a new leader waits for Region \
+                 heartbeats first); evict-leader entries cannot be read or changed now",
+            ));
+        }
+        Ok(names)
+    }
+
     /// The single evict-leader scheduler's store list; empty if PD lacks it.
     async fn single_scheduler_stores(&self) -> Result<BTreeSet<StoreId>> {
         let path = format!("{API}/scheduler-config/{EVICT_LEADER}/list");
@@ -464,6 +488,10 @@ impl PdApi for PdClient {
     }
 
     async fn add_evict_leader(&self, id: StoreId) -> Result<()> {
+        // Adding while the leader has not loaded its schedulers would create
+        // a new evict-leader scheduler holding only this store and overwrite
+        // the persisted one (dropping every other store's entry).
+        self.loaded_schedulers().await?;
         let body = serde_json::json!({ "name": EVICT_LEADER, "store_id": id.0 });
         let result = self
             .http(
@@ -479,6 +507,10 @@ impl PdApi for PdClient {
     }
 
     async fn remove_evict_leader(&self, id: StoreId) -> Result<()> {
+        // While the leader has not loaded its schedulers PD answers 404 for
+        // every scheduler; that must not read as "already removed", or the
+        // persisted entry comes back once PD loads it and nobody removes it.
+        self.loaded_schedulers().await?;
         let result = self
             .http(
                 "remove_evict_leader",
@@ -495,15 +527,8 @@ impl PdApi for PdClient {
     }
 
     async fn evicting_stores(&self) -> Result<BTreeSet<StoreId>> {
-        let body = self
-            .get(
-                "evicting_stores",
-                &format!("{API}/schedulers"),
-                "schedulers",
-            )
-            .await?;
-        let names: Option<Vec<String>> = http::decode("evicting_stores", &body)?;
-        let (mut ids, single) = http::evicting_from_scheduler_names(&names.unwrap_or_default());
+        let names = self.loaded_schedulers().await?;
+        let (mut ids, single) = http::evicting_from_scheduler_names(&names);
         if single {
             ids.extend(self.single_scheduler_stores().await?);
         }

@@ -70,6 +70,9 @@ struct FakeState {
     leader: Option<String>,
     stores: BTreeMap<StoreId, Store>,
     evicting: BTreeSet<StoreId>,
+    /// Whether PD's leader has loaded its schedulers (false for a while
+    /// after a leader change).
+    schedulers_loaded: bool,
     replication: ReplicationConfig,
     down_peers: Vec<DownPeer>,
     unreachable: bool,
@@ -107,6 +110,7 @@ impl FakePd {
                 leader: None,
                 stores: BTreeMap::new(),
                 evicting: BTreeSet::new(),
+                schedulers_loaded: true,
                 replication: ReplicationConfig::default(),
                 down_peers: Vec::new(),
                 unreachable: false,
@@ -283,6 +287,13 @@ impl FakePd {
         self.lock().down_peers = peers;
     }
 
+    /// Whether PD's leader has loaded its schedulers. While not, the
+    /// evict-leader calls answer [`PdError::Unavailable`] (as the real client
+    /// does) and the entries stay as they are.
+    pub fn set_schedulers_loaded(&self, loaded: bool) {
+        self.lock().schedulers_loaded = loaded;
+    }
+
     /// Sets whether the cluster is bootstrapped.
     pub fn set_bootstrapped(&self, bootstrapped: bool) {
         self.lock().bootstrapped = bootstrapped;
@@ -410,6 +421,16 @@ impl FakeState {
                 .filter(|m| m.healthy)
                 .map(|m| m.member.name.clone())
                 .min();
+        }
+    }
+
+    fn schedulers_loaded(&self) -> Result<()> {
+        if self.schedulers_loaded {
+            Ok(())
+        } else {
+            Err(PdError::unavailable(
+                "PD's leader has not loaded its schedulers yet",
+            ))
         }
     }
 
@@ -718,6 +739,7 @@ impl PdApi for FakePd {
 
     async fn add_evict_leader(&self, id: StoreId) -> Result<()> {
         let mut s = self.enter(FakeOp::AddEvictLeader, true)?;
+        s.schedulers_loaded()?;
         if s.store(id)?.state == StoreState::Tombstone {
             return Err(PdError::AlreadyRemoved {
                 what: format!("store {id}"),
@@ -729,12 +751,14 @@ impl PdApi for FakePd {
 
     async fn remove_evict_leader(&self, id: StoreId) -> Result<()> {
         let mut s = self.enter(FakeOp::RemoveEvictLeader, true)?;
+        s.schedulers_loaded()?;
         s.evicting.remove(&id);
         Ok(())
     }
 
     async fn evicting_stores(&self) -> Result<BTreeSet<StoreId>> {
         let s = self.enter(FakeOp::EvictingStores, true)?;
+        s.schedulers_loaded()?;
         Ok(s.evicting.clone())
     }
 

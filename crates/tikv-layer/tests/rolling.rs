@@ -441,6 +441,65 @@ async fn pd_outage_mid_restart_stops_everything_and_the_restart_resumes() {
     assert!(w.evicting_now().is_empty());
 }
 
+/// A PD leader change while a restarted store boots: the new leader lists no
+/// scheduler until it has loaded them, and the evict-leader calls answer
+/// `Unavailable` meanwhile (the real client's rule, tested in pd-client). The
+/// instance keeps its eviction record and its entry, no other store is
+/// restarted, and once PD loaded its schedulers the entry goes as usual.
+#[tokio::test]
+async fn a_pd_leader_that_has_not_loaded_its_schedulers_keeps_the_entry_and_the_record() {
+    let mut w = serving3().await;
+    let before = w.uids_of_pods();
+    w.patch_template(|t| t["version"] = "v8.5.6".into());
+    let mut restarted = None;
+    for _ in 0..60 {
+        w.rolling_round().await;
+        let now = w.uids_of_pods();
+        if let Some(i) = (0..now.len()).find(|i| now[*i].is_some() && now[*i] != before[*i]) {
+            restarted = Some(w.instance_names()[i].clone());
+            break;
+        }
+    }
+    let target = restarted.expect("one store restarted");
+    let store = w.store_of(&target).0;
+    assert!(w.evicting_now().contains(&store));
+    w.pd.set_schedulers_loaded(false);
+    let deletes = pod_deletes(&w);
+    let names = w.instance_names();
+    for _ in 0..20 {
+        w.reconcile_group().await;
+        for n in &names {
+            // Removing the entry fails while PD has not loaded its schedulers.
+            let _ = w.try_reconcile_instance(n).await;
+            w.check_disruption();
+        }
+        w.kubelet();
+        w.check_disruption();
+        w.clock.advance(Duration::from_secs(5));
+    }
+    assert!(
+        w.evicting_now().contains(&store),
+        "the entry stays in PD's storage"
+    );
+    assert!(
+        w.instance(&target)
+            .unwrap()
+            .status
+            .unwrap()
+            .leader_eviction_started_at
+            .is_some(),
+        "the record stays until the entry is removed"
+    );
+    assert_eq!(
+        pod_deletes(&w),
+        deletes,
+        "no other store restarted meanwhile"
+    );
+    w.pd.set_schedulers_loaded(true);
+    w.roll_until_done(200).await;
+    assert!(w.evicting_now().is_empty(), "no evict-leader entry left");
+}
+
 #[tokio::test]
 async fn an_operator_restart_mid_eviction_leaves_no_orphaned_entry() {
     let mut w = serving3().await;

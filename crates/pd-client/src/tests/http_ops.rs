@@ -187,6 +187,7 @@ async fn store_and_member_operations_send_pd_requests() {
     ] {
         pd.script(line, vec![reply(200, r#""ok""#)]);
     }
+    pd.script("GET /pd/api/v1/schedulers", vec![reply(200, SCHEDULERS)]);
     c.cancel_store_removal(StoreId(5)).await.unwrap();
     let labels = BTreeMap::from([("zone".to_owned(), "z1".to_owned())]);
     c.set_store_labels(StoreId(5), &labels).await.unwrap();
@@ -219,10 +220,14 @@ async fn store_and_member_operations_send_pd_requests() {
     assert_eq!(pd.requests("POST /pd/api/v1/leader/transfer/pd-1").len(), 1);
 }
 
+/// What a PD leader that runs its schedulers lists.
+const SCHEDULERS: &str = r#"["balance-leader-scheduler","balance-region-scheduler"]"#;
+
 #[tokio::test]
 async fn idempotent_removals() {
     let pd = cluster().await;
     let c = client(vec![pd.url(0)]).await;
+    pd.script("GET /pd/api/v1/schedulers", vec![reply(200, SCHEDULERS)]);
     // Removing an evict-leader scheduler that does not exist.
     pd.script(
         "DELETE /pd/api/v1/schedulers/evict-leader-scheduler-6",
@@ -276,6 +281,43 @@ async fn idempotent_removals() {
         vec![reply(200, r#""removed""#)],
     );
     c.remove_member("pd-1").await.unwrap();
+}
+
+/// A new PD leader lists no scheduler until it has loaded them (after Region
+/// heartbeats arrive) and answers 404 for every scheduler meanwhile: neither
+/// may read as "no entry" or "already removed" (the persisted entry comes
+/// back once PD loads it), and nothing may be added (it would overwrite the
+/// persisted entries).
+#[tokio::test]
+async fn evict_leader_calls_wait_until_pd_loaded_its_schedulers() {
+    let pd = cluster().await;
+    let c = client(vec![pd.url(0)]).await;
+    pd.script("GET /pd/api/v1/schedulers", vec![reply(200, "[]")]);
+    pd.script(
+        "DELETE /pd/api/v1/schedulers/evict-leader-scheduler-4",
+        vec![reply(404, "404 page not found")],
+    );
+    pd.script("POST /pd/api/v1/schedulers", vec![reply(200, r#""ok""#)]);
+    let err = c.remove_evict_leader(StoreId(4)).await.unwrap_err();
+    assert_eq!(err.category(), "unavailable", "{err:?}");
+    let err = c.add_evict_leader(StoreId(4)).await.unwrap_err();
+    assert_eq!(err.category(), "unavailable", "{err:?}");
+    let err = c.evicting_stores().await.unwrap_err();
+    assert_eq!(err.category(), "unavailable", "{err:?}");
+    assert!(
+        pd.requests("DELETE /pd/api/v1/schedulers/evict-leader-scheduler-4")
+            .is_empty()
+    );
+    assert!(pd.requests("POST /pd/api/v1/schedulers").is_empty());
+    // Loaded: the same calls go through.
+    pd.script("GET /pd/api/v1/schedulers", vec![reply(200, SCHEDULERS)]);
+    pd.script(
+        "DELETE /pd/api/v1/schedulers/evict-leader-scheduler-4",
+        vec![reply(200, r#""ok""#)],
+    );
+    c.remove_evict_leader(StoreId(4)).await.unwrap();
+    c.add_evict_leader(StoreId(4)).await.unwrap();
+    assert!(c.evicting_stores().await.unwrap().is_empty());
 }
 
 #[tokio::test]
