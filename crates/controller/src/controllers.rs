@@ -577,13 +577,25 @@ fn tikv_pd_entry(
     sh.registry.ensure(ns, cluster_name, &url).ok()
 }
 
-fn store_view(entry: Option<&Arc<PdEntry>>, cluster: Option<&Cluster>) -> StoreView {
+fn store_view(
+    sh: &Shared,
+    entry: Option<&Arc<PdEntry>>,
+    ns: &str,
+    cluster_name: &str,
+    cluster: Option<&Cluster>,
+) -> StoreView {
     let recorded = cluster.and_then(|c| c.status.as_ref()?.id.clone());
     let snapshot = entry.map_or_else(
         || unreachable_snapshot("the Cluster has no PD to ask"),
         |e| e.snapshot(),
     );
-    StoreView::from_snapshot(&snapshot, snapshot.replication.as_ref())
+    // Stores registered: PD's "not bootstrapped" is then an ambiguous answer.
+    let stores_known = sh
+        .stores
+        .tikv_instances_of_cluster(ns, cluster_name)
+        .iter()
+        .any(|i| i.status.as_ref().is_some_and(|s| s.id.is_some()));
+    StoreView::from_snapshot_of(&snapshot, snapshot.replication.as_ref(), stores_known)
         .expecting_cluster_id(recorded.as_deref())
 }
 
@@ -615,7 +627,7 @@ async fn reconcile_tikv_group(
     let services = Stores::of_group(&sh.stores.services, tikv, &ns, &cluster_name, &name);
     let revisions = Stores::of_group(&sh.stores.revisions, tikv, &ns, &cluster_name, &name);
     let entry = tikv_pd_entry(&sh, &ns, cluster.as_deref(), &cluster_name);
-    let view = store_view(entry.as_ref(), cluster.as_deref());
+    let view = store_view(&sh, entry.as_ref(), &ns, &cluster_name, cluster.as_deref());
     let mut facts = TikvClusterFacts::from_cluster(cluster.as_deref());
     let pd_groups: Vec<PDGroup> = sh
         .stores
@@ -683,7 +695,7 @@ async fn reconcile_tikv(obj: Arc<TiKV>, sh: Arc<Shared>) -> Result<Action, Recon
         .and_then(|n| sh.stores.nodes.get(&ObjectRef::new(&n)));
     let node_labels = node.as_ref().and_then(|n| n.metadata.labels.clone());
     let entry = tikv_pd_entry(&sh, &ns, cluster.as_deref(), &cluster_name);
-    let view = store_view(entry.as_ref(), cluster.as_deref());
+    let view = store_view(&sh, entry.as_ref(), &ns, &cluster_name, cluster.as_deref());
     let facts = TikvClusterFacts::from_cluster(cluster.as_deref());
     let Some(pd_api) = entry.as_ref().map(|e| e.api.clone()) else {
         // No PD known at all (no PDGroup, no status.pd): nothing can be

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pd_client::{MemberHealth, Members, PdApi, PdError, ReplicationConfig, Store, StoreId};
@@ -36,6 +36,12 @@ pub struct PdSnapshot {
     /// When the read that produced this snapshot started: what it says is at
     /// least this recent. A member restarted after it may not be reflected.
     pub observed_at: Option<k8s_openapi::jiff::Timestamp>,
+    /// PD answered "not bootstrapped" for the stores (they are then empty).
+    /// The answer is ambiguous: a member with no running raft cluster (a
+    /// leader stepping down) says so about a bootstrapped cluster too. A
+    /// cache that once saw stores turns it into an error; a reader that knows
+    /// of stores by other means must treat it as PD not answering.
+    pub not_bootstrapped: bool,
     /// Since when (as far as this cache saw) the current PD leader leads. A
     /// new PD leader rebuilds Region leadership from Region heartbeats, so its
     /// per-store leader counts are not trusted right after a change.
@@ -47,6 +53,7 @@ impl PdSnapshot {
     /// aside).
     pub fn same_state(&self, other: &PdSnapshot) -> bool {
         self.members == other.members
+            && self.not_bootstrapped == other.not_bootstrapped
             && self.health == other.health
             && self.stores == other.stores
             && self.replication == other.replication
@@ -123,6 +130,9 @@ pub struct PdStateCache {
     tx: watch::Sender<Arc<PdSnapshot>>,
     fast_holders: Arc<AtomicUsize>,
     wake: Arc<Notify>,
+    /// PD listed stores at some refresh: from then on, "not bootstrapped"
+    /// means the answering member cannot tell, not that there are none.
+    seen_stores: AtomicBool,
 }
 
 impl std::fmt::Debug for PdStateCache {
@@ -161,6 +171,7 @@ impl PdStateCache {
             tx: watch::channel(Arc::new(initial)).0,
             fast_holders: Arc::new(AtomicUsize::new(0)),
             wake: Arc::new(Notify::new()),
+            seen_stores: AtomicBool::new(false),
         }
     }
 
@@ -200,7 +211,10 @@ impl PdStateCache {
     /// current state publishes its newer `observed_at` without waking
     /// subscribers.
     pub async fn refresh(&self) -> Option<(Arc<PdSnapshot>, Arc<PdSnapshot>)> {
-        let mut read = read(self.pd.as_ref()).await;
+        let mut read = read(self.pd.as_ref(), self.seen_stores.load(Ordering::SeqCst)).await;
+        if !read.stores.is_empty() {
+            self.seen_stores.store(true, Ordering::SeqCst);
+        }
         let old = self.current();
         let leader = |s: &PdSnapshot| {
             s.members
@@ -244,7 +258,9 @@ impl PdStateCache {
     }
 }
 
-async fn read(pd: &dyn PdApi) -> PdSnapshot {
+/// One read of PD. `seen_stores`: PD listed stores before, so a "not
+/// bootstrapped" answer cannot mean there are none (safety rule 5).
+async fn read(pd: &dyn PdApi, seen_stores: bool) -> PdSnapshot {
     let observed_at = Some(k8s_openapi::jiff::Timestamp::now());
     let unreachable = |what: &str, e: PdError| PdSnapshot {
         error: Some(format!("cannot read PD {what} ({}): {e}", e.category())),
@@ -259,10 +275,26 @@ async fn read(pd: &dyn PdApi) -> PdSnapshot {
         Ok(h) => h,
         Err(e) => return unreachable("health", e),
     };
+    let mut not_bootstrapped = false;
     let stores = match pd.stores().await {
         Ok(s) => s,
-        // No TiKV bootstrapped the cluster yet: no stores, not an outage.
-        Err(PdError::NotBootstrapped { .. }) => Vec::new(),
+        Err(e @ PdError::NotBootstrapped { .. }) if seen_stores => {
+            return PdSnapshot {
+                error: Some(format!(
+                    "PD answered \"not bootstrapped\" for a cluster it listed stores of \
+                     before (the answering member runs no raft cluster, e.g. its leadership \
+                     is moving): {e}"
+                )),
+                observed_at,
+                ..PdSnapshot::default()
+            };
+        }
+        // No TiKV bootstrapped the cluster yet, as far as this cache knows:
+        // no stores, not an outage.
+        Err(PdError::NotBootstrapped { .. }) => {
+            not_bootstrapped = true;
+            Vec::new()
+        }
         Err(e) => return unreachable("stores", e),
     };
     let replication = match pd.replication_config().await {
@@ -275,6 +307,7 @@ async fn read(pd: &dyn PdApi) -> PdSnapshot {
         stores,
         replication: Some(replication),
         error: None,
+        not_bootstrapped,
         observed_at,
         leader_since: None,
     }
@@ -335,9 +368,45 @@ mod tests {
         let c = cache(&pd);
         c.refresh().await;
         assert!(c.current().reachable());
+        assert!(c.current().not_bootstrapped);
         pd.inject_error(FakeOp::Health, PdError::unavailable("flaky"));
         c.refresh().await;
         assert!(!c.current().reachable());
+    }
+
+    /// Safety rule 5: PD's "not bootstrapped" from a cluster that listed
+    /// stores before is an ambiguous answer (a member stepping down says
+    /// so), never "there are no stores".
+    #[tokio::test]
+    async fn not_bootstrapped_after_stores_were_seen_is_unreachable() {
+        let pd = FakePd::with_cluster(3, 3);
+        let c = cache(&pd);
+        c.refresh().await;
+        assert_eq!(c.current().stores.len(), 3);
+        pd.inject_error(
+            FakeOp::Stores,
+            PdError::NotBootstrapped {
+                message: "raft cluster is not running".into(),
+            },
+        );
+        c.refresh().await;
+        let s = c.current();
+        assert!(!s.reachable(), "{s:?}");
+        assert!(s.error.as_deref().unwrap().contains("not bootstrapped"));
+        // A fresh cache (an operator restart) cannot know: it marks the
+        // answer, and readers that know of stores treat it as unreachable.
+        let fresh = cache(&pd);
+        pd.inject_error(
+            FakeOp::Stores,
+            PdError::NotBootstrapped {
+                message: "raft cluster is not running".into(),
+            },
+        );
+        fresh.refresh().await;
+        let s = fresh.current();
+        assert!(s.reachable() && s.not_bootstrapped && s.stores.is_empty());
+        fresh.refresh().await;
+        assert!(!fresh.current().not_bootstrapped);
     }
 
     #[tokio::test(start_paused = true)]

@@ -92,6 +92,26 @@ impl StoreView {
         }
     }
 
+    /// [`StoreView::from_snapshot`] for a Cluster whose TiKV instances
+    /// already record store ids (`stores_known`): PD's "not bootstrapped"
+    /// then cannot mean "no stores" (a member without a running raft cluster,
+    /// e.g. while its leadership moves, answers so about a bootstrapped
+    /// cluster), so the view is [`StoreView::Unreachable`] (safety rule 5).
+    pub fn from_snapshot_of(
+        s: &PdSnapshot,
+        replication: Option<&ReplicationConfig>,
+        stores_known: bool,
+    ) -> Self {
+        if stores_known && s.not_bootstrapped {
+            return Self::Unreachable {
+                message: "PD answered \"not bootstrapped\" although stores of this Cluster \
+                          registered with it; waiting for a PD member that can answer"
+                    .to_owned(),
+            };
+        }
+        Self::from_snapshot(s, replication)
+    }
+
     /// Guards against acting on the wrong PD: when the Cluster recorded a PD
     /// cluster id (`Cluster.status.id`) and PD reports another one, the view
     /// becomes [`StoreView::Unreachable`].
@@ -221,6 +241,41 @@ pub(crate) mod tests {
         assert!(s.find(None, "c:20160").is_none());
         assert_eq!(s.up_count(), 1);
         assert_eq!(s.removing().len(), 1);
+    }
+
+    /// Safety rule 5: "not bootstrapped" while instances record store ids
+    /// is PD not answering, not "no stores" (a restart granted on such a
+    /// view would delete the Pod without evicting its leaders).
+    #[test]
+    fn not_bootstrapped_with_known_stores_is_unreachable() {
+        let snapshot = PdSnapshot {
+            members: Some(pd_client::Members {
+                cluster_id: ClusterId(7),
+                members: vec![],
+                leader: None,
+                etcd_leader: None,
+            }),
+            replication: Some(ReplicationConfig::default()),
+            not_bootstrapped: true,
+            ..PdSnapshot::default()
+        };
+        let r = snapshot.replication.as_ref();
+        assert!(
+            StoreView::from_snapshot_of(&snapshot, r, false)
+                .stores()
+                .is_some()
+        );
+        let v = StoreView::from_snapshot_of(&snapshot, r, true);
+        assert!(v.stores().is_none(), "{v:?}");
+        let answered = PdSnapshot {
+            not_bootstrapped: false,
+            ..snapshot.clone()
+        };
+        assert!(
+            StoreView::from_snapshot_of(&answered, r, true)
+                .stores()
+                .is_some()
+        );
     }
 
     #[tokio::test]
