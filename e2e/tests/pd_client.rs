@@ -256,14 +256,13 @@ async fn pd_client_against_a_real_pd_cluster() -> Result<()> {
     .await?;
 
     // Member removal (idempotent).
-    let removed = members
+    let (removed, removed_id) = members
         .members
         .iter()
         .find(|m| m.name != follower)
-        .context("no other member")?
-        .name
-        .clone();
-    pd.remove_member(&removed).await?;
+        .map(|m| (m.name.clone(), m.id))
+        .context("no other member")?;
+    pd.remove_member(removed_id).await?;
     wait_until(&env, "member removed", Duration::from_secs(60), || {
         let pd = pd.clone();
         let removed = removed.clone();
@@ -273,7 +272,7 @@ async fn pd_client_against_a_real_pd_cluster() -> Result<()> {
         }
     })
     .await?;
-    let again = pd.remove_member(&removed).await;
+    let again = pd.remove_member(removed_id).await;
     ensure!(
         again.as_ref().is_err_and(|e| e.is_already_gone()),
         "removing a removed member must say 'already gone': {again:?}"

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use pd_client::{
-    ClusterId, DownPeer, Member, MemberHealth, Members, PdApi, Readiness, ReplicationConfig,
-    Result, Store, StoreId,
+    ClusterId, DownPeer, Member, MemberHealth, MemberId, Members, PdApi, Readiness,
+    ReplicationConfig, Result, Store, StoreId,
 };
 
 use crate::metrics::{Metrics, PdErrorLabels, PdLabels};
@@ -86,8 +86,8 @@ impl PdApi for MeteredPd {
         self.record("transfer_leader", self.inner.transfer_leader(to))
             .await
     }
-    async fn remove_member(&self, name: &str) -> Result<()> {
-        self.record("remove_member", self.inner.remove_member(name))
+    async fn remove_member(&self, id: MemberId) -> Result<()> {
+        self.record("remove_member", self.inner.remove_member(id))
             .await
     }
     async fn stores(&self) -> Result<Vec<Store>> {

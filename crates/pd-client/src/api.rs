@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::types::{
-    ClusterId, DownPeer, Member, MemberHealth, Members, Readiness, ReplicationConfig, Store,
-    StoreId,
+    ClusterId, DownPeer, Member, MemberHealth, MemberId, Members, Readiness, ReplicationConfig,
+    Store, StoreId,
 };
 
 /// What the operator asks of PD. Object safe: hold it as `Arc<dyn PdApi>`.
@@ -49,9 +49,10 @@ pub trait PdApi: Send + Sync {
     /// Asks the leader to hand leadership to the member named `to`.
     async fn transfer_leader(&self, to: &str) -> Result<()>;
 
-    /// Removes the member named `name` from PD (and its etcd). A member that
-    /// is already gone is [`crate::PdError::NotFound`].
-    async fn remove_member(&self, name: &str) -> Result<()>;
+    /// Removes the member with id `id` from PD (and its etcd). By id, not by
+    /// name: a member added to etcd whose process has not started yet has
+    /// no name. A member that is already gone is [`crate::PdError::NotFound`].
+    async fn remove_member(&self, id: MemberId) -> Result<()>;
 
     /// All stores PD knows, Tombstone ones included, with leader and region counts.
     async fn stores(&self) -> Result<Vec<Store>>;
@@ -126,8 +127,8 @@ macro_rules! forward_pd_api {
             async fn transfer_leader(&self, to: &str) -> Result<()> {
                 (**self).transfer_leader(to).await
             }
-            async fn remove_member(&self, name: &str) -> Result<()> {
-                (**self).remove_member(name).await
+            async fn remove_member(&self, id: MemberId) -> Result<()> {
+                (**self).remove_member(id).await
             }
             async fn stores(&self) -> Result<Vec<Store>> {
                 (**self).stores().await

@@ -18,8 +18,8 @@ use crate::grpc;
 use crate::http::{self, API, EVICT_LEADER, HttpClient};
 use crate::retry::RetryPolicy;
 use crate::types::{
-    ClusterId, DownPeer, Member, MemberHealth, Members, Readiness, ReplicationConfig, Store,
-    StoreId,
+    ClusterId, DownPeer, Member, MemberHealth, MemberId, Members, Readiness, ReplicationConfig,
+    Store, StoreId,
 };
 
 /// Client for a real PD cluster. Cheap to clone (clones share connections).
@@ -402,16 +402,28 @@ impl PdApi for PdClient {
         Ok(())
     }
 
-    async fn remove_member(&self, name: &str) -> Result<()> {
-        self.http(
-            "remove_member",
-            Method::DELETE,
-            &format!("{API}/members/name/{name}"),
-            None,
-            &format!("PD member {name}"),
-        )
-        .await?;
-        Ok(())
+    async fn remove_member(&self, id: MemberId) -> Result<()> {
+        let what = format!("PD member {id}");
+        match self
+            .http(
+                "remove_member",
+                Method::DELETE,
+                &format!("{API}/members/id/{id}"),
+                None,
+                &what,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // etcd answers "etcdserver: member not found" (PD: 500) for an id
+            // it does not know: the goal is reached.
+            Err(PdError::Rejected { message, .. }) if message.contains("member not found") => {
+                Err(PdError::NotFound {
+                    what: format!("{what}: {message}"),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn stores(&self) -> Result<Vec<Store>> {

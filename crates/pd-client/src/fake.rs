@@ -171,6 +171,40 @@ impl FakePd {
         member
     }
 
+    /// The id of the member named `name` (panics if there is none: a test
+    /// helper).
+    pub fn member_id(&self, name: &str) -> MemberId {
+        self.lock()
+            .members
+            .iter()
+            .find(|m| m.member.name == name)
+            .map(|m| m.member.id)
+            .unwrap_or_else(|| panic!("no PD member named {name}"))
+    }
+
+    /// Adds a member as `--join` does before its process starts: etcd lists
+    /// it with its peer URL, no name and no client URL, and it is not
+    /// healthy.
+    pub fn add_unstarted_member(&self, peer_url: &str) -> MemberId {
+        let mut s = self.lock();
+        let id = MemberId(s.next_member_id);
+        s.next_member_id += 1;
+        s.members.push(FakeMember {
+            member: Member {
+                name: String::new(),
+                id,
+                peer_urls: vec![peer_url.to_owned()],
+                client_urls: Vec::new(),
+                binary_version: String::new(),
+                git_hash: String::new(),
+            },
+            healthy: false,
+            ready: false,
+            started: None,
+        });
+        id
+    }
+
     /// Marks a member up or down; the leader is re-elected when needed and
     /// possible (a quorum of healthy members).
     pub fn set_member_healthy(&self, name: &str, healthy: bool) {
@@ -624,13 +658,14 @@ impl PdApi for FakePd {
         Ok(())
     }
 
-    async fn remove_member(&self, name: &str) -> Result<()> {
+    async fn remove_member(&self, id: MemberId) -> Result<()> {
         let mut s = self.enter(FakeOp::RemoveMember, true)?;
-        let Some(pos) = s.members.iter().position(|m| m.member.name == name) else {
+        let Some(pos) = s.members.iter().position(|m| m.member.id == id) else {
             return Err(PdError::NotFound {
-                what: format!("PD member {name}"),
+                what: format!("PD member {id}"),
             });
         };
+        let name = s.members[pos].member.name.clone();
         // etcd's strict reconfiguration check: the started members left must
         // still form a quorum of the new membership.
         let remaining = s.members.len() - 1;
@@ -644,7 +679,7 @@ impl PdApi for FakePd {
             });
         }
         s.members.remove(pos);
-        if s.leader.as_deref() == Some(name) {
+        if !name.is_empty() && s.leader.as_deref() == Some(name.as_str()) {
             s.leader = None;
         }
         s.elect_if_needed();
@@ -1004,12 +1039,13 @@ mod tests {
         ));
 
         // Removing a healthy member now would leave 1 started of 2: refused.
-        let err = pd.remove_member("pd-1").await.unwrap_err();
+        let err = pd.remove_member(pd.member_id("pd-1")).await.unwrap_err();
         assert!(matches!(err, PdError::Rejected { .. }), "{err:?}");
         // Removing the dead member is fine.
-        pd.remove_member("pd-2").await.unwrap();
+        let pd2 = pd.member_id("pd-2");
+        pd.remove_member(pd2).await.unwrap();
         assert_eq!(pd.member_names(), ["pd-0", "pd-1"]);
-        let err = pd.remove_member("pd-2").await.unwrap_err();
+        let err = pd.remove_member(pd2).await.unwrap_err();
         assert!(err.is_already_gone(), "{err:?}");
 
         // Losing quorum: no leader, every leader-bound call is unavailable.
@@ -1034,7 +1070,7 @@ mod tests {
     #[tokio::test]
     async fn removing_the_leader_elects_another() {
         let pd = FakePd::with_cluster(3, 0);
-        pd.remove_member("pd-0").await.unwrap();
+        pd.remove_member(pd.member_id("pd-0")).await.unwrap();
         assert_eq!(pd.leader().await.unwrap().name, "pd-1");
     }
 

@@ -15,6 +15,9 @@ use crate::spread::{Spread, cmp_fraction};
 pub struct InstanceState {
     /// Instance name (also its Pod and PD member name).
     pub name: String,
+    /// The peer URL it advertises (identifies its member before the member
+    /// has a name).
+    pub peer_url: String,
     /// The topology the instance is pinned to.
     pub topology: Option<Topology>,
     /// Whether its Pod is Ready.
@@ -37,6 +40,7 @@ impl InstanceState {
         let meta = &pd.metadata;
         Self {
             name: meta.name.clone().unwrap_or_default(),
+            peer_url: crate::render::member_peer_url(pd),
             topology: pd.spec.topology.clone(),
             ready: pod_ready,
             deleting: meta.deletion_timestamp.is_some(),
@@ -256,10 +260,10 @@ fn plan_restart(input: &GroupInput<'_>, live: &[&InstanceState]) -> GroupPlan {
             message: "PD is unreachable; restarts wait until it answers".to_owned(),
         });
     };
-    let not_ready: Vec<&str> = live
+    let not_ready: Vec<String> = live
         .iter()
         .filter(|i| !i.ready)
-        .map(|i| i.name.as_str())
+        .map(|i| i.name.clone())
         .chain(membership.unhealthy_except(""))
         .collect();
     if !not_ready.is_empty() {
@@ -415,11 +419,11 @@ fn plan_scale_in(input: &GroupInput<'_>, live: &[&InstanceState]) -> GroupPlan {
     };
 
     // Safety rule 3: another member that is not healthy blocks any removal.
-    let mut others_unhealthy: Vec<String> = membership
-        .unhealthy_except(&victim.name)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    // The victim's member is found by name or peer URL (safety rule 3).
+    let victim_member = membership
+        .member_of(&victim.name, &victim.peer_url)
+        .map(|m| m.id);
+    let mut others_unhealthy: Vec<String> = membership.unhealthy_except_id(victim_member);
     others_unhealthy.extend(
         live.iter()
             .filter(|i| i.name != victim.name && !i.ready)
@@ -437,7 +441,7 @@ fn plan_scale_in(input: &GroupInput<'_>, live: &[&InstanceState]) -> GroupPlan {
             ),
         });
     }
-    if !membership.quorum_after_removal(&victim.name) {
+    if !membership.quorum_without(victim_member) {
         return GroupPlan::Refuse(Blocked {
             reason: reasons::QUORUM_AT_RISK,
             message: format!(
@@ -479,6 +483,7 @@ mod tests {
     fn inst(name: &str, z: Option<&str>, ready: bool) -> InstanceState {
         InstanceState {
             name: name.to_owned(),
+            peer_url: format!("http://{name}:2380"),
             topology: z.map(zone),
             ready,
             deleting: false,

@@ -83,8 +83,23 @@ pub struct MemberView {
     pub name: String,
     /// Member id.
     pub id: MemberId,
+    /// Peer URLs (the only identity of a member added to etcd whose process
+    /// has not started yet: it has no name).
+    pub peer_urls: Vec<String>,
     /// Whether PD's health check reached it.
     pub healthy: bool,
+}
+
+impl MemberView {
+    /// How to name the member in a message (a member that has not started
+    /// has no name).
+    pub fn display(&self) -> String {
+        if self.name.is_empty() {
+            format!("member {} (added, not started)", self.id)
+        } else {
+            self.name.clone()
+        }
+    }
 }
 
 /// PD's members, their health and the leader.
@@ -113,7 +128,8 @@ impl Membership {
                 .map(|m| MemberView {
                     name: m.name.clone(),
                     id: m.id,
-                    healthy: health.iter().any(|h| h.name == m.name && h.healthy),
+                    peer_urls: m.peer_urls.clone(),
+                    healthy: health.iter().any(|h| h.id == m.id && h.healthy),
                 })
                 .collect(),
             leader: members.leader.as_ref().map(|l| l.name.clone()),
@@ -130,9 +146,24 @@ impl Membership {
         }
     }
 
-    /// The member named `name`.
+    /// The member named `name` (never a member without a name).
     pub fn member(&self, name: &str) -> Option<&MemberView> {
-        self.members.iter().find(|m| m.name == name)
+        self.members
+            .iter()
+            .find(|m| !m.name.is_empty() && m.name == name)
+    }
+
+    /// The member of the instance `name` that advertises `peer_url`: by
+    /// name, else by peer URL (a member added to etcd by `--join` has no
+    /// name until its process starts, but has its peer URL). Safety rule 3:
+    /// members are identified by id and peer URL, never by name alone.
+    pub fn member_of(&self, name: &str, peer_url: &str) -> Option<&MemberView> {
+        let same_url = |u: &String| u.trim_end_matches('/') == peer_url.trim_end_matches('/');
+        self.member(name).or_else(|| {
+            self.members
+                .iter()
+                .find(|m| m.peer_urls.iter().any(same_url))
+        })
     }
 
     /// Whether `name` is the PD leader.
@@ -145,17 +176,35 @@ impl Membership {
     /// healthy (safety rule 3). Removing a name that is not a member changes
     /// nothing, so it is safe exactly when the current membership has quorum.
     pub fn quorum_after_removal(&self, victim: &str) -> bool {
-        let left: Vec<&MemberView> = self.members.iter().filter(|m| m.name != victim).collect();
+        self.quorum_without(self.member(victim).map(|m| m.id))
+    }
+
+    /// Whether the members left after removing the member `victim` (`None`:
+    /// none) keep a quorum (see [`Membership::quorum_after_removal`]).
+    pub fn quorum_without(&self, victim: Option<MemberId>) -> bool {
+        let left: Vec<&MemberView> = self
+            .members
+            .iter()
+            .filter(|m| Some(m.id) != victim)
+            .collect();
         let healthy = left.iter().filter(|m| m.healthy).count();
         !left.is_empty() && healthy * 2 > left.len()
     }
 
-    /// Names of unhealthy members other than `except`.
-    pub fn unhealthy_except(&self, except: &str) -> Vec<&str> {
+    /// Unhealthy members other than the one named `except` (`""`: every
+    /// unhealthy member), as [`MemberView::display`] names them. A member
+    /// without a name (added, not started) is never `except`.
+    pub fn unhealthy_except(&self, except: &str) -> Vec<String> {
+        let id = self.member(except).map(|m| m.id);
+        self.unhealthy_except_id(id)
+    }
+
+    /// Unhealthy members other than the member `except`.
+    pub fn unhealthy_except_id(&self, except: Option<MemberId>) -> Vec<String> {
         self.members
             .iter()
-            .filter(|m| m.name != except && !m.healthy)
-            .map(|m| m.name.as_str())
+            .filter(|m| Some(m.id) != except && !m.healthy)
+            .map(MemberView::display)
             .collect()
     }
 }
@@ -176,6 +225,7 @@ pub(crate) mod tests {
                 .map(|(i, (n, h))| MemberView {
                     name: (*n).to_owned(),
                     id: MemberId(i as u64 + 100),
+                    peer_urls: vec![format!("http://{n}:2380")],
                     healthy: *h,
                 })
                 .collect(),

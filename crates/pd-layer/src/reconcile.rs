@@ -757,8 +757,10 @@ pub async fn reconcile_instance(
             // A paused Cluster changes nothing, removals included.
             return Ok(ctx.policy.after_success(false));
         }
+        let peer_url = crate::render::member_peer_url(pd);
         let step = next_removal_step(&RemovalInput {
             instance: &name,
+            peer_url: &peer_url,
             pd: s.pd,
             pod_exists: s.pod.is_some(),
             pvcs: s.pvcs.iter().map(|p| name_of(p).to_owned()).collect(),
@@ -792,8 +794,8 @@ pub async fn reconcile_instance(
                     )?)
                     .await?;
             }
-            RemovalStep::RemoveMember => {
-                match pd_api.remove_member(&name).await {
+            RemovalStep::RemoveMember { id } => {
+                match pd_api.remove_member(id).await {
                     Ok(()) => {}
                     Err(e) if e.is_already_gone() => {}
                     Err(e) => return Err(Error::pd("remove_member", e)),
@@ -804,7 +806,7 @@ pub async fn reconcile_instance(
                         EventType::Normal,
                         "MemberRemoved",
                         "RemoveMember",
-                        format!("PD member {name} removed from the PD cluster"),
+                        format!("PD member {name} (id {id}) removed from the PD cluster"),
                     )?)
                     .await?;
             }

@@ -11,6 +11,8 @@
 //! the PD cluster), so its PVCs are deleted once the Pod is gone. A new member
 //! created later gets a new name and new PVCs.
 
+use pd_client::MemberId;
+
 use crate::group::Blocked;
 use crate::pd_view::PdView;
 use crate::reasons;
@@ -20,6 +22,9 @@ use crate::reasons;
 pub struct RemovalInput<'a> {
     /// The instance (= PD member = Pod) name.
     pub instance: &'a str,
+    /// The peer URL the instance advertises: how a member that etcd lists
+    /// before its process started (no name yet) is recognised.
+    pub peer_url: &'a str,
     /// PD's view of its members.
     pub pd: &'a PdView,
     /// Whether the instance's Pod still exists (terminating or not).
@@ -42,8 +47,11 @@ pub enum RemovalStep {
         /// The new leader.
         to: String,
     },
-    /// Remove the member from PD (`DELETE /members/name/{instance}`).
-    RemoveMember,
+    /// Remove the member from PD, by id (`DELETE /members/id/{id}`).
+    RemoveMember {
+        /// The member's id.
+        id: MemberId,
+    },
     /// Delete the Pod.
     DeletePod,
     /// Delete these PVCs.
@@ -66,8 +74,8 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
                 ),
             });
         };
-        if m.member(input.instance).is_some() {
-            if m.is_leader(input.instance) {
+        if let Some(member) = m.member_of(input.instance, input.peer_url) {
+            if m.is_leader(&member.name) {
                 // Safety rule 3: leadership moves before the leader goes.
                 let target = m
                     .members
@@ -86,7 +94,7 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
                     }),
                 };
             }
-            let unhealthy = m.unhealthy_except(input.instance);
+            let unhealthy = m.unhealthy_except_id(Some(member.id));
             if !unhealthy.is_empty() {
                 return RemovalStep::Wait(Blocked {
                     reason: reasons::MEMBER_UNHEALTHY,
@@ -97,7 +105,7 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
                     ),
                 });
             }
-            if !m.quorum_after_removal(input.instance) {
+            if !m.quorum_without(Some(member.id)) {
                 return RemovalStep::Wait(Blocked {
                     reason: if m.members.len() <= 1 {
                         reasons::LAST_MEMBER
@@ -110,7 +118,7 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
                     ),
                 });
             }
-            return RemovalStep::RemoveMember;
+            return RemovalStep::RemoveMember { id: member.id };
         }
     }
     if input.pod_exists {
@@ -130,6 +138,7 @@ mod tests {
     fn step(instance: &str, pd: &PdView, pod_exists: bool, pvcs: &[&str]) -> RemovalStep {
         next_removal_step(&RemovalInput {
             instance,
+            peer_url: &format!("http://{instance}:2380"),
             pd,
             pod_exists,
             pvcs: pvcs.iter().map(|s| (*s).to_owned()).collect(),
@@ -165,7 +174,7 @@ mod tests {
         ));
         assert_eq!(
             step("pd-3", &pd, true, &["data-pd-3"]),
-            RemovalStep::RemoveMember
+            RemovalStep::RemoveMember { id: MemberId(102) }
         );
         let after = PdView::Reachable(membership(&[("pd-1", true), ("pd-2", true)], Some("pd-1")));
         assert_eq!(
@@ -198,7 +207,10 @@ mod tests {
             "{s:?}"
         );
         // The unhealthy member itself may go.
-        assert_eq!(step("pd-2", &pd, true, &[]), RemovalStep::RemoveMember);
+        assert_eq!(
+            step("pd-2", &pd, true, &[]),
+            RemovalStep::RemoveMember { id: MemberId(101) }
+        );
     }
 
     #[test]
@@ -243,6 +255,7 @@ mod tests {
         };
         let s = next_removal_step(&RemovalInput {
             instance: "pd-1",
+            peer_url: "http://pd-1:2380",
             pd: &pd,
             pod_exists: true,
             pvcs: vec![],
@@ -255,5 +268,40 @@ mod tests {
     fn an_instance_that_never_joined_is_just_deleted() {
         let pd = PdView::Reachable(membership(&[("pd-1", true), ("pd-2", true)], Some("pd-1")));
         assert_eq!(step("pd-9", &pd, true, &[]), RemovalStep::DeletePod);
+    }
+
+    /// Safety rule 3: a member that etcd lists before its process started
+    /// has no name, only its peer URL. It is still a member: it is removed
+    /// (by id) before its Pod and PVCs go, or the cluster keeps a member that
+    /// will never start (4 members, 3 healthy: one more failure loses quorum).
+    #[test]
+    fn a_member_added_but_not_started_is_found_by_peer_url_and_removed_by_id() {
+        let mut m = membership(
+            &[("pd-1", true), ("pd-2", true), ("pd-3", true), ("", false)],
+            Some("pd-1"),
+        );
+        m.members[3].peer_urls = vec!["http://pd-4:2380".into()];
+        let pd = PdView::Reachable(m);
+        assert_eq!(
+            step("pd-4", &pd, true, &["data-pd-4"]),
+            RemovalStep::RemoveMember { id: MemberId(103) }
+        );
+        // The nameless member counts as unhealthy for others' removals.
+        assert!(matches!(
+            step("pd-3", &pd, true, &[]),
+            RemovalStep::Wait(Blocked {
+                reason: reasons::MEMBER_UNHEALTHY,
+                ..
+            })
+        ));
+        // Once it is gone from PD, the Pod goes.
+        let after = PdView::Reachable(membership(
+            &[("pd-1", true), ("pd-2", true), ("pd-3", true)],
+            Some("pd-1"),
+        ));
+        assert_eq!(
+            step("pd-4", &after, true, &["data-pd-4"]),
+            RemovalStep::DeletePod
+        );
     }
 }

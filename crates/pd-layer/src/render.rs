@@ -121,6 +121,16 @@ pub fn member_client_url(pd: &PD) -> String {
     format!("http://{host}:{}", ports(&pd.spec.template).0)
 }
 
+/// The peer URL a PD instance advertises (`advertise-peer-urls`).
+pub fn member_peer_url(pd: &PD) -> String {
+    let host = member_host(
+        pd.metadata.name.as_deref().unwrap_or_default(),
+        &pd.spec.subdomain,
+        pd.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    format!("http://{host}:{}", ports(&pd.spec.template).1)
+}
+
 /// The URL of a group's client Service.
 pub fn client_service_url(group: &str, namespace: &str, client_port: i32) -> String {
     format!(

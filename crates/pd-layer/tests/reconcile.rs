@@ -393,6 +393,74 @@ async fn scale_in_removes_the_member_through_pd_before_deleting_pod_and_pvcs() {
     assert_eq!(w.condition(condition::PROGRESSING).0, "False");
 }
 
+/// Safety rule 3: a new member that PD's etcd lists before its process
+/// started has no name. Scaling back in (or deleting the instance) must remove
+/// that member, found by its peer URL and removed by id, before its Pod and
+/// PVCs go; otherwise PD keeps a member that never starts (4 members, 3
+/// healthy: one more failure loses quorum).
+#[tokio::test]
+async fn a_member_added_but_never_started_is_removed_from_pd_before_its_pod() {
+    let mut w = World::bootstrapped(3).await;
+    let before = w.instance_names();
+    w.set_replicas(4);
+    w.reconcile_group().await;
+    let new: Vec<String> = w
+        .instance_names()
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    assert_eq!(new.len(), 1);
+    let new = new[0].clone();
+    w.reconcile_instance(&new).await;
+    assert!(w.kube.get(&pod_key(&new)).is_some());
+    // `--join` added the member; its process never started (no name).
+    let instance: PD = w.kube.get_typed(&pd_key(&new)).unwrap();
+    let member =
+        w.pd.add_unstarted_member(&tikv_operator_pd_layer::render::member_peer_url(&instance));
+    assert_eq!(w.pd.member_names().len(), 4);
+
+    w.set_replicas(3);
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    assert_eq!(
+        w.deletes(),
+        vec![pd_key(&new)],
+        "the member that never started goes"
+    );
+    for _ in 0..10 {
+        if w.kube.get(&pd_key(&new)).is_none() {
+            break;
+        }
+        w.reconcile_instance(&new).await;
+        if w.pd.member_names().len() == 4 {
+            assert!(
+                w.kube.get(&pod_key(&new)).is_some(),
+                "the Pod stays while PD lists the member"
+            );
+        }
+    }
+    assert!(w.kube.get(&pd_key(&new)).is_none(), "finalizer dropped");
+    assert_eq!(
+        w.pd.member_names().len(),
+        3,
+        "the nameless member was removed"
+    );
+    assert!(
+        w.pd.member_names().iter().all(|n| !n.is_empty()),
+        "{:?}",
+        w.pd.member_names()
+    );
+    assert!(
+        !w.view()
+            .await
+            .membership()
+            .unwrap()
+            .members
+            .iter()
+            .any(|m| m.id == member)
+    );
+}
+
 #[tokio::test]
 async fn deleting_the_leaders_instance_transfers_leadership_first() {
     let w = World::bootstrapped(3).await;

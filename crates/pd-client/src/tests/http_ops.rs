@@ -269,18 +269,27 @@ async fn idempotent_removals() {
             .category(),
         "rejected"
     );
-    // Member removal: 404 means already gone.
+    // Member removal, by id: etcd's "member not found" (PD: 500) means
+    // already gone.
     pd.script(
-        "DELETE /pd/api/v1/members/name/pd-9",
-        vec![reply(404, r#""member pd-9 not found""#)],
+        "DELETE /pd/api/v1/members/id/9",
+        vec![reply(500, r#""etcdserver: member not found""#)],
     );
-    let err = c.remove_member("pd-9").await.unwrap_err();
+    let err = c.remove_member(MemberId(9)).await.unwrap_err();
     assert!(err.is_already_gone(), "{err:?}");
     pd.script(
-        "DELETE /pd/api/v1/members/name/pd-1",
-        vec![reply(200, r#""removed""#)],
+        "DELETE /pd/api/v1/members/id/1",
+        vec![reply(200, r#""removed, pd: 1""#)],
     );
-    c.remove_member("pd-1").await.unwrap();
+    c.remove_member(MemberId(1)).await.unwrap();
+    pd.script(
+        "DELETE /pd/api/v1/members/id/2",
+        vec![reply(500, r#""etcdserver: re-configuration failed""#)],
+    );
+    assert_eq!(
+        c.remove_member(MemberId(2)).await.unwrap_err().category(),
+        "rejected"
+    );
 }
 
 /// A new PD leader lists no scheduler until it has loaded them (after Region
