@@ -12,6 +12,10 @@ pub const FALSE: &str = "False";
 /// `status` value of a condition that cannot be determined.
 pub const UNKNOWN: &str = "Unknown";
 
+/// Reason (both layers): the object's Cluster does not exist (never created,
+/// or its finalizer was stripped by hand); nothing is created or removed.
+pub const CLUSTER_MISSING: &str = "ClusterMissing";
+
 /// A condition as a reconciler computes it (without the bookkeeping fields).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConditionUpdate {

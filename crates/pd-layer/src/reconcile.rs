@@ -56,9 +56,13 @@ pub struct ClusterFacts {
     pub paused: bool,
     /// `spec.suspendAction.suspendCompute`: no Pods (PVCs and config stay).
     pub suspend_compute: bool,
-    /// The Cluster is being deleted (or is gone): members are not removed
-    /// one by one through PD.
+    /// The Cluster is being deleted: members are not removed one by one
+    /// through PD.
     pub deleting: bool,
+    /// The Cluster does not exist (never created, or its finalizer was
+    /// stripped by hand): nothing is created, and removals wait (only a
+    /// Cluster being deleted may skip PD).
+    pub missing: bool,
     /// The Cluster recorded a PD cluster id: PD was bootstrapped, new members join.
     pub pd_cluster_id_known: bool,
     /// `spec.revisionHistoryLimit`, defaulted.
@@ -66,11 +70,11 @@ pub struct ClusterFacts {
 }
 
 impl ClusterFacts {
-    /// Facts of `cluster`; a missing Cluster counts as being deleted.
+    /// Facts of `cluster`.
     pub fn from_cluster(cluster: Option<&Cluster>) -> Self {
         match cluster {
             None => Self {
-                deleting: true,
+                missing: true,
                 ..Self::default()
             },
             Some(c) => Self {
@@ -81,6 +85,7 @@ impl ClusterFacts {
                     .as_ref()
                     .is_some_and(|s| s.suspend_compute),
                 deleting: c.metadata.deletion_timestamp.is_some(),
+                missing: false,
                 pd_cluster_id_known: c.status.as_ref().is_some_and(|s| s.id.is_some()),
                 revision_history_limit: history::limit_of(c.spec.revision_history_limit),
             },
@@ -349,6 +354,7 @@ pub async fn reconcile_group(
     // being deleted (the Cluster deletes its groups in order).
     let plan = if s.cluster.paused
         || s.cluster.deleting
+        || s.cluster.missing
         || group.metadata.deletion_timestamp.is_some()
     {
         None
@@ -765,6 +771,7 @@ pub async fn reconcile_instance(
             pod_exists: s.pod.is_some(),
             pvcs: s.pvcs.iter().map(|p| name_of(p).to_owned()).collect(),
             cluster_deleting: s.cluster.deleting,
+            cluster_missing: s.cluster.missing,
         });
         info!(?step, "member removal");
         match step {

@@ -35,6 +35,10 @@ pub struct RemovalInput<'a> {
     /// are not removed one by one and PD is not consulted (the exception to
     /// safety rules 3 and 5 that deleting a Cluster grants).
     pub cluster_deleting: bool,
+    /// The Cluster does not exist (finalizer stripped by hand, or never
+    /// created): the removal waits, since without it nothing says whether
+    /// the Cluster is being torn down or one member is leaving.
+    pub cluster_missing: bool,
 }
 
 /// The next step of a removal.
@@ -62,6 +66,16 @@ pub enum RemovalStep {
 
 /// Plans the next removal step.
 pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
+    if input.cluster_missing && !input.cluster_deleting {
+        return RemovalStep::Wait(Blocked {
+            reason: tikv_operator_core::conditions::CLUSTER_MISSING,
+            message: format!(
+                "the Cluster of PD member {} does not exist; its removal waits (recreate the \
+                 Cluster, or remove the finalizer by hand to abandon the member)",
+                input.instance
+            ),
+        });
+    }
     if !input.cluster_deleting {
         // Safety rule 5: without PD's answer we cannot know whether the
         // member is still part of the cluster; nothing destructive happens.
@@ -143,6 +157,7 @@ mod tests {
             pod_exists,
             pvcs: pvcs.iter().map(|s| (*s).to_owned()).collect(),
             cluster_deleting: false,
+            cluster_missing: false,
         })
     }
 
@@ -260,8 +275,45 @@ mod tests {
             pod_exists: true,
             pvcs: vec![],
             cluster_deleting: true,
+            cluster_missing: false,
         });
         assert_eq!(s, RemovalStep::DeletePod);
+    }
+
+    /// Safety rules 1 and 5: only a Cluster being deleted skips PD. A missing
+    /// Cluster (finalizer stripped by hand) deletes nothing and asks PD
+    /// nothing, whatever PD says.
+    #[test]
+    fn a_missing_cluster_deletes_nothing() {
+        let reachable = PdView::Reachable(membership(
+            &[("pd-1", true), ("pd-2", true), ("pd-3", true)],
+            Some("pd-1"),
+        ));
+        let gone = PdView::Reachable(membership(&[("pd-1", true), ("pd-2", true)], Some("pd-1")));
+        let unreachable = PdView::Unreachable {
+            message: "gone".into(),
+        };
+        for pd in [&reachable, &gone, &unreachable] {
+            let s = next_removal_step(&RemovalInput {
+                instance: "pd-3",
+                peer_url: "http://pd-3:2380",
+                pd,
+                pod_exists: true,
+                pvcs: vec!["data-pd-3".into()],
+                cluster_deleting: false,
+                cluster_missing: true,
+            });
+            assert!(
+                matches!(
+                    s,
+                    RemovalStep::Wait(Blocked {
+                        reason: tikv_operator_core::conditions::CLUSTER_MISSING,
+                        ..
+                    })
+                ),
+                "{s:?}"
+            );
+        }
     }
 
     #[test]

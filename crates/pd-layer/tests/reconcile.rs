@@ -461,6 +461,38 @@ async fn a_member_added_but_never_started_is_removed_from_pd_before_its_pod() {
     );
 }
 
+/// Safety rules 3 and 5: a PD instance deleted while its Cluster object is
+/// missing (finalizer stripped by hand) keeps its member, Pod and PVC; only a
+/// Cluster being deleted skips PD.
+#[tokio::test]
+async fn deleting_an_instance_whose_cluster_is_missing_deletes_nothing() {
+    let mut w = World::bootstrapped(3).await;
+    w.cluster = ClusterFacts::from_cluster(None);
+    let victim = w
+        .instance_names()
+        .into_iter()
+        .find(|n| Some(n) != w.pd.leader_name().as_ref())
+        .unwrap();
+    w.kube.clear_calls();
+    w.kube.delete(&pd_key(&victim)).await.unwrap();
+    for _ in 0..5 {
+        w.reconcile_instance(&victim).await;
+        w.reconcile_group().await;
+    }
+    assert!(w.pd.member_names().contains(&victim));
+    assert!(w.kube.get(&pod_key(&victim)).is_some());
+    assert!(
+        w.kube.get(&pd_key(&victim)).is_some(),
+        "the finalizer stays"
+    );
+    assert!(
+        w.deletes().iter().all(|k| k.kind == "PD"),
+        "{:?}",
+        w.deletes()
+    );
+    assert!(!w.pd.calls().contains(&FakeOp::RemoveMember));
+}
+
 #[tokio::test]
 async fn deleting_the_leaders_instance_transfers_leadership_first() {
     let w = World::bootstrapped(3).await;

@@ -70,9 +70,13 @@ pub struct ClusterFacts {
     pub paused: bool,
     /// `spec.suspendAction.suspendCompute`: no Pods (PVCs and config stay).
     pub suspend_compute: bool,
-    /// The Cluster is being deleted (or is gone): stores are not removed
-    /// through PD one by one, PD goes away too.
+    /// The Cluster is being deleted: stores are not removed through PD one
+    /// by one, PD goes away too.
     pub deleting: bool,
+    /// The Cluster does not exist (never created, or its finalizer was
+    /// stripped by hand): nothing is created, and removals wait (only a
+    /// Cluster being deleted may skip PD).
+    pub missing: bool,
     /// PD client URL TiKV dials (`status.pd`: `http://<pdgroup>-pd.<ns>.svc:<port>`).
     pub pd_url: Option<String>,
     /// Why TiKV version upgrades must wait for PD: a PDGroup of the Cluster
@@ -122,7 +126,7 @@ impl ClusterFacts {
     pub fn from_cluster(cluster: Option<&Cluster>) -> Self {
         match cluster {
             None => Self {
-                deleting: true,
+                missing: true,
                 ..Self::default()
             },
             Some(c) => Self {
@@ -133,6 +137,7 @@ impl ClusterFacts {
                     .as_ref()
                     .is_some_and(|s| s.suspend_compute),
                 deleting: c.metadata.deletion_timestamp.is_some(),
+                missing: false,
                 pd_url: c.status.as_ref().and_then(|s| s.pd.clone()),
                 pd_upgrading: None,
                 revision_history_limit: history::limit_of(c.spec.revision_history_limit),
@@ -407,6 +412,7 @@ pub async fn reconcile_group(
     let mut restart = RestartPlan::None;
     let plan = if s.cluster.paused
         || s.cluster.deleting
+        || s.cluster.missing
         || group.metadata.deletion_timestamp.is_some()
     {
         None
@@ -1198,6 +1204,7 @@ pub async fn reconcile_instance(
             instance: &name,
             request,
             cluster_deleting: s.cluster.deleting,
+            cluster_missing: s.cluster.missing,
             pd: s.pd,
             store,
             recorded_store_id: recorded,

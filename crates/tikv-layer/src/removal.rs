@@ -52,6 +52,10 @@ pub struct RemovalInput<'a> {
     /// The whole Cluster is being deleted: stores are not removed one by one
     /// and PD is not consulted.
     pub cluster_deleting: bool,
+    /// The Cluster does not exist (finalizer stripped by hand, or never
+    /// created): a requested removal waits, since without it nothing says
+    /// whether the Cluster is being torn down or one store is leaving.
+    pub cluster_missing: bool,
     /// PD's view of the stores.
     pub pd: &'a StoreView,
     /// The instance's store in that view (see [`crate::store_view::Stores::find`]).
@@ -125,6 +129,16 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
     if input.request == Request::Delete && input.cluster_deleting {
         // The whole Cluster (PD included) goes: no store removal.
         return cleanup(input);
+    }
+    if input.request != Request::Keep && input.cluster_missing {
+        // Safety rules 1 and 5: only a Cluster being deleted skips PD.
+        return wait(
+            tikv_operator_core::conditions::CLUSTER_MISSING,
+            format!(
+                "the Cluster of TiKV instance {name} does not exist; its removal waits \
+                 (recreate the Cluster, or remove the finalizer by hand to abandon the store)"
+            ),
+        );
     }
     let Some(stores) = input.pd.stores() else {
         // Safety rule 5. Without a removal or an eviction of ours in flight
@@ -297,6 +311,7 @@ mod tests {
         pod_ready: bool,
         pvcs: Vec<String>,
         cluster_deleting: bool,
+        cluster_missing: bool,
     }
 
     impl Case {
@@ -311,6 +326,7 @@ mod tests {
                 pod_ready: false,
                 pvcs: vec!["data-me".into()],
                 cluster_deleting: false,
+                cluster_missing: false,
             }
         }
         fn step(&self) -> RemovalStep {
@@ -322,6 +338,7 @@ mod tests {
                 instance: "me",
                 request: self.request,
                 cluster_deleting: self.cluster_deleting,
+                cluster_missing: self.cluster_missing,
                 pd: &self.pd,
                 store,
                 recorded_store_id: self.recorded.map(StoreId),
@@ -503,5 +520,29 @@ mod tests {
         c.cluster_deleting = true;
         c.started = Some(1);
         assert_eq!(c.step(), RemovalStep::DeletePod);
+    }
+
+    /// Safety rules 1 and 5: only a Cluster being deleted skips PD. With
+    /// the Cluster missing (finalizer stripped by hand), a deleted or offline
+    /// instance deletes nothing and asks PD nothing, whatever PD says.
+    #[test]
+    fn a_missing_cluster_deletes_nothing() {
+        for request in [Request::Delete, Request::Offline] {
+            for pd in [
+                pd_with(StoreState::Up, 0),
+                pd_with(StoreState::Tombstone, 0),
+                StoreView::Unreachable {
+                    message: "gone".into(),
+                },
+            ] {
+                let mut c = Case::new(request, pd);
+                c.cluster_missing = true;
+                let s = c.step();
+                assert!(
+                    matches!(&s, RemovalStep::Wait(b) if b.reason == tikv_operator_core::conditions::CLUSTER_MISSING),
+                    "{request:?}: {s:?}"
+                );
+            }
+        }
     }
 }

@@ -404,6 +404,40 @@ async fn deleting_an_instance_directly_goes_through_the_same_removal() {
     assert_eq!(w.instances().len(), 4);
 }
 
+/// Safety rules 1 and 5: an instance deleted while its Cluster object is
+/// missing (its finalizer stripped by hand) keeps its store, Pod and PVC
+/// and says why; only a Cluster being deleted skips PD.
+#[tokio::test]
+async fn deleting_an_instance_whose_cluster_is_missing_deletes_nothing() {
+    let mut w = World::serving(4).await;
+    let name = w.instance_names()[0].clone();
+    let store = w.watch(&name);
+    w.cluster = ClusterFacts::from_cluster(None);
+    w.kube.clear_calls();
+    w.kube.delete(&kv_key(&name)).await.unwrap();
+    for _ in 0..10 {
+        w.round().await;
+    }
+    assert!(w.instance(&name).is_some(), "the finalizer stays");
+    assert!(w.kube.get(&pod_key(&name)).is_some(), "the Pod stays");
+    assert!(
+        !w.deletes()
+            .iter()
+            .any(|k| k.kind == "PersistentVolumeClaim"),
+        "{:?}",
+        w.deletes()
+    );
+    assert!(!w.pd.store_snapshot(store).unwrap().is_removed());
+    assert!(!w.pd.calls().contains(&FakeOp::DeleteStore));
+    assert!(
+        w.event_reasons()
+            .iter()
+            .any(|r| r == tikv_operator_core::conditions::CLUSTER_MISSING),
+        "{:?}",
+        w.event_reasons()
+    );
+}
+
 #[tokio::test]
 async fn leader_eviction_is_bounded_by_the_timeout() {
     let mut w = World::serving(4).await;
