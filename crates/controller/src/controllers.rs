@@ -96,7 +96,7 @@ impl Stores {
         self.clusters.get(&ObjectRef::new(name).within(ns))
     }
 
-    /// PD groups of a Cluster, by name.
+    /// PD groups of a Cluster, oldest first (then by name).
     fn pd_groups_of(&self, ns: &str, cluster: &str) -> Vec<Arc<PDGroup>> {
         let mut v: Vec<Arc<PDGroup>> = self
             .pd_groups
@@ -104,7 +104,9 @@ impl Stores {
             .into_iter()
             .filter(|g| in_ns(g.as_ref(), ns) && g.spec.cluster.name == cluster)
             .collect();
-        v.sort_by_key(|g| g.name_any());
+        // The oldest first: it is the Cluster's PDGroup (a later one is
+        // refused, safety rule 7), whatever names come later.
+        v.sort_by_key(|g| (g.metadata.creation_timestamp.clone(), g.name_any()));
         v
     }
 
@@ -498,6 +500,11 @@ async fn reconcile_pd_group(obj: Arc<PDGroup>, sh: Arc<Shared>) -> Result<Action
     let recorded = cluster.as_ref().and_then(|c| c.status.as_ref()?.id.clone());
     let view = PdView::from_snapshot(&entry.snapshot()).expecting_cluster_id(recorded.as_deref());
     debug!(view = ?view, "PD view of the group");
+    let cluster_pd_group = sh
+        .stores
+        .pd_groups_of(&ns, &cluster_name)
+        .first()
+        .map(|g| g.name_any());
     let r = pd_reconcile::reconcile_group(
         &sh.ctx,
         &GroupSnapshot {
@@ -508,6 +515,7 @@ async fn reconcile_pd_group(obj: Arc<PDGroup>, sh: Arc<Shared>) -> Result<Action
             services: &services,
             revisions: &revisions,
             pd: &view,
+            cluster_pd_group: cluster_pd_group.as_deref(),
         },
         entry.api.as_ref(),
         &mut RandomSuffix::default(),

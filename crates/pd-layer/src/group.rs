@@ -108,11 +108,56 @@ impl SuffixSource for RandomSuffix {
     }
 }
 
+/// The suffixes of a bootstrap's initial members: derived from the group's
+/// uid (a stable FNV-1a hash, the same in every process), so a bootstrap
+/// retried after an ambiguous failure (the create committed, the answer was
+/// lost) creates the same names again instead of a second initial set
+/// (safety rule 7).
+#[derive(Debug)]
+pub struct StableSuffix<'a> {
+    seed: &'a str,
+    counter: u64,
+}
+
+impl<'a> StableSuffix<'a> {
+    /// Suffixes derived from `seed` (the group's uid).
+    pub fn new(seed: &'a str) -> Self {
+        Self { seed, counter: 0 }
+    }
+}
+
+impl SuffixSource for StableSuffix<'_> {
+    fn next_suffix(&mut self) -> String {
+        self.counter += 1;
+        let mut x: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self
+            .seed
+            .as_bytes()
+            .iter()
+            .chain(b"/")
+            .chain(&self.counter.to_le_bytes())
+        {
+            x ^= u64::from(*b);
+            x = x.wrapping_mul(0x0100_0000_01b3);
+        }
+        let base = SUFFIX_ALPHABET.len() as u64;
+        (0..names::INSTANCE_SUFFIX_LEN)
+            .map(|_| {
+                let c = SUFFIX_ALPHABET[(x % base) as usize];
+                x /= base;
+                char::from(c)
+            })
+            .collect()
+    }
+}
+
 /// Everything the PDGroup planner looks at.
 #[derive(Debug, Clone)]
 pub struct GroupInput<'a> {
     /// Group name (prefix of instance names).
     pub group: &'a str,
+    /// The group's uid: seeds the initial members' names ([`StableSuffix`]).
+    pub group_uid: &'a str,
     /// `spec.replicas`.
     pub replicas: i32,
     /// The group's spread policy.
@@ -196,7 +241,13 @@ pub fn plan_group(input: &GroupInput<'_>, suffixes: &mut dyn SuffixSource) -> Gr
             if desired == 0 {
                 return GroupPlan::Steady;
             }
-            return GroupPlan::Create(bootstrap_members(input, desired, suffixes));
+            // Names from the group's uid, not `suffixes`: a retry after an
+            // ambiguous failure names the same members (safety rule 7).
+            return GroupPlan::Create(bootstrap_members(
+                input,
+                desired,
+                &mut StableSuffix::new(input.group_uid),
+            ));
         }
         // A bootstrap interrupted half-way (some creates failed): create the
         // missing initial members under their listed names, or PD never forms.
@@ -501,6 +552,7 @@ mod tests {
     ) -> GroupInput<'a> {
         GroupInput {
             group: "pd",
+            group_uid: "uid-1",
             replicas,
             spread: Spread::from_policies(&policy(&[("a", None), ("b", None), ("c", None)])),
             instances,
@@ -534,7 +586,23 @@ mod tests {
             panic!("expected create, got {plan:?}")
         };
         let names: Vec<_> = new.iter().map(|n| n.name.clone()).collect();
-        assert_eq!(names, ["pd-s00001", "pd-s00002", "pd-s00003"]);
+        assert_eq!(names.len(), 3);
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("pd-") && n.len() == 3 + names::INSTANCE_SUFFIX_LEN)
+        );
+        // Safety rule 7: planned again (a retry after an ambiguous failure,
+        // by another operator process), the same names: creating them again
+        // is idempotent, never a second initial set. Another group's differ.
+        let again = plan_group(&input(3, vec![], &pd, false), &mut Counter::default());
+        assert_eq!(again, GroupPlan::Create(new.clone()));
+        let mut other = input(3, vec![], &pd, false);
+        other.group_uid = "uid-2";
+        let GroupPlan::Create(other) = plan_group(&other, &mut Counter::default()) else {
+            panic!()
+        };
+        assert!(other.iter().all(|o| !names.contains(&o.name)));
         for n in &new {
             assert_eq!(n.bootstrap_members.as_deref(), Some(&names[..]));
         }

@@ -16,6 +16,8 @@ pub const QUORUM_AT_RISK: &str = "QuorumAtRisk";
 pub const LAST_MEMBER: &str = "LastMember";
 /// The PD leader cannot hand over leadership: no other healthy member.
 pub const NO_LEADER_TRANSFER_TARGET: &str = "NoLeaderTransferTarget";
+/// Another PDGroup already serves the Cluster; this one creates nothing.
+pub const DUPLICATE_PD_GROUP: &str = "DuplicatePDGroup";
 /// The user's configuration sets a key the operator owns, or is not valid TOML.
 pub const INVALID_CONFIG: &str = "InvalidConfig";
 /// The spec cannot be rendered (e.g. a reserved volume name).

@@ -40,7 +40,9 @@ use tikv_operator_core::{
 };
 use tracing::{info, instrument, warn};
 
-use crate::group::{GroupInput, GroupPlan, InstanceState, NewInstance, SuffixSource, plan_group};
+use crate::group::{
+    Blocked, GroupInput, GroupPlan, InstanceState, NewInstance, SuffixSource, plan_group,
+};
 use crate::pd_view::PdView;
 use crate::reasons;
 use crate::removal::{RemovalInput, RemovalStep, next_removal_step};
@@ -281,6 +283,10 @@ pub struct GroupSnapshot<'a> {
     pub revisions: &'a [ControllerRevision],
     /// PD's membership.
     pub pd: &'a PdView,
+    /// The Cluster's PDGroup: the oldest PDGroup naming the Cluster (by
+    /// creation time, then name). A Cluster has one PD cluster (safety rule
+    /// 7); any other PDGroup is refused and creates nothing.
+    pub cluster_pd_group: Option<&'a str>,
 }
 
 /// Reconciles one PDGroup. See the module docs.
@@ -358,6 +364,15 @@ pub async fn reconcile_group(
         || group.metadata.deletion_timestamp.is_some()
     {
         None
+    } else if let Some(first) = s.cluster_pd_group.filter(|first| *first != group_name) {
+        // Safety rule 7: a second PDGroup would bootstrap a second PD cluster.
+        Some(GroupPlan::Refuse(Blocked {
+            reason: reasons::DUPLICATE_PD_GROUP,
+            message: format!(
+                "Cluster {cluster_name} already has PDGroup {first}; a Cluster has exactly one \
+                 PDGroup, so this one creates nothing (delete it, or scale {first} instead)"
+            ),
+        }))
     } else if let Some(blocked) = downgrade_refused(group, s.instances, s.pods) {
         // Nothing of the template reaches the instances (and no member is
         // created at the lower version) until the version is fixed or the
@@ -420,8 +435,10 @@ pub async fn reconcile_group(
         }
         let bootstrapped =
             s.cluster.pd_cluster_id_known || s.pd.membership().is_some_and(|m| m.leader.is_some());
+        let group_uid = group.metadata.uid.clone().unwrap_or_default();
         let input = GroupInput {
             group: &group_name,
+            group_uid: &group_uid,
             replicas: group.spec.replicas,
             spread: Spread::from_policies(&group.spec.schedule_policies),
             instances: instance_states.clone(),

@@ -37,6 +37,8 @@ struct World {
     ctx: Ctx,
     suffixes: Counter,
     cluster: ClusterFacts,
+    /// The Cluster's PDGroup as the controller would pass it.
+    cluster_pd_group: Option<String>,
     /// When the PD view the reconcilers get was read (`None`: unknown).
     observed_at: Option<k8s_openapi::jiff::Timestamp>,
 }
@@ -85,6 +87,7 @@ impl World {
             ctx,
             suffixes: Counter::default(),
             cluster: ClusterFacts::default(),
+            cluster_pd_group: None,
             observed_at: None,
         }
     }
@@ -142,6 +145,7 @@ impl World {
             services: &services,
             revisions: &revisions,
             pd: &view,
+            cluster_pd_group: self.cluster_pd_group.as_deref(),
         };
         reconcile_group(&self.ctx, &snap, &self.pd, &mut self.suffixes)
             .await
@@ -491,6 +495,42 @@ async fn deleting_an_instance_whose_cluster_is_missing_deletes_nothing() {
         w.deletes()
     );
     assert!(!w.pd.calls().contains(&FakeOp::RemoveMember));
+}
+
+/// Safety rule 7: a Cluster has one PD cluster. A PDGroup that is not the
+/// Cluster's PDGroup (another, older one serves it) creates nothing and says
+/// why; the same group as the Cluster's PDGroup bootstraps.
+#[tokio::test]
+async fn a_second_pd_group_of_a_cluster_creates_nothing() {
+    let mut w = World::new(3, None);
+    w.cluster_pd_group = Some("pd-main".into());
+    w.reconcile_group().await;
+    w.reconcile_group().await;
+    assert!(w.instance_names().is_empty(), "{:?}", w.instance_names());
+    let (_, reason) = w.condition(condition::PROGRESSING);
+    assert_eq!(reason, reasons::DUPLICATE_PD_GROUP);
+    w.cluster_pd_group = Some("pd".into());
+    w.reconcile_group().await;
+    assert_eq!(w.instance_names().len(), 3);
+}
+
+/// Safety rule 7: a bootstrap planned again on a view that does not show the
+/// first one's writes (its create committed but the answer was lost, or the
+/// cache lags) names the same initial members: applying them again creates
+/// no second initial set.
+#[tokio::test]
+async fn a_bootstrap_retried_on_a_stale_view_creates_no_second_set() {
+    let mut w = World::new(3, None);
+    w.reconcile_group().await;
+    let first = w.instance_names();
+    assert_eq!(first.len(), 3);
+    w.reconcile_group_on(vec![], vec![]).await;
+    w.reconcile_group_on(vec![], vec![]).await;
+    assert_eq!(
+        w.instance_names(),
+        first,
+        "the same three members, no others"
+    );
 }
 
 #[tokio::test]
