@@ -20,11 +20,15 @@
 //! - delete: the cached object is gone, is being deleted, or is another
 //!   object (another uid) than the one deleted;
 //! - finalizer added/removed: the cached object has/lacks it (gone counts as
-//!   lacking).
+//!   lacking);
+//! - status patch: the cached object's status contains every field that was
+//!   sent (gone counts as seen: there is no status left to decide on).
 //!
-//! Status patches and Events are not recorded: status is a report that the
-//! next reconcile rewrites, and no decision that could disrupt a member rests
-//! on it alone (grants and restarts are in metadata and Pods).
+//! Status patches are recorded because some status fields are records that
+//! decisions rest on (a TiKV instance's `leaderEvictionStartedAt` says an
+//! evict-leader entry of ours may exist): a reconcile on a cache without the
+//! record would write a status without it and lose track of the entry.
+//! Events are not recorded.
 //!
 //! An entry that stays unseen longer than its limit (the object was changed
 //! by someone else meanwhile, or the watch is down) is dropped with a
@@ -63,6 +67,11 @@ pub enum Expect {
         /// The uid of the object deleted (`None`: whichever was there).
         uid: Option<String>,
     },
+    /// The status as patched: the cached status contains every field sent.
+    Status {
+        /// The status sent.
+        status: Value,
+    },
     /// `finalizer` present (`true`) or absent (`false`).
     Finalizer {
         /// The finalizer.
@@ -97,6 +106,10 @@ impl Expect {
                     .is_some_and(|u| m.get("uid").and_then(Value::as_str) != Some(u));
                 deleting || other
             }
+            Self::Status { status } => match cached {
+                None => true,
+                Some(c) => contains_desired(status, c.get("status").unwrap_or(&Value::Null)),
+            },
             Self::Finalizer { name, present } => {
                 let has = meta
                     .and_then(|m| m.get("finalizers"))
@@ -110,7 +123,7 @@ impl Expect {
     fn limit(&self) -> Duration {
         match self {
             Self::Deleted { .. } => DELETE_LIMIT,
-            Self::Applied { .. } | Self::Finalizer { .. } => APPLY_LIMIT,
+            Self::Applied { .. } | Self::Status { .. } | Self::Finalizer { .. } => APPLY_LIMIT,
         }
     }
 }
@@ -253,7 +266,15 @@ impl<W: KubeWriter> KubeWriter for LedgerWriter<W> {
     }
 
     async fn patch_status(&self, key: &ObjectKey, status: &Value) -> Result<()> {
-        self.inner.patch_status(key, status).await
+        self.inner.patch_status(key, status).await?;
+        self.ledger.record(
+            key,
+            Expect::Status {
+                status: status.clone(),
+            },
+            Instant::now(),
+        );
+        Ok(())
     }
 
     async fn add_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<()> {
@@ -461,6 +482,41 @@ mod tests {
         assert!(l.is_empty());
     }
 
+    /// A status patch is seen once the cached status holds every field sent:
+    /// a reconcile on a cache without a record it just wrote (e.g. a TiKV
+    /// instance's eviction start) would write the record away again.
+    #[cfg(feature = "fake")]
+    #[test]
+    fn a_status_patch_is_unseen_until_the_cache_shows_its_fields() {
+        use crate::fake::FakeKube;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let kube = FakeKube::default();
+        kube.insert(pod_key("kv-a"), pod("u1", false, "h", "tikv:v1"));
+        let ledger = std::sync::Arc::new(WriteLedger::default());
+        let w = LedgerWriter::new(kube.clone(), ledger.clone());
+        let status = json!({"leaderEvictionStartedAt": "2026-12-06T17:00:00Z", "id": "4"});
+        rt.block_on(w.patch_status(&pod_key("kv-a"), &status))
+            .unwrap();
+        let mut stale = pod("u1", false, "h", "tikv:v1");
+        stale["status"] = json!({"id": "4"});
+        let now = Instant::now();
+        assert_eq!(
+            ledger.unseen("ns", now, &|_: &ObjectKey| Ok(Some(stale.clone()))),
+            vec![pod_key("kv-a")]
+        );
+        let mut fresh = stale.clone();
+        fresh["status"]["leaderEvictionStartedAt"] = "2026-12-06T17:00:00Z".into();
+        fresh["status"]["conditions"] = json!([]);
+        assert!(
+            ledger
+                .unseen("ns", now, &|_: &ObjectKey| Ok(Some(fresh.clone())))
+                .is_empty()
+        );
+        assert!(ledger.is_empty());
+    }
+
     #[cfg(feature = "fake")]
     #[test]
     fn the_writer_records_only_successful_writes() {
@@ -476,8 +532,6 @@ mod tests {
             kube.fail_next(KubeOp::Delete, "refused");
             assert!(w.delete_exact(&pod_key("pd-a"), "u1").await.is_err());
             assert!(ledger.is_empty(), "a failed write is not recorded");
-            w.patch_status(&pod_key("pd-a"), &json!({})).await.unwrap();
-            assert!(ledger.is_empty(), "status patches are not recorded");
             w.delete_exact(&pod_key("pd-a"), "u1").await.unwrap();
         });
         assert_eq!(ledger.len(), 1);
