@@ -30,6 +30,11 @@ pub struct PdSnapshot {
     /// Replication settings (`max-replicas`, `location-labels`); `None` when
     /// PD could not be read.
     pub replication: Option<ReplicationConfig>,
+    /// Stores in PD's evict-leader scheduler; `None` when PD could not tell
+    /// (e.g. a new leader that has not loaded its schedulers yet) or lists no
+    /// stores. Lets the TiKV layer remove entries of its stores that no
+    /// operation of its own holds (a leaked entry keeps a store leaderless).
+    pub evicting: Option<BTreeSet<StoreId>>,
     /// Why PD could not be read, if it could not: never act destructively on
     /// such a snapshot.
     pub error: Option<String>,
@@ -57,6 +62,7 @@ impl PdSnapshot {
             && self.health == other.health
             && self.stores == other.stores
             && self.replication == other.replication
+            && self.evicting == other.evicting
             && self.error == other.error
     }
 
@@ -93,13 +99,15 @@ impl PdSnapshot {
             .collect()
     }
 
-    /// Ids of stores that appeared, disappeared or changed in any way.
+    /// Ids of stores that appeared, disappeared or changed in any way
+    /// (their evict-leader entry included).
     pub fn changed_stores(&self, old: &PdSnapshot) -> BTreeSet<StoreId> {
         let a: BTreeMap<StoreId, &Store> = old.stores.iter().map(|s| (s.id, s)).collect();
         let b: BTreeMap<StoreId, &Store> = self.stores.iter().map(|s| (s.id, s)).collect();
+        let evicting = |s: &PdSnapshot, id: &StoreId| s.evicting.as_ref().map(|e| e.contains(id));
         a.keys()
             .chain(b.keys())
-            .filter(|id| a.get(*id) != b.get(*id))
+            .filter(|id| a.get(*id) != b.get(*id) || evicting(old, id) != evicting(self, id))
             .copied()
             .collect()
     }
@@ -301,11 +309,18 @@ async fn read(pd: &dyn PdApi, seen_stores: bool) -> PdSnapshot {
         Ok(r) => r,
         Err(e) => return unreachable("replication config", e),
     };
+    // Not an outage when unknown: only the clean-up of stray entries waits.
+    let evicting = if stores.is_empty() {
+        None
+    } else {
+        pd.evicting_stores().await.ok()
+    };
     PdSnapshot {
         members: Some(members),
         health,
         stores,
         replication: Some(replication),
+        evicting,
         error: None,
         not_bootstrapped,
         observed_at,

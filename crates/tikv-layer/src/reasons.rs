@@ -64,3 +64,6 @@ pub const RESTARTED: &str = "Restarted";
 pub const EVICTION_TIMED_OUT: &str = "EvictionTimedOut";
 /// The template's version is lower than what stores run.
 pub const DOWNGRADE_REFUSED: &str = "DowngradeRefused";
+/// An evict-leader entry of one of the Cluster's stores that no operation of
+/// the operator held was removed.
+pub const STRAY_EVICT_LEADER_REMOVED: &str = "StrayEvictLeaderRemoved";

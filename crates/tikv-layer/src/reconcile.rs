@@ -963,7 +963,7 @@ fn offline_condition(
     };
     let removing = request != Request::Keep;
     match step {
-        RemovalStep::Idle => match previous {
+        RemovalStep::Idle | RemovalStep::RemoveStrayEvictLeader(_) => match previous {
             Some(p) if p.status == conditions::TRUE => (
                 c(
                     false,
@@ -1263,6 +1263,28 @@ pub async fn reconcile_instance(
                     }
                 }
                 status.leader_eviction_started_at = None;
+            }
+            RemovalStep::RemoveStrayEvictLeader(id) => {
+                match pd_api.remove_evict_leader(*id).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_already_gone() => {}
+                    Err(e) => return Err(Error::pd("remove_evict_leader", e)),
+                }
+                publish(
+                    ctx,
+                    event(
+                        kv,
+                        EventType::Warning,
+                        reasons::STRAY_EVICT_LEADER_REMOVED,
+                        "RemoveEvictLeader",
+                        format!(
+                            "removed an evict-leader entry of store {id} that no operation of \
+                             the operator held (it would keep the store without leaders); pause \
+                             the Cluster to keep leaders off a store by hand"
+                        ),
+                    ),
+                )
+                .await?;
             }
             RemovalStep::DeletePod => {
                 ctx.kube

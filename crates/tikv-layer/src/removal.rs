@@ -97,6 +97,9 @@ pub enum RemovalStep {
     /// Remove the operator's evict-leader entry (when the store id is
     /// known), then clear the recorded eviction start.
     RemoveEvictLeader(Option<StoreId>),
+    /// Remove an evict-leader entry of the store that no operation of ours
+    /// holds (no eviction record): leaked, or made by hand.
+    RemoveStrayEvictLeader(StoreId),
     /// Delete the Pod.
     DeletePod,
     /// Delete these PVCs.
@@ -165,6 +168,14 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
             }
             _ if input.eviction_started_at.is_some() => {
                 RemovalStep::RemoveEvictLeader(store.map(|s| s.id).or(input.recorded_store_id))
+            }
+            // An entry for our store that no operation of ours holds (no
+            // record): leaked (a lost status write, an operator that died
+            // between removing it and clearing nothing, a hand-made entry).
+            // It would keep the store leaderless for good: remove it. (The
+            // restart and removal paths record before they add.)
+            Some(s) if stores.evicting.as_ref().is_some_and(|e| e.contains(&s.id)) => {
+                RemovalStep::RemoveStrayEvictLeader(s.id)
             }
             _ => RemovalStep::Idle,
         };
@@ -520,6 +531,29 @@ mod tests {
         c.cluster_deleting = true;
         c.started = Some(1);
         assert_eq!(c.step(), RemovalStep::DeletePod);
+    }
+
+    /// A store kept and idle whose evict-leader entry no record of ours
+    /// holds: the entry is stray and goes; with the record it is ours (the
+    /// usual clean-up); with PD unable to tell, nothing happens.
+    #[test]
+    fn a_stray_evict_leader_entry_is_removed_only_without_a_record() {
+        let with_entry = |evicting: Option<&[u64]>| {
+            let mut v = pd_with(StoreState::Up, 0);
+            if let StoreView::Reachable(s) = &mut v {
+                s.evicting = evicting.map(|e| e.iter().map(|i| StoreId(*i)).collect());
+            }
+            v
+        };
+        let c = Case::new(Request::Keep, with_entry(Some(&[4])));
+        assert_eq!(c.step(), RemovalStep::RemoveStrayEvictLeader(StoreId(4)));
+        let mut c = Case::new(Request::Keep, with_entry(Some(&[4])));
+        c.started = Some(900);
+        assert_eq!(c.step(), RemovalStep::RemoveEvictLeader(Some(StoreId(4))));
+        for other in [Some(&[7][..]), Some(&[][..]), None] {
+            let c = Case::new(Request::Keep, with_entry(other));
+            assert_eq!(c.step(), RemovalStep::Idle, "{other:?}");
+        }
     }
 
     /// Safety rules 1 and 5: only a Cluster being deleted skips PD. With

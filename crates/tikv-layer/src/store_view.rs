@@ -28,6 +28,8 @@ pub struct Stores {
     pub stores: Vec<Store>,
     /// `max-replicas` and `location-labels`.
     pub replication: ReplicationConfig,
+    /// Stores in PD's evict-leader scheduler (`None`: unknown).
+    pub evicting: Option<std::collections::BTreeSet<StoreId>>,
     /// Since when the current PD leader leads, as far as the operator saw
     /// (`None`: unknown). Leader counts are rebuilt by a new PD leader from
     /// Region heartbeats; see [`Stores::leader_counts_settled`].
@@ -63,10 +65,16 @@ impl StoreView {
             Ok(r) => r,
             Err(e) => return unreachable("replication config", e),
         };
+        let evicting = if stores.is_empty() {
+            None
+        } else {
+            pd.evicting_stores().await.ok()
+        };
         Self::Reachable(Stores {
             cluster_id: members.cluster_id,
             stores,
             replication,
+            evicting,
             pd_leader_since: None,
         })
     }
@@ -80,6 +88,7 @@ impl StoreView {
                 cluster_id: m.cluster_id,
                 stores: s.stores.clone(),
                 replication: r.clone(),
+                evicting: s.evicting.clone(),
                 pd_leader_since: s.leader_since,
             }),
             (Some(e), _, _) => Self::Unreachable { message: e.clone() },

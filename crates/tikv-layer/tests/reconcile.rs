@@ -61,7 +61,7 @@ async fn stores_join_report_their_state_and_carry_their_labels() {
     assert!(
         w.pd.calls()[calls_before..].iter().all(|op| matches!(
             op,
-            FakeOp::Members | FakeOp::Stores | FakeOp::ReplicationConfig
+            FakeOp::Members | FakeOp::Stores | FakeOp::ReplicationConfig | FakeOp::EvictingStores
         )),
         "{:?}",
         &w.pd.calls()[calls_before..]
@@ -286,25 +286,52 @@ async fn cancelling_during_leader_eviction_removes_our_evict_leader_entry() {
     let store = w.store_of(&victim);
     w.reconcile_instance(&victim).await;
     assert!(w.pd.evicting_stores().await.unwrap().contains(&store));
-    // A user's evict-leader entry on another store is not ours: it stays.
-    let other = w.store_of(
-        &w.instance_names()
-            .into_iter()
-            .find(|n| *n != victim)
-            .unwrap(),
-    );
-    w.pd.add_evict_leader(other).await.unwrap();
+    // An evict-leader entry on a store that is not the Cluster's (another
+    // client's) stays.
+    let foreign = StoreId(99);
+    w.pd.add_store(foreign, "elsewhere:20160");
+    w.pd.add_evict_leader(foreign).await.unwrap();
 
     w.set_replicas(4);
     w.round().await;
     w.round().await;
     assert_eq!(
         w.pd.evicting_stores().await.unwrap(),
-        [other].into(),
+        [foreign].into(),
         "only our entry is removed"
     );
     assert!(!w.pd.calls().contains(&FakeOp::DeleteStore));
     assert!(!w.pd.calls().contains(&FakeOp::CancelStoreRemoval));
+}
+
+/// Item 6 of the safety issue: an evict-leader entry for a store of ours
+/// that no operation of ours holds (no eviction record: leaked by a lost
+/// status write, or made by hand) is removed, with an Event; a store would
+/// otherwise stay leaderless for good. A paused Cluster leaves it alone (the
+/// way to keep leaders off a store by hand).
+#[tokio::test]
+async fn a_stray_evict_leader_entry_on_our_store_is_removed() {
+    let mut w = World::serving(3).await;
+    let name = w.instance_names()[0].clone();
+    let store = w.store_of(&name);
+    w.pd.add_evict_leader(store).await.unwrap();
+    w.cluster.paused = true;
+    w.round().await;
+    assert!(
+        w.pd.evicting_stores().await.unwrap().contains(&store),
+        "paused: left alone"
+    );
+    w.cluster.paused = false;
+    w.round().await;
+    assert!(w.pd.evicting_stores().await.unwrap().is_empty());
+    assert!(
+        w.event_reasons()
+            .iter()
+            .any(|r| r == reasons::STRAY_EVICT_LEADER_REMOVED),
+        "{:?}",
+        w.event_reasons()
+    );
+    assert!(w.deletes().is_empty());
 }
 
 #[tokio::test]
@@ -595,7 +622,7 @@ async fn a_paused_cluster_changes_nothing_even_mid_removal() {
     assert!(
         w.pd.calls()[pd_calls..].iter().all(|op| matches!(
             op,
-            FakeOp::Members | FakeOp::Stores | FakeOp::ReplicationConfig
+            FakeOp::Members | FakeOp::Stores | FakeOp::ReplicationConfig | FakeOp::EvictingStores
         )),
         "{:?}",
         &w.pd.calls()[pd_calls..]
