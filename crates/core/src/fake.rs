@@ -147,6 +147,12 @@ impl FakeKube {
         self.lock().objects.insert(key, object);
     }
 
+    /// Removes an object as if someone else deleted it (test setup; no
+    /// call recorded, no finalizer honoured).
+    pub fn remove(&self, key: &ObjectKey) -> Option<Value> {
+        self.lock().objects.remove(key)
+    }
+
     /// The stored object, as a watch cache would hold it.
     pub fn get(&self, key: &ObjectKey) -> Option<Value> {
         self.lock().objects.get(key).cloned()

@@ -461,7 +461,9 @@ pub fn render_pvcs(pd: &PD) -> Result<Vec<PersistentVolumeClaim>, RenderError> {
                     namespace: Some(c.namespace.to_owned()),
                     labels: Some(labels),
                     annotations: none_if_empty(annotations),
-                    owner_references: owner(pd),
+                    // No owner: only the instance's finalizer deletes a PD
+                    // PVC, after the member left PD.
+                    owner_references: None,
                     ..ObjectMeta::default()
                 },
                 spec: Some(spec),
@@ -609,7 +611,11 @@ pub fn render_pod(pd: &PD, config_hash: &str) -> Result<Pod, RenderError> {
             namespace: Some(c.namespace.to_owned()),
             labels: Some(labels),
             annotations: Some(annotations),
-            owner_references: owner(pd),
+            // No owner: the garbage collector must never delete a PD Pod (a
+            // `--cascade=foreground` delete of the instance or group would
+            // otherwise remove it before its member left PD, safety rule 3).
+            // The instance's finalizer deletes it.
+            owner_references: None,
             ..ObjectMeta::default()
         },
         spec: Some(pod_spec),
@@ -928,8 +934,9 @@ mod tests {
         );
         let cfg = vols.iter().find(|v| v.name == CONFIG_VOLUME).unwrap();
         assert_eq!(cfg.config_map.as_ref().unwrap().name, "pd-abc123");
-        let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("PD", "i-uid"));
+        // Safety rule 3: no owner, so the garbage collector (a foreground
+        // delete of the instance or group) never deletes the Pod.
+        assert!(pod.metadata.owner_references.is_none());
     }
 
     #[test]

@@ -1110,6 +1110,16 @@ pub async fn reconcile_instance(
             "the Cluster is paused",
         ))
     } else if deleting {
+        // Safety rule 1: a Pod lost (node drain, eviction) while its store
+        // is still in PD and not removed is recreated; the store must stay
+        // up until PD has moved its Regions away.
+        if !s.cluster.deleting && s.pod.is_none() && store.is_some_and(|st| !st.is_removed()) {
+            if let Err((reason, m)) = apply_instance_objects(ctx, s, &rendered, true).await? {
+                warn!(%reason, message = %m, "cannot recreate the Pod of a store being removed");
+            } else {
+                info!("recreated the lost Pod of a store being removed");
+            }
+        }
         None
     } else {
         if !has_finalizer {
@@ -1117,7 +1127,10 @@ pub async fn reconcile_instance(
         }
         let store_gone =
             store.is_some_and(Store::is_removed) || status.state == Some(ApiStoreState::Removed);
-        let pod_allowed = request == Request::Keep && !store_gone;
+        // Offline: the Pod stays (and a lost one comes back) until the store
+        // is removed in PD (safety rule 1).
+        let pod_allowed =
+            !store_gone && (request == Request::Keep || store.is_some_and(|st| !st.is_removed()));
         Some(
             match apply_instance_objects(ctx, s, &rendered, pod_allowed).await? {
                 Ok(m) => ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, m),

@@ -607,7 +607,11 @@ pub fn render_pod(kv: &TiKV, config_hash: &str) -> Result<Pod, RenderError> {
             namespace: Some(p.namespace.to_owned()),
             labels: Some(labels),
             annotations: Some(annotations),
-            owner_references: owner(kv),
+            // No owner: the garbage collector must never delete a TiKV Pod
+            // (a `--cascade=foreground` delete of the instance or group would
+            // otherwise remove it before its store is Tombstone, safety rule
+            // 1). The instance's finalizer deletes it.
+            owner_references: None,
             ..ObjectMeta::default()
         },
         spec: Some(pod_spec),
@@ -807,8 +811,9 @@ mod tests {
                 .iter()
                 .any(|m| m.name == CONFIG_VOLUME && m.mount_path == CONFIG_DIR)
         );
-        let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("TiKV", "i-uid"));
+        // Safety rule 1: no owner, so the garbage collector (a foreground
+        // delete of the instance or group) never deletes the Pod.
+        assert!(pod.metadata.owner_references.is_none());
     }
 
     #[test]

@@ -465,6 +465,51 @@ async fn deleting_an_instance_whose_cluster_is_missing_deletes_nothing() {
     );
 }
 
+/// Safety rule 1: a Pod lost (node drain, eviction) while its store is being
+/// removed (scale-in, or the instance deleted by hand) is recreated: the store
+/// must stay up until PD has moved its Regions away. The Pod goes only once
+/// the store is Tombstone.
+#[tokio::test]
+async fn a_pod_lost_mid_removal_is_recreated_until_the_store_is_removed() {
+    for by_hand in [false, true] {
+        let mut w = World::serving(4).await;
+        w.pd.set_rates(1, 1); // Leaders and Regions leave slowly.
+        let victim = if by_hand {
+            let name = w.instance_names()[0].clone();
+            w.kube.delete(&kv_key(&name)).await.unwrap();
+            name
+        } else {
+            w.set_replicas(3);
+            w.reconcile_group().await;
+            w.offline_instances()[0].clone()
+        };
+        let store = w.watch(&victim);
+        w.reconcile_instance(&victim).await;
+        assert!(w.pd.evicting_stores().await.unwrap().contains(&store));
+        let uid = w.kube.get(&pod_key(&victim)).unwrap()["metadata"]["uid"].clone();
+        // The node is drained: the Pod goes behind the operator's back.
+        w.kube.remove(&pod_key(&victim));
+        w.reconcile_instance(&victim).await;
+        let again = w.kube.get(&pod_key(&victim));
+        assert!(
+            again.is_some(),
+            "by_hand={by_hand}: the lost Pod is recreated"
+        );
+        assert_ne!(again.unwrap()["metadata"]["uid"], uid);
+        assert!(!w.pd.store_snapshot(store).unwrap().is_removed());
+        for _ in 0..60 {
+            if w.pd.store_snapshot(store).unwrap().is_removed()
+                && w.kube.get(&pod_key(&victim)).is_none()
+            {
+                break;
+            }
+            w.round().await;
+        }
+        assert!(w.pd.store_snapshot(store).unwrap().is_removed());
+        assert!(w.kube.get(&pod_key(&victim)).is_none(), "by_hand={by_hand}");
+    }
+}
+
 #[tokio::test]
 async fn leader_eviction_is_bounded_by_the_timeout() {
     let mut w = World::serving(4).await;
