@@ -781,6 +781,22 @@ pub async fn reconcile_instance(
             return Ok(ctx.policy.after_success(false));
         }
         let peer_url = crate::render::member_peer_url(pd);
+        // Safety rule 3: a Pod lost (node drain, eviction) while PD still
+        // lists the member is recreated; the member leaves PD first.
+        if !s.cluster.deleting
+            && !s.cluster.missing
+            && !s.cluster.suspend_compute
+            && s.pod.is_none()
+            && s.pd
+                .membership()
+                .is_some_and(|m| m.member_of(&name, &peer_url).is_some())
+        {
+            if let Err((reason, m)) = apply_instance_objects(ctx, s).await? {
+                warn!(%reason, message = %m, "cannot recreate the Pod of a member being removed");
+            } else {
+                info!("recreated the lost Pod of a member being removed");
+            }
+        }
         let step = next_removal_step(&RemovalInput {
             instance: &name,
             peer_url: &peer_url,
