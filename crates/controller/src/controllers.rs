@@ -705,6 +705,12 @@ async fn reconcile_tikv(obj: Arc<TiKV>, sh: Arc<Shared>) -> Result<Action, Recon
     let entry = tikv_pd_entry(&sh, &ns, cluster.as_deref(), &cluster_name);
     let view = store_view(&sh, entry.as_ref(), &ns, &cluster_name, cluster.as_deref());
     let facts = TikvClusterFacts::from_cluster(cluster.as_deref());
+    let max_unavailable = label(obj.as_ref(), labels::GROUP)
+        .and_then(|g| sh.stores.tikv_groups.get(&ObjectRef::new(g).within(&ns)))
+        .and_then(|g| g.spec.max_unavailable)
+        .and_then(|m| usize::try_from(m).ok())
+        .unwrap_or(1)
+        .max(1);
     let Some(pd_api) = entry.as_ref().map(|e| e.api.clone()) else {
         // No PD known at all (no PDGroup, no status.pd): nothing can be
         // asked or removed safely; report through the group and wait.
@@ -723,6 +729,7 @@ async fn reconcile_tikv(obj: Arc<TiKV>, sh: Arc<Shared>) -> Result<Action, Recon
             options: TikvOptions {
                 evict_leader_timeout: sh.config.tikv.evict_leader_timeout,
             },
+            max_unavailable,
         },
         pd_api.as_ref(),
     )

@@ -87,6 +87,10 @@ pub struct GroupInput<'a> {
     pub instances: Vec<InstanceState>,
     /// PD's view of the stores of the whole cluster (every TiKVGroup).
     pub pd: &'a StoreView,
+    /// Instances of the Cluster's other TiKVGroups whose store is being
+    /// taken out (offline, or the instance deleted) and not removed yet: a
+    /// removal still evicting leaders is not "removing" in PD yet.
+    pub other_removals: Vec<String>,
 }
 
 /// A TiKV instance to create.
@@ -258,7 +262,17 @@ fn plan_scale_in(
     let victim_store = victim
         .store_id
         .and_then(|id| stores.stores.iter().find(|s| s.id == id));
-    // Safety rule 2: one store removal at a time in the whole cluster.
+    // Safety rule 2: one store removal at a time in the whole cluster, the
+    // other groups' removals that PD does not show yet included.
+    if let Some(other) = input.other_removals.first() {
+        return GroupPlan::Wait(Blocked {
+            reason: reasons::ANOTHER_REMOVAL_IN_FLIGHT,
+            message: format!(
+                "the store of {other} (another TiKVGroup) is being removed; the next removal \
+                 waits for it"
+            ),
+        });
+    }
     if let Some(other) = stores
         .removing()
         .into_iter()
@@ -385,6 +399,7 @@ mod tests {
                 spread: spread(&[("a", None), ("b", None), ("c", None)]),
                 instances,
                 pd,
+                other_removals: vec![],
             },
             &mut Counter::default(),
         )
@@ -466,6 +481,7 @@ mod tests {
                 spread: Spread::default(),
                 instances: i.clone(),
                 pd: &pd(4, 3),
+                other_removals: vec![],
             },
             &mut Counter::default(),
         );
@@ -482,11 +498,34 @@ mod tests {
                 spread: Spread::default(),
                 instances: i,
                 pd: &pd(4, 3),
+                other_removals: vec![],
             },
             &mut Counter::default(),
         );
         assert!(
             matches!(&p, GroupPlan::MarkOffline { name, .. } if name == "kv-4"),
+            "{p:?}"
+        );
+    }
+
+    /// Safety rule 2: another group's removal that is still evicting
+    /// leaders (PD does not show it removing yet) holds this group's
+    /// scale-in.
+    #[test]
+    fn another_groups_removal_still_evicting_holds_the_scale_in() {
+        let p = plan_group(
+            &GroupInput {
+                group: "kv",
+                replicas: 3,
+                spread: Spread::default(),
+                instances: four(),
+                pd: &pd(4, 3),
+                other_removals: vec!["hdd-1".into()],
+            },
+            &mut Counter::default(),
+        );
+        assert!(
+            matches!(&p, GroupPlan::Wait(b) if b.reason == reasons::ANOTHER_REMOVAL_IN_FLIGHT),
             "{p:?}"
         );
     }
@@ -502,6 +541,7 @@ mod tests {
                 spread: Spread::default(),
                 instances: i,
                 pd: &pd(4, 3),
+                other_removals: vec![],
             },
             &mut Counter::default(),
         );

@@ -486,6 +486,16 @@ pub async fn reconcile_group(
             spread: Spread::from_policies(&group.spec.schedule_policies),
             instances: states.clone(),
             pd: s.pd,
+            other_removals: s
+                .others
+                .iter()
+                .filter(|kv| {
+                    (kv.spec.offline || kv.metadata.deletion_timestamp.is_some())
+                        && kv.status.as_ref().and_then(|st| st.state)
+                            != Some(ApiStoreState::Removed)
+                })
+                .map(|kv| name_of(kv).to_owned())
+                .collect(),
         };
         let plan = plan_group(&input, suffixes);
         info!(?plan, "TiKVGroup plan");
@@ -938,6 +948,8 @@ pub struct InstanceSnapshot<'a> {
     pub pd: &'a StoreView,
     /// Layer settings.
     pub options: Options,
+    /// Its group's `maxUnavailable` (1 when the group is not known).
+    pub max_unavailable: usize,
 }
 
 fn api_state(store: &Store) -> ApiStoreState {
@@ -1174,6 +1186,7 @@ pub async fn reconcile_instance(
             eviction_started_at: status.leader_eviction_started_at.as_ref().map(|t| t.0),
             now,
             evict_leader_timeout: s.options.evict_leader_timeout,
+            max_unavailable: s.max_unavailable,
         })
     } else {
         RestartStep::Idle

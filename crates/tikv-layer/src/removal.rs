@@ -238,9 +238,41 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
                     ),
                 );
             }
+            // Other stores whose leaders PD is evicting (a restart, or a
+            // removal that is not "removing" in PD yet): another disruption
+            // in flight. Two instances deleted at once would otherwise both
+            // start; the lower store id goes first.
+            let evicting_others: Vec<StoreId> = stores
+                .evicting
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|id| *id != s.id)
+                .filter(|id| stores.stores.iter().any(|o| o.id == *id && !o.is_removed()))
+                .collect();
             let Some(started) = input.eviction_started_at else {
+                if let Some(other) = evicting_others.first() {
+                    return wait(
+                        reasons::ANOTHER_REMOVAL_IN_FLIGHT,
+                        format!(
+                            "the leaders of store {other} are being evicted; the removal of \
+                             store {} waits for it",
+                            s.id
+                        ),
+                    );
+                }
                 return RemovalStep::EvictLeaders(s.id);
             };
+            if let Some(other) = evicting_others.iter().find(|o| **o < s.id) {
+                return wait(
+                    reasons::ANOTHER_REMOVAL_IN_FLIGHT,
+                    format!(
+                        "the leaders of store {other} are being evicted too; the removal of \
+                         store {} waits for it",
+                        s.id
+                    ),
+                );
+            }
             let elapsed = input.now.duration_since(started);
             let timeout = k8s_openapi::jiff::SignedDuration::try_from(input.evict_leader_timeout)
                 .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);

@@ -116,6 +116,7 @@ pub fn plan_restart(input: &RestartInput) -> RestartPlan {
         return RestartPlan::None;
     };
     let pending = candidates.len();
+    let budget = input.max_unavailable.max(1);
     if let Some(why) = &first.disrupted {
         // One at a time even among unavailable stores: a version that does not
         // start stops the rollout at one store.
@@ -124,6 +125,26 @@ pub fn plan_restart(input: &RestartInput) -> RestartPlan {
                 reasons::ROLLING_UPDATE,
                 format!(
                     "waiting for {other} to finish restarting ({pending} store(s) left to update)"
+                ),
+            );
+        }
+        // Safety rule 2, Cluster-wide: restarting a store that is already
+        // unavailable adds no disruption only while the other unavailable
+        // stores of the Cluster (every group) stay within the budget.
+        let others: Vec<String> = input
+            .disrupted
+            .iter()
+            .filter(|(n, _)| *n != first.name)
+            .map(|(n, why)| format!("{n} ({why})"))
+            .collect();
+        if others.len() >= budget {
+            return wait(
+                reasons::WAITING_FOR_STORES,
+                format!(
+                    "{} other store(s) of the Cluster are unavailable, maxUnavailable is \
+                     {budget}: {}; {pending} store(s) left to update",
+                    others.len(),
+                    others.join(", ")
                 ),
             );
         }
@@ -199,6 +220,9 @@ pub struct StepInput<'a> {
     pub now: Timestamp,
     /// How long leaders may take to leave.
     pub evict_leader_timeout: Duration,
+    /// The group's `maxUnavailable` (at least 1): re-checked against PD's
+    /// view of the other stores right before the Pod goes.
+    pub max_unavailable: usize,
 }
 
 /// The next step of one instance's restart.
@@ -325,14 +349,33 @@ pub fn next_restart_step(input: &StepInput<'_>) -> RestartStep {
             ),
         };
     };
+    let elapsed = input.now.duration_since(started);
+    let timeout = k8s_openapi::jiff::SignedDuration::try_from(input.evict_leader_timeout)
+        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+    let ready_to_go =
+        (store.leader_count == Some(0) && input.leader_counts_settled) || elapsed >= timeout;
+    // Safety rule 2: re-checked right before the destructive step, not only
+    // when the restart was granted: a store that went down meanwhile (a node
+    // died) uses the budget, and this Pod waits.
+    let down = others_down(stores, store.id);
+    if ready_to_go && down.len() >= input.max_unavailable.max(1) {
+        return wait(
+            reasons::WAITING_FOR_STORES,
+            format!(
+                "the restart of store {} waits: {} other store(s) are unavailable in PD \
+                 (maxUnavailable {}): {}",
+                store.id,
+                down.len(),
+                input.max_unavailable.max(1),
+                down.join(", ")
+            ),
+        );
+    }
     if store.leader_count == Some(0) && input.leader_counts_settled {
         return RestartStep::DeletePod {
             why: format!("store {} leads no Region", store.id),
         };
     }
-    let elapsed = input.now.duration_since(started);
-    let timeout = k8s_openapi::jiff::SignedDuration::try_from(input.evict_leader_timeout)
-        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
     if elapsed >= timeout {
         return RestartStep::CheckDownPeers {
             store: store.id,
@@ -348,6 +391,28 @@ pub fn next_restart_step(input: &StepInput<'_>) -> RestartStep {
             input.evict_leader_timeout.as_secs()
         ),
     }
+}
+
+/// Other stores PD reports unavailable: kept (not removed) but not
+/// heartbeating or not serving, or being removed.
+fn others_down(stores: &crate::store_view::Stores, me: StoreId) -> Vec<String> {
+    stores
+        .stores
+        .iter()
+        .filter(|s| s.id != me && !s.is_removed())
+        .filter_map(|s| {
+            if s.is_removing() {
+                Some(format!("store {} being removed", s.id))
+            } else if !is_serving(s) {
+                Some(format!(
+                    "store {} {:?}/{:?}",
+                    s.id, s.liveness, s.node_state
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 /// After an eviction timed out: the Pod may go only when no other store has
@@ -460,6 +525,31 @@ mod tests {
         ));
     }
 
+    /// Safety rule 2, Cluster-wide: an unavailable store of this group is
+    /// not restarted while another group's store is unavailable too (each
+    /// group granting its own would disrupt two at once).
+    #[test]
+    fn an_unavailable_store_waits_for_other_groups_unavailable_stores() {
+        let mut i = input(vec![cand("kv-c", Some("inside minReadySeconds"))]);
+        i.disrupted = vec![
+            ("kv-c".into(), "inside minReadySeconds".into()),
+            ("hdd-a".into(), "restarting".into()),
+        ];
+        assert!(
+            matches!(
+                plan_restart(&i),
+                RestartPlan::Wait(Blocked {
+                    reason: reasons::WAITING_FOR_STORES,
+                    ..
+                })
+            ),
+            "{:?}",
+            plan_restart(&i)
+        );
+        i.max_unavailable = 2;
+        assert!(matches!(plan_restart(&i), RestartPlan::Grant { ref name, .. } if name == "kv-c"));
+    }
+
     #[test]
     fn nothing_restarts_without_pd_before_pd_is_upgraded_or_during_a_removal() {
         let mut i = input(vec![cand("kv-a", None)]);
@@ -520,7 +610,42 @@ mod tests {
             eviction_started_at: None,
             now: Timestamp::from_second(1_000).unwrap(),
             evict_leader_timeout: Duration::from_secs(300),
+            max_unavailable: 1,
         }
+    }
+
+    /// Safety rule 2: the budget is re-checked right before the Pod goes. A
+    /// store that went down after the grant (its node died) holds the Pod of
+    /// a drained store until it is back; maxUnavailable 2 lets it go.
+    #[test]
+    fn the_pod_waits_when_another_store_went_down_after_the_grant() {
+        let drained = up(1, 0);
+        let mut dead = up(2, 3);
+        dead.liveness = StoreLiveness::Disconnected;
+        let pd = view(vec![drained.clone(), dead, up(3, 3)]);
+        let mut i = step(&pd, Some(&drained));
+        i.eviction_started_at = Some(Timestamp::from_second(900).unwrap());
+        let s = next_restart_step(&i);
+        assert!(
+            matches!(&s, RestartStep::Wait(b) if b.reason == reasons::WAITING_FOR_STORES),
+            "{s:?}"
+        );
+        // Also after the eviction timeout.
+        i.now = Timestamp::from_second(900 + 301).unwrap();
+        assert!(matches!(next_restart_step(&i), RestartStep::Wait(_)));
+        i.max_unavailable = 2;
+        assert!(matches!(
+            next_restart_step(&i),
+            RestartStep::DeletePod { .. }
+        ));
+        // A store being removed counts too.
+        let mut removing = up(2, 0);
+        removing.state = StoreState::Offline;
+        removing.node_state = NodeState::Removing;
+        let pd = view(vec![drained.clone(), removing, up(3, 3)]);
+        let mut i = step(&pd, Some(&drained));
+        i.eviction_started_at = Some(Timestamp::from_second(900).unwrap());
+        assert!(matches!(next_restart_step(&i), RestartStep::Wait(_)));
     }
 
     #[test]

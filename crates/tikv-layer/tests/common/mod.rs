@@ -241,8 +241,16 @@ impl World {
                 .map(|t| node_labels(&t[ZONE]))
         });
         let view = self.view().await;
+        // Its group's maxUnavailable, as the controller passes it.
+        let group = instance.metadata.labels.as_ref().unwrap()[labels::GROUP].clone();
+        let max_unavailable = self
+            .kube
+            .get_typed::<TiKVGroup>(&ObjectKey::new::<TiKVGroup>(Some(NS), &group))
+            .and_then(|g| g.spec.max_unavailable)
+            .map_or(1, |m| usize::try_from(m.max(1)).unwrap());
         let snap = InstanceSnapshot {
             instance: &instance,
+            max_unavailable,
             cluster: &self.cluster,
             pod: pod.as_ref(),
             node_labels: node.as_ref(),
