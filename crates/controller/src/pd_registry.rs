@@ -6,6 +6,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Decisions never rest on a PD reading older than this (the slow refresh
+/// interval is 30 s; a refresh loop stuck on PD timeouts ages the snapshot):
+/// an older one counts as PD not answering (safety rule 5).
+pub const MAX_SNAPSHOT_AGE: std::time::Duration = std::time::Duration::from_secs(120);
+
 use pd_client::{PdApi, PdClient, PdClientConfig, StoreId};
 use tikv_operator_core::pd_state::{FastRefresh, PdSnapshot, PdStateCache, RefreshPolicy};
 use tokio::task::AbortHandle;
@@ -88,7 +93,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl PdEntry {
     /// The latest PD snapshot.
     pub fn snapshot(&self) -> Arc<PdSnapshot> {
-        self.cache.current()
+        self.cache
+            .current()
+            .within_age(k8s_openapi::jiff::Timestamp::now(), MAX_SNAPSHOT_AGE)
     }
 
     /// Keeps the cache refreshing fast while `key` has something in flight.

@@ -18,6 +18,52 @@ use crate::kube_writer::{EventSpec, EventType, KubeWriter, ObjectKey};
 pub struct KubeClientWriter {
     client: Client,
     recorder: Recorder,
+    events: std::sync::Arc<EventDedup>,
+}
+
+/// How long a Warning Event that says exactly the same as one already
+/// published (same object, reason and note) is held back: a reconcile that
+/// waits or refuses reports the same Warning at every pass (every few
+/// seconds), and each one would be a write to the API server. Normal Events
+/// report actions and are always published.
+pub const EVENT_REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Remembers recently published Events so that repeats within
+/// [`EVENT_REPEAT_WINDOW`] are not published again.
+#[derive(Debug, Default)]
+pub struct EventDedup {
+    recent: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl EventDedup {
+    /// Whether `event` should be published at `now` (and if so, remembers
+    /// it). Entries older than the window are forgotten.
+    pub fn admit(&self, event: &EventSpec, now: std::time::Instant) -> bool {
+        if event.type_ != EventType::Warning {
+            return true;
+        }
+        let r = &event.regarding;
+        let key = format!(
+            "{}/{}/{}/{}|{:?}|{}|{}",
+            r.kind.as_deref().unwrap_or_default(),
+            r.namespace.as_deref().unwrap_or_default(),
+            r.name.as_deref().unwrap_or_default(),
+            r.uid.as_deref().unwrap_or_default(),
+            event.type_,
+            event.reason,
+            event.note
+        );
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.retain(|_, at| now.saturating_duration_since(*at) < EVENT_REPEAT_WINDOW);
+        if recent.contains_key(&key) {
+            return false;
+        }
+        recent.insert(key, now);
+        true
+    }
 }
 
 impl std::fmt::Debug for KubeClientWriter {
@@ -33,6 +79,7 @@ impl KubeClientWriter {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            events: std::sync::Arc::new(EventDedup::default()),
         }
     }
 
@@ -175,6 +222,9 @@ impl KubeWriter for KubeClientWriter {
     }
 
     async fn publish_event(&self, event: &EventSpec) -> Result<()> {
+        if !self.events.admit(event, std::time::Instant::now()) {
+            return Ok(());
+        }
         let ev = Event {
             type_: match event.type_ {
                 EventType::Normal => KubeEventType::Normal,
@@ -198,5 +248,48 @@ impl KubeWriter for KubeClientWriter {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use k8s_openapi::api::core::v1::ObjectReference;
+
+    fn ev(name: &str, note: &str) -> EventSpec {
+        EventSpec {
+            regarding: ObjectReference {
+                kind: Some("PD".into()),
+                namespace: Some("ns".into()),
+                name: Some(name.into()),
+                uid: Some(format!("{name}-uid")),
+                ..ObjectReference::default()
+            },
+            type_: EventType::Warning,
+            reason: "QuorumAtRisk".into(),
+            action: "RemoveMember".into(),
+            note: note.into(),
+        }
+    }
+
+    #[test]
+    fn a_repeated_event_is_published_once_per_window() {
+        let d = EventDedup::default();
+        let t0 = std::time::Instant::now();
+        assert!(d.admit(&ev("pd-a", "waits"), t0));
+        for s in [5, 10, 300, 599] {
+            assert!(!d.admit(&ev("pd-a", "waits"), t0 + std::time::Duration::from_secs(s)));
+        }
+        // Another note or another object is another Event.
+        assert!(d.admit(&ev("pd-a", "waits for pd-b"), t0));
+        assert!(d.admit(&ev("pd-b", "waits"), t0));
+        // After the window, once more.
+        assert!(d.admit(&ev("pd-a", "waits"), t0 + EVENT_REPEAT_WINDOW));
+        // Normal Events report actions: always published.
+        let mut normal = ev("pd-a", "member removed");
+        normal.type_ = EventType::Normal;
+        assert!(d.admit(&normal, t0));
+        assert!(d.admit(&normal, t0));
     }
 }

@@ -66,6 +66,32 @@ impl PdSnapshot {
             && self.error == other.error
     }
 
+    /// `self`, or when it was read more than `max` before `now`, an
+    /// unreachable snapshot saying so: decisions never rest on an old
+    /// reading (safety rule 5).
+    pub fn within_age(
+        self: Arc<Self>,
+        now: k8s_openapi::jiff::Timestamp,
+        max: Duration,
+    ) -> Arc<Self> {
+        let Some(at) = self.observed_at else {
+            return self;
+        };
+        let age = now.duration_since(at);
+        if age <= k8s_openapi::jiff::SignedDuration::try_from(max).unwrap_or_default() {
+            return self;
+        }
+        Arc::new(PdSnapshot {
+            error: Some(format!(
+                "the last PD reading is {}s old (more than {}s); not acting on it",
+                age.as_secs(),
+                max.as_secs()
+            )),
+            observed_at: self.observed_at,
+            ..PdSnapshot::default()
+        })
+    }
+
     /// Whether PD answered.
     pub fn reachable(&self) -> bool {
         self.error.is_none() && self.members.is_some()
@@ -229,12 +255,14 @@ impl PdStateCache {
                 .as_ref()
                 .and_then(|m| m.leader.as_ref().map(|l| l.name.clone()))
         };
-        // The leader at the first reading is taken as settled (unknown since
-        // when); a leader change seen afterwards starts the clock.
+        // The leader at the first reading (after an operator restart) is not
+        // taken as settled: it may have been elected a moment ago. Its clock
+        // starts at that reading, as does a leader change seen afterwards.
         read.leader_since = match leader(&read) {
             None => None,
-            _ if old.observed_at.is_none() => None,
-            Some(l) if Some(&l) == leader(&old).as_ref() => old.leader_since,
+            Some(l) if old.observed_at.is_some() && Some(&l) == leader(&old).as_ref() => {
+                old.leader_since
+            }
             Some(_) => read.observed_at,
         };
         let snapshot = Arc::new(read);
@@ -372,6 +400,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_old_reading_counts_as_unreachable() {
+        let pd = FakePd::with_cluster(3, 3);
+        let c = cache(&pd);
+        c.refresh().await;
+        let s = c.current();
+        let at = s.observed_at.unwrap();
+        let max = Duration::from_secs(120);
+        assert!(s.clone().within_age(at, max).reachable());
+        let later = at + k8s_openapi::jiff::SignedDuration::from_secs(119);
+        assert!(s.clone().within_age(later, max).reachable());
+        let too_late = at + k8s_openapi::jiff::SignedDuration::from_secs(121);
+        let old = s.within_age(too_late, max);
+        assert!(!old.reachable());
+        assert!(old.stores.is_empty());
+        assert!(old.error.as_deref().unwrap().contains("old"));
+    }
+
+    #[tokio::test]
     async fn a_pd_without_stores_yet_is_reachable() {
         let pd = FakePd::with_cluster(1, 0);
         pd.inject_error(
@@ -472,13 +518,16 @@ mod tests {
         let pd = FakePd::with_cluster(3, 0);
         let c = cache(&pd);
         c.refresh().await;
+        let first = c.current().observed_at;
+        assert!(first.is_some());
         assert_eq!(
             c.current().leader_since,
-            None,
-            "the first leader seen: unknown"
+            first,
+            "the first leader seen (an operator restart): not settled, its clock starts"
         );
+        std::thread::sleep(std::time::Duration::from_millis(2));
         c.refresh().await;
-        assert_eq!(c.current().leader_since, None, "same leader: kept");
+        assert_eq!(c.current().leader_since, first, "same leader: kept");
         let first = c.current().observed_at;
         let other = pd
             .member_names()

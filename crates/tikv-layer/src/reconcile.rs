@@ -952,6 +952,13 @@ pub struct InstanceSnapshot<'a> {
     pub max_unavailable: usize,
 }
 
+/// Whether PD's view lists `id` in its evict-leader scheduler.
+fn evicting_in_pd(pd: &StoreView, id: StoreId) -> bool {
+    pd.stores()
+        .and_then(|s| s.evicting.as_ref())
+        .is_some_and(|e| e.contains(&id))
+}
+
 fn api_state(store: &Store) -> ApiStoreState {
     match store.node_state {
         _ if store.is_removed() => ApiStoreState::Removed,
@@ -1590,10 +1597,14 @@ async fn run_restart_step(
                 status.leader_eviction_started_at = Some(Time(ctx.clock.now()));
                 patch_status(ctx, key, name, status).await?;
             }
-            match pd_api.add_evict_leader(*id).await {
-                Ok(()) => {}
-                Err(e) if e.is_already_gone() => {}
-                Err(e) => return Err(Error::pd("add_evict_leader", e)),
+            // Re-added while leaders remain (an entry lost with a PD leader
+            // change comes back), but not re-posted while PD lists it.
+            if !evicting_in_pd(s.pd, *id) {
+                match pd_api.add_evict_leader(*id).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_already_gone() => {}
+                    Err(e) => return Err(Error::pd("add_evict_leader", e)),
+                }
             }
             if first {
                 publish(
