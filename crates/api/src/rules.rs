@@ -391,9 +391,7 @@ pub fn volume() -> Value {
             "a volume needs at least one mount"
         ),
         rule(
-            format!(
-                "self.name != oldSelf.name || !isQuantity(self.storage) || !isQuantity(oldSelf.storage) || quantity(self.storage).compareTo(quantity(oldSelf.storage)) >= 0",
-            ),
+            "self.name != oldSelf.name || !isQuantity(self.storage) || !isQuantity(oldSelf.storage) || quantity(self.storage).compareTo(quantity(oldSelf.storage)) >= 0",
             "storage of an existing volume may grow but not shrink (a PVC cannot be made smaller)",
         ),
         rule(
