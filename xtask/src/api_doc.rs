@@ -69,11 +69,33 @@ pub fn render(crds: &[CustomResourceDefinition]) -> String {
         code_list(&rules::PD_OWNED_KEYS.dotted()),
         code_list(&rules::TIKV_OWNED_KEYS.dotted()),
     );
+    out.push_str(VALIDATION);
     for crd in crds {
         render_kind(crd, &mut out);
     }
     out
 }
+
+const VALIDATION: &str = "
+## Validation
+
+The API server rejects mistakes before the operator sees them: each field below lists its
+OpenAPI bounds and, in italics, the message of every CEL rule (`x-kubernetes-validations`)
+that applies to it. Rules on an object (for example `volumes`) can look at several fields.
+
+- Quantities use the Kubernetes CEL quantity library (`isQuantity`, `quantity`; API server
+  1.29 or newer). `resources.cpu` and `resources.memory` accept integers or strings.
+  `volumes[].storage` is a string (`\"100Gi\"`, at most 64 characters): the API server
+  estimates the cost of a rule over an int-or-string field as if the value could fill a whole
+  request, and the volume rules (format, never shrink) would not fit the CEL cost budget.
+- Transition rules (`storage` never shrinks, `storageClassName`, `cluster`, `topology`,
+  `subdomain` and `tlsCluster.enabled` never change) compare a volume with the old volume of
+  the same name; they apply to updates only.
+- Label and annotation keys under `core.tikv.org/`, and the labels
+  `app.kubernetes.io/managed-by` and `app.kubernetes.io/component`, belong to the operator
+  and are rejected in template and overlay metadata.
+- The API has no duration fields: waiting times are whole seconds (`minReadySeconds`).
+";
 
 fn code_list(items: &[String]) -> String {
     items
@@ -139,6 +161,37 @@ fn rule_text(rule: &Value) -> String {
     format!("*{}*", message.replace('|', "\\|"))
 }
 
+/// OpenAPI bounds of a field (what the API server checks besides CEL rules).
+fn schema_constraints(node: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, text) in [
+        ("maxLength", "at most {} characters"),
+        ("maxItems", "at most {} items"),
+        ("maxProperties", "at most {} entries"),
+        ("minimum", ">= {}"),
+        ("maximum", "<= {}"),
+    ] {
+        if let Some(v) = node.get(key) {
+            out.push(text.replace("{}", &v.to_string()));
+        }
+    }
+    if let Some(v) = node
+        .get("additionalProperties")
+        .and_then(|a| a.get("maxLength"))
+    {
+        out.push(format!("values at most {v} characters"));
+    }
+    if node.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") {
+        let keys: Vec<&str> = node
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+            .map(|k| k.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        out.push(format!("unique `{}`", keys.join("`, `")));
+    }
+    out
+}
+
 fn type_of(node: &Value) -> String {
     if node.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
         return "quantity".to_owned();
@@ -170,6 +223,7 @@ fn fields(node: &Value, path: &str, required: bool, out: &mut String) {
     if required {
         notes.push("**required**".to_owned());
     }
+    notes.extend(schema_constraints(node));
     if let Some(rules) = node
         .get("x-kubernetes-validations")
         .and_then(Value::as_array)

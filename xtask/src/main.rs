@@ -199,6 +199,22 @@ mod tests {
             assert!(doc.contains(field), "missing {field}");
         }
         assert!(doc.contains("*topology is immutable*"));
+        // Per-field rules: OpenAPI bounds and CEL messages next to the field.
+        let line = |field: &str| {
+            doc.lines()
+                .find(|l| l.starts_with(&format!("| `{field}` |")))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let storage = line("spec.template.spec.volumes[].storage");
+        assert!(storage.contains("at most 64 characters"), "{storage}");
+        assert!(
+            storage.contains("*storage must be a positive quantity"),
+            "{storage}"
+        );
+        let volumes = line("spec.template.spec.volumes");
+        assert!(volumes.contains("unique `name`"), "{volumes}");
+        assert!(volumes.contains("*mount paths must be unique"), "{volumes}");
         assert!(doc.contains("`server.addr`"));
     }
 }

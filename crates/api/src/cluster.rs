@@ -54,6 +54,7 @@ pub struct ClusterSpec {
     pub tls_cluster: Option<TlsCluster>,
     /// Optional behaviours, enabled by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub feature_gates: Vec<FeatureGate>,
 }
@@ -93,7 +94,9 @@ pub struct TlsCluster {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureGate {
-    /// Feature name.
+    /// Feature name (UpperCamelCase).
+    #[schemars(length(max = 63))]
+    #[schemars(extend("x-kubernetes-validations" = rules::feature_gate_name()))]
     pub name: String,
 }
 

@@ -14,6 +14,8 @@ use crate::rules;
 #[serde(rename_all = "camelCase")]
 pub struct ClusterReference {
     /// Name of a Cluster in the same namespace.
+    #[schemars(length(max = 63))]
+    #[schemars(extend("x-kubernetes-validations" = rules::cluster_name()))]
     pub name: String,
 }
 
@@ -26,11 +28,20 @@ pub type Topology = BTreeMap<String, String>;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
-    /// Labels added to the object. Labels the operator sets itself win.
+    /// Labels added to the object. Keys the operator sets itself are rejected.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = rules::MAX_MAP_ENTRIES,
+        "additionalProperties" = {"type": "string", "maxLength": 63},
+        "x-kubernetes-validations" = rules::label_map("labels")
+    ))]
     pub labels: BTreeMap<String, String>,
-    /// Annotations added to the object.
+    /// Annotations added to the object. Keys under `core.tikv.org/` are rejected.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = rules::MAX_MAP_ENTRIES,
+        "x-kubernetes-validations" = rules::annotation_map()
+    ))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -39,7 +50,7 @@ pub struct ObjectMeta {
 #[serde(rename_all = "camelCase")]
 pub struct Port {
     /// Port number, 1-65535.
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(extend("x-kubernetes-validations" = rules::port()))]
     pub port: i32,
 }
 
@@ -51,9 +62,15 @@ pub struct Port {
 pub struct ResourceRequirements {
     /// CPU, for example `4` or `500m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend(
+        "x-kubernetes-validations" = rules::positive_quantity("cpu", "4 or 500m")
+    ))]
     pub cpu: Option<Quantity>,
     /// Memory, for example `16Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend(
+        "x-kubernetes-validations" = rules::positive_quantity("memory", "16Gi")
+    ))]
     pub memory: Option<Quantity>,
 }
 
@@ -89,16 +106,22 @@ pub enum VolumeMountType {
 /// One mount of a volume.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = rules::volume_mount()))]
 pub struct VolumeMount {
     /// Well-known mount: `data` mounts the volume at the component's data
     /// directory, and the operator points the component at it.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<VolumeMountType>,
-    /// Mount path in the container. Defaults to the well-known path of `type`.
+    /// Mount path in the container: absolute, not `/`, no `..`. Defaults to
+    /// the well-known path of `type`. Unique over all mounts of the component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[schemars(extend("x-kubernetes-validations" = rules::mount_path()))]
     pub mount_path: Option<String>,
-    /// Sub-path of the volume to mount.
+    /// Sub-path of the volume to mount: relative, no `..`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[schemars(extend("x-kubernetes-validations" = rules::sub_path()))]
     pub sub_path: Option<String>,
 }
 
@@ -106,13 +129,10 @@ pub struct VolumeMount {
 /// volume per instance, named `<volume>-<instance>`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.mounts) && size(self.mounts) > 0",
-    "message": "a volume needs at least one mount"
-}]))]
+#[schemars(extend("x-kubernetes-validations" = rules::volume()))]
 pub struct Volume {
-    /// Volume name: a DNS-1035 label of at most 15 characters. One volume
-    /// must be named `data`.
+    /// Volume name: a DNS-1035 label of at most 15 characters, unique, not
+    /// `config`. One volume must be named `data`.
     #[schemars(length(max = 63))]
     #[schemars(extend("x-kubernetes-validations" = rules::volume_name()))]
     pub name: String,
@@ -121,13 +141,21 @@ pub struct Volume {
     #[schemars(length(max = 8))]
     pub mounts: Vec<VolumeMount>,
     /// Requested size, for example `100Gi`. Growing it expands the PVC
-    /// without restarting the pod (where the StorageClass allows expansion).
+    /// without restarting the pod (where the StorageClass allows expansion);
+    /// shrinking it is rejected.
+    #[schemars(schema_with = "crate::common::quantity_string")]
+    #[schemars(extend("x-kubernetes-validations" = rules::positive_quantity_string("storage", "100Gi")))]
     pub storage: Quantity,
-    /// StorageClass of the PVC. Empty means the cluster's default class.
+    /// StorageClass of the PVC. Absent means the cluster's default class;
+    /// `""` means no class. Immutable once the volume exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = rules::storage_class_name()))]
     pub storage_class_name: Option<String>,
     /// VolumeAttributesClass of the PVC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = rules::object_reference("volumeAttributesClassName")))]
     pub volume_attributes_class_name: Option<String>,
 }
 
@@ -184,6 +212,17 @@ pub struct PersistentVolumeClaimOverlay {
     pub spec: Option<serde_json::Value>,
 }
 
+/// Schema of a quantity written as a string (`"100Gi"`). `storage` uses it
+/// instead of Kubernetes' int-or-string: the API server costs CEL rules over
+/// an int-or-string value as if it could fill a whole request, which leaves no
+/// room for the quantity rules of a volume list item.
+pub fn quantity_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "maxLength": rules::MAX_QUANTITY_LEN
+    })
+}
+
 /// Schema of an object kept as-is by the API server (overlay specs).
 pub fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
@@ -222,6 +261,7 @@ pub struct EvenlySpreadPolicy {
     /// furthest below its weighted share; scale-in removes from the one
     /// furthest above it.
     #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = rules::distinct_topologies()))]
     pub topologies: Vec<ScheduleTopology>,
 }
 
@@ -229,11 +269,16 @@ pub struct EvenlySpreadPolicy {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleTopology {
-    /// Node labels that make up this topology.
+    /// Node labels that make up this topology (at least one).
+    #[schemars(extend(
+        "maxProperties" = rules::MAX_TOPOLOGY_LABELS,
+        "additionalProperties" = {"type": "string", "maxLength": 63},
+        "x-kubernetes-validations" = rules::topology()
+    ))]
     pub topology: Topology,
     /// Relative share of instances for this topology (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(extend("x-kubernetes-validations" = rules::at_least_one("weight")))]
     pub weight: Option<i32>,
 }
 

@@ -63,6 +63,7 @@ pub struct PDGroupSpec {
     /// How members are placed over topologies (zones, racks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
+    #[schemars(extend("x-kubernetes-validations" = rules::one_policy_per_type()))]
     pub schedule_policies: Vec<SchedulePolicy>,
     /// Template of every PD member of this group.
     pub template: PDTemplate,
@@ -90,6 +91,8 @@ pub struct PDTemplateSpec {
     pub version: String,
     /// Image without tag (default `pingcap/pd`), or with a tag or digest to pin it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[schemars(extend("x-kubernetes-validations" = rules::image()))]
     pub image: Option<String>,
     /// Server settings: ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,7 +112,7 @@ pub struct PDTemplateSpec {
     /// Persistent volumes. One must be named `data`.
     #[schemars(length(max = 8))]
     #[schemars(extend(
-        "x-kubernetes-validations" = rules::data_volume_required(),
+        "x-kubernetes-validations" = rules::pd_volumes(),
         "x-kubernetes-list-type" = "map",
         "x-kubernetes-list-map-keys" = ["name"]
     ))]
@@ -131,6 +134,7 @@ pub struct PDServer {
 /// Ports of PD.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = rules::distinct_ports(("client", 2379), ("peer", 2380))))]
 pub struct PDPorts {
     /// Client port (gRPC and HTTP API), default 2379.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,8 +192,15 @@ pub struct PDSpec {
     /// Node labels this member is pinned to (chosen by the group's schedule
     /// policy). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend(
+        "maxProperties" = rules::MAX_TOPOLOGY_LABELS,
+        "additionalProperties" = {"type": "string", "maxLength": 63},
+        "x-kubernetes-validations" = rules::topology()
+    ))]
     pub topology: Option<Topology>,
-    /// Name of the headless Service giving the pod its DNS name.
+    /// Name of the headless Service giving the pod its DNS name. Immutable.
+    #[schemars(length(max = 63))]
+    #[schemars(extend("x-kubernetes-validations" = rules::subdomain()))]
     pub subdomain: String,
     /// The member's specification (copied from the group template).
     #[serde(flatten)]

@@ -9,7 +9,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
 use serde_json::{Value, json};
 
-use crate::names;
+use crate::{labels, names};
 
 /// DNS-1035 label: what Service names and host names must match.
 pub const DNS1035_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
@@ -50,23 +50,18 @@ pub fn semver_version() -> Value {
     )])
 }
 
-/// The volume list must contain a volume named `data`.
-pub fn data_volume_required() -> Value {
-    json!([rule(
-        "self.exists(v, v.name == 'data')",
-        "a volume named 'data' is required; it holds the component's data directory",
-    )])
-}
-
 /// Volume names end up in PVC names: DNS-1035 labels of bounded length.
 pub fn volume_name() -> Value {
     let max = names::MAX_VOLUME_NAME_LEN;
-    json!([rule(
-        format!("size(self) <= {max} && self.matches('{DNS1035_LABEL}')"),
-        format!(
-            "volume name must be a DNS-1035 label (lower-case letters, digits, '-', starting with a letter) of at most {max} characters"
-        ),
-    )])
+    json!([
+        volume_name_not_reserved(),
+        rule(
+            format!("size(self) <= {max} && self.matches('{DNS1035_LABEL}')"),
+            format!(
+                "volume name must be a DNS-1035 label (lower-case letters, digits, '-', starting with a letter) of at most {max} characters"
+            ),
+        )
+    ])
 }
 
 /// Root-level rule: `metadata.name` short enough for every derived object name.
@@ -227,4 +222,420 @@ pub fn pd_config() -> Value {
 /// Rules for the TiKV `config` field.
 pub fn tikv_config() -> Value {
     owned_config_keys("TiKV", &TIKV_OWNED_KEYS)
+}
+
+// ---------------------------------------------------------------------------
+// Formats. Every regex below uses character classes instead of backslashes, so
+// it reads the same in Rust, YAML, CEL (RE2) and the offline evaluator.
+
+/// DNS-1123 subdomain (object names such as StorageClass names); at most 253 characters.
+pub const DNS1123_SUBDOMAIN: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// The name part of a label key, and a non-empty label value: at most 63
+/// characters, alphanumerics, `-`, `_` and `.`, starting and ending with an alphanumeric.
+const LABEL_NAME: &str = "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?";
+
+/// Kubernetes label or annotation key: an optional DNS subdomain prefix and
+/// `/`, then a name (see [`LABEL_NAME`]).
+pub fn qualified_name_regex() -> String {
+    format!("^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{LABEL_NAME}$")
+}
+
+/// Kubernetes label value: empty, or a name (see [`LABEL_NAME`]).
+pub fn label_value_regex() -> String {
+    format!("^({LABEL_NAME})?$")
+}
+
+/// Longest qualified name: a 253-character prefix, `/` and a 63-character name.
+pub const MAX_QUALIFIED_NAME_LEN: usize = 253 + 1 + 63;
+
+/// Container image reference: an optional registry host (one with a `.` or a
+/// port, or `localhost`), lower-case path components, an optional tag and an
+/// optional digest.
+pub const IMAGE: &str = concat!(
+    "^((",
+    "(localhost|[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?([.][A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)+)(:[0-9]+)?",
+    "|[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?:[0-9]+",
+    ")/)?",
+    "[a-z0-9]+(([._]|__|[-]+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|[-]+)[a-z0-9]+)*)*",
+    "(:[A-Za-z0-9_][-A-Za-z0-9_.]{0,127})?",
+    "(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$",
+);
+
+/// Store label keys and values as TiKV accepts them (`server.labels`).
+pub const STORE_LABEL: &str = "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$";
+
+/// Store label key PD reserves: `engine` marks TiFlash stores.
+pub const RESERVED_STORE_LABEL: &str = "engine";
+
+/// Prefix of every label and annotation key the operator owns.
+pub const OWNED_KEY_PREFIX: &str = "core.tikv.org/";
+
+/// Label keys outside [`OWNED_KEY_PREFIX`] the operator sets on every object it creates.
+pub const OWNED_LABEL_KEYS: &[&str] = &[labels::MANAGED_BY, labels::COMPONENT];
+
+/// Name of the Pod volume holding the rendered configuration (the operator's own).
+pub const CONFIG_VOLUME_NAME: &str = "config";
+
+/// Directories the operator uses inside the PD container.
+pub const PD_PATHS: ComponentPaths = ComponentPaths {
+    component: "PD",
+    config_dir: "/etc/pd",
+    data_dir: "/var/lib/pd",
+};
+
+/// Directories the operator uses inside the TiKV container.
+pub const TIKV_PATHS: ComponentPaths = ComponentPaths {
+    component: "TiKV",
+    config_dir: "/etc/tikv",
+    data_dir: "/var/lib/tikv",
+};
+
+/// Container directories of one component: where the operator mounts the
+/// configuration, and where a `type: data` mount goes without `mountPath`.
+#[derive(Debug, Clone, Copy)]
+pub struct ComponentPaths {
+    /// `PD` or `TiKV`, for messages.
+    pub component: &'static str,
+    /// Directory of the rendered configuration file.
+    pub config_dir: &'static str,
+    /// Default data directory.
+    pub data_dir: &'static str,
+}
+
+/// Maximum length of a path (`mountPath`, `subPath`).
+pub const MAX_PATH_LEN: u32 = 512;
+/// Maximum length of an image reference.
+pub const MAX_IMAGE_LEN: u32 = 512;
+/// Maximum number of labels or annotations in one map.
+pub const MAX_MAP_ENTRIES: u32 = 64;
+/// Maximum number of node labels in one topology.
+pub const MAX_TOPOLOGY_LABELS: u32 = 16;
+
+fn list_quoted(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `cluster.name`: the name of a Cluster (non-empty, and short enough to be one).
+pub fn cluster_name() -> Value {
+    let max = names::MAX_CLUSTER_NAME_LEN;
+    json!([rule(
+        format!("size(self) <= {max} && self.matches('{DNS1035_LABEL}')"),
+        format!(
+            "cluster.name must name a Cluster: a non-empty DNS-1035 label (lower-case letters, digits, '-', starting with a letter) of at most {max} characters"
+        ),
+    )])
+}
+
+/// Instance `subdomain`: the name of the group's headless Service; it never
+/// changes (the member's DNS name depends on it).
+pub fn subdomain() -> Value {
+    let max = names::DNS_LABEL_MAX_LEN;
+    json!([
+        rule("self == oldSelf", "subdomain is immutable"),
+        rule(
+            format!("size(self) <= {max} && self.matches('{DNS1035_LABEL}')"),
+            format!(
+                "subdomain must be the name of a Service: a non-empty DNS-1035 label of at most {max} characters"
+            ),
+        )
+    ])
+}
+
+/// `image`: a container image reference.
+pub fn image() -> Value {
+    json!([rule(
+        format!("self.matches('{IMAGE}')"),
+        "image must be a container image reference such as pingcap/pd, pingcap/pd:v8.5.5, registry.example.com:5000/pd or pingcap/pd@sha256:<hex digest> (lower-case repository path, no spaces)",
+    )])
+}
+
+/// Maximum length of a quantity string.
+pub const MAX_QUANTITY_LEN: u32 = 64;
+
+/// Rule over an `x-kubernetes-int-or-string` quantity field: an integer, or a
+/// string Kubernetes parses as a quantity, greater than zero. Uses the
+/// Kubernetes CEL quantity library (`isQuantity`, `quantity`), which both the
+/// API server (1.29 and later) and the offline evaluator provide; `string()`
+/// makes the integer form a quantity string too (`type()` would be the
+/// obvious test, but the offline evaluator lacks it).
+pub fn positive_quantity(what: &str, example: &str) -> Value {
+    json!([rule(
+        "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",
+        format!("{what} must be a positive quantity such as {example}"),
+    )])
+}
+
+/// Rule over a quantity kept as a string (`storage`): a quantity greater than zero.
+pub fn positive_quantity_string(what: &str, example: &str) -> Value {
+    json!([rule(
+        "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+        format!("{what} must be a positive quantity such as {example}"),
+    )])
+}
+
+/// Rules of one volume: mounts, storage that never shrinks, and a
+/// StorageClass that never changes. Transition rules compare the volume with
+/// the old volume of the same name (the volume list is a map keyed by name;
+/// the name check matters only to evaluators that pair list items by index).
+///
+pub fn volume() -> Value {
+    json!([
+        rule(
+            "has(self.mounts) && size(self.mounts) > 0",
+            "a volume needs at least one mount"
+        ),
+        rule(
+            "self.name != oldSelf.name || !isQuantity(self.storage) || !isQuantity(oldSelf.storage) || quantity(self.storage).compareTo(quantity(oldSelf.storage)) >= 0",
+            "storage of an existing volume may grow but not shrink (a PVC cannot be made smaller)",
+        ),
+        rule(
+            "self.name != oldSelf.name || (has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName))",
+            "storageClassName of an existing volume is immutable (a PVC's class cannot change)",
+        ),
+    ])
+}
+
+/// `volumes[].name` may not take the name of the operator's configuration volume.
+pub fn volume_name_not_reserved() -> Value {
+    json!(rule(
+        format!("self != '{CONFIG_VOLUME_NAME}'"),
+        format!(
+            "volume name '{CONFIG_VOLUME_NAME}' is reserved: the operator mounts the configuration under that name"
+        ),
+    ))
+}
+
+/// Names of Kubernetes objects the operator only refers to (StorageClass,
+/// VolumeAttributesClass): DNS-1123 subdomains, at most 253 characters.
+pub fn object_reference(what: &str) -> Value {
+    json!([rule(
+        format!("size(self) <= 253 && self.matches('{DNS1123_SUBDOMAIN}')"),
+        format!(
+            "{what} must be the name of an object: a DNS-1123 subdomain (lower-case letters, digits, '-', '.') of at most 253 characters"
+        ),
+    )])
+}
+
+/// A storage class name: as [`object_reference`], or empty (no class).
+pub fn storage_class_name() -> Value {
+    json!([rule(
+        format!("self == '' || (size(self) <= 253 && self.matches('{DNS1123_SUBDOMAIN}'))"),
+        "storageClassName must be empty or the name of a StorageClass: a DNS-1123 subdomain (lower-case letters, digits, '-', '.') of at most 253 characters",
+    )])
+}
+
+/// CEL: a regex matching a `..` path element.
+const DOTDOT: &str = "(^|/)[.][.](/|$)";
+
+/// One mount: where it goes.
+pub fn volume_mount() -> Value {
+    json!([rule(
+        "has(self.type) || has(self.mountPath)",
+        "a mount needs a type or a mountPath",
+    )])
+}
+
+/// `mountPath`: an absolute path in the container.
+pub fn mount_path() -> Value {
+    json!([rule(
+        format!("self.startsWith('/') && self != '/' && !self.matches('{DOTDOT}')"),
+        "mountPath must be an absolute path other than '/', without '..' elements",
+    )])
+}
+
+/// `subPath`: a path relative to the volume's root that stays inside it.
+pub fn sub_path() -> Value {
+    json!([rule(
+        format!("!self.startsWith('/') && !self.matches('{DOTDOT}')"),
+        "subPath must be a relative path without '..' elements",
+    )])
+}
+
+/// Rules over a component's whole volume list: a `data` volume, unique names,
+/// unique mount paths, no mount over the configuration directory, at most one
+/// `data` mount.
+pub fn volumes(paths: &ComponentPaths) -> Value {
+    let ComponentPaths {
+        component,
+        config_dir,
+        data_dir,
+    } = *paths;
+    let path = |m: &str| format!("(has({m}.mountPath) ? {m}.mountPath : '{data_dir}')");
+    let is_data = |m: &str| format!("(has({m}.type) && {m}.type == 'data')");
+    json!([
+        rule(
+            "self.exists(v, v.name == 'data')",
+            "a volume named 'data' is required; it holds the component's data directory",
+        ),
+        rule(
+            "self.all(v, self.exists_one(w, w.name == v.name))",
+            "volume names must be unique",
+        ),
+        rule(
+            format!(
+                "self.all(v, v.mounts.all(m, v.mounts.exists_one(n, {pn} == {pm}) && self.exists_one(w, w.mounts.exists(n, {pn} == {pm}))))",
+                pn = path("n"),
+                pm = path("m"),
+            ),
+            format!(
+                "mount paths must be unique over all volumes (a mount without mountPath is at {data_dir})"
+            ),
+        ),
+        rule(
+            format!(
+                "self.all(v, v.mounts.all(m, {} != '{config_dir}'))",
+                path("m")
+            ),
+            format!("mountPath {config_dir} is reserved for the {component} configuration"),
+        ),
+        rule(
+            format!(
+                "self.filter(v, v.mounts.exists(m, {d})).size() <= 1 && self.all(v, v.mounts.filter(m, {d}).size() <= 1)",
+                d = is_data("m"),
+            ),
+            "at most one mount may have type data",
+        ),
+    ])
+}
+
+/// PD volumes.
+pub fn pd_volumes() -> Value {
+    volumes(&PD_PATHS)
+}
+
+/// TiKV volumes.
+pub fn tikv_volumes() -> Value {
+    volumes(&TIKV_PATHS)
+}
+
+/// A port number.
+pub fn port() -> Value {
+    json!([rule(
+        "self >= 1 && self <= 65535",
+        "port must be between 1 and 65535"
+    )])
+}
+
+/// Two ports of one component, with their defaults, must differ.
+pub fn distinct_ports(a: (&str, i32), b: (&str, i32)) -> Value {
+    let (an, ad) = a;
+    let (bn, bd) = b;
+    json!([rule(
+        format!(
+            "(has(self.{an}) ? self.{an}.port : {ad}) != (has(self.{bn}) ? self.{bn}.port : {bd})"
+        ),
+        format!("server.ports.{an} and server.ports.{bn} must differ (defaults {ad} and {bd})"),
+    )])
+}
+
+/// Rules of a map of Kubernetes labels (`what` names it in messages):
+/// valid keys and values, none of the keys the operator sets.
+pub fn label_map(what: &str) -> Value {
+    let key = qualified_name_regex();
+    let value = label_value_regex();
+    let max_key = MAX_QUALIFIED_NAME_LEN;
+    let owned = list_quoted(OWNED_LABEL_KEYS);
+    json!([
+        rule(
+            format!("self.all(k, size(k) <= {max_key} && k.matches('{key}'))"),
+            format!(
+                "{what} keys must be label keys: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+            ),
+        ),
+        rule(
+            format!("self.all(k, self[k].matches('{value}'))"),
+            format!(
+                "{what} values must be label values: empty, or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+            ),
+        ),
+        rule(
+            format!("!self.exists(k, k.startsWith('{OWNED_KEY_PREFIX}') || k in [{owned}])"),
+            format!(
+                "{what} must not set keys the operator owns ({}, {OWNED_KEY_PREFIX}*)",
+                OWNED_LABEL_KEYS.join(", ")
+            ),
+        ),
+    ])
+}
+
+/// Rules of a map of annotations: valid keys, none under the operator's prefix.
+pub fn annotation_map() -> Value {
+    let key = qualified_name_regex();
+    let max_key = MAX_QUALIFIED_NAME_LEN;
+    json!([
+        rule(
+            format!("self.all(k, size(k) <= {max_key} && k.matches('{key}'))"),
+            "annotations keys must be annotation keys: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        ),
+        rule(
+            format!("!self.exists(k, k.startsWith('{OWNED_KEY_PREFIX}'))"),
+            format!(
+                "annotations must not set keys the operator owns ({OWNED_KEY_PREFIX}*); set them on the object itself where documented"
+            ),
+        ),
+    ])
+}
+
+/// A topology: node label keys and values, at least one of them.
+pub fn topology() -> Value {
+    let key = qualified_name_regex();
+    let value = label_value_regex();
+    let max_key = MAX_QUALIFIED_NAME_LEN;
+    json!([
+        rule("size(self) > 0", "a topology needs at least one node label"),
+        rule(
+            format!("self.all(k, size(k) <= {max_key} && k.matches('{key}'))"),
+            "topology keys must be node label keys: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        ),
+        rule(
+            format!("self.all(k, self[k].matches('{value}'))"),
+            "topology values must be node label values: empty, or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        ),
+    ])
+}
+
+/// `evenlySpread.topologies`: each topology once.
+pub fn distinct_topologies() -> Value {
+    json!([rule(
+        "self.all(t, self.exists_one(u, u.topology == t.topology))",
+        "evenlySpread.topologies must be distinct",
+    )])
+}
+
+/// `schedulePolicies`: one policy of each type (only the first would be used).
+pub fn one_policy_per_type() -> Value {
+    json!([rule(
+        "self.all(p, self.exists_one(q, q.type == p.type))",
+        "schedulePolicies may hold only one policy of each type",
+    )])
+}
+
+/// TiKV `server.labels`: store labels as TiKV accepts them, none PD reserves.
+pub fn store_labels() -> Value {
+    json!([
+        rule(
+            format!("self.all(k, k.matches('{STORE_LABEL}') && self[k].matches('{STORE_LABEL}'))"),
+            "server.labels keys and values must be non-empty and made of letters, digits, '-', '_' or '.', starting and ending with a letter or digit (TiKV refuses other store labels)",
+        ),
+        rule(
+            format!("!('{RESERVED_STORE_LABEL}' in self)"),
+            format!(
+                "server.labels must not set '{RESERVED_STORE_LABEL}': PD reserves it for TiFlash stores"
+            ),
+        ),
+    ])
+}
+
+/// `featureGates[].name`: an UpperCamelCase feature name.
+pub fn feature_gate_name() -> Value {
+    json!([rule(
+        "self.matches('^[A-Z][A-Za-z0-9]*$')",
+        "feature gate name must be an UpperCamelCase name such as SomeFeature",
+    )])
 }

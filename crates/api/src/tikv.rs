@@ -74,6 +74,7 @@ pub struct TiKVGroupSpec {
     /// How stores are placed over topologies (zones, racks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
+    #[schemars(extend("x-kubernetes-validations" = rules::one_policy_per_type()))]
     pub schedule_policies: Vec<SchedulePolicy>,
     /// Template of every TiKV store of this group.
     pub template: TiKVTemplate,
@@ -101,6 +102,8 @@ pub struct TiKVTemplateSpec {
     pub version: String,
     /// Image without tag (default `pingcap/tikv`), or with a tag or digest to pin it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[schemars(extend("x-kubernetes-validations" = rules::image()))]
     pub image: Option<String>,
     /// Server settings: ports and store labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,7 +123,7 @@ pub struct TiKVTemplateSpec {
     /// Persistent volumes. One must be named `data`.
     #[schemars(length(max = 8))]
     #[schemars(extend(
-        "x-kubernetes-validations" = rules::data_volume_required(),
+        "x-kubernetes-validations" = rules::tikv_volumes(),
         "x-kubernetes-list-type" = "map",
         "x-kubernetes-list-map-keys" = ["name"]
     ))]
@@ -140,12 +143,18 @@ pub struct TiKVServer {
     /// Store labels reported to PD (for example `disk: ssd`). The node's
     /// topology labels named by PD's `location-labels` are added to them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = 32,
+        "additionalProperties" = {"type": "string", "maxLength": 63},
+        "x-kubernetes-validations" = rules::store_labels()
+    ))]
     pub labels: BTreeMap<String, String>,
 }
 
 /// Ports of TiKV.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = rules::distinct_ports(("client", 20160), ("status", 20180))))]
 pub struct TiKVPorts {
     /// Client (gRPC) port, default 20160.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,8 +214,15 @@ pub struct TiKVSpec {
     /// Node labels this store is pinned to (chosen by the group's schedule
     /// policy). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend(
+        "maxProperties" = rules::MAX_TOPOLOGY_LABELS,
+        "additionalProperties" = {"type": "string", "maxLength": 63},
+        "x-kubernetes-validations" = rules::topology()
+    ))]
     pub topology: Option<Topology>,
-    /// Name of the headless Service giving the pod its DNS name.
+    /// Name of the headless Service giving the pod its DNS name. Immutable.
+    #[schemars(length(max = 63))]
+    #[schemars(extend("x-kubernetes-validations" = rules::subdomain()))]
     pub subdomain: String,
     /// Set by the group to take this store out of the cluster: its leaders
     /// are evicted and PD removes the store. Clearing it before the store is
