@@ -149,11 +149,13 @@ async fn wait_tikv_stores(w: &World, n: usize, timeout: Duration) -> Result<()> 
 }
 
 async fn pvc_uids(w: &World) -> Result<BTreeMap<String, String>> {
-    Ok(w.list::<PersistentVolumeClaim>(Some("app.kubernetes.io/managed-by=tikv-operator"))
-        .await?
-        .iter()
-        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
-        .collect())
+    Ok(
+        w.list::<PersistentVolumeClaim>(Some("app.kubernetes.io/managed-by=tikv-operator"))
+            .await?
+            .iter()
+            .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+            .collect(),
+    )
 }
 
 #[tokio::test]
@@ -213,10 +215,16 @@ async fn chaos(w: &mut World) -> Result<()> {
     let groups = w.api::<TiKVGroup>();
     patch_merge(&groups, "tikv", json!({"spec": {"replicas": 4}})).await?;
     wait_tikv_stores(w, 4, Duration::from_secs(600)).await?;
-    eprintln!("chaos: 4 stores after {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "chaos: 4 stores after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     patch_merge(&groups, "tikv", json!({"spec": {"replicas": 3}})).await?;
     wait_tikv_stores(w, 3, Duration::from_secs(900)).await?;
-    eprintln!("chaos: 3 stores after {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "chaos: 3 stores after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 
     let kills = chaos.finish(w).await?;
     ensure!(kills >= 10, "the operator was killed only {kills} times");
@@ -247,7 +255,10 @@ async fn chaos(w: &mut World) -> Result<()> {
     // Up stores equal replicas; no evict-leader entry left.
     wait_tikv_stores(w, 3, Duration::from_secs(60)).await?;
     let evicting = evicting_stores(&w.env, &w.api::<Pod>(), &w.pd_addr()).await?;
-    ensure!(evicting.is_empty(), "evict-leader entries left: {evicting:?}");
+    ensure!(
+        evicting.is_empty(),
+        "evict-leader entries left: {evicting:?}"
+    );
     // No PVC of a live instance lost or replaced.
     let now = pvc_uids(w).await?;
     let live: BTreeSet<String> = w
@@ -263,7 +274,9 @@ async fn chaos(w: &mut World) -> Result<()> {
         };
         match now.get(pvc) {
             Some(u) if u == uid => {}
-            other => bail!("the PVC {pvc} of live instance {owner} was lost or replaced: {other:?}"),
+            other => {
+                bail!("the PVC {pvc} of live instance {owner} was lost or replaced: {other:?}")
+            }
         }
     }
     Ok(())

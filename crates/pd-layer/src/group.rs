@@ -96,16 +96,20 @@ impl SuffixSource for RandomSuffix {
     fn next_suffix(&mut self) -> String {
         use std::hash::BuildHasher;
         self.counter += 1;
-        let mut x = self.state.hash_one(self.counter);
-        let base = SUFFIX_ALPHABET.len() as u64;
-        (0..names::INSTANCE_SUFFIX_LEN)
-            .map(|_| {
-                let c = SUFFIX_ALPHABET[(x % base) as usize];
-                x /= base;
-                char::from(c)
-            })
-            .collect()
+        suffix_of(self.state.hash_one(self.counter))
     }
+}
+
+/// The suffix spelled by the digits of `x` in [`SUFFIX_ALPHABET`].
+fn suffix_of(mut x: u64) -> String {
+    let base = SUFFIX_ALPHABET.len() as u64;
+    (0..names::INSTANCE_SUFFIX_LEN)
+        .map(|_| {
+            let c = SUFFIX_ALPHABET[(x % base) as usize];
+            x /= base;
+            char::from(c)
+        })
+        .collect()
 }
 
 /// The suffixes of a bootstrap's initial members: derived from the group's
@@ -140,14 +144,7 @@ impl SuffixSource for StableSuffix<'_> {
             x ^= u64::from(*b);
             x = x.wrapping_mul(0x0100_0000_01b3);
         }
-        let base = SUFFIX_ALPHABET.len() as u64;
-        (0..names::INSTANCE_SUFFIX_LEN)
-            .map(|_| {
-                let c = SUFFIX_ALPHABET[(x % base) as usize];
-                x /= base;
-                char::from(c)
-            })
-            .collect()
+        suffix_of(x)
     }
 }
 

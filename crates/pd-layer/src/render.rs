@@ -113,22 +113,21 @@ pub fn member_host(instance: &str, subdomain: &str, namespace: &str) -> String {
 /// URL clients reach a group's PD on: its client Service.
 /// The client URL a PD instance advertises (`advertise-client-urls`).
 pub fn member_client_url(pd: &PD) -> String {
-    let host = member_host(
-        pd.metadata.name.as_deref().unwrap_or_default(),
-        &pd.spec.subdomain,
-        pd.metadata.namespace.as_deref().unwrap_or_default(),
-    );
-    format!("http://{host}:{}", ports(&pd.spec.template).0)
+    member_url(pd, ports(&pd.spec.template).0)
 }
 
 /// The peer URL a PD instance advertises (`advertise-peer-urls`).
 pub fn member_peer_url(pd: &PD) -> String {
+    member_url(pd, ports(&pd.spec.template).1)
+}
+
+fn member_url(pd: &PD, port: i32) -> String {
     let host = member_host(
         pd.metadata.name.as_deref().unwrap_or_default(),
         &pd.spec.subdomain,
         pd.metadata.namespace.as_deref().unwrap_or_default(),
     );
-    format!("http://{host}:{}", ports(&pd.spec.template).1)
+    format!("http://{host}:{port}")
 }
 
 /// The URL of a group's client Service.

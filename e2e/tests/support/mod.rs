@@ -984,4 +984,3 @@ pub async fn ready_cluster(w: &World) -> Result<BTreeSet<String>> {
         .map(ResourceExt::name_any)
         .collect())
 }
-
