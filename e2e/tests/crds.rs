@@ -242,3 +242,64 @@ async fn kubectl_scale_works_on_groups() -> Result<()> {
     }
     ns.cleanup().await
 }
+
+/// `kubectl get tikv <name>`, `kubectl get pd <name>` and `kubectl delete tikv <name>` address
+/// one object (a category named like a kind would expand instead: "you must specify only one
+/// resource"), while the categories `tikv-all`, `tikv-groups` and `tikv-instances` list
+/// everything of their kind. Checked with the real kubectl against the real API server.
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn kubectl_names_address_one_object_and_categories_list_all() -> Result<()> {
+    let env = Env::get().await?;
+    install_all(&env).await?;
+    let ns = env.namespace("names").await?;
+    let instance = |kind: &str, name: &str| {
+        format!(
+            "apiVersion: core.tikv.org/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n  \
+             cluster:\n    name: basic\n  subdomain: basic-peer\n  topology:\n    \
+             topology.kubernetes.io/zone: a\n  version: v8.5.5\n  volumes:\n  \
+             - name: data\n    storage: 1Gi\n    mounts:\n    - type: data\n"
+        )
+    };
+    ns.apply(&instance("TiKV", "basic-kv1")).await?;
+    ns.apply(&instance("PD", "basic-pd1")).await?;
+    let n = ns.name.clone();
+    // Discovery of freshly installed CRDs (and their categories) can lag a little.
+    let all = wait_until(
+        &env,
+        "kubectl get tikv-all lists both instances",
+        Duration::from_secs(30),
+        || {
+            let env = env.clone();
+            let n = n.clone();
+            async move {
+                let out = env.kubectl(&["-n", &n, "get", "tikv-all", "-o", "name"])?;
+                Ok((out.contains("basic-kv1") && out.contains("basic-pd1")).then_some(out))
+            }
+        },
+    )
+    .await?;
+    ensure!(all.contains("tikv.core.tikv.org/basic-kv1"), "{all}");
+    let inst = env.kubectl(&["-n", &n, "get", "tikv-instances", "-o", "name"])?;
+    ensure!(
+        inst.contains("basic-kv1") && inst.contains("basic-pd1"),
+        "{inst}"
+    );
+    for (resource, name) in [
+        ("tikv", "basic-kv1"),
+        ("pd", "basic-pd1"),
+        ("kv", "basic-kv1"),
+    ] {
+        let out = env.kubectl(&["-n", &n, "get", resource, name, "-o", "name"])?;
+        ensure!(
+            out.trim().ends_with(&format!("/{name}")),
+            "kubectl get {resource} {name}: {out}"
+        );
+    }
+    let out = env.kubectl(&["-n", &n, "delete", "tikv", "basic-kv1", "--wait=false"])?;
+    ensure!(
+        out.contains("basic-kv1"),
+        "kubectl delete tikv basic-kv1: {out}"
+    );
+    ns.cleanup().await
+}

@@ -18,7 +18,7 @@ use crate::rules;
     namespaced,
     status = "ClusterStatus",
     shortname = "tkc",
-    category = "tikv",
+    category = "tikv-all",
     doc = "Cluster is one TiKV cluster (PD + TiKV).",
     printcolumn(name = "PD", type_ = "string", json_path = ".status.pd"),
     printcolumn(

@@ -240,31 +240,45 @@ fn names_subresources_and_columns() {
             crd.spec.names.kind
         );
         let categories = crd.spec.names.categories.clone().unwrap();
-        assert!(categories.contains(&"tikv".to_owned()));
+        assert!(categories.contains(&"tikv-all".to_owned()));
+        // A category named like a kind's singular, plural or short name would
+        // shadow it: `kubectl get tikv <name>` must address one object.
+        for c in &categories {
+            for other in &crds {
+                let n = &other.spec.names;
+                assert!(
+                    *c != n.plural
+                        && Some(c) != n.singular.as_ref()
+                        && !n.short_names.clone().unwrap_or_default().contains(c),
+                    "category {c} shadows {}",
+                    n.kind
+                );
+            }
+        }
     }
     for (kind, short, category, columns) in [
         (
             "PDGroup",
             "pdg",
-            "group",
+            "tikv-groups",
             vec!["Cluster", "Desired", "Ready", "Updated", "Revision", "Age"],
         ),
         (
             "TiKVGroup",
             "kvg",
-            "group",
+            "tikv-groups",
             vec!["Cluster", "Desired", "Ready", "Updated", "Revision", "Age"],
         ),
         (
             "PD",
             "pdi",
-            "instance",
+            "tikv-instances",
             vec!["Cluster", "Leader", "Ready", "Age"],
         ),
         (
             "TiKV",
             "kv",
-            "instance",
+            "tikv-instances",
             vec![
                 "Cluster",
                 "StoreID",
@@ -274,7 +288,7 @@ fn names_subresources_and_columns() {
                 "Age",
             ],
         ),
-        ("Cluster", "tkc", "tikv", vec!["PD", "Ready", "Age"]),
+        ("Cluster", "tkc", "tikv-all", vec!["PD", "Ready", "Age"]),
     ] {
         let crd = by_kind(kind);
         assert_eq!(

@@ -60,6 +60,9 @@ pub struct GroupSummary {
     pub ready: bool,
     /// Its `Progressing` condition, when True: (reason, message).
     pub progressing: Option<(String, String)>,
+    /// Its `Synced` condition, when False: (reason, message), e.g. a template
+    /// whose config is rejected.
+    pub not_synced: Option<(String, String)>,
     /// The group is being deleted.
     pub deleting: bool,
     /// PD groups: the client port (for `status.pd`).
@@ -82,6 +85,9 @@ fn summarize(
         ready: conditions::is_true(conds, condition::READY),
         progressing: conditions::find(conds, condition::PROGRESSING)
             .filter(|c| c.status == conditions::TRUE)
+            .map(|c| (c.reason.clone(), c.message.clone())),
+        not_synced: conditions::find(conds, condition::SYNCED)
+            .filter(|c| c.status == conditions::FALSE)
             .map(|c| (c.reason.clone(), c.message.clone())),
         deleting: meta.deletion_timestamp.is_some(),
         client_port,
@@ -216,6 +222,18 @@ pub fn plan_status(
             REASON_TLS_NOT_SUPPORTED,
             "spec.tlsCluster.enabled is set, but this operator version cannot run PD and TiKV \
              with mutual TLS yet; it creates no members rather than run them without TLS",
+        )
+    } else if let Some((g, (reason, message))) = groups
+        .iter()
+        .find_map(|g| g.not_synced.as_ref().map(|n| (g, n)))
+        .filter(|_| synced.status == conditions::TRUE)
+    {
+        // A group whose template is rejected: the Cluster is not synced either.
+        ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            reason.clone(),
+            format!("{}Group {}: {message}", g.kind.as_str(), g.name),
         )
     } else {
         synced

@@ -53,6 +53,7 @@ fn group(kind: Kind, name: &str, replicas: i32, ready: i32) -> GroupSummary {
         ready_replicas: ready,
         ready: replicas == ready,
         progressing: None,
+        not_synced: None,
         deleting: false,
         client_port: (kind == Kind::PD).then_some(2379),
     }
@@ -91,6 +92,31 @@ fn records_the_pd_cluster_id_once_and_never_overwrites_it() {
     assert_eq!(
         plan_status(&c, &groups, &unreachable(), t0()).id.as_deref(),
         Some("7")
+    );
+}
+
+/// A group whose template is rejected (its config does not parse) makes the
+/// Cluster `Synced=False` with the group's reason and not `Ready`: `kubectl get
+/// tkc` must not look healthy.
+#[test]
+fn a_group_with_a_rejected_template_makes_the_cluster_not_synced() {
+    let mut groups = vec![group(Kind::PD, "pd", 3, 3), group(Kind::TiKV, "tikv", 3, 3)];
+    groups[1].ready = false;
+    groups[1].not_synced = Some((
+        "InvalidConfig".into(),
+        "config is not valid TOML: line 2, column 1: ...".into(),
+    ));
+    let s = plan_status(&cluster(None, false), &groups, &reachable(1), t0());
+    assert_eq!(
+        cond(&s, condition::SYNCED),
+        ("False".into(), "InvalidConfig".into())
+    );
+    assert_eq!(cond(&s, condition::READY).0, "False");
+    let synced = conditions::find(&s.common.conditions, condition::SYNCED).unwrap();
+    assert!(
+        synced.message.starts_with("TiKVGroup tikv: "),
+        "{}",
+        synced.message
     );
 }
 

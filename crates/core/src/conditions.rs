@@ -4,6 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use tikv_operator_api::common::condition;
 
 /// `status` value of a condition that holds.
 pub const TRUE: &str = "True";
@@ -57,6 +58,33 @@ impl ConditionUpdate {
             reason: reason.into(),
             message: message.into(),
         }
+    }
+}
+
+/// A group's `Synced` and `Ready` from whether its template was refused
+/// (`refused`: reason and message, e.g. a config that does not parse) and its
+/// members' readiness (`ready`: holds, reason, message). A group whose template
+/// is refused is `Synced=False` and not `Ready`, whatever its members run: its
+/// status must not look healthy while a change the user made is rejected.
+pub fn group_sync_and_ready(
+    refused: Option<(&str, &str)>,
+    ready: (bool, &str, String),
+) -> [ConditionUpdate; 2] {
+    let (holds, reason, message) = ready;
+    match refused {
+        Some((r, m)) => [
+            ConditionUpdate::new(condition::SYNCED, false, r, m),
+            ConditionUpdate::new(condition::READY, false, r, format!("{message}; {m}")),
+        ],
+        None => [
+            ConditionUpdate::new(
+                condition::SYNCED,
+                true,
+                "Synced",
+                "the template is accepted",
+            ),
+            ConditionUpdate::new(condition::READY, holds, reason, message),
+        ],
     }
 }
 

@@ -28,6 +28,7 @@
 
 mod clock;
 pub mod conditions;
+pub mod config;
 mod ctx;
 mod error;
 #[cfg(feature = "fake")]

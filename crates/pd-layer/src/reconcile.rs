@@ -378,6 +378,15 @@ pub async fn reconcile_group(
         // created at the lower version) until the version is fixed or the
         // downgrade explicitly allowed.
         Some(GroupPlan::Refuse(blocked))
+    } else if let Err(e) = render::check_config(group.spec.template.spec.config.as_deref()) {
+        // Nothing of a template whose config is rejected reaches the
+        // instances: the last good template keeps running.
+        Some(GroupPlan::Refuse(Blocked {
+            reason: reasons::INVALID_CONFIG,
+            message: format!(
+                "the template is not rolled out (the instances keep the last good one): {e}"
+            ),
+        }))
     } else {
         for svc in [
             render::render_peer_service(group),
@@ -599,9 +608,9 @@ pub async fn reconcile_group(
         Some(plan)
     };
     if let Some(GroupPlan::Refuse(b)) = &plan
-        && b.reason == reasons::DOWNGRADE_REFUSED
+        && (b.reason == reasons::DOWNGRADE_REFUSED || b.reason == reasons::INVALID_CONFIG)
     {
-        warn!(message = %b.message, "downgrade refused");
+        warn!(reason = b.reason, message = %b.message, "template refused");
         ctx.kube
             .publish_event(&event(
                 group,
@@ -653,11 +662,16 @@ pub async fn reconcile_group(
         }
     };
     conditions::set(&mut conds, progressing, generation, now);
+    let config_refused = match &plan {
+        Some(GroupPlan::Refuse(b)) if b.reason == reasons::INVALID_CONFIG => {
+            Some((b.reason, b.message.as_str()))
+        }
+        _ => None,
+    };
     let all_ready = ready == group.spec.replicas && replicas == group.spec.replicas;
-    conditions::set(
-        &mut conds,
-        ConditionUpdate::new(
-            condition::READY,
+    for update in conditions::group_sync_and_ready(
+        config_refused,
+        (
             all_ready,
             if all_ready {
                 "AllMembersReady"
@@ -666,9 +680,9 @@ pub async fn reconcile_group(
             },
             format!("{ready}/{} PD members ready", group.spec.replicas),
         ),
-        generation,
-        now,
-    );
+    ) {
+        conditions::set(&mut conds, update, generation, now);
+    }
     let mut revisions = revision_status(group, &currency);
     // The update is complete (currentRevision, version) only once every
     // member runs it, is Ready and is healthy in a PD reading taken after its

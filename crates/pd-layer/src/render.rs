@@ -333,35 +333,21 @@ pub fn bootstrap_members(pd: &PD) -> Option<Vec<String>> {
         })
 }
 
+/// The user's `config` of a template, parsed, without operator-owned keys
+/// (see [`tikv_operator_core::config::user_table`]).
+pub fn check_config(config: Option<&str>) -> Result<toml::Table, RenderError> {
+    tikv_operator_core::config::user_table(config, &PD_OWNED_KEYS).map_err(|e| match e {
+        tikv_operator_core::config::ConfigError::Toml(m) => RenderError::InvalidToml(m),
+        tikv_operator_core::config::ConfigError::OwnedKeys(k) => RenderError::OwnedKeys(k),
+    })
+}
+
 /// Renders `pd.toml`: the user's `config` with the operator-owned keys added.
 /// A user setting an owned key is an error (never silently overridden).
 pub fn render_config(pd: &PD) -> Result<String, RenderError> {
     let c = ctx(pd)?;
     let spec = &pd.spec.template;
-    let mut table: toml::Table = match spec.config.as_deref() {
-        None => toml::Table::new(),
-        Some(text) => text
-            .parse()
-            .map_err(|e: toml::de::Error| RenderError::InvalidToml(e.message().to_owned()))?,
-    };
-    let mut owned_set: Vec<String> = PD_OWNED_KEYS
-        .top
-        .iter()
-        .filter(|k| table.contains_key(**k))
-        .map(|k| (*k).to_owned())
-        .collect();
-    for (t, keys) in PD_OWNED_KEYS.tables {
-        if let Some(toml::Value::Table(inner)) = table.get(*t) {
-            owned_set.extend(
-                keys.iter()
-                    .filter(|k| inner.contains_key(**k))
-                    .map(|k| format!("{t}.{k}")),
-            );
-        }
-    }
-    if !owned_set.is_empty() {
-        return Err(RenderError::OwnedKeys(owned_set));
-    }
+    let mut table = check_config(spec.config.as_deref())?;
 
     let (client, peer) = ports(spec);
     let host = member_host(c.name, &pd.spec.subdomain, c.namespace);

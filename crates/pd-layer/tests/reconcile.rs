@@ -786,6 +786,32 @@ async fn drive_restarts(w: &mut World) -> Vec<String> {
     restarted
 }
 
+/// A template whose config does not parse reaches no instance; the group is
+/// `Synced=False` (reason `InvalidConfig`, the parse error's line) and not
+/// `Ready`.
+#[tokio::test]
+async fn a_template_with_a_broken_config_reaches_no_instance() {
+    let mut w = World::bootstrapped(3).await;
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["config"] = "[log]\nlevel = \"debug\"\n= oops\n".into();
+    w.kube.insert(group_key(), g);
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    for i in w.instances() {
+        assert_eq!(
+            i.spec.template.config, None,
+            "no instance got the broken config"
+        );
+    }
+    assert!(w.deletes().is_empty());
+    assert_eq!(
+        w.condition(condition::SYNCED),
+        ("False".to_owned(), reasons::INVALID_CONFIG.to_owned())
+    );
+    assert_eq!(w.condition(condition::READY).0, "False");
+}
+
 #[tokio::test]
 async fn a_config_change_restarts_members_one_at_a_time_leader_last() {
     let mut w = World::bootstrapped(3).await;

@@ -434,6 +434,15 @@ pub async fn reconcile_group(
             reason: reasons::DOWNGRADE_REFUSED,
             message,
         }))
+    } else if let Err(e) = render::check_config(group.spec.template.spec.config.as_deref()) {
+        // Nothing of a template whose config is rejected reaches the
+        // instances: the last good template keeps running.
+        Some(GroupPlan::Refuse(Blocked {
+            reason: reasons::INVALID_CONFIG,
+            message: format!(
+                "the template is not rolled out (the instances keep the last good one): {e}"
+            ),
+        }))
     } else {
         let svc = render::render_peer_service(group).map_err(|e| Error::InvalidSpec {
             message: e.to_string(),
@@ -637,12 +646,12 @@ pub async fn reconcile_group(
         Some(plan)
     };
     if let Some(GroupPlan::Refuse(b)) = &plan
-        && b.reason == reasons::DOWNGRADE_REFUSED
+        && (b.reason == reasons::DOWNGRADE_REFUSED || b.reason == reasons::INVALID_CONFIG)
         && old_progressing
             .as_ref()
             .is_none_or(|c| c.reason != b.reason || c.message != b.message)
     {
-        warn!(message = %b.message, "downgrade refused");
+        warn!(reason = b.reason, message = %b.message, "template refused");
         publish(
             ctx,
             event(
@@ -787,12 +796,17 @@ pub async fn reconcile_group(
         }
     };
     conditions::set(&mut conds, progressing, generation, now);
+    let config_refused = match &plan {
+        Some(GroupPlan::Refuse(b)) if b.reason == reasons::INVALID_CONFIG => {
+            Some((b.reason, b.message.as_str()))
+        }
+        _ => None,
+    };
     let all_ready = ready == group.spec.replicas
         && i32::try_from(serving.len()).unwrap_or(i32::MAX) == group.spec.replicas;
-    conditions::set(
-        &mut conds,
-        ConditionUpdate::new(
-            condition::READY,
+    for update in conditions::group_sync_and_ready(
+        config_refused,
+        (
             all_ready,
             if all_ready {
                 "AllStoresReady"
@@ -801,9 +815,9 @@ pub async fn reconcile_group(
             },
             format!("{ready}/{} TiKV stores ready", group.spec.replicas),
         ),
-        generation,
-        now,
-    );
+    ) {
+        conditions::set(&mut conds, update, generation, now);
+    }
     let previous = group
         .status
         .as_ref()

@@ -320,6 +320,15 @@ pub fn data_dir(spec: &TiKVTemplateSpec) -> Result<String, RenderError> {
     }
 }
 
+/// The user's `config` of a template, parsed, without operator-owned keys
+/// (see [`tikv_operator_core::config::user_table`]).
+pub fn check_config(config: Option<&str>) -> Result<toml::Table, RenderError> {
+    tikv_operator_core::config::user_table(config, &TIKV_OWNED_KEYS).map_err(|e| match e {
+        tikv_operator_core::config::ConfigError::Toml(m) => RenderError::InvalidToml(m),
+        tikv_operator_core::config::ConfigError::OwnedKeys(k) => RenderError::OwnedKeys(k),
+    })
+}
+
 /// Renders `tikv.toml`: the user's `config` with the operator-owned keys
 /// added (`server.addr`, `server.advertise-addr`, `server.status-addr`,
 /// `server.advertise-status-addr`, `server.labels` from `spec.server.labels`,
@@ -328,33 +337,7 @@ pub fn data_dir(spec: &TiKVTemplateSpec) -> Result<String, RenderError> {
 pub fn render_config(kv: &TiKV, pd_url: Option<&str>) -> Result<String, RenderError> {
     let p = parts(kv)?;
     let spec = &kv.spec.template;
-    let mut table: toml::Table = match spec.config.as_deref() {
-        None => toml::Table::new(),
-        Some(text) => text
-            .parse()
-            .map_err(|e: toml::de::Error| RenderError::InvalidToml(e.message().to_owned()))?,
-    };
-    let mut owned_set: Vec<String> = TIKV_OWNED_KEYS
-        .top
-        .iter()
-        .filter(|k| table.contains_key(**k))
-        .map(|k| (*k).to_owned())
-        .collect();
-    for (t, keys) in TIKV_OWNED_KEYS.tables {
-        match table.get(*t) {
-            Some(toml::Value::Table(inner)) => owned_set.extend(
-                keys.iter()
-                    .filter(|k| inner.contains_key(**k))
-                    .map(|k| format!("{t}.{k}")),
-            ),
-            // `server = "x"`: not a table, the operator's keys cannot go in.
-            Some(_) => owned_set.push((*t).to_owned()),
-            None => {}
-        }
-    }
-    if !owned_set.is_empty() {
-        return Err(RenderError::OwnedKeys(owned_set));
-    }
+    let mut table = check_config(spec.config.as_deref())?;
     let pd_url = pd_url.filter(|u| !u.is_empty()).ok_or(RenderError::NoPd)?;
 
     let (client, status) = ports(spec);

@@ -500,6 +500,47 @@ async fn a_pd_leader_that_has_not_loaded_its_schedulers_keeps_the_entry_and_the_
     assert!(w.evicting_now().is_empty(), "no evict-leader entry left");
 }
 
+/// A template whose config does not parse reaches no instance and restarts
+/// nothing; the group says so (`Synced=False`, not `Ready`, the parse error's
+/// line), and fixing the config rolls out as usual.
+#[tokio::test]
+async fn a_template_with_a_broken_config_reaches_no_instance() {
+    let mut w = serving3().await;
+    let before: Vec<Option<String>> = w
+        .instances()
+        .iter()
+        .map(|i| i.spec.template.config.clone())
+        .collect();
+    w.kube.clear_calls();
+    w.patch_template(|t| t["config"] = "[log]\nlevel = \"warn\"\nbroken\n".into());
+    for _ in 0..5 {
+        w.rolling_round().await;
+    }
+    let after: Vec<Option<String>> = w
+        .instances()
+        .iter()
+        .map(|i| i.spec.template.config.clone())
+        .collect();
+    assert_eq!(before, after, "no instance got the broken config");
+    assert_eq!(pod_deletes(&w), 0);
+    let (status, reason, message) = w.group_condition(condition::SYNCED);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", reasons::INVALID_CONFIG)
+    );
+    assert!(message.contains("line 3"), "{message}");
+    assert_eq!(w.group_condition(condition::READY).0, "False");
+    // Fixed: the template rolls out.
+    w.patch_template(|t| t["config"] = "[log]\nlevel = \"warn\"\n".into());
+    w.roll_until_done(200).await;
+    assert_eq!(w.group_condition(condition::SYNCED).0, "True");
+    assert!(
+        w.instances()
+            .iter()
+            .all(|i| i.spec.template.config.as_deref() == Some("[log]\nlevel = \"warn\"\n"))
+    );
+}
+
 #[tokio::test]
 async fn an_operator_restart_mid_eviction_leaves_no_orphaned_entry() {
     let mut w = serving3().await;
