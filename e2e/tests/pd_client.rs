@@ -272,7 +272,23 @@ async fn pd_client_against_a_real_pd_cluster() -> Result<()> {
         }
     })
     .await?;
-    let again = pd.remove_member(removed_id).await;
+    // Removing it again says "already gone" (PD may answer "unavailable" for a moment while
+    // the client still knows the removed member's URL: retried, as the operator would).
+    let again = wait_until(
+        &env,
+        "removing the removed member again answers",
+        Duration::from_secs(30),
+        || {
+            let pd = pd.clone();
+            async move {
+                match pd.remove_member(removed_id).await {
+                    Err(e) if e.is_retryable() => Ok(None),
+                    other => Ok(Some(other)),
+                }
+            }
+        },
+    )
+    .await?;
     ensure!(
         again.as_ref().is_err_and(|e| e.is_already_gone()),
         "removing a removed member must say 'already gone': {again:?}"

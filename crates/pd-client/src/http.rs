@@ -142,6 +142,14 @@ pub(crate) fn status_error(
     if message.contains("ErrNotBootstrapped") {
         return PdError::NotBootstrapped { message };
     }
+    // The member asked has left the cluster or is shutting down (its embedded
+    // etcd's raft is stopped): ask another one (found by e2e: after a member
+    // was removed, the client still held its URL).
+    if message.contains("raft: stopped") || message.contains("server stopped") {
+        return PdError::unavailable(format!(
+            "{operation}: the PD member asked is stopped or no longer a member: {message}"
+        ));
+    }
     match status {
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
             PdError::unavailable(format!("{operation}: HTTP {status}: {message}"))
@@ -748,5 +756,13 @@ mod tests {
             "stores",
         );
         assert!(matches!(e, PdError::NotBootstrapped { .. }), "{e:?}");
+        // What a removed member answers (checked against a real pd-server).
+        let e = status_error(
+            "remove_member",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#""[PD:etcd:ErrEtcdTxnInternal]rpc error: code = Unknown desc = raft: stopped""#,
+            "PD member 9",
+        );
+        assert_eq!(e.category(), "unavailable", "{e:?}");
     }
 }
