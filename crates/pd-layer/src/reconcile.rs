@@ -1001,7 +1001,7 @@ pub fn render_instance_objects(pd: &PD, running: Option<&Pod>) -> Result<Rendere
         .as_ref()
         .and_then(|u| u.config)
         == Some(ConfigUpdateStrategy::HotReload);
-    let revision = PodRevision::stamp(&mut pod, hot_reload, running);
+    let revision = PodRevision::stamp(&mut pod, &render::revision_inputs(pd), hot_reload, running);
     Ok(Rendered {
         config_map: render::render_config_map(pd, &config)?,
         pvcs: render::render_pvcs(pd)?,
@@ -1056,7 +1056,9 @@ async fn apply_instance_objects(
             // difference is only reported.
             if is_current {
                 // Same revision: whatever differs (labels, annotations, the
-                // config hash under HotReload) is patched in place.
+                // config hash under HotReload) is patched in place; a spec
+                // rendered differently waits for the next recreation.
+                let pod = tikv_operator_core::revision::in_place(&pod, current);
                 ctx.kube
                     .apply_if_changed(&desired(&pod)?, cached(Some(current)).as_ref())
                     .await?;

@@ -206,7 +206,8 @@ pub fn render_instance_objects(
         .as_ref()
         .and_then(|u| u.config)
         == Some(ConfigUpdateStrategy::HotReload);
-    let revision = PodRevision::stamp(&mut pod, hot_reload, running);
+    let inputs = render::revision_inputs(kv, pd_url);
+    let revision = PodRevision::stamp(&mut pod, &inputs, hot_reload, running);
     Ok(Rendered {
         config_map: render::render_config_map(kv, &config)?,
         pvcs: render::render_pvcs(kv)?,
@@ -1724,9 +1725,11 @@ async fn apply_instance_objects(
         ))),
         Some(current) if revision.runs(Some(current)) => {
             // Same revision: whatever differs (labels, annotations, the
-            // config hash under HotReload) is patched in place.
+            // config hash under HotReload) is patched in place; a spec
+            // rendered differently waits for the next recreation.
+            let pod = tikv_operator_core::revision::in_place(pod, current);
             ctx.kube
-                .apply_if_changed(&desired(pod)?, cached(Some(current)).as_ref())
+                .apply_if_changed(&desired(&pod)?, cached(Some(current)).as_ref())
                 .await?;
             Ok(Ok("up to date".to_owned()))
         }
