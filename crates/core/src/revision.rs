@@ -45,6 +45,9 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use tikv_operator_api::labels;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::conditions::{self, ConditionUpdate};
 use crate::{contains_desired, content_hash};
 
 /// The rendering generation of this operator version.
@@ -347,6 +350,29 @@ pub fn generation_notice(generations: &[Option<u32>]) -> Option<String> {
          only because the operator changed how it renders them",
         generations.len()
     ))
+}
+
+/// Reason of the group's `Progressing` condition and Event when Pods are
+/// about to be restarted only because [`RENDERING_GENERATION`] was bumped.
+pub const RENDERING_GENERATION_CHANGED: &str = "RenderingGenerationChanged";
+
+/// Whether the group has not reported `notice` yet: its `Progressing`
+/// condition as last written does not carry it. The group then holds its
+/// first restart for one reconcile (reason [`RENDERING_GENERATION_CHANGED`])
+/// and publishes an Event, so the generation is visible before any Pod goes.
+pub fn notice_is_new(notice: Option<&str>, progressing: Option<&Condition>) -> bool {
+    notice.is_some_and(|n| progressing.is_none_or(|c| !c.message.contains(n)))
+}
+
+/// `progressing` with `notice` added to its message while it is `True`.
+pub fn with_notice(mut progressing: ConditionUpdate, notice: Option<&str>) -> ConditionUpdate {
+    if let Some(n) = notice
+        && progressing.status == conditions::TRUE
+        && !progressing.message.contains(n)
+    {
+        progressing.message = format!("{}; {n}", progressing.message);
+    }
+    progressing
 }
 
 /// Where a group's instances are against its template.
