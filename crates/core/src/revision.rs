@@ -48,7 +48,7 @@ use tikv_operator_api::labels;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::conditions::{self, ConditionUpdate};
-use crate::{contains_desired, content_hash};
+use crate::content_hash;
 
 /// The rendering generation of this operator version.
 ///
@@ -256,10 +256,10 @@ impl PodRevision {
         } else {
             Vec::new()
         };
-        pod.metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(labels::INSTANCE_REVISION.to_owned(), revision.clone());
+        let rendered_spec = rendered_spec_hash(pod);
+        let annotations = pod.metadata.annotations.get_or_insert_default();
+        annotations.insert(labels::INSTANCE_REVISION.to_owned(), revision.clone());
+        annotations.insert(labels::RENDERED_SPEC.to_owned(), rendered_spec);
         Self {
             revision,
             also_current,
@@ -320,18 +320,37 @@ fn legacy_revisions(pod: &Pod, hot_reload: bool, running: Option<&Pod>) -> Vec<S
     out
 }
 
-/// The Pod to apply to `running`, which runs the revision of `rendered`:
-/// `rendered`'s labels and annotations, with `running`'s spec when the
-/// rendered spec differs from it. A Pod spec cannot change in place, and a
-/// rendering change that is not the user's (no [`RENDERING_GENERATION`]
-/// bump) waits for the Pod's next recreation: only metadata is patched.
+fn rendered_spec_hash(pod: &Pod) -> String {
+    content_hash(&serde_json::to_value(&pod.spec).unwrap_or(Value::Null))
+}
+
+/// The Pod to apply to `running`, which runs the revision of `rendered`.
+/// When `running` was created from today's rendering of its spec
+/// ([`labels::RENDERED_SPEC`]): `rendered` as it is. Otherwise (another
+/// operator version rendered it, or it predates the annotation):
+/// `rendered`'s labels and annotations with `running`'s spec, so only
+/// metadata changes. A Pod spec cannot change in place, and a rendering
+/// change that is not the user's (no [`RENDERING_GENERATION`] bump) waits
+/// for the Pod's next recreation.
 pub fn in_place(rendered: &Pod, running: &Pod) -> Pod {
-    let mut out = rendered.clone();
-    let rendered_spec = serde_json::to_value(&rendered.spec).unwrap_or(Value::Null);
-    let running_spec = serde_json::to_value(&running.spec).unwrap_or(Value::Null);
-    if !contains_desired(&rendered_spec, &running_spec) {
-        out.spec.clone_from(&running.spec);
+    let annotation = |p: &Pod| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::RENDERED_SPEC))
+            .cloned()
+    };
+    let running_rendering = annotation(running);
+    if running_rendering.is_some() && running_rendering == annotation(rendered) {
+        return rendered.clone();
     }
+    let mut out = rendered.clone();
+    out.spec.clone_from(&running.spec);
+    let annotations = out.metadata.annotations.get_or_insert_default();
+    match running_rendering {
+        Some(h) => annotations.insert(labels::RENDERED_SPEC.to_owned(), h),
+        None => annotations.remove(labels::RENDERED_SPEC),
+    };
     out
 }
 
@@ -597,21 +616,49 @@ mod tests {
 
     #[test]
     fn in_place_patches_keep_the_running_spec_when_the_rendering_changed() {
-        let running = pod(&[("a", "1")], &[], "pd:v1");
-        // Same spec: the rendered Pod as is.
-        let rendered = pod(&[("a", "2")], &[], "pd:v1");
+        let i = inputs("v1", "a");
+        let running = running(&i, false, "pd:v1");
+        // Same rendering: the rendered Pod as is.
+        let mut rendered = pod(&[("a", "2")], &[], "pd:v1");
+        PodRevision::stamp(&mut rendered, &i, false, Some(&running));
         assert_eq!(in_place(&rendered, &running), rendered);
-        // The rendering added something: labels from the rendering, spec as running.
-        let mut changed = rendered.clone();
-        changed.spec.as_mut().unwrap().containers[0].env =
+        // Another rendering (here: without an environment variable the
+        // running Pod has): metadata from the rendering, spec as running.
+        let mut old = running.clone();
+        old.spec.as_mut().unwrap().containers[0].env =
             Some(vec![k8s_openapi::api::core::v1::EnvVar {
-                name: "NEW".into(),
+                name: "OLD".into(),
                 value: Some("1".into()),
                 ..Default::default()
             }]);
-        let patch = in_place(&changed, &running);
-        assert_eq!(patch.spec, running.spec);
+        let annotations = old.metadata.annotations.as_mut().unwrap();
+        annotations.insert(labels::RENDERED_SPEC.to_owned(), "other".into());
+        let patch = in_place(&rendered, &old);
+        assert_eq!(patch.spec, old.spec);
         assert_eq!(patch.metadata.labels, rendered.metadata.labels);
+        let a = patch.metadata.annotations.unwrap();
+        assert_eq!(a[labels::RENDERED_SPEC], "other");
+        assert_eq!(
+            a[labels::INSTANCE_REVISION],
+            running_revision(Some(&rendered)).unwrap().as_str()
+        );
+        // A Pod without the annotation (older operator): spec as running.
+        let mut legacy = old.clone();
+        legacy
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(labels::RENDERED_SPEC);
+        let patch = in_place(&rendered, &legacy);
+        assert_eq!(patch.spec, legacy.spec);
+        assert!(
+            !patch
+                .metadata
+                .annotations
+                .unwrap()
+                .contains_key(labels::RENDERED_SPEC)
+        );
     }
 
     #[test]
