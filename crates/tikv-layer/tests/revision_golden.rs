@@ -299,8 +299,9 @@ fn user_inputs_change_the_revisions() {
     }
     let differs = |a: &BTreeMap<String, String>| a.iter().all(|(k, v)| unchanged[k] != *v);
     let upgraded = render_basic(&|d| {
-        d.pointer_mut("/spec/template/spec/version")
-            .map(|v| *v = json!("v8.5.6"));
+        if let Some(v) = d.pointer_mut("/spec/template/spec/version") {
+            *v = json!("v8.5.6");
+        }
     });
     assert!(
         differs(&upgraded),
