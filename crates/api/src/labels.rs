@@ -13,8 +13,17 @@ pub const CLUSTER: &str = "core.tikv.org/cluster";
 pub const GROUP: &str = "core.tikv.org/group";
 /// Name of the PD or TiKV instance an object belongs to.
 pub const INSTANCE: &str = "core.tikv.org/instance";
-/// Template revision (hash) an instance or pod was created from.
+/// On a Pod: its revision, what it was created from as far as a restart is
+/// concerned (see `tikv_operator_core::revision`): `g<rendering generation>-`
+/// followed by a hash of the user's inputs. Pods created by operator
+/// versions before the rendering generation carry a bare 16-digit hash of
+/// their rendered spec.
 pub const INSTANCE_REVISION: &str = "core.tikv.org/instance-revision";
+/// On a Pod: a hash of the Pod spec the operator rendered when it created
+/// it. A Pod whose spec was rendered differently (another operator version)
+/// gets only its labels and annotations patched in place; its spec waits for
+/// the next recreation.
+pub const RENDERED_SPEC: &str = "core.tikv.org/rendered-spec";
 /// Hash of the rendered configuration a pod was started with.
 pub const CONFIG_HASH: &str = "core.tikv.org/config-hash";
 /// Name of the volume (from `volumes[].name`) a PVC was created for.

@@ -17,8 +17,10 @@
 //! - [`Ctx`]: the side effects a reconcile may use (writer, clock, requeue policy).
 //! - [`conditions`]: Kubernetes-convention conditions (lastTransitionTime
 //!   changes only with the status; observedGeneration).
-//! - [`revision`]: which changes of a rendered Pod need it recreated and
-//!   which apply in place.
+//! - [`revision`]: which changes need a running Pod recreated (the user's
+//!   inputs and the rendering generation) and which apply in place.
+//! - [`test_hooks`]: test-only rendering changes (end-to-end tests of an
+//!   operator upgrade).
 //! - [`Error`]: the one error type of the effectful stages, with a stable
 //!   [`Error::category`] for metrics and Events.
 //! - [`Requeue`] / [`RequeuePolicy`]: when a reconcile runs again.
@@ -41,6 +43,7 @@ pub mod objects;
 pub mod pd_state;
 mod requeue;
 pub mod revision;
+pub mod test_hooks;
 pub mod version;
 
 pub use clock::{Clock, SystemClock};

@@ -188,6 +188,20 @@ pub struct RunArgs {
     #[arg(long, env = "TIKV_OPERATOR_TIKV_EVICT_LEADER_TIMEOUT", value_name = "DURATION",
           default_value = "5m", value_parser = parse_duration)]
     pub tikv_evict_leader_timeout: Duration,
+
+    /// Test only, hidden: `NAME=VALUE` environment variables added to the main container of
+    /// every PD and TiKV Pod the operator renders. End-to-end tests use it to run an operator
+    /// whose rendering differs harmlessly from the previous one and check that the upgrade
+    /// restarts no Pod: it is never part of a Pod's revision, so running Pods keep their spec
+    /// and only new Pods get it. Not for production use.
+    #[arg(
+        long,
+        env = "TIKV_OPERATOR_TEST_EXTRA_POD_ENV",
+        value_name = "NAME=VALUE",
+        value_delimiter = ',',
+        hide = true
+    )]
+    pub test_extra_pod_env: Vec<String>,
 }
 
 /// Parses a human-readable duration: one or more `<integer><unit>` parts with units `ms`, `s`,
@@ -287,6 +301,9 @@ pub struct Settings {
     pub log_level: String,
     /// What the controllers get.
     pub controller: Config,
+    /// Test only: environment variables added to every rendered PD and TiKV container
+    /// (`--test-extra-pod-env`).
+    pub test_extra_pod_env: Vec<(String, String)>,
 }
 
 /// A configuration error, with a message that names the flag.
@@ -406,7 +423,22 @@ impl RunArgs {
                 ));
             }
         };
+        let mut test_extra_pod_env = Vec::new();
+        for var in &self.test_extra_pod_env {
+            match var.split_once('=') {
+                Some((name, value)) if !name.trim().is_empty() => {
+                    test_extra_pod_env.push((name.trim().to_owned(), value.to_owned()));
+                }
+                _ => {
+                    return Err(invalid(
+                        "--test-extra-pod-env",
+                        format!("`{var}` is not NAME=VALUE"),
+                    ));
+                }
+            }
+        }
         Ok(Settings {
+            test_extra_pod_env,
             kubeconfig: self.kubeconfig.clone(),
             leader_election,
             http_bind_address: self.http_bind_address,
@@ -560,6 +592,23 @@ mod tests {
                 .unwrap_err()
                 .contains("too large")
         );
+    }
+
+    #[test]
+    fn the_hidden_test_extra_pod_env_flag_parses_name_value_pairs() {
+        let s = settings(&["--leader-elect=false"]).unwrap();
+        assert!(s.test_extra_pod_env.is_empty());
+        let s = settings(&["--leader-elect=false", "--test-extra-pod-env", "A=1,B=x=y"]).unwrap();
+        assert_eq!(
+            s.test_extra_pod_env,
+            [("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+        assert!(
+            err(&["--leader-elect=false", "--test-extra-pod-env", "nope"]).contains("NAME=VALUE")
+        );
+        // Not shown to users.
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("test-extra-pod-env"));
     }
 
     #[test]
@@ -831,6 +880,10 @@ mod tests {
         let mut checked = 0;
         for arg in cmd.get_arguments() {
             let Some(long) = arg.get_long() else { continue };
+            // Hidden flags are test-only and not for users.
+            if arg.is_hide_set() {
+                continue;
+            }
             let flag = format!("`--{long}`");
             assert!(
                 doc.contains(&flag),

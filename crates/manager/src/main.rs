@@ -45,6 +45,14 @@ fn run_operator(args: &RunArgs) -> ExitCode {
         eprintln!("error: {err:#}");
         return ExitCode::FAILURE;
     }
+    if !settings.test_extra_pod_env.is_empty() {
+        // Test only (a hidden flag): changes the rendering, never a Pod's revision.
+        tikv_operator_core::test_hooks::set_extra_pod_env(&settings.test_extra_pod_env);
+        tracing::warn!(
+            vars = ?settings.test_extra_pod_env,
+            "test only: every rendered PD and TiKV container gets extra environment variables"
+        );
+    }
     // kube is built with the `ring` TLS backend and installs no process-wide default.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -34,7 +34,7 @@ use tikv_operator_api::{
 };
 use tikv_operator_core::conditions::{self, ConditionUpdate};
 use tikv_operator_core::history;
-use tikv_operator_core::revision::PodRevision;
+use tikv_operator_core::revision::{self, PodRevision};
 use tikv_operator_core::{
     Clock, Error, EventType, KubeWriter, ObjectKey, Requeue, Result, content_hash,
 };
@@ -169,6 +169,37 @@ pub fn pod_currency(
             (name_of(i).to_owned(), current)
         })
         .collect()
+}
+
+/// What the group reports while its outdated Pods are outdated only because
+/// the operator's rendering generation was bumped (see
+/// [`tikv_operator_core::revision::generation_notice`]); `None` otherwise.
+pub fn rendering_generation_notice(
+    group: &PDGroup,
+    instances: &[PD],
+    pods: &[Pod],
+) -> Option<String> {
+    let generations: Vec<Option<u32>> = instances
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter_map(|i| {
+            let want = render::render_instance(
+                group,
+                &NewInstance {
+                    name: name_of(i).to_owned(),
+                    topology: i.spec.topology.clone(),
+                    bootstrap_members: render::bootstrap_members(i),
+                },
+            );
+            let running = pods.iter().find(|p| {
+                name_of(*p) == names::pod(name_of(i)) && p.metadata.deletion_timestamp.is_none()
+            })?;
+            let rendered = render_instance_objects(&want, Some(running)).ok()?;
+            (!rendered.runs(Some(running)))
+                .then(|| rendered.revision.outdated_by_generation(Some(running)))
+        })
+        .collect();
+    tikv_operator_core::revision::generation_notice(&generations)
 }
 
 /// Counts the live instances whose running Pod runs the current template.
@@ -325,6 +356,11 @@ pub async fn reconcile_group(
     .unwrap_or(i32::MAX);
     let currency = pod_currency(group, s.instances, s.pods);
     let update_revision = render::group_revision(group);
+    let notice = rendering_generation_notice(group, s.instances, s.pods);
+    let announce = revision::notice_is_new(
+        notice.as_deref(),
+        conditions::find(&conds, condition::PROGRESSING),
+    );
     let instance_states: Vec<InstanceState> = s
         .instances
         .iter()
@@ -494,6 +530,17 @@ pub async fn reconcile_group(
                 });
             }
         }
+        // A restart due only to a rendering generation bump is announced
+        // (Progressing, an Event) one reconcile before the first Pod goes.
+        if announce
+            && matches!(plan, GroupPlan::Restart { .. })
+            && let Some(n) = &notice
+        {
+            plan = GroupPlan::Wait(crate::group::Blocked {
+                reason: revision::RENDERING_GENERATION_CHANGED,
+                message: n.clone(),
+            });
+        }
         match &plan {
             GroupPlan::Steady => {}
             GroupPlan::Create(new) => {
@@ -661,6 +708,22 @@ pub async fn reconcile_group(
             ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
         }
     };
+    let progressing = revision::with_notice(progressing, notice.as_deref());
+    if announce
+        && let Some(n) = notice.as_deref().filter(|_| plan.is_some())
+        && progressing.status == conditions::TRUE
+    {
+        info!(notice = n, "Pods outdated only by the rendering generation");
+        ctx.kube
+            .publish_event(&event(
+                group,
+                EventType::Normal,
+                revision::RENDERING_GENERATION_CHANGED,
+                "Restart",
+                n.to_owned(),
+            )?)
+            .await?;
+    }
     conditions::set(&mut conds, progressing, generation, now);
     let config_refused = match &plan {
         Some(GroupPlan::Refuse(b)) if b.reason == reasons::INVALID_CONFIG => {
@@ -1015,7 +1078,7 @@ pub fn render_instance_objects(pd: &PD, running: Option<&Pod>) -> Result<Rendere
         .as_ref()
         .and_then(|u| u.config)
         == Some(ConfigUpdateStrategy::HotReload);
-    let revision = PodRevision::stamp(&mut pod, hot_reload, running);
+    let revision = PodRevision::stamp(&mut pod, &render::revision_inputs(pd), hot_reload, running);
     Ok(Rendered {
         config_map: render::render_config_map(pd, &config)?,
         pvcs: render::render_pvcs(pd)?,
@@ -1070,7 +1133,9 @@ async fn apply_instance_objects(
             // difference is only reported.
             if is_current {
                 // Same revision: whatever differs (labels, annotations, the
-                // config hash under HotReload) is patched in place.
+                // config hash under HotReload) is patched in place; a spec
+                // rendered differently waits for the next recreation.
+                let pod = tikv_operator_core::revision::in_place(&pod, current);
                 ctx.kube
                     .apply_if_changed(&desired(&pod)?, cached(Some(current)).as_ref())
                     .await?;

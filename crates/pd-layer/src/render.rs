@@ -27,6 +27,8 @@ use tikv_operator_api::common::{ObjectMeta as TemplateMeta, VolumeMountType};
 use tikv_operator_api::rules::PD_OWNED_KEYS;
 use tikv_operator_api::{ClusterReference, PD, PDGroup, PDSpec, PDTemplateSpec, labels, names};
 
+use tikv_operator_core::revision::{self, RevisionInputs};
+
 use crate::group::NewInstance;
 use crate::reasons;
 
@@ -244,6 +246,33 @@ pub fn render_instance(group: &PDGroup, new: &NewInstance) -> PD {
             template: group.spec.template.spec.clone(),
         },
         status: None,
+    }
+}
+
+/// What the revision of a PD instance's Pod is computed from (see
+/// [`tikv_operator_core::revision`]): the template as far as it reaches the
+/// Pod spec, topology and subdomain; the `config` text and the initial
+/// members written into `pd.toml`; the restart request. Never the rendered
+/// Pod: a new operator version that renders differently restarts nothing
+/// unless it bumps the rendering generation.
+pub fn revision_inputs(pd: &PD) -> RevisionInputs {
+    let template = serde_json::to_value(&pd.spec.template).unwrap_or_default();
+    RevisionInputs {
+        spec: serde_json::json!({
+            "template": revision::template_inputs(template),
+            "topology": pd.spec.topology.as_ref().filter(|t| !t.is_empty()),
+            "subdomain": pd.spec.subdomain,
+        }),
+        config: serde_json::json!({
+            "config": pd.spec.template.config,
+            "bootstrapMembers": bootstrap_members(pd),
+        }),
+        restarted_at: pd
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::RESTARTED_AT))
+            .cloned(),
     }
 }
 
@@ -544,6 +573,8 @@ pub fn render_pod(pd: &PD, config_hash: &str) -> Result<Pod, RenderError> {
             ..Probe::default()
         }),
         volume_mounts: Some(mounts),
+        // Test only: set by a hidden manager flag, never part of the revision.
+        env: tikv_operator_core::test_hooks::extra_pod_env(),
         ..Container::default()
     };
     let pod_spec = PodSpec {

@@ -1421,3 +1421,96 @@ async fn a_replaced_pod_is_not_restarted_again_while_instance_status_lags() {
         "the replacement Pod of {victim} was restarted again"
     );
 }
+
+/// Issue 23: upgrading the operator restarts no PD Pod. Pods stamped by an
+/// operator version before the rendering generation (a legacy revision of
+/// today's rendering) are re-stamped in place; Pods whose spec another
+/// rendering made (here: an extra environment variable) keep it, and only
+/// their metadata follows the template.
+#[tokio::test]
+async fn an_operator_upgrade_restarts_no_pd_pod() {
+    let mut w = World::bootstrapped(3).await;
+    w.reconcile_group().await;
+    let names = w.instance_names();
+    for (i, name) in names.iter().enumerate() {
+        let mut pod: Value = w.kube.get(&pod_key(name)).unwrap();
+        if i == 0 {
+            // What the operator version before the rendering generation stamped.
+            let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
+            pod["metadata"]["annotations"][labels::INSTANCE_REVISION] = json!(
+                tikv_operator_core::revision::legacy_pod_revision(&typed, true)
+            );
+        } else {
+            // Rendered by an operator whose rendering differs from today's.
+            pod["spec"]["containers"][0]["env"] = json!([{"name": "OLD_RENDERING", "value": "1"}]);
+            pod["metadata"]["annotations"][labels::RENDERED_SPEC] = json!("another-rendering");
+        }
+        w.kube.insert(pod_key(name), pod);
+    }
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["metadata"] = json!({"labels": {"team": "storage"}});
+    w.kube.insert(group_key(), g);
+    let deleted = settle_and_collect_pod_deletes(&mut w).await;
+    assert_eq!(deleted, vec![], "an operator upgrade restarted PD Pods");
+    for (i, name) in names.iter().enumerate() {
+        let pod: Pod = w.kube.get_typed(&pod_key(name)).unwrap();
+        let revision = &pod.metadata.annotations.as_ref().unwrap()[labels::INSTANCE_REVISION];
+        assert!(
+            revision.starts_with("g"),
+            "{name} not re-stamped: {revision}"
+        );
+        assert_eq!(pod.metadata.labels.as_ref().unwrap()["team"], "storage");
+        let env = pod.spec.unwrap().containers[0].env.clone();
+        assert_eq!(env.is_some(), i != 0, "{name}: the running spec changed");
+    }
+    let st = w.group().status.unwrap().group;
+    assert_eq!((st.updated_replicas, st.current_replicas), (3, 3));
+    assert_eq!(st.update_revision, st.current_revision);
+    assert_eq!(w.condition(condition::PROGRESSING).0, "False");
+}
+
+/// A Pod outdated only because the rendering generation was bumped is
+/// announced (Progressing, an Event) before it is restarted.
+#[tokio::test]
+async fn a_rendering_generation_bump_is_announced_before_the_first_restart() {
+    use tikv_operator_core::revision::{RENDERING_GENERATION, RENDERING_GENERATION_CHANGED};
+    let mut w = World::bootstrapped(3).await;
+    w.reconcile_group().await;
+    // Simulate Pods of the previous generation: same inputs, generation - 1.
+    for name in w.instance_names() {
+        let pd: PD = w.kube.get_typed(&pd_key(&name)).unwrap();
+        let old = tikv_operator_pd_layer::render::revision_inputs(&pd)
+            .revision(RENDERING_GENERATION - 1, true);
+        let mut pod: Value = w.kube.get(&pod_key(&name)).unwrap();
+        pod["metadata"]["annotations"][labels::INSTANCE_REVISION] = json!(old);
+        w.kube.insert(pod_key(&name), pod);
+    }
+    w.kube.clear_calls();
+    w.reconcile_group().await;
+    let progressing = conditions::find(
+        &w.group().status.unwrap().common.conditions,
+        condition::PROGRESSING,
+    )
+    .unwrap()
+    .clone();
+    assert_eq!(progressing.reason, RENDERING_GENERATION_CHANGED);
+    assert!(
+        progressing
+            .message
+            .contains(&format!("rendering generation is {RENDERING_GENERATION}")),
+        "{}",
+        progressing.message
+    );
+    let calls = w.kube.calls();
+    assert!(calls.iter().any(|c| matches!(
+        c,
+        KubeCall::PublishEvent(e) if e.reason == RENDERING_GENERATION_CHANGED
+    )));
+    assert!(
+        !calls.iter().any(|c| matches!(c, KubeCall::Delete(_))),
+        "restarted before announcing: {calls:?}"
+    );
+    // Then the members restart, one at a time.
+    let restarted = drive_restarts(&mut w).await;
+    assert_eq!(restarted.len(), 3, "{restarted:?}");
+}

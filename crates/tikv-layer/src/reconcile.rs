@@ -41,7 +41,7 @@ use tikv_operator_api::{
 };
 use tikv_operator_core::conditions::{self, ConditionUpdate};
 use tikv_operator_core::history;
-use tikv_operator_core::revision::{PodRevision, Revisions};
+use tikv_operator_core::revision::{self, PodRevision, Revisions};
 use tikv_operator_core::{
     Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result, content_hash,
 };
@@ -206,7 +206,8 @@ pub fn render_instance_objects(
         .as_ref()
         .and_then(|u| u.config)
         == Some(ConfigUpdateStrategy::HotReload);
-    let revision = PodRevision::stamp(&mut pod, hot_reload, running);
+    let inputs = render::revision_inputs(kv, pd_url);
+    let revision = PodRevision::stamp(&mut pod, &inputs, hot_reload, running);
     Ok(Rendered {
         config_map: render::render_config_map(kv, &config)?,
         pvcs: render::render_pvcs(kv)?,
@@ -333,6 +334,9 @@ struct LiveInstance<'a> {
     current: Option<bool>,
     /// Its granted restart has not finished.
     restarting: bool,
+    /// Its running Pod is outdated only because the rendering generation was
+    /// bumped: the generation it was rendered under.
+    by_generation: Option<u32>,
 }
 
 /// Reconciles one TiKVGroup. See the module docs.
@@ -378,9 +382,13 @@ pub async fn reconcile_group(
                 .status
                 .as_ref()
                 .is_some_and(|st| st.leader_eviction_started_at.is_some());
+            let by_generation = rendered
+                .as_ref()
+                .and_then(|r| r.revision.outdated_by_generation(pod));
             LiveInstance {
                 kv,
                 pod,
+                by_generation,
                 revision: rendered.map(|r| r.revision.revision),
                 current,
                 restarting: annotation(kv, labels::RESTART_ALLOWED).is_some()
@@ -393,6 +401,14 @@ pub async fn reconcile_group(
         .filter(|l| !l.kv.spec.offline)
         .map(|l| (name_of(l.kv).to_owned(), l.current))
         .collect();
+    let notice = revision::generation_notice(
+        &live
+            .iter()
+            .filter(|l| !l.kv.spec.offline && l.current == Some(false))
+            .map(|l| l.by_generation)
+            .collect::<Vec<_>>(),
+    );
+    let announce = revision::notice_is_new(notice.as_deref(), old_progressing.as_ref());
     let states: Vec<InstanceState> = s
         .instances
         .iter()
@@ -618,6 +634,18 @@ pub async fn reconcile_group(
         }
         if plan == GroupPlan::Steady {
             restart = plan_restart(&restart_input(group, s, &live, min_ready, now));
+            // A restart due only to a rendering generation bump is
+            // announced (Progressing, an Event) one reconcile before the
+            // first grant.
+            if announce
+                && matches!(restart, RestartPlan::Grant { .. })
+                && let Some(n) = &notice
+            {
+                restart = RestartPlan::Wait(Blocked {
+                    reason: revision::RENDERING_GENERATION_CHANGED,
+                    message: n.clone(),
+                });
+            }
             if let RestartPlan::Grant {
                 name,
                 revision,
@@ -795,6 +823,24 @@ pub async fn reconcile_group(
             ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
         }
     };
+    let progressing = revision::with_notice(progressing, notice.as_deref());
+    if announce
+        && let Some(n) = notice.as_deref().filter(|_| plan.is_some())
+        && progressing.status == conditions::TRUE
+    {
+        info!(notice = n, "Pods outdated only by the rendering generation");
+        publish(
+            ctx,
+            event(
+                group,
+                EventType::Normal,
+                revision::RENDERING_GENERATION_CHANGED,
+                "Restart",
+                n.to_owned(),
+            ),
+        )
+        .await?;
+    }
     conditions::set(&mut conds, progressing, generation, now);
     let config_refused = match &plan {
         Some(GroupPlan::Refuse(b)) if b.reason == reasons::INVALID_CONFIG => {
@@ -1738,9 +1784,11 @@ async fn apply_instance_objects(
         ))),
         Some(current) if revision.runs(Some(current)) => {
             // Same revision: whatever differs (labels, annotations, the
-            // config hash under HotReload) is patched in place.
+            // config hash under HotReload) is patched in place; a spec
+            // rendered differently waits for the next recreation.
+            let pod = tikv_operator_core::revision::in_place(pod, current);
             ctx.kube
-                .apply_if_changed(&desired(pod)?, cached(Some(current)).as_ref())
+                .apply_if_changed(&desired(&pod)?, cached(Some(current)).as_ref())
                 .await?;
             Ok(Ok("up to date".to_owned()))
         }

@@ -30,6 +30,8 @@ use tikv_operator_api::{
 };
 use tikv_operator_pd_layer::render::merge_overlay;
 
+use tikv_operator_core::revision::{self, RevisionInputs};
+
 use crate::group::NewInstance;
 use crate::reasons;
 
@@ -249,6 +251,44 @@ pub fn render_instance(group: &TiKVGroup, new: &NewInstance, offline: bool) -> T
             template: group.spec.template.spec.clone(),
         },
         status: None,
+    }
+}
+
+/// What the revision of a TiKV instance's Pod is computed from (see
+/// [`tikv_operator_core::revision`]): the template as far as it reaches the
+/// Pod spec, topology and subdomain; the `config` text, the store labels
+/// (`spec.server.labels`) and `pd_url`, all written into `tikv.toml`; the
+/// restart request. Never the rendered Pod, nor `offline`: a new operator
+/// version that renders differently restarts nothing unless it bumps the
+/// rendering generation.
+pub fn revision_inputs(kv: &TiKV, pd_url: Option<&str>) -> RevisionInputs {
+    let mut template =
+        revision::template_inputs(serde_json::to_value(&kv.spec.template).unwrap_or_default());
+    // Store labels reach only the config file (and PD, online).
+    if let Some(t) = template.as_object_mut() {
+        if let Some(server) = t.get_mut("server").and_then(Value::as_object_mut) {
+            server.remove("labels");
+        }
+        revision::remove_if_empty(t, "server");
+    }
+    RevisionInputs {
+        spec: serde_json::json!({
+            "template": template,
+            "topology": kv.spec.topology.as_ref().filter(|t| !t.is_empty()),
+            "subdomain": kv.spec.subdomain,
+        }),
+        config: serde_json::json!({
+            "config": kv.spec.template.config,
+            "storeLabels": kv
+                .spec
+                .template
+                .server
+                .as_ref()
+                .map(|s| &s.labels)
+                .filter(|l| !l.is_empty()),
+            "pdUrl": pd_url,
+        }),
+        restarted_at: restarted_at(&kv.metadata).cloned(),
     }
 }
 
@@ -541,6 +581,8 @@ pub fn render_pod(kv: &TiKV, config_hash: &str) -> Result<Pod, RenderError> {
             ..Probe::default()
         }),
         volume_mounts: Some(mounts),
+        // Test only: set by a hidden manager flag, never part of the revision.
+        env: tikv_operator_core::test_hooks::extra_pod_env(),
         ..Container::default()
     };
     let pod_spec = PodSpec {

@@ -812,3 +812,67 @@ async fn the_revision_history_keeps_each_template_and_is_bounded_by_the_limit() 
     let third = w.group().status.unwrap().group.update_revision.unwrap();
     assert_eq!(history(&w), vec![(2, second), (3, third)]);
 }
+
+/// Issue 23: upgrading the operator restarts no TiKV Pod. A Pod stamped by
+/// an operator version before the rendering generation (a legacy revision of
+/// today's rendering) is re-stamped in place; Pods another rendering made
+/// keep their spec, and only their metadata follows the template.
+#[tokio::test]
+async fn an_operator_upgrade_restarts_no_tikv_pod() {
+    let mut w = World::serving(3).await;
+    let names = w.instance_names();
+    for (i, name) in names.iter().enumerate() {
+        let mut pod: Value = w.kube.get(&pod_key(name)).unwrap();
+        if i == 0 {
+            let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
+            pod["metadata"]["annotations"][labels::INSTANCE_REVISION] = json!(
+                tikv_operator_core::revision::legacy_pod_revision(&typed, true)
+            );
+            pod["metadata"]["annotations"]
+                .as_object_mut()
+                .unwrap()
+                .remove(labels::RENDERED_SPEC);
+        } else {
+            pod["spec"]["containers"][0]["env"] = json!([{"name": "OLD_RENDERING", "value": "1"}]);
+            pod["metadata"]["annotations"][labels::RENDERED_SPEC] = json!("another-rendering");
+        }
+        w.kube.insert(pod_key(name), pod);
+    }
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["metadata"] = json!({"labels": {"team": "storage"}});
+    w.kube.insert(group_key(), g);
+    w.kube.clear_calls();
+    for _ in 0..4 {
+        w.round().await;
+    }
+    let pods_deleted: Vec<ObjectKey> = w
+        .deletes()
+        .into_iter()
+        .filter(|k| k.kind == "Pod")
+        .collect();
+    assert_eq!(
+        pods_deleted,
+        vec![],
+        "an operator upgrade restarted TiKV Pods"
+    );
+    assert!(
+        !w.event_reasons()
+            .iter()
+            .any(|r| r == reasons::ROLLING_UPDATE)
+    );
+    for (i, name) in names.iter().enumerate() {
+        let pod: Pod = w.kube.get_typed(&pod_key(name)).unwrap();
+        let revision = &pod.metadata.annotations.as_ref().unwrap()[labels::INSTANCE_REVISION];
+        assert!(
+            revision.starts_with('g'),
+            "{name} not re-stamped: {revision}"
+        );
+        assert_eq!(pod.metadata.labels.as_ref().unwrap()["team"], "storage");
+        let env = pod.spec.unwrap().containers[0].env.clone();
+        assert_eq!(env.is_some(), i != 0, "{name}: the running spec changed");
+    }
+    let st = w.group().status.unwrap().group;
+    assert_eq!((st.updated_replicas, st.current_replicas), (3, 3));
+    assert_eq!(st.update_revision, st.current_revision);
+    assert_eq!(w.group_condition(condition::PROGRESSING).0, "False");
+}
