@@ -670,16 +670,30 @@ async fn suspend_compute_deletes_pods_and_keeps_pvcs_and_config() {
 
 #[tokio::test]
 async fn an_owned_config_key_is_reported_not_overridden() {
+    // The group refuses a template that sets an owned key: no member is
+    // created with it, and the group says which key.
     let mut w = World::new(1, Some("name = \"mine\"\n"));
     w.reconcile_group().await;
+    assert!(w.instance_names().is_empty(), "{:?}", w.instance_names());
+    let g = w.group();
+    let c = conditions::find(&g.status.unwrap().common.conditions, condition::SYNCED)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::INVALID_CONFIG)
+    );
+    assert!(c.message.contains("name"), "{}", c.message);
+    // An instance that carries such a config anyway (made by hand) renders
+    // nothing and reports it too.
+    let mut w = World::new(1, None);
+    w.reconcile_group().await;
     let name = w.instance_names()[0].clone();
+    let mut pd = w.kube.get(&pd_key(&name)).unwrap();
+    pd["spec"]["config"] = "name = \"mine\"\n".into();
+    w.kube.insert(pd_key(&name), pd);
     w.reconcile_instance(&name).await;
     assert!(w.kube.get(&pod_key(&name)).is_none());
-    assert!(
-        w.kube
-            .get(&ObjectKey::new::<ConfigMap>(Some(NS), &name))
-            .is_none()
-    );
     let pd: PD = w.kube.get_typed(&pd_key(&name)).unwrap();
     let c = conditions::find(&pd.status.unwrap().common.conditions, condition::SYNCED)
         .unwrap()
@@ -688,7 +702,6 @@ async fn an_owned_config_key_is_reported_not_overridden() {
         (c.status.as_str(), c.reason.as_str()),
         ("False", reasons::INVALID_CONFIG)
     );
-    assert!(c.message.contains("name"), "{}", c.message);
 }
 
 #[tokio::test]

@@ -608,13 +608,29 @@ async fn refused_events_do_not_block_cluster_deletion() {
 
 #[tokio::test]
 async fn an_owned_config_key_is_reported_not_overridden() {
+    // The group refuses a template that sets an owned key: no store is
+    // created with it, and the group says which key.
     let mut w = World::new(1);
     let mut g = w.kube.get(&group_key()).unwrap();
     g["spec"]["template"]["spec"]["config"] = "[pd]\nendpoints = [\"http://mine:2379\"]\n".into();
     w.kube.insert(group_key(), g);
     w.reconcile_group().await;
-    w.reconcile_all_instances().await;
+    assert!(w.instance_names().is_empty(), "{:?}", w.instance_names());
+    let (status, reason, message) = w.group_condition(condition::SYNCED);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", reasons::INVALID_CONFIG)
+    );
+    assert!(message.contains("pd.endpoints"), "{message}");
+    // An instance that carries such a config anyway (made by hand) renders
+    // nothing and reports it too.
+    let mut w = World::new(1);
+    w.reconcile_group().await;
     let name = w.instance_names()[0].clone();
+    let mut kv = w.kube.get(&kv_key(&name)).unwrap();
+    kv["spec"]["config"] = "[pd]\nendpoints = [\"http://mine:2379\"]\n".into();
+    w.kube.insert(kv_key(&name), kv);
+    w.reconcile_instance(&name).await;
     let (status, reason) = w.instance_condition(&name, condition::SYNCED).unwrap();
     assert_eq!(
         (status.as_str(), reason.as_str()),
