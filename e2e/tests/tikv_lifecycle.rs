@@ -733,3 +733,84 @@ async fn heterogeneous(w: &World) -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn tikv_foreground_and_concurrent_deletions_wait_for_tombstone() -> Result<()> {
+    let w = World::start("kvfg").await?;
+    let r = foreground_and_concurrent(&w).await;
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
+}
+
+/// Two TiKV instances deleted by hand at the same moment, one of them with
+/// `--cascade=foreground` (the garbage collector then deletes the instance's dependents
+/// before the instance): watchers assert that no Pod or PVC goes before its store is
+/// Tombstone, and that PD never has two stores being removed at once. The group replaces both.
+async fn foreground_and_concurrent(w: &World) -> Result<()> {
+    w.ns.apply(BASIC).await?;
+    w.wait_ready("basic", 3, Duration::from_secs(300)).await?;
+    w.set_replicas("tikv", 5).await?;
+    w.wait_ready("basic", 5, Duration::from_secs(240)).await?;
+    let watch = removal_watch(w);
+    let (env, addr) = (w.env.clone(), w.pd_addr());
+    let one_at_a_time = Invariant::watch(
+        "at most one store being removed in PD",
+        Duration::from_millis(300),
+        move || {
+            let (env, addr) = (env.clone(), addr.clone());
+            async move {
+                let Ok(stores) = pd_stores(&env, &addr).await else {
+                    return Ok(());
+                };
+                let removing: Vec<u64> = stores
+                    .iter()
+                    .filter(|s| s.state == "Offline")
+                    .map(|s| s.id)
+                    .collect();
+                ensure!(removing.len() <= 1, "stores removed at once: {removing:?}");
+                Ok(())
+            }
+        },
+    );
+    let kvs = w.tikvs().await?;
+    let victims: Vec<String> = kvs.iter().take(2).map(ResourceExt::name_any).collect();
+    let ids: Vec<u64> = kvs.iter().take(2).filter_map(store_id).collect();
+    ensure!(ids.len() == 2, "victims without store ids: {victims:?}");
+    let n = w.ns.name.clone();
+    w.env.kubectl(&[
+        "-n",
+        &n,
+        "delete",
+        "tikv",
+        &victims[0],
+        "--cascade=foreground",
+        "--wait=false",
+    ])?;
+    w.env
+        .kubectl(&["-n", &n, "delete", "tikv", &victims[1], "--wait=false"])?;
+    wait_until(
+        &w.env,
+        "both deleted instances gone and their stores Tombstone",
+        Duration::from_secs(600),
+        || async {
+            let names: BTreeSet<String> =
+                w.tikvs().await?.iter().map(ResourceExt::name_any).collect();
+            let stores = w.stores().await?;
+            let tomb = ids.iter().all(|id| {
+                stores
+                    .iter()
+                    .find(|s| s.id == *id)
+                    .is_none_or(|s| s.state == "Tombstone")
+            });
+            Ok((tomb && victims.iter().all(|v| !names.contains(v))).then_some(()))
+        },
+    )
+    .await?;
+    w.wait_ready("basic", 5, Duration::from_secs(300)).await?;
+    let one = one_at_a_time.finish().await;
+    let safe = watch.finish().await;
+    one?;
+    safe?;
+    Ok(())
+}
