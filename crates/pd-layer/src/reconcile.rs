@@ -137,19 +137,17 @@ use tikv_operator_core::objects::{cached, desired, event, name_of, started_by_po
 
 pub use tikv_operator_core::revision::Revisions;
 
-/// For every live instance: whether its running Pod is what the group's
-/// current template renders for it (`None`: no running Pod). Decided from the
-/// template and the Pods themselves, never from instance status, which lags a
-/// template change and a Pod's replacement.
-pub fn pod_currency(
-    group: &PDGroup,
-    instances: &[PD],
-    pods: &[Pod],
-) -> std::collections::BTreeMap<String, Option<bool>> {
+/// Each live instance with its running Pod (if any) and what the group's
+/// current template renders for it, given that Pod.
+fn as_the_group_renders<'a>(
+    group: &'a PDGroup,
+    instances: &'a [PD],
+    pods: &'a [Pod],
+) -> impl Iterator<Item = (&'a PD, Option<&'a Pod>, Result<Rendered, RenderError>)> + 'a {
     instances
         .iter()
         .filter(|i| i.metadata.deletion_timestamp.is_none())
-        .map(|i| {
+        .map(move |i| {
             let want = render::render_instance(
                 group,
                 &NewInstance {
@@ -161,11 +159,25 @@ pub fn pod_currency(
             let running = pods.iter().find(|p| {
                 name_of(*p) == names::pod(name_of(i)) && p.metadata.deletion_timestamp.is_none()
             });
-            let current = running.map(|r| {
-                // A template that does not render is reported by the instance;
-                // it does not make the running Pod outdated.
-                render_instance_objects(&want, Some(r)).map_or(true, |w| w.runs(Some(r)))
-            });
+            let rendered = render_instance_objects(&want, running);
+            (i, running, rendered)
+        })
+}
+
+/// For every live instance: whether its running Pod is what the group's
+/// current template renders for it (`None`: no running Pod). Decided from the
+/// template and the Pods themselves, never from instance status, which lags a
+/// template change and a Pod's replacement.
+pub fn pod_currency(
+    group: &PDGroup,
+    instances: &[PD],
+    pods: &[Pod],
+) -> std::collections::BTreeMap<String, Option<bool>> {
+    as_the_group_renders(group, instances, pods)
+        .map(|(i, running, rendered)| {
+            // A template that does not render is reported by the instance;
+            // it does not make the running Pod outdated.
+            let current = running.map(|r| rendered.as_ref().map_or(true, |w| w.runs(Some(r))));
             (name_of(i).to_owned(), current)
         })
         .collect()
@@ -179,22 +191,10 @@ pub fn rendering_generation_notice(
     instances: &[PD],
     pods: &[Pod],
 ) -> Option<String> {
-    let generations: Vec<Option<u32>> = instances
-        .iter()
-        .filter(|i| i.metadata.deletion_timestamp.is_none())
-        .filter_map(|i| {
-            let want = render::render_instance(
-                group,
-                &NewInstance {
-                    name: name_of(i).to_owned(),
-                    topology: i.spec.topology.clone(),
-                    bootstrap_members: render::bootstrap_members(i),
-                },
-            );
-            let running = pods.iter().find(|p| {
-                name_of(*p) == names::pod(name_of(i)) && p.metadata.deletion_timestamp.is_none()
-            })?;
-            let rendered = render_instance_objects(&want, Some(running)).ok()?;
+    let generations: Vec<Option<u32>> = as_the_group_renders(group, instances, pods)
+        .filter_map(|(_, running, rendered)| {
+            let running = running?;
+            let rendered = rendered.ok()?;
             (!rendered.runs(Some(running)))
                 .then(|| rendered.revision.outdated_by_generation(Some(running)))
         })
