@@ -226,7 +226,10 @@ pub fn plan_status(
     } else if let Some((g, (reason, message))) = groups
         .iter()
         .find_map(|g| g.not_synced.as_ref().map(|n| (g, n)))
-        .filter(|_| synced.status == conditions::TRUE)
+        // A rejected template is told before "waiting for PD" (a PDGroup
+        // whose template is rejected never brings PD up), never over a PD
+        // of another cluster.
+        .filter(|_| synced.status == conditions::TRUE || synced.reason == "WaitingForPD")
     {
         // A group whose template is rejected: the Cluster is not synced either.
         ConditionUpdate::new(

@@ -118,6 +118,13 @@ fn a_group_with_a_rejected_template_makes_the_cluster_not_synced() {
         "{}",
         synced.message
     );
+    // Also before PD ever answered (a PDGroup whose template is rejected never
+    // brings PD up).
+    let s = plan_status(&cluster(None, false), &groups, &unreachable(), t0());
+    assert_eq!(
+        cond(&s, condition::SYNCED),
+        ("False".into(), "InvalidConfig".into())
+    );
 }
 
 #[test]
