@@ -163,6 +163,30 @@ async fn check_corpus(w: &World) -> Result<()> {
                     failures.push(format!("{file}: {e:#}"));
                     continue;
                 }
+                // `kubectl get` shows the group as not synced.
+                let table = w.env.kubectl(&["-n", &ns, "get", &resource, name])?;
+                // SYNCED is the column before AGE (the last); counted from the end, so an empty
+                // column elsewhere cannot shift it.
+                let header: Vec<&str> = table
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect();
+                let row: Vec<&str> = table
+                    .lines()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect();
+                let synced = (header.len() >= 2 && header[header.len() - 2] == "SYNCED")
+                    .then(|| row.len().checked_sub(2).and_then(|i| row.get(i)))
+                    .flatten();
+                if synced != Some(&"False") {
+                    failures.push(format!(
+                        "{file}: kubectl get {resource} shows no SYNCED False:\n{table}"
+                    ));
+                }
                 // The Cluster says so too, and nothing was created from the template.
                 let c = serde_json::to_value(w.api::<Cluster>().get("basic").await?)?;
                 if !has_condition(&c, "Synced", "False", reason) {

@@ -261,13 +261,17 @@ fn names_subresources_and_columns() {
             "PDGroup",
             "pdg",
             "tikv-groups",
-            vec!["Cluster", "Desired", "Ready", "Updated", "Revision", "Age"],
+            vec![
+                "Cluster", "Desired", "Ready", "Updated", "Revision", "Synced", "Age",
+            ],
         ),
         (
             "TiKVGroup",
             "kvg",
             "tikv-groups",
-            vec!["Cluster", "Desired", "Ready", "Updated", "Revision", "Age"],
+            vec![
+                "Cluster", "Desired", "Ready", "Updated", "Revision", "Synced", "Age",
+            ],
         ),
         (
             "PD",
