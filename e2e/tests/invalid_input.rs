@@ -211,3 +211,57 @@ async fn check_corpus(w: &World) -> Result<()> {
     ensure!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(())
 }
+
+/// Every rejecting case of `crates/api/tests/cel_cases.yaml` that is not an update (over 200
+/// mistakes across the five kinds) goes through `kubectl apply --server-side --validate=strict
+/// --dry-run=server` too, as a user would send it: refused, with the case's message.
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn invalid_input_cel_cases_are_refused_by_kubectl_strict() -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Case {
+        name: String,
+        #[serde(default)]
+        old: Option<Value>,
+        object: Value,
+        #[serde(default)]
+        rejects: Option<String>,
+    }
+    let env = tikv_operator_e2e::harness::Env::get().await?;
+    let ns = env.namespace("strict").await?;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/api/tests/cel_cases.yaml");
+    let cases: Vec<Case> = serde_norway::from_str(&std::fs::read_to_string(&path)?)?;
+    let dir = std::env::temp_dir().join(format!("tikv-operator-e2e-strict-{}", ns.name));
+    std::fs::create_dir_all(&dir)?;
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (i, c) in cases.iter().enumerate() {
+        let (Some(fragment), None) = (&c.rejects, &c.old) else {
+            continue;
+        };
+        let file = dir.join(format!("case-{i}.json"));
+        std::fs::write(&file, serde_json::to_vec(&c.object)?)?;
+        let file = file.to_string_lossy().into_owned();
+        let out = env.kubectl_output(&[
+            "-n",
+            &ns.name,
+            "apply",
+            "--server-side",
+            "--validate=strict",
+            "--dry-run=server",
+            "-f",
+            &file,
+        ])?;
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        checked += 1;
+        if out.status.success() {
+            failures.push(format!("{}: accepted", c.name));
+        } else if !said.contains(fragment.as_str()) {
+            failures.push(format!("{}: rejected without {fragment:?}: {said}", c.name));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    ensure!(checked >= 200, "only {checked} rejecting cases");
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    ns.cleanup().await
+}
