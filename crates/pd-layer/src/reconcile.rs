@@ -858,22 +858,10 @@ pub async fn reconcile_instance(
             return Ok(ctx.policy.after_success(false));
         }
         let peer_url = crate::render::member_peer_url(pd);
-        // Safety rule 3: a Pod lost (node drain, eviction) while PD still
-        // lists the member is recreated; the member leaves PD first.
-        if !s.cluster.deleting
-            && !s.cluster.missing
-            && !s.cluster.suspend_compute
-            && s.pod.is_none()
-            && s.pd
-                .membership()
-                .is_some_and(|m| m.member_of(&name, &peer_url).is_some())
-        {
-            if let Err((reason, m)) = apply_instance_objects(ctx, s).await? {
-                warn!(%reason, message = %m, "cannot recreate the Pod of a member being removed");
-            } else {
-                info!("recreated the lost Pod of a member being removed");
-            }
-        }
+        // A PD Pod lost mid-removal is not recreated: the member may already be
+        // gone from PD while the PD view still lists it, and a removed member's
+        // process must never start again (found by e2e). A lost Pod only makes
+        // the member unhealthy, and an unhealthy member may still be removed.
         let step = next_removal_step(&RemovalInput {
             instance: &name,
             peer_url: &peer_url,
