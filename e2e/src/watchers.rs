@@ -24,18 +24,25 @@ pub const TIKV_PODS: &str =
 /// healthy. A single failed probe is tolerated (a member being removed may be the one asked);
 /// three in a row are a violation.
 pub fn pd_quorum_watch(w: &World) -> Invariant {
+    pd_quorum_watch_tolerating(w, 2)
+}
+
+/// [`pd_quorum_watch`] that tolerates `failures` probes in a row (500 ms apart) without an
+/// answer: a test that kills PD's leader itself lets PD elect another, during which PD answers
+/// "no leader" for a few seconds without having lost its majority.
+pub fn pd_quorum_watch_tolerating(w: &World, failures: u32) -> Invariant {
     let env = w.env.clone();
     let pods = w.api::<Pod>();
-    let failures = Arc::new(AtomicU32::new(0));
+    let failed = Arc::new(AtomicU32::new(0));
     Invariant::watch("PD quorum", Duration::from_millis(500), move || {
-        let (env, pods, failures) = (env.clone(), pods.clone(), failures.clone());
+        let (env, pods, failed) = (env.clone(), pods.clone(), failed.clone());
         async move {
             match probe_pd_quorum(&env, &pods).await {
                 Ok(()) => {
-                    failures.store(0, Ordering::SeqCst);
+                    failed.store(0, Ordering::SeqCst);
                     Ok(())
                 }
-                Err(e) if failures.fetch_add(1, Ordering::SeqCst) >= 2 => Err(e),
+                Err(e) if failed.fetch_add(1, Ordering::SeqCst) >= failures => Err(e),
                 Err(_) => Ok(()),
             }
         }

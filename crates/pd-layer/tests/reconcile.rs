@@ -555,8 +555,14 @@ async fn a_pod_lost_while_its_member_is_being_removed_is_not_recreated() {
             break;
         }
     }
-    assert!(!w.pd.member_names().contains(&victim), "the member was removed");
-    assert!(w.kube.get(&pd_key(&victim)).is_none(), "the finalizer was dropped");
+    assert!(
+        !w.pd.member_names().contains(&victim),
+        "the member was removed"
+    );
+    assert!(
+        w.kube.get(&pd_key(&victim)).is_none(),
+        "the finalizer was dropped"
+    );
 }
 
 #[tokio::test]
