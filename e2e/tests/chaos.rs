@@ -171,12 +171,7 @@ async fn chaos(w: &mut World) -> Result<()> {
     let members = ready_cluster(w).await?;
     ensure!(members.len() == 3, "instances {members:?}");
     let pvcs_before = pvc_uids(w).await?;
-    let pd_members: BTreeSet<String> = w
-        .list::<PD>(None)
-        .await?
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
+    let pd_members = pd_instance_names(w).await?;
     let pd_rev = update_revision(w, "PDGroup").await?;
     let kv_rev = update_revision(w, "TiKVGroup").await?;
 

@@ -10,14 +10,14 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use serde_json::json;
-use tikv_operator_api::{PD, PDGroup, TiKV, TiKVGroup};
+use tikv_operator_api::{PDGroup, TiKV, TiKVGroup};
 use tikv_operator_e2e::harness::wait_until;
 use tikv_operator_e2e::watchers::pd_quorum_watch;
 use tikv_operator_e2e::world::World;
@@ -45,12 +45,7 @@ async fn version_upgrade(w: &World) -> Result<()> {
         pvc_uids.insert(m.clone(), pvcs.get(&format!("data-{m}")).await?.uid());
     }
 
-    let pd_members: BTreeSet<String> = w
-        .list::<PD>(None)
-        .await?
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
+    let pd_members = pd_instance_names(w).await?;
     ensure!(pd_members.len() == 3, "PD instances {pd_members:?}");
     let pd_rev = update_revision(w, "PDGroup").await?;
     let kv_rev = update_revision(w, "TiKVGroup").await?;

@@ -1012,6 +1012,15 @@ pub struct InstanceSnapshot<'a> {
     pub max_unavailable: usize,
 }
 
+/// Removes the evict-leader entry of store `id`; one already gone is fine.
+async fn remove_evict_leader(pd_api: &dyn PdApi, id: StoreId) -> Result<()> {
+    match pd_api.remove_evict_leader(id).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_already_gone() => Ok(()),
+        Err(e) => Err(Error::pd("remove_evict_leader", e)),
+    }
+}
+
 /// Whether PD's view lists `id` in its evict-leader scheduler.
 fn evicting_in_pd(pd: &StoreView, id: StoreId) -> bool {
     pd.stores()
@@ -1349,20 +1358,12 @@ pub async fn reconcile_instance(
             },
             RemovalStep::RemoveEvictLeader(id) => {
                 if let Some(id) = id {
-                    match pd_api.remove_evict_leader(*id).await {
-                        Ok(()) => {}
-                        Err(e) if e.is_already_gone() => {}
-                        Err(e) => return Err(Error::pd("remove_evict_leader", e)),
-                    }
+                    remove_evict_leader(pd_api, *id).await?;
                 }
                 status.leader_eviction_started_at = None;
             }
             RemovalStep::RemoveStrayEvictLeader(id) => {
-                match pd_api.remove_evict_leader(*id).await {
-                    Ok(()) => {}
-                    Err(e) if e.is_already_gone() => {}
-                    Err(e) => return Err(Error::pd("remove_evict_leader", e)),
-                }
+                remove_evict_leader(pd_api, *id).await?;
                 publish(
                     ctx,
                     event(
@@ -1705,11 +1706,7 @@ async fn run_restart_step(
         }
         RestartStep::RemoveEvictLeader(id) => {
             if let Some(id) = id {
-                match pd_api.remove_evict_leader(*id).await {
-                    Ok(()) => {}
-                    Err(e) if e.is_already_gone() => {}
-                    Err(e) => return Err(Error::pd("remove_evict_leader", e)),
-                }
+                remove_evict_leader(pd_api, *id).await?;
             }
             status.leader_eviction_started_at = None;
             publish(

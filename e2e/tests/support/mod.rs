@@ -970,6 +970,15 @@ pub async fn finish_all(
     }
 }
 
+/// Names of the test's PD instances.
+pub async fn pd_instance_names(w: &World) -> Result<BTreeSet<String>> {
+    Ok(w.list::<tikv_operator_api::PD>(None)
+        .await?
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect())
+}
+
 /// Applies the cluster and waits until it is Ready with Regions replicated on all stores;
 /// returns the TiKV instance names.
 pub async fn ready_cluster(w: &World) -> Result<BTreeSet<String>> {
