@@ -9,8 +9,10 @@
 //! evict-leader entry until it serves again. At the end: PD members equal PD Pods, Up stores
 //! equal replicas, no evict-leader entry is left, and no PVC of a live instance was replaced.
 //!
-//! Not injected here (yet): stopping a store's process behind a live Pod, restarting the API
-//! server, and two TiKVGroups scaled in at once (the reconciler tests cover the last one).
+//! A second test stops a store's process behind its live Pod during a rolling restart. The
+//! API server restart has a test binary of its own (`apiserver_restart.rs`: it would disturb
+//! every test running beside it), and two TiKVGroups scaled in at once are in
+//! `tikv_lifecycle.rs`.
 //!
 //! Run with `cargo xtask e2e test chaos` (ignored in a plain `cargo test`).
 
@@ -29,7 +31,7 @@ use serde_json::json;
 use tikv_operator_api::{PD, PDGroup, TiKV, TiKVGroup};
 use tikv_operator_e2e::harness::wait_until;
 use tikv_operator_e2e::operator::{OperatorOptions, OperatorProcess};
-use tikv_operator_e2e::watchers::{PD_PODS, pd_quorum_watch_tolerating};
+use tikv_operator_e2e::watchers::{PD_PODS, pd_quorum_watch, pd_quorum_watch_tolerating};
 use tikv_operator_e2e::world::World;
 
 use support::*;
@@ -277,5 +279,102 @@ async fn chaos(w: &mut World) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// A store whose process stops behind a live Pod (crashed or hung; the Pod stays Running) while
+/// a rolling restart is requested: once PD reports the store not heartbeating, that store is
+/// the Cluster's one disruption (`maxUnavailable` 1), so no other store's Pod may go until it
+/// is back. The operator may restart the failed store itself (PD cannot move leaders off a
+/// store that does not heartbeat; raft already did). Then the process comes back and the
+/// rollout finishes: every store restarted exactly once, no evict-leader entry left.
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn a_store_stopped_behind_its_pod_holds_a_rolling_restart() -> Result<()> {
+    let w = World::start("stopped").await?;
+    let r = stopped_store(&w).await;
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
+}
+
+async fn stopped_store(w: &World) -> Result<()> {
+    let members = ready_cluster(w).await?;
+    ensure!(members.len() == 3, "instances {members:?}");
+    let ids = instance_store_ids(w).await?;
+    let uids = tikv_pod_uids(w).await?;
+    let victim = members.first().context("no instance")?.clone();
+    let victim_store = *ids.get(&victim).context("victim has no store id")?;
+    let faults = InjectedFaults::default();
+    lock(&faults.stopped).insert(victim.clone());
+    let quorum = pd_quorum_watch(w);
+    let watch = StoreWatch::start_with(w, members.clone(), faults);
+
+    // 1. The victim's process stops; its Pod stays Running and Ready.
+    w.env.stop_pod_process(&w.ns.name, &victim)?;
+    let pods = w.api::<Pod>();
+    let service = w.pd_addr();
+    wait_until(
+        &w.env,
+        &format!("PD to report store {victim_store} of {victim} not heartbeating"),
+        Duration::from_secs(120),
+        || async {
+            let st = stores(&w.env, &pods, &service).await?;
+            let s = st.iter().find(|s| s.id == victim_store);
+            Ok(s.is_some_and(|s| s.state == "Disconnected" || s.state == "Down")
+                .then_some(()))
+        },
+    )
+    .await?;
+    let pod = pods.get(&victim).await?;
+    ensure!(pod_ready(&pod), "the victim's Pod must stay Ready: the fault is in the process");
+
+    // 2. A rolling restart is requested; for a while, only the victim may be restarted.
+    patch_merge(
+        &w.api::<TiKVGroup>(),
+        "tikv",
+        json!({"metadata": {"annotations": {"core.tikv.org/restarted-at": "2026-12-06T21:00:00Z"}}}),
+    )
+    .await?;
+    let hold = Instant::now();
+    while hold.elapsed() < Duration::from_secs(45) {
+        let now = tikv_pod_uids(w).await?;
+        for m in members.iter().filter(|m| **m != victim) {
+            ensure!(
+                now.get(m) == uids.get(m),
+                "the Pod of {m} went while store {victim_store} of {victim} was down \
+                 (maxUnavailable 1): {:?} -> {:?}",
+                uids.get(m),
+                now.get(m)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let group = w.api::<TiKVGroup>().get("tikv").await?;
+    let progressing = group
+        .status
+        .as_ref()
+        .and_then(|s| condition(&s.common.conditions, "Progressing").cloned());
+    eprintln!("stopped store: held 45 s; TiKVGroup Progressing: {progressing:?}");
+
+    // 3. The process comes back; the rollout finishes.
+    w.env.start_pod_process(&w.ns.name, &victim)?;
+    let new_uids = wait_all_restarted(w, &uids, OLD, Duration::from_secs(900)).await?;
+    wait_kv_rolled_out(w, OLD, None, Duration::from_secs(300)).await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let restarts = finish_all(vec![quorum], watch).await?;
+    ensure!(
+        members.iter().all(|m| restarts.get(m) == Some(&1)),
+        "each TiKV Pod must be recreated exactly once: {restarts:?}"
+    );
+    ensure!(
+        tikv_pod_uids(w).await? == new_uids,
+        "TiKV Pods changed after the rollout"
+    );
+    check_stores(w, &ids, OLD).await?;
+    let evicting = evicting_stores(&w.env, &w.api::<Pod>(), &w.pd_addr()).await?;
+    ensure!(
+        evicting.is_empty(),
+        "evict-leader entries left: {evicting:?}"
+    );
     Ok(())
 }
