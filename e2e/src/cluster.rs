@@ -428,16 +428,20 @@ pub async fn restart_apiserver(layout: &Layout, down: Duration) -> Result<()> {
     tokio::time::sleep(down).await;
     spawn(layout, name, Path::new(&argv[0]), &argv[1..])?;
     let client = client(layout).await?;
-    wait_for("kube-apiserver /readyz after a restart", Duration::from_secs(90), || {
-        let client = client.clone();
-        let alive = component_alive(layout, name);
-        async move {
-            alive?;
-            let req = http_get("/readyz")?;
-            let text = client.request_text(req).await?;
-            Ok(text.trim() == "ok")
-        }
-    })
+    wait_for(
+        "kube-apiserver /readyz after a restart",
+        Duration::from_secs(90),
+        || {
+            let client = client.clone();
+            let alive = component_alive(layout, name);
+            async move {
+                alive?;
+                let req = http_get("/readyz")?;
+                let text = client.request_text(req).await?;
+                Ok(text.trim() == "ok")
+            }
+        },
+    )
     .await
 }
 

@@ -462,7 +462,9 @@ impl Invariant {
             while !stop2.load(Ordering::SeqCst) {
                 let failed = match check().await {
                     Ok(()) => None,
-                    Err(e) if e.downcast_ref::<Violation>().is_none() && outage.explains_errors() => {
+                    Err(e)
+                        if e.downcast_ref::<Violation>().is_none() && outage.explains_errors() =>
+                    {
                         eprintln!("invariant check could not read during an API outage: {e:#}");
                         None
                     }

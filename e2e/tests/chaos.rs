@@ -9,7 +9,8 @@
 //! evict-leader entry until it serves again. At the end: PD members equal PD Pods, Up stores
 //! equal replicas, no evict-leader entry is left, and no PVC of a live instance was replaced.
 //!
-//! A second test stops a store's process behind its live Pod during a rolling restart. The
+//! Two more tests stop a process behind its live Pod during a rolling restart (a store; a PD
+//! member): no other member may go until it is back. The
 //! API server restart has a test binary of its own (`apiserver_restart.rs`: it would disturb
 //! every test running beside it), and two TiKVGroups scaled in at once are in
 //! `tikv_lifecycle.rs`.
@@ -320,13 +321,18 @@ async fn stopped_store(w: &World) -> Result<()> {
         || async {
             let st = stores(&w.env, &pods, &service).await?;
             let s = st.iter().find(|s| s.id == victim_store);
-            Ok(s.is_some_and(|s| s.state == "Disconnected" || s.state == "Down")
-                .then_some(()))
+            Ok(
+                s.is_some_and(|s| s.state == "Disconnected" || s.state == "Down")
+                    .then_some(()),
+            )
         },
     )
     .await?;
     let pod = pods.get(&victim).await?;
-    ensure!(pod_ready(&pod), "the victim's Pod must stay Ready: the fault is in the process");
+    ensure!(
+        pod_ready(&pod),
+        "the victim's Pod must stay Ready: the fault is in the process"
+    );
 
     // 2. A rolling restart is requested; for a while, only the victim may be restarted.
     patch_merge(
@@ -376,5 +382,112 @@ async fn stopped_store(w: &World) -> Result<()> {
         evicting.is_empty(),
         "evict-leader entries left: {evicting:?}"
     );
+    Ok(())
+}
+
+/// The UID of each PD Pod of the test.
+async fn pd_pod_uids(w: &World) -> Result<BTreeMap<String, String>> {
+    Ok(w.list::<Pod>(Some(PD_PODS))
+        .await?
+        .iter()
+        .map(|p| (p.name_any(), uid(p)))
+        .collect())
+}
+
+/// A PD member whose process stops behind its live Pod while a PD rolling restart is
+/// requested: the member counts as down (its etcd does not answer), so the rollout may restart
+/// that member but no other until it answers again; PD keeps a healthy majority throughout.
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn a_pd_member_stopped_behind_its_pod_holds_a_pd_rolling_restart() -> Result<()> {
+    let w = World::start("pdstopped").await?;
+    let r = stopped_pd_member(&w).await;
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
+}
+
+async fn stopped_pd_member(w: &World) -> Result<()> {
+    ready_cluster(w).await?;
+    let members = pd_instance_names(w).await?;
+    ensure!(members.len() == 3, "PD instances {members:?}");
+    let leader = pd_leader(w).await?;
+    let victim = members
+        .iter()
+        .find(|m| **m != leader)
+        .context("no PD follower")?
+        .clone();
+    let uids = pd_pod_uids(w).await?;
+    let quorum = pd_quorum_watch(w);
+    let pd_one = pd_disruption_watch(w, members.clone());
+
+    // 1. The victim's pd-server stops; its Pod stays Running and Ready.
+    w.env.stop_pod_process(&w.ns.name, &victim)?;
+    let pods = w.api::<Pod>();
+    wait_until(
+        &w.env,
+        &format!("PD member {victim} not answering"),
+        Duration::from_secs(60),
+        || async {
+            let silent =
+                tikv_operator_e2e::watchers::pd_members_not_answering(&w.env, &pods).await?;
+            Ok(silent.contains_key(&victim).then_some(()))
+        },
+    )
+    .await?;
+
+    // 2. A PD rolling restart is requested; for a while, only the victim may be restarted.
+    patch_merge(
+        &w.api::<PDGroup>(),
+        "pd",
+        json!({"metadata": {"annotations": {"core.tikv.org/restarted-at": "2026-12-06T21:10:00Z"}}}),
+    )
+    .await?;
+    let hold = Instant::now();
+    while hold.elapsed() < Duration::from_secs(45) {
+        let now = pd_pod_uids(w).await?;
+        for m in members.iter().filter(|m| **m != victim) {
+            ensure!(
+                now.get(m) == uids.get(m),
+                "the Pod of PD member {m} went while member {victim} was down: {:?} -> {:?}",
+                uids.get(m),
+                now.get(m)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // 3. The process comes back; the rollout finishes: every PD Pod recreated once.
+    w.env.start_pod_process(&w.ns.name, &victim)?;
+    wait_until(
+        &w.env,
+        "every PD Pod recreated and Ready",
+        Duration::from_secs(600),
+        || async {
+            let pods = w.list::<Pod>(Some(PD_PODS)).await?;
+            let done = pods.len() == 3
+                && pods
+                    .iter()
+                    .all(|p| pod_ready(p) && uids.get(&p.name_any()) != Some(&uid(p)));
+            Ok(done.then_some(()))
+        },
+    )
+    .await?;
+    wait_pd_rolled_out(w, OLD, None, Duration::from_secs(300)).await?;
+    wait_until(
+        &w.env,
+        "every PD member answering",
+        Duration::from_secs(120),
+        || async {
+            let silent =
+                tikv_operator_e2e::watchers::pd_members_not_answering(&w.env, &pods).await?;
+            Ok(silent.is_empty().then_some(()))
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let q = quorum.finish().await;
+    let one = pd_one.finish().await;
+    q?;
+    one?;
     Ok(())
 }

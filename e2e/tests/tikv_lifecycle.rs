@@ -750,8 +750,10 @@ async fn heterogeneous(w: &World) -> Result<()> {
             let stores = w.stores().await?;
             let up = stores.iter().filter(|s| s.state == "Up").count();
             let tomb = stores.iter().filter(|s| s.state == "Tombstone").count();
-            Ok((per_group("ssd") == 2 && per_group("hdd") == 2 && up == 4 && tomb == 2)
-                .then_some(()))
+            Ok(
+                (per_group("ssd") == 2 && per_group("hdd") == 2 && up == 4 && tomb == 2)
+                    .then_some(()),
+            )
         },
     )
     .await?;
@@ -783,8 +785,7 @@ fn one_removal_at_a_time(w: &World) -> Invariant {
                 let leaving: BTreeSet<u64> = stores
                     .iter()
                     .filter(|s| {
-                        s.state == "Offline"
-                            || (evicting.contains(&s.id) && s.state != "Tombstone")
+                        s.state == "Offline" || (evicting.contains(&s.id) && s.state != "Tombstone")
                     })
                     .map(|s| s.id)
                     .collect();
