@@ -1,6 +1,7 @@
 //! Chaos: one Cluster driven through a version upgrade of PD and TiKV, a TiKV scale-out and a
 //! TiKV scale-in while the operator is SIGKILLed and restarted every 2-9 seconds throughout,
-//! and PD's leader Pod is deleted once while a TiKV store's leaders are being evicted.
+//! and PD's leader Pod is deleted once while a TiKV store's leaders are being evicted (the
+//! operator SIGKILLed at the same moment).
 //!
 //! Watchers check the safety rules from PD's and the API server's view, independently of the
 //! operator's own bookkeeping: PD keeps a healthy majority (each member's etcd asked at its Pod
@@ -21,7 +22,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -41,6 +42,8 @@ use support::*;
 struct OperatorChaos {
     stop: Arc<AtomicBool>,
     kills: Arc<AtomicUsize>,
+    /// Pid of the operator running now (0 between a kill and the next start).
+    pid: Arc<AtomicU32>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
 
@@ -53,7 +56,8 @@ impl OperatorChaos {
         let opts = OperatorOptions::for_namespace(&w.ns.name);
         let stop = Arc::new(AtomicBool::new(false));
         let kills = Arc::new(AtomicUsize::new(0));
-        let (stop2, kills2) = (stop.clone(), kills.clone());
+        let pid = Arc::new(AtomicU32::new(0));
+        let (stop2, kills2, pid2) = (stop.clone(), kills.clone(), pid.clone());
         let mut seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
@@ -61,6 +65,7 @@ impl OperatorChaos {
         eprintln!("operator chaos: seed {seed}, killed every {min}-{max} s");
         let task = tokio::spawn(async move {
             let mut op = OperatorProcess::start(&layout, &opts)?;
+            pid2.store(op.pid().unwrap_or(0), Ordering::SeqCst);
             while !stop2.load(Ordering::SeqCst) {
                 // xorshift64
                 seed ^= seed << 13;
@@ -74,14 +79,33 @@ impl OperatorChaos {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
+                pid2.store(0, Ordering::SeqCst);
                 op.kill();
                 kills2.fetch_add(1, Ordering::SeqCst);
                 op = OperatorProcess::start(&layout, &opts)?;
+                pid2.store(op.pid().unwrap_or(0), Ordering::SeqCst);
             }
             op.kill();
             Ok(())
         });
-        Self { stop, kills, task }
+        Self {
+            stop,
+            kills,
+            pid,
+            task,
+        }
+    }
+
+    /// SIGKILLs the operator running now (if any) outside the schedule; the schedule starts
+    /// the next one at its next turn, so the operator stays down for up to `max` seconds.
+    fn kill_now(pid: &AtomicU32) -> bool {
+        let p = pid.load(Ordering::SeqCst);
+        p != 0
+            && nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(p).unwrap_or(i32::MAX)),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
     }
 
     /// Stops killing; `w` gets a fresh operator that is left alone. Returns the kill count.
@@ -102,8 +126,12 @@ async fn pd_leader(w: &World) -> Result<String> {
         .context("PD answered no leader name")
 }
 
-/// Deletes PD's leader Pod once, the first time a TiKV store's leaders are being evicted.
-fn kill_pd_leader_during_an_eviction(w: &World) -> tokio::task::JoinHandle<Result<String>> {
+/// Deletes PD's leader Pod once, the first time a TiKV store's leaders are being evicted, and
+/// SIGKILLs the operator at the same moment.
+fn kill_pd_leader_during_an_eviction(
+    w: &World,
+    operator: Arc<AtomicU32>,
+) -> tokio::task::JoinHandle<Result<String>> {
     let (env, pods, service) = (w.env.clone(), w.api::<Pod>(), w.pd_addr());
     tokio::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(900);
@@ -118,7 +146,11 @@ fn kill_pd_leader_during_an_eviction(w: &World) -> tokio::task::JoinHandle<Resul
                 let v = pd_get_any(&env, &pods, &service, "/pd/api/v1/leader").await?;
                 let leader = v["name"].as_str().context("no PD leader")?.to_owned();
                 pods.delete(&leader, &DeleteParams::default()).await?;
-                eprintln!("chaos: deleted PD leader Pod {leader} while evicting {ev:?}");
+                let op = OperatorChaos::kill_now(&operator);
+                eprintln!(
+                    "chaos: deleted PD leader Pod {leader} while evicting {ev:?} (operator \
+                     killed with it: {op})"
+                );
                 return Ok(leader);
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -188,7 +220,7 @@ async fn chaos(w: &mut World) -> Result<()> {
     let started = Instant::now();
 
     // 1. A version upgrade of PD and TiKV; PD's leader Pod goes once mid-eviction.
-    let killer = kill_pd_leader_during_an_eviction(w);
+    let killer = kill_pd_leader_during_an_eviction(w, chaos.pid.clone());
     let version = json!({"spec": {"template": {"spec": {"version": NEW}}}});
     patch_merge(&w.api::<PDGroup>(), "pd", version.clone()).await?;
     patch_merge(&w.api::<TiKVGroup>(), "tikv", version).await?;
