@@ -267,6 +267,26 @@ fn generated_files() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Prefixes of the variables cargo sets for the package it runs (see [`run_image`]).
+const CARGO_RUN_VARS: &[&str] = &[
+    "CARGO_MANIFEST_",
+    "CARGO_PKG_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+
+/// `name` as found in this process's PATH (the checks run programs with an empty environment).
+fn in_path(name: &str) -> anyhow::Result<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} not found in PATH"))
+}
+
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
@@ -335,11 +355,21 @@ pub fn run_image(args: &Args, root: &Path) -> anyhow::Result<()> {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             // The same command, profile and target directory as `cargo xtask bench`, so the
             // release build is shared.
-            let status = Command::new(cargo)
+            let mut build = Command::new(cargo);
+            build
                 .args(["build", "--release", "--locked", "-p", "tikv-operator"])
-                .current_dir(root)
-                .status()
-                .context("running cargo build")?;
+                .current_dir(root);
+            // `cargo xtask` runs this process with the variables cargo sets for a package
+            // (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...). Some build scripts track them (ring's does
+            // CARGO_MANIFEST_DIR), so passing them on would make this build differ from a plain
+            // `cargo build --release` and each would rebuild the whole tree after the other.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if CARGO_RUN_VARS.iter().any(|p| key.starts_with(p)) {
+                    build.env_remove(&*key);
+                }
+            }
+            let status = build.status().context("running cargo build")?;
             ensure!(status.success(), "cargo build --release failed ({status})");
             target.join("release/tikv-operator")
         }
@@ -438,6 +468,8 @@ fn build_and_check(
     config.args([
         "config", "--os", "linux", "--arch", "amd64", "--user", &spec.user,
     ]);
+    // The history entry would otherwise name /bin/sh, which the image does not have.
+    config.args(["--created-by", "cargo xtask image"]);
     config
         .arg("--entrypoint")
         .arg(serde_json::to_string(&spec.entrypoint)?);
@@ -676,8 +708,9 @@ fn check_runs(b: &Buildah, spec: &ImageSpec, archive: &Path) -> anyhow::Result<(
     ])?;
     let result = (|| -> anyhow::Result<()> {
         let mnt = b.run(&["mount", &ctr])?;
+        let chroot = in_path("chroot")?;
         let exec = |arg: &str| -> anyhow::Result<String> {
-            run(Command::new("chroot")
+            run(Command::new(&chroot)
                 .arg(format!("--userspec={}", spec.user))
                 .arg(&mnt)
                 .arg(&spec.entrypoint[0])
