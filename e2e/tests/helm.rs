@@ -151,6 +151,26 @@ async fn install_upgrade_uninstall(
     let ns = restricted_namespace(env, prefix).await?;
     // Unique per test run: cluster-scoped names derive from it ("<release>-tikv-operator").
     let release = ns.name.clone();
+    match exercise(env, &ns, &release, values).await {
+        Ok(cluster_scoped) => {
+            ns.cleanup().await?;
+            Ok(cluster_scoped)
+        }
+        Err(e) => {
+            // Cluster-scoped objects outlive the namespace: remove them for the next tests.
+            let _ = env.helm(&["uninstall", &release, "-n", &ns.name]);
+            Err(e)
+        }
+    }
+}
+
+async fn exercise(
+    env: &Env,
+    ns: &TestNamespace,
+    release: &str,
+    values: &[&str],
+) -> Result<BTreeSet<String>> {
+    let release = release.to_owned();
     let chart = chart();
     // --skip-crds, deliberately: the CRDs are already installed by the environment (`env up`
     // applies them under its own field manager) and shared by every test running at the same
@@ -313,7 +333,6 @@ async fn install_upgrade_uninstall(
             "CRD {name} is gone after helm uninstall"
         );
     }
-    ns.cleanup().await?;
     Ok(cluster_scoped)
 }
 
