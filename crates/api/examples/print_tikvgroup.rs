@@ -48,7 +48,17 @@ pub fn tikv_group(name: &str, cluster: &str, replicas: i32, version: &str) -> Ti
     )
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (name, cluster, replicas, version) = match args.as_slice() {
         [name, cluster, replicas] => (name, cluster, replicas, DEFAULT_VERSION),

@@ -11,12 +11,22 @@
 
 use std::time::Duration;
 
-use pd_client::{PdApi, PdClient, PdClientConfig, TlsConfig};
+use pd_client::{PdApi, PdClient, PdClientConfig, PdError, TlsConfig};
 
 const USAGE: &str = "usage: stores <pd-url>... [--ca FILE --cert FILE --key FILE]";
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut urls = Vec::new();
     let (mut ca, mut cert, mut key) = (None, None, None);
     let mut args = std::env::args().skip(1);
@@ -60,7 +70,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .as_ref()
             .map_or("none", |leader| leader.name.as_str())
     );
-    let stores = pd.stores().await?;
+    let stores = match pd.stores().await {
+        Ok(stores) => stores,
+        // A PD cluster that no TiKV has joined yet.
+        Err(PdError::NotBootstrapped { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
     println!("{} stores", stores.len());
     for store in stores {
         println!(
