@@ -25,12 +25,12 @@ use pd_client::StoreId;
 use serde::de::DeserializeOwned;
 use tikv_operator_api::{Cluster, PD, PDGroup, TiKV, TiKVGroup, labels, names};
 use tikv_operator_cluster_layer::{ClusterSnapshot, GroupSummary, Kind as ClusterKind};
+use tikv_operator_core::component::naming::RandomSuffix;
 use tikv_operator_core::ledger::{LedgerWriter, WriteLedger};
 use tikv_operator_core::pd_state::PdSnapshot;
 use tikv_operator_core::{
     Ctx, Error, KubeClientWriter, ObjectKey, Requeue, RequeuePolicy, SystemClock,
 };
-use tikv_operator_pd_layer::group::RandomSuffix;
 use tikv_operator_pd_layer::reconcile::{ClusterFacts, GroupSnapshot, InstanceSnapshot};
 use tikv_operator_pd_layer::{PdView, reconcile as pd_reconcile};
 use tikv_operator_tikv_layer::StoreView;

@@ -440,6 +440,40 @@ impl Revisions {
             self.live - self.updated
         }
     }
+
+    /// A group's `status` block (the part PD and TiKV groups share): the
+    /// version every instance runs (the template's `version` once all are
+    /// updated, the previous one meanwhile), the replica counts, the
+    /// revisions and the selector; the rest kept from `previous`.
+    pub fn group_status(
+        &self,
+        previous: Option<&tikv_operator_api::GroupStatus>,
+        version: &str,
+        replicas: i32,
+        ready: i32,
+        selector: String,
+    ) -> tikv_operator_api::GroupStatus {
+        let previous = previous.cloned().unwrap_or_default();
+        tikv_operator_api::GroupStatus {
+            version: if self.all_updated {
+                Some(version.to_owned())
+            } else {
+                previous.version.clone()
+            },
+            replicas,
+            ready_replicas: ready,
+            updated_replicas: self.updated,
+            current_replicas: self.current_replicas(previous.current_revision.as_deref()),
+            update_revision: Some(self.update.clone()),
+            current_revision: if self.all_updated {
+                Some(self.update.clone())
+            } else {
+                previous.current_revision.clone()
+            },
+            selector: Some(selector),
+            ..previous
+        }
+    }
 }
 
 #[cfg(test)]

@@ -25,29 +25,25 @@
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use pd_client::PdApi;
-use serde_json::Value;
-use tikv_operator_api::common::{ConfigUpdateStrategy, condition};
-use tikv_operator_api::{
-    Cluster, GroupStatus, PD, PDGroup, PDGroupStatus, PDStatus, labels, names,
-};
+use tikv_operator_api::common::condition;
+use tikv_operator_api::{Cluster, PD, PDGroup, PDGroupStatus, PDStatus, labels, names};
 use tikv_operator_core::conditions::{self, ConditionUpdate};
 use tikv_operator_core::history;
-use tikv_operator_core::revision::{self, PodRevision};
-use tikv_operator_core::{
-    Clock, Error, EventType, KubeWriter, ObjectKey, Requeue, Result, content_hash,
-};
+use tikv_operator_core::revision;
+use tikv_operator_core::{Clock, Error, EventType, KubeWriter, ObjectKey, Requeue, Result};
 use tracing::{info, instrument, warn};
 
-use crate::group::{
-    Blocked, GroupInput, GroupPlan, InstanceState, NewInstance, SuffixSource, plan_group,
-};
+use crate::group::{Blocked, GroupInput, GroupPlan, InstanceState, NewInstance, plan_group};
 use crate::pd_view::PdView;
 use crate::reasons;
 use crate::removal::{RemovalInput, RemovalStep, next_removal_step};
 use crate::render::{self, RenderError};
-use crate::spread::Spread;
+use tikv_operator_core::component::naming::SuffixSource;
+use tikv_operator_core::component::pods::{pod_available, pod_ready};
+use tikv_operator_core::component::render as common;
+use tikv_operator_core::component::spread::Spread;
 
 pub use tikv_operator_core::Ctx;
 
@@ -107,33 +103,10 @@ pub fn ready_since(pod: &Pod) -> Option<k8s_openapi::jiff::Timestamp> {
         .map(|t| t.0)
 }
 
-/// Whether a Pod is not terminating and its `Ready` condition is `True`.
-pub fn pod_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Whether a Pod has been Ready for at least `min_ready_seconds` at `now`.
-pub fn pod_available(pod: &Pod, min_ready_seconds: i64, now: k8s_openapi::jiff::Timestamp) -> bool {
-    if !pod_ready(pod) {
-        return false;
-    }
-    if min_ready_seconds <= 0 {
-        return true;
-    }
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .and_then(|c| c.last_transition_time.as_ref())
-        .is_some_and(|t| now.as_second() - t.0.as_second() >= min_ready_seconds)
-}
-
-use tikv_operator_core::objects::{cached, desired, event, name_of, started_by_pod};
+use tikv_operator_core::objects::{
+    cached, desired, ensure_finalizer, event, has_finalizer, name_of, patch_status_if_changed,
+    release_finalizer, started_by_pod,
+};
 
 pub use tikv_operator_core::revision::Revisions;
 
@@ -773,47 +746,27 @@ pub async fn reconcile_group(
             awaiting_ready = true;
         }
     }
-    let previous = group
-        .status
-        .as_ref()
-        .map(|st| st.group.clone())
-        .unwrap_or_default();
     let status = PDGroupStatus {
         common: tikv_operator_api::CommonStatus {
             conditions: conds,
             observed_generation: generation,
         },
-        group: GroupStatus {
-            // The version every member runs: the template's once all are
-            // updated, the previous one meanwhile.
-            version: if revisions.all_updated {
-                Some(group.spec.template.spec.version.clone())
-            } else {
-                previous.version.clone()
-            },
+        group: revisions.group_status(
+            group.status.as_ref().map(|st| &st.group),
+            &group.spec.template.spec.version,
             replicas,
-            ready_replicas: ready,
-            updated_replicas: revisions.updated,
-            current_replicas: revisions.current_replicas(previous.current_revision.as_deref()),
-            update_revision: Some(revisions.update.clone()),
-            current_revision: if revisions.all_updated {
-                Some(revisions.update.clone())
-            } else {
-                previous.current_revision.clone()
-            },
-            selector: Some(render::selector_string(&cluster_name, &group_name)),
-            ..previous
-        },
+            ready,
+            render::selector_string(&cluster_name, &group_name),
+        ),
     };
-    if group.status.as_ref() != Some(&status) {
-        let value = serde_json::to_value(&status).map_err(|source| Error::Serialization {
-            what: format!("status of PDGroup {group_name}"),
-            source,
-        })?;
-        ctx.kube
-            .patch_status(&ObjectKey::of(group)?, &value)
-            .await?;
-    }
+    patch_status_if_changed(
+        ctx.kube.as_ref(),
+        &ObjectKey::of(group)?,
+        group.status.as_ref(),
+        &status,
+        || format!("status of PDGroup {group_name}"),
+    )
+    .await?;
     Ok(ctx
         .policy
         .after_success(plan.as_ref().is_some_and(GroupPlan::in_flight) || awaiting_ready))
@@ -850,7 +803,7 @@ pub async fn reconcile_instance(
     let key = ObjectKey::of(pd)?;
 
     if pd.metadata.deletion_timestamp.is_some() {
-        if !pd.finalizers().iter().any(|f| f == labels::FINALIZER) {
+        if !has_finalizer(pd) {
             return Ok(Requeue::AwaitChange);
         }
         if s.cluster.paused && !s.cluster.deleting {
@@ -934,7 +887,7 @@ pub async fn reconcile_instance(
                 }
             }
             RemovalStep::Done => {
-                ctx.kube.remove_finalizer(&key, labels::FINALIZER).await?;
+                release_finalizer(ctx.kube.as_ref(), &key).await?;
                 return Ok(Requeue::AwaitChange);
             }
         }
@@ -952,9 +905,7 @@ pub async fn reconcile_instance(
     let synced = if s.cluster.paused {
         ConditionUpdate::new(condition::SYNCED, false, "Paused", "the Cluster is paused")
     } else {
-        if !pd.finalizers().iter().any(|f| f == labels::FINALIZER) {
-            ctx.kube.add_finalizer(&key, labels::FINALIZER).await?;
-        }
+        ensure_finalizer(ctx.kube.as_ref(), &key, pd).await?;
         match apply_instance_objects(ctx, s).await? {
             Ok(message) => ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, message),
             Err((reason, message)) => {
@@ -1013,13 +964,10 @@ pub async fn reconcile_instance(
                     .and_then(|st| st.current_revision.clone())
             }),
     };
-    if pd.status.as_ref() != Some(&status) {
-        let value = serde_json::to_value(&status).map_err(|source| Error::Serialization {
-            what: format!("status of PD {name}"),
-            source,
-        })?;
-        ctx.kube.patch_status(&key, &value).await?;
-    }
+    patch_status_if_changed(ctx.kube.as_ref(), &key, pd.status.as_ref(), &status, || {
+        format!("status of PD {name}")
+    })
+    .await?;
     Ok(if synced_ok {
         ctx.policy.after_success(!pod_is_ready)
     } else {
@@ -1027,52 +975,20 @@ pub async fn reconcile_instance(
     })
 }
 
-/// The objects of one PD instance as rendered now, and what counts as a
-/// running Pod being current.
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    /// The ConfigMap holding `pd.toml`.
-    pub config_map: ConfigMap,
-    /// The PVCs.
-    pub pvcs: Vec<PersistentVolumeClaim>,
-    /// The Pod, its revision in the [`labels::INSTANCE_REVISION`] annotation.
-    pub pod: Pod,
-    /// The rendered Pod's revision.
-    pub revision: PodRevision,
-}
-
-impl Rendered {
-    /// Whether `running` runs this rendering (only labels, annotations or,
-    /// under HotReload, the configuration may differ).
-    pub fn runs(&self, running: Option<&Pod>) -> bool {
-        self.revision.runs(running)
-    }
-}
+pub use tikv_operator_core::component::render::Rendered;
 
 /// Renders an instance's objects and the revision of its Pod; `running` is
 /// the Pod running now, if any. Both the instance (to report `RestartPending`)
 /// and its group (to count updated members) decide currency through this.
 pub fn render_instance_objects(pd: &PD, running: Option<&Pod>) -> Result<Rendered, RenderError> {
     let config = render::render_config(pd)?;
-    let config_hash = content_hash(&Value::String(config.clone()));
-    let mut pod = render::render_pod(pd, &config_hash)?;
-    // A running Pod with another revision is outdated; see
-    // `tikv_operator_core::revision` for what is recreated and what is
-    // changed in place.
-    let hot_reload = pd
-        .spec
-        .template
-        .update_strategy
-        .as_ref()
-        .and_then(|u| u.config)
-        == Some(ConfigUpdateStrategy::HotReload);
-    let revision = PodRevision::stamp(&mut pod, &render::revision_inputs(pd), hot_reload, running);
-    Ok(Rendered {
-        config_map: render::render_config_map(pd, &config)?,
-        pvcs: render::render_pvcs(pd)?,
-        pod,
-        revision,
-    })
+    common::render_instance_objects::<render::Pd>(
+        pd,
+        &config,
+        |hash| render::render_pod(pd, hash),
+        &render::revision_inputs(pd),
+        running,
+    )
 }
 
 /// Applies ConfigMap, PVCs and Pod. The outer error is a failed write; the

@@ -28,26 +28,22 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use pd_client::{NodeState, PdApi, Store, StoreId};
-use serde_json::Value;
 use tikv_operator_api::cluster::UpgradePolicy;
-use tikv_operator_api::common::ConfigUpdateStrategy;
 use tikv_operator_api::common::condition;
 use tikv_operator_api::tikv::StoreState as ApiStoreState;
 use tikv_operator_api::{
-    Cluster, CommonStatus, GroupStatus, PDGroup, TiKV, TiKVGroup, TiKVGroupStatus, TiKVStatus,
-    labels, names,
+    Cluster, CommonStatus, PDGroup, TiKV, TiKVGroup, TiKVGroupStatus, TiKVStatus, labels, names,
 };
+use tikv_operator_core::component::naming::SuffixSource;
+use tikv_operator_core::component::pods::{pod_available, pod_ready};
+use tikv_operator_core::component::render as common;
+use tikv_operator_core::component::spread::Spread;
 use tikv_operator_core::conditions::{self, ConditionUpdate};
 use tikv_operator_core::history;
-use tikv_operator_core::revision::{self, PodRevision, Revisions};
-use tikv_operator_core::{
-    Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result, content_hash,
-};
-use tikv_operator_pd_layer::group::SuffixSource;
-use tikv_operator_pd_layer::reconcile::{pod_available, pod_ready};
-use tikv_operator_pd_layer::spread::Spread;
+use tikv_operator_core::revision::{self, Revisions};
+use tikv_operator_core::{Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result};
 use tracing::{info, instrument, warn};
 
 use crate::group::{Blocked, GroupInput, GroupPlan, InstanceState, NewInstance, plan_group};
@@ -162,7 +158,10 @@ impl Default for Options {
     }
 }
 
-use tikv_operator_core::objects::{cached, desired, event, name_of};
+use tikv_operator_core::objects::{
+    self, cached, desired, ensure_finalizer, event, has_finalizer, name_of,
+    patch_status_if_changed, release_finalizer,
+};
 
 /// Publishes an Event. A failure is logged, never fatal: Events only inform, and the API
 /// server refuses them in a namespace being deleted, where finalizers must still go (found by
@@ -175,18 +174,7 @@ async fn publish(ctx: &Ctx, spec: Result<EventSpec>) -> Result<()> {
     Ok(())
 }
 
-/// The objects of one TiKV instance as rendered now.
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    /// The ConfigMap holding `tikv.toml`.
-    pub config_map: ConfigMap,
-    /// The PVCs.
-    pub pvcs: Vec<PersistentVolumeClaim>,
-    /// The Pod, its revision in the [`labels::INSTANCE_REVISION`] annotation.
-    pub pod: Pod,
-    /// The rendered Pod's revision.
-    pub revision: PodRevision,
-}
+pub use tikv_operator_core::component::render::Rendered;
 
 /// Renders an instance's objects and the revision of its Pod (`running`:
 /// the Pod running now). The instance (to restart or report) and its group
@@ -197,23 +185,13 @@ pub fn render_instance_objects(
     running: Option<&Pod>,
 ) -> Result<Rendered, RenderError> {
     let config = render::render_config(kv, pd_url)?;
-    let config_hash = content_hash(&Value::String(config.clone()));
-    let mut pod = render::render_pod(kv, &config_hash)?;
-    let hot_reload = kv
-        .spec
-        .template
-        .update_strategy
-        .as_ref()
-        .and_then(|u| u.config)
-        == Some(ConfigUpdateStrategy::HotReload);
-    let inputs = render::revision_inputs(kv, pd_url);
-    let revision = PodRevision::stamp(&mut pod, &inputs, hot_reload, running);
-    Ok(Rendered {
-        config_map: render::render_config_map(kv, &config)?,
-        pvcs: render::render_pvcs(kv)?,
-        pod,
-        revision,
-    })
+    common::render_instance_objects::<render::Kv>(
+        kv,
+        &config,
+        |hash| render::render_pod(kv, hash),
+        &render::revision_inputs(kv, pd_url),
+        running,
+    )
 }
 
 fn annotation<'a>(kv: &'a TiKV, key: &str) -> Option<&'a String> {
@@ -864,47 +842,27 @@ pub async fn reconcile_group(
     ) {
         conditions::set(&mut conds, update, generation, now);
     }
-    let previous = group
-        .status
-        .as_ref()
-        .map(|st| st.group.clone())
-        .unwrap_or_default();
     let status = TiKVGroupStatus {
         common: CommonStatus {
             conditions: conds,
             observed_generation: generation,
         },
-        group: GroupStatus {
-            // The version every store runs: the template's once all are
-            // updated, the previous one meanwhile.
-            version: if revisions.all_updated {
-                Some(group.spec.template.spec.version.clone())
-            } else {
-                previous.version.clone()
-            },
+        group: revisions.group_status(
+            group.status.as_ref().map(|st| &st.group),
+            &group.spec.template.spec.version,
             replicas,
-            ready_replicas: ready,
-            updated_replicas: revisions.updated,
-            current_replicas: revisions.current_replicas(previous.current_revision.as_deref()),
-            update_revision: Some(revisions.update.clone()),
-            current_revision: if revisions.all_updated {
-                Some(revisions.update.clone())
-            } else {
-                previous.current_revision.clone()
-            },
-            selector: Some(render::selector_string(&cluster_name, &group_name)),
-            ..previous
-        },
+            ready,
+            render::selector_string(&cluster_name, &group_name),
+        ),
     };
-    if group.status.as_ref() != Some(&status) {
-        let value = serde_json::to_value(&status).map_err(|source| Error::Serialization {
-            what: format!("status of TiKVGroup {group_name}"),
-            source,
-        })?;
-        ctx.kube
-            .patch_status(&ObjectKey::of(group)?, &value)
-            .await?;
-    }
+    patch_status_if_changed(
+        ctx.kube.as_ref(),
+        &ObjectKey::of(group)?,
+        group.status.as_ref(),
+        &status,
+        || format!("status of TiKVGroup {group_name}"),
+    )
+    .await?;
     let in_flight = plan.as_ref().is_some_and(GroupPlan::in_flight)
         || !going.is_empty()
         || restart != RestartPlan::None
@@ -1166,8 +1124,7 @@ pub async fn reconcile_instance(
     let now = ctx.clock.now();
     let generation = kv.metadata.generation;
     let deleting = kv.metadata.deletion_timestamp.is_some();
-    let has_finalizer = kv.finalizers().iter().any(|f| f == labels::FINALIZER);
-    if deleting && !has_finalizer {
+    if deleting && !has_finalizer(kv) {
         return Ok(Requeue::AwaitChange);
     }
     let mut status: TiKVStatus = kv.status.clone().unwrap_or_default();
@@ -1210,9 +1167,7 @@ pub async fn reconcile_instance(
         }
         None
     } else {
-        if !has_finalizer {
-            ctx.kube.add_finalizer(&key, labels::FINALIZER).await?;
-        }
+        ensure_finalizer(ctx.kube.as_ref(), &key, kv).await?;
         let store_gone =
             store.is_some_and(Store::is_removed) || status.state == Some(ApiStoreState::Removed);
         // Offline: the Pod stays (and a lost one comes back) until the store
@@ -1410,7 +1365,7 @@ pub async fn reconcile_instance(
                     ),
                 )
                 .await?;
-                ctx.kube.remove_finalizer(&key, labels::FINALIZER).await?;
+                release_finalizer(ctx.kube.as_ref(), &key).await?;
                 return Ok(Requeue::AwaitChange);
             }
         }
@@ -1726,11 +1681,10 @@ async fn run_restart_step(
 }
 
 async fn patch_status(ctx: &Ctx, key: &ObjectKey, name: &str, status: &TiKVStatus) -> Result<()> {
-    let value = serde_json::to_value(status).map_err(|source| Error::Serialization {
-        what: format!("status of TiKV {name}"),
-        source,
-    })?;
-    ctx.kube.patch_status(key, &value).await
+    objects::patch_status(ctx.kube.as_ref(), key, status, || {
+        format!("status of TiKV {name}")
+    })
+    .await
 }
 
 /// Applies ConfigMap, PVCs and (when `pod_allowed`) the Pod. The outer error
