@@ -139,6 +139,28 @@ pub fn tls_requested(cluster: &Cluster) -> bool {
     cluster.spec.tls_cluster.as_ref().is_some_and(|t| t.enabled)
 }
 
+/// A group of a Cluster that asks for mutual TLS is not reconciled: running
+/// its members without TLS would silently ignore what was asked. The Cluster
+/// reports `Synced=False` ([`REASON_TLS_NOT_SUPPORTED`]); the group gets this
+/// Warning Event. `None`: the group is reconciled.
+pub fn tls_refusal<K: kube::Resource<DynamicType = ()>>(
+    cluster: Option<&Cluster>,
+    group: &K,
+) -> Option<Result<EventSpec>> {
+    if !cluster.is_some_and(tls_requested) {
+        return None;
+    }
+    Some(tikv_operator_core::objects::event(
+        group,
+        EventType::Warning,
+        REASON_TLS_NOT_SUPPORTED,
+        "Reconcile",
+        "the Cluster sets spec.tlsCluster.enabled; this operator version cannot run \
+         members with mutual TLS, so it creates none"
+            .into(),
+    ))
+}
+
 /// Reason of `Synced=False` when PD reports another cluster id than the one recorded.
 pub const REASON_CLUSTER_ID_MISMATCH: &str = "ClusterIdMismatch";
 

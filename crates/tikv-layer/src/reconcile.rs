@@ -118,6 +118,15 @@ pub fn pd_upgrading(cluster: Option<&Cluster>, pd_groups: &[PDGroup]) -> Option<
 }
 
 impl ClusterFacts {
+    /// Facts of `cluster` for a TiKVGroup: with [`pd_upgrading`] from the
+    /// Cluster's PD groups (TiKV version upgrades wait for PD).
+    pub fn for_group(cluster: Option<&Cluster>, pd_groups: &[PDGroup]) -> Self {
+        Self {
+            pd_upgrading: pd_upgrading(cluster, pd_groups),
+            ..Self::from_cluster(cluster)
+        }
+    }
+
     /// Facts of `cluster`; a missing Cluster counts as being deleted.
     pub fn from_cluster(cluster: Option<&Cluster>) -> Self {
         match cluster {
