@@ -25,7 +25,6 @@
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::Resource;
 use pd_client::PdApi;
 use tikv_operator_api::common::condition;
 use tikv_operator_api::{Cluster, PD, PDGroup, PDGroupStatus, PDStatus, labels, names};
@@ -40,6 +39,10 @@ use crate::pd_view::PdView;
 use crate::reasons;
 use crate::removal::{RemovalInput, RemovalStep, next_removal_step};
 use crate::render::{self, RenderError};
+use tikv_operator_core::component::apply;
+use tikv_operator_core::component::group::{
+    TemplateRevision, apply_group_objects, template_refusal,
+};
 use tikv_operator_core::component::naming::SuffixSource;
 use tikv_operator_core::component::pods::{pod_available, pod_ready};
 use tikv_operator_core::component::render as common;
@@ -187,33 +190,19 @@ pub fn revision_status(
     )
 }
 
-/// Refuses a template whose `version` is lower than what a member's Pod runs,
-/// unless the group carries `core.tikv.org/allow-downgrade: "true"`.
-fn downgrade_refused(
-    group: &PDGroup,
-    instances: &[PD],
-    pods: &[Pod],
-) -> Option<crate::group::Blocked> {
-    tikv_operator_core::version::downgrade_refusal(
-        group.metadata.annotations.as_ref(),
-        &group.spec.template.spec.version,
-        instances
-            .iter()
-            .filter(|i| i.metadata.deletion_timestamp.is_none())
-            .map(|i| {
-                // What its Pod runs (labels::VERSION); the instance's own
-                // version before its Pod exists: a reverted upgrade that
-                // reached no Pod yet is not a downgrade.
-                pods.iter()
-                    .find(|p| name_of(*p) == names::pod(name_of(i)))
-                    .and_then(|p| p.metadata.annotations.as_ref()?.get(labels::VERSION))
-                    .map_or(i.spec.template.version.as_str(), String::as_str)
-            }),
-    )
-    .map(|message| crate::group::Blocked {
-        reason: reasons::DOWNGRADE_REFUSED,
-        message,
-    })
+/// The version each live member runs: what its Pod runs
+/// ([`labels::VERSION`]); the instance's own version before its Pod exists
+/// (a reverted upgrade that reached no Pod yet is not a downgrade).
+fn running_versions<'a>(instances: &'a [PD], pods: &'a [Pod]) -> impl Iterator<Item = &'a str> {
+    instances
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .map(|i| {
+            pods.iter()
+                .find(|p| name_of(*p) == names::pod(name_of(i)))
+                .and_then(|p| p.metadata.annotations.as_ref()?.get(labels::VERSION))
+                .map_or(i.spec.template.version.as_str(), String::as_str)
+        })
 }
 
 /// Live members (other than `except`) that do not answer ready themselves
@@ -382,54 +371,38 @@ pub async fn reconcile_group(
                  PDGroup, so this one creates nothing (delete it, or scale {first} instead)"
             ),
         }))
-    } else if let Some(blocked) = downgrade_refused(group, s.instances, s.pods) {
-        // Nothing of the template reaches the instances (and no member is
-        // created at the lower version) until the version is fixed or the
-        // downgrade explicitly allowed.
+    } else if let Some(blocked) = template_refusal::<render::Pd>(
+        group,
+        &group.spec.template.spec,
+        running_versions(s.instances, s.pods),
+    ) {
+        // Nothing of the template reaches the instances (no member is
+        // created at a lower version; with a rejected config the last good
+        // template keeps running) until it is fixed or the downgrade
+        // explicitly allowed.
         Some(GroupPlan::Refuse(blocked))
-    } else if let Err(e) = render::check_config(group.spec.template.spec.config.as_deref()) {
-        // Nothing of a template whose config is rejected reaches the
-        // instances: the last good template keeps running.
-        Some(GroupPlan::Refuse(Blocked {
-            reason: reasons::INVALID_CONFIG,
-            message: format!(
-                "the template is not rolled out (the instances keep the last good one): {e}"
-            ),
-        }))
     } else {
-        for svc in [
-            render::render_peer_service(group),
-            render::render_client_service(group),
-        ] {
-            let svc = svc.map_err(|e| Error::InvalidSpec {
-                message: e.to_string(),
-            })?;
-            let d = desired(&svc)?;
-            let current = cached(s.services.iter().find(|c| name_of(*c) == d.key.name));
-            ctx.kube.apply_if_changed(&d, current.as_ref()).await?;
-        }
         let revisions_now = revision_status(group, &currency);
-        history::apply_history(
+        apply_group_objects::<render::Pd>(
             ctx,
-            group.metadata.namespace.as_deref(),
-            &history::plan_history(&history::HistoryInput {
-                group: &group_name,
-                namespace: group.metadata.namespace.as_deref().unwrap_or_default(),
-                labels: render::group_selector(&cluster_name, &group_name),
-                owner: group.controller_owner_ref(&()),
+            group,
+            &cluster_name,
+            [
+                render::render_peer_service(group),
+                render::render_client_service(group),
+            ],
+            s.services,
+            TemplateRevision {
                 update: &update_revision,
                 data: render::group_revision_data(group),
-                current: if revisions_now.all_updated {
-                    Some(update_revision.as_str())
-                } else {
-                    group
-                        .status
-                        .as_ref()
-                        .and_then(|st| st.group.current_revision.as_deref())
-                },
+                all_updated: revisions_now.all_updated,
+                recorded_current: group
+                    .status
+                    .as_ref()
+                    .and_then(|st| st.group.current_revision.as_deref()),
                 limit: s.cluster.revision_history_limit,
                 existing: s.revisions,
-            }),
+            },
         )
         .await?;
         // Template changes reach the instance objects (their ConfigMaps and
@@ -991,67 +964,29 @@ pub fn render_instance_objects(pd: &PD, running: Option<&Pod>) -> Result<Rendere
     )
 }
 
-/// Applies ConfigMap, PVCs and Pod. The outer error is a failed write; the
-/// inner one why the instance is not in sync: (reason, message).
+/// Applies ConfigMap, PVCs and Pod (see
+/// [`tikv_operator_core::component::apply`]). The outer error is a failed
+/// write; the inner one why the instance is not in sync: (reason, message).
 async fn apply_instance_objects(
     ctx: &Ctx,
     s: &InstanceSnapshot<'_>,
 ) -> Result<Result<String, (&'static str, String)>> {
-    let pd = s.instance;
-    let rendered = render_instance_objects(pd, s.pod);
-    let Rendered {
-        config_map: cm,
-        pvcs,
-        pod,
-        ..
-    } = match &rendered {
-        Ok(r) => r.clone(),
-        Err(e) => return Ok(Err((e.reason(), e.to_string()))),
-    };
-    let is_current = rendered.as_ref().is_ok_and(|r| r.runs(s.pod));
-    ctx.kube
-        .apply_if_changed(&desired(&cm)?, cached(s.config_map).as_ref())
-        .await?;
-    for pvc in &pvcs {
-        let current = cached(s.pvcs.iter().find(|p| name_of(*p) == name_of(pvc)));
-        ctx.kube
-            .apply_if_changed(&desired(pvc)?, current.as_ref())
-            .await?;
-    }
-    if s.cluster.suspend_compute {
-        if let Some(p) = s.pod {
-            ctx.kube.delete(&ObjectKey::of(p)?).await?;
-        }
-        return Ok(Ok(
-            "compute suspended: Pod deleted, PVCs and config kept".to_owned()
-        ));
-    }
-    match s.pod {
-        None => {
-            ctx.kube.apply_if_changed(&desired(&pod)?, None).await?;
-            Ok(Ok("Pod created".to_owned()))
-        }
-        Some(current) => {
-            // Changing a running Pod is a disruption: the group restarts
-            // outdated Pods one at a time (`GroupPlan::Restart`); here the
-            // difference is only reported.
-            if is_current {
-                // Same revision: whatever differs (labels, annotations, the
-                // config hash under HotReload) is patched in place; a spec
-                // rendered differently waits for the next recreation.
-                let pod = tikv_operator_core::revision::in_place(&pod, current);
-                ctx.kube
-                    .apply_if_changed(&desired(&pod)?, cached(Some(current)).as_ref())
-                    .await?;
-                Ok(Ok("up to date".to_owned()))
-            } else {
-                Ok(Err((
-                    reasons::RESTART_PENDING,
-                    "the rendered Pod changed (configuration, image, resources, ...); its \
-                     group restarts it, one member at a time"
-                        .to_owned(),
-                )))
-            }
-        }
-    }
+    apply::apply_instance_objects(
+        ctx.kube.as_ref(),
+        &render_instance_objects(s.instance, s.pod),
+        apply::Cached {
+            config_map: s.config_map,
+            pvcs: s.pvcs,
+            pod: s.pod,
+        },
+        s.cluster.suspend_compute,
+        apply::PodPolicy {
+            create: true,
+            missing: "",
+            wait_terminating: false,
+            restart_pending: "the rendered Pod changed (configuration, image, resources, ...); \
+                              its group restarts it, one member at a time",
+        },
+    )
+    .await
 }

@@ -28,13 +28,16 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::Resource;
 use pd_client::{NodeState, PdApi, Store, StoreId};
 use tikv_operator_api::cluster::UpgradePolicy;
 use tikv_operator_api::common::condition;
 use tikv_operator_api::tikv::StoreState as ApiStoreState;
 use tikv_operator_api::{
     Cluster, CommonStatus, PDGroup, TiKV, TiKVGroup, TiKVGroupStatus, TiKVStatus, labels, names,
+};
+use tikv_operator_core::component::apply;
+use tikv_operator_core::component::group::{
+    TemplateRevision, apply_group_objects, template_refusal,
 };
 use tikv_operator_core::component::naming::SuffixSource;
 use tikv_operator_core::component::pods::{pod_available, pod_ready};
@@ -419,9 +422,9 @@ pub async fn reconcile_group(
         || group.metadata.deletion_timestamp.is_some()
     {
         None
-    } else if let Some(message) = tikv_operator_core::version::downgrade_refusal(
-        group.metadata.annotations.as_ref(),
-        &group.spec.template.spec.version,
+    } else if let Some(blocked) = template_refusal::<render::Kv>(
+        group,
+        &group.spec.template.spec,
         live.iter().map(|l| {
             // What the Pod runs; the instance's own version before its Pod
             // exists (or for Pods from before the annotation).
@@ -430,29 +433,12 @@ pub async fn reconcile_group(
                 .map_or(l.kv.spec.template.version.as_str(), String::as_str)
         }),
     ) {
-        // Nothing of the template reaches the instances (no store is created
-        // at the lower version) until the version is fixed or the downgrade
+        // Nothing of the template reaches the instances (no store is
+        // created at a lower version; with a rejected config the last good
+        // template keeps running) until it is fixed or the downgrade
         // explicitly allowed.
-        Some(GroupPlan::Refuse(Blocked {
-            reason: reasons::DOWNGRADE_REFUSED,
-            message,
-        }))
-    } else if let Err(e) = render::check_config(group.spec.template.spec.config.as_deref()) {
-        // Nothing of a template whose config is rejected reaches the
-        // instances: the last good template keeps running.
-        Some(GroupPlan::Refuse(Blocked {
-            reason: reasons::INVALID_CONFIG,
-            message: format!(
-                "the template is not rolled out (the instances keep the last good one): {e}"
-            ),
-        }))
+        Some(GroupPlan::Refuse(blocked))
     } else {
-        let svc = render::render_peer_service(group).map_err(|e| Error::InvalidSpec {
-            message: e.to_string(),
-        })?;
-        let d = desired(&svc)?;
-        let current = cached(s.services.iter().find(|c| name_of(*c) == d.key.name));
-        ctx.kube.apply_if_changed(&d, current.as_ref()).await?;
         let update_revision = render::group_revision(group);
         let all_updated = Revisions::count(
             update_revision.clone(),
@@ -460,27 +446,23 @@ pub async fn reconcile_group(
             currency.values(),
         )
         .all_updated;
-        history::apply_history(
+        apply_group_objects::<render::Kv>(
             ctx,
-            namespace.as_deref(),
-            &history::plan_history(&history::HistoryInput {
-                group: &group_name,
-                namespace: namespace.as_deref().unwrap_or_default(),
-                labels: render::group_selector(&cluster_name, &group_name),
-                owner: group.controller_owner_ref(&()),
+            group,
+            &cluster_name,
+            [render::render_peer_service(group)],
+            s.services,
+            TemplateRevision {
                 update: &update_revision,
                 data: render::group_revision_data(group),
-                current: if all_updated {
-                    Some(update_revision.as_str())
-                } else {
-                    group
-                        .status
-                        .as_ref()
-                        .and_then(|st| st.group.current_revision.as_deref())
-                },
+                all_updated,
+                recorded_current: group
+                    .status
+                    .as_ref()
+                    .and_then(|st| st.group.current_revision.as_deref()),
                 limit: s.cluster.revision_history_limit,
                 existing: s.revisions,
-            }),
+            },
         )
         .await?;
         // Template changes reach the instance objects (ConfigMaps and PVCs
@@ -1696,67 +1678,32 @@ async fn patch_status(ctx: &Ctx, key: &ObjectKey, name: &str, status: &TiKVStatu
     .await
 }
 
-/// Applies ConfigMap, PVCs and (when `pod_allowed`) the Pod. The outer error
-/// is a failed write; the inner one why the instance is not in sync.
+/// Applies ConfigMap, PVCs and (when `pod_allowed`) the Pod (see
+/// [`tikv_operator_core::component::apply`]). The outer error is a failed
+/// write; the inner one why the instance is not in sync: (reason, message).
 async fn apply_instance_objects(
     ctx: &Ctx,
     s: &InstanceSnapshot<'_>,
     rendered: &std::result::Result<Rendered, RenderError>,
     pod_allowed: bool,
 ) -> Result<Result<String, (&'static str, String)>> {
-    let Rendered {
-        config_map: cm,
-        pvcs,
-        pod,
-        revision,
-    } = match rendered {
-        Ok(r) => r,
-        Err(e) => return Ok(Err((e.reason(), e.to_string()))),
-    };
-    ctx.kube
-        .apply_if_changed(&desired(cm)?, cached(s.config_map).as_ref())
-        .await?;
-    for pvc in pvcs {
-        let current = cached(s.pvcs.iter().find(|p| name_of(*p) == name_of(pvc)));
-        ctx.kube
-            .apply_if_changed(&desired(pvc)?, current.as_ref())
-            .await?;
-    }
-    if s.cluster.suspend_compute {
-        if let Some(p) = s.pod {
-            ctx.kube.delete(&ObjectKey::of(p)?).await?;
-        }
-        return Ok(Ok(
-            "compute suspended: Pod deleted, PVCs and config kept".to_owned()
-        ));
-    }
-    match s.pod {
-        None if pod_allowed => {
-            ctx.kube.apply_if_changed(&desired(pod)?, None).await?;
-            Ok(Ok("Pod created".to_owned()))
-        }
-        None => Ok(Ok(
-            "the store is offline or removed: no Pod is (re)created".to_owned()
-        )),
-        Some(current) if current.metadata.deletion_timestamp.is_some() => Ok(Err((
-            reasons::RESTARTING,
-            "waiting for the old Pod to terminate".to_owned(),
-        ))),
-        Some(current) if revision.runs(Some(current)) => {
-            // Same revision: whatever differs (labels, annotations, the
-            // config hash under HotReload) is patched in place; a spec
-            // rendered differently waits for the next recreation.
-            let pod = tikv_operator_core::revision::in_place(pod, current);
-            ctx.kube
-                .apply_if_changed(&desired(&pod)?, cached(Some(current)).as_ref())
-                .await?;
-            Ok(Ok("up to date".to_owned()))
-        }
-        Some(_) => Ok(Err((
-            reasons::RESTART_PENDING,
-            "the rendered Pod changed (configuration, image, resources, ...); the store is \
-             restarted when its group grants it (one disruption budget at a time)"
-                .to_owned(),
-        ))),
-    }
+    apply::apply_instance_objects(
+        ctx.kube.as_ref(),
+        rendered,
+        apply::Cached {
+            config_map: s.config_map,
+            pvcs: s.pvcs,
+            pod: s.pod,
+        },
+        s.cluster.suspend_compute,
+        apply::PodPolicy {
+            create: pod_allowed,
+            missing: "the store is offline or removed: no Pod is (re)created",
+            wait_terminating: true,
+            restart_pending: "the rendered Pod changed (configuration, image, resources, ...); \
+                              the store is restarted when its group grants it (one disruption \
+                              budget at a time)",
+        },
+    )
+    .await
 }

@@ -1,10 +1,12 @@
 //! What PD and TiKV instances share, written once and generic over a
 //! [`Component`]: instance naming ([`naming`]), EvenlySpread placement
-//! ([`spread`]), Pod readiness ([`pods`]), user overlays ([`overlay`]) and
-//! the rendering of an instance's objects ([`render`]). Each layer
+//! ([`spread`]), Pod readiness ([`pods`]), user overlays ([`overlay`]), the
+//! rendering of an instance's objects ([`render`]) and their apply ([`apply`]). Each layer
 //! implements [`Component`] for its kind and keeps only what is its own
 //! (PD membership and bootstrap; TiKV stores, labels and eviction).
 
+pub mod apply;
+pub mod group;
 pub mod naming;
 pub mod overlay;
 pub mod pods;
