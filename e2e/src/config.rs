@@ -135,4 +135,16 @@ impl Layout {
     pub fn stores(&self) -> PathBuf {
         self.root.join("stores")
     }
+    /// Injected faults: a file `<namespace>_<pod>.stopped` makes the agent stop the
+    /// process behind that pod (pd-server or store simulator) and not start it again until
+    /// the file is removed, while the Pod itself stays Running (a process crashed or hung
+    /// inside a live Pod). Keyed by name, so a Pod recreated under the same name stays
+    /// stopped too (a machine whose disk is gone).
+    pub fn faults(&self) -> PathBuf {
+        self.root.join("faults")
+    }
+    /// The fault file that stops the process of one pod (see [`Layout::faults`]).
+    pub fn stopped_marker(&self, namespace: &str, pod: &str) -> PathBuf {
+        self.faults().join(format!("{namespace}_{pod}.stopped"))
+    }
 }

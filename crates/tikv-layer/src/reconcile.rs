@@ -1022,6 +1022,9 @@ fn offline_condition(
                 EventType::Normal,
             ),
         },
+        RemovalStep::Wait(b) if b.reason == reasons::EXTERNAL_REMOVAL => {
+            (c(true, b.reason, b.message.clone()), EventType::Warning)
+        }
         RemovalStep::Wait(b) => (
             c(removing, b.reason, b.message.clone()),
             if b.reason == reasons::PD_UNAVAILABLE {
@@ -1074,7 +1077,9 @@ fn offline_condition(
             c(
                 true,
                 reasons::TOO_LATE_TO_CANCEL,
-                "offline was cleared after the store was removed; the group replaces this instance"
+                "the store was removed (Tombstone) while this instance is meant to stay \
+                 (offline cleared too late, or a removal made outside the operator); the group \
+                 replaces this instance"
                     .to_owned(),
             ),
             EventType::Warning,
