@@ -762,6 +762,109 @@ pub struct InstanceSnapshot<'a> {
     pub pd: &'a PdView,
 }
 
+/// The cleanup of a PD instance being deleted, one step per reconcile: its
+/// member leaves PD safely (see [`crate::removal`]), then its Pod and PVCs
+/// go, then its finalizer.
+async fn finalize_instance(
+    ctx: &Ctx,
+    s: &InstanceSnapshot<'_>,
+    pd_api: &dyn PdApi,
+) -> Result<Requeue> {
+    let pd = s.instance;
+    let name = name_of(pd).to_owned();
+    let namespace = pd.metadata.namespace.clone();
+    let key = ObjectKey::of(pd)?;
+    if !has_finalizer(pd) {
+        return Ok(Requeue::AwaitChange);
+    }
+    if s.cluster.paused && !s.cluster.deleting {
+        // A paused Cluster changes nothing, removals included.
+        return Ok(ctx.policy.after_success(false));
+    }
+    let peer_url = crate::render::member_peer_url(pd);
+    // A PD Pod lost mid-removal is not recreated: the member may already be
+    // gone from PD while the PD view still lists it, and a removed member's
+    // process must never start again (found by e2e). A lost Pod only makes
+    // the member unhealthy, and an unhealthy member may still be removed.
+    let step = next_removal_step(&RemovalInput {
+        instance: &name,
+        peer_url: &peer_url,
+        pd: s.pd,
+        pod_exists: s.pod.is_some(),
+        pvcs: s.pvcs.iter().map(|p| name_of(p).to_owned()).collect(),
+        cluster_deleting: s.cluster.deleting,
+        cluster_missing: s.cluster.missing,
+    });
+    info!(?step, "member removal");
+    match step {
+        RemovalStep::Wait(b) => {
+            ctx.kube
+                .publish_event(&event(
+                    pd,
+                    EventType::Warning,
+                    b.reason,
+                    "RemoveMember",
+                    b.message,
+                )?)
+                .await?;
+        }
+        RemovalStep::TransferLeader { to } => {
+            pd_api
+                .transfer_leader(&to)
+                .await
+                .map_err(|e| Error::pd("transfer_leader", e))?;
+            ctx.kube
+                .publish_event(&event(
+                    pd,
+                    EventType::Normal,
+                    "LeaderTransferred",
+                    "TransferLeader",
+                    format!("PD leadership moved from {name} to {to}"),
+                )?)
+                .await?;
+        }
+        RemovalStep::RemoveMember { id } => {
+            match pd_api.remove_member(id).await {
+                Ok(()) => {}
+                Err(e) if e.is_already_gone() => {}
+                Err(e) => return Err(Error::pd("remove_member", e)),
+            }
+            ctx.kube
+                .publish_event(&event(
+                    pd,
+                    EventType::Normal,
+                    "MemberRemoved",
+                    "RemoveMember",
+                    format!("PD member {name} (id {id}) removed from the PD cluster"),
+                )?)
+                .await?;
+        }
+        RemovalStep::DeletePod => {
+            ctx.kube
+                .delete(&ObjectKey::new::<Pod>(
+                    namespace.as_deref(),
+                    &names::pod(&name),
+                ))
+                .await?;
+        }
+        RemovalStep::DeletePvcs(pvcs) => {
+            for p in pvcs {
+                ctx.kube
+                    .delete(&ObjectKey::new::<PersistentVolumeClaim>(
+                        namespace.as_deref(),
+                        &p,
+                    ))
+                    .await?;
+            }
+        }
+        RemovalStep::Done => {
+            release_finalizer(ctx.kube.as_ref(), &key).await?;
+            return Ok(Requeue::AwaitChange);
+        }
+    }
+    Ok(ctx.policy.after_success(true))
+}
+
 /// Reconciles one PD instance: renders and applies its objects, or, while it
 /// is being deleted, runs one step of the member removal. See the module docs.
 #[instrument(skip_all, fields(instance = name_of(s.instance), namespace = s.instance.metadata.namespace.as_deref()))]
@@ -772,99 +875,10 @@ pub async fn reconcile_instance(
 ) -> Result<Requeue> {
     let pd = s.instance;
     let name = name_of(pd).to_owned();
-    let namespace = pd.metadata.namespace.clone();
     let key = ObjectKey::of(pd)?;
 
     if pd.metadata.deletion_timestamp.is_some() {
-        if !has_finalizer(pd) {
-            return Ok(Requeue::AwaitChange);
-        }
-        if s.cluster.paused && !s.cluster.deleting {
-            // A paused Cluster changes nothing, removals included.
-            return Ok(ctx.policy.after_success(false));
-        }
-        let peer_url = crate::render::member_peer_url(pd);
-        // A PD Pod lost mid-removal is not recreated: the member may already be
-        // gone from PD while the PD view still lists it, and a removed member's
-        // process must never start again (found by e2e). A lost Pod only makes
-        // the member unhealthy, and an unhealthy member may still be removed.
-        let step = next_removal_step(&RemovalInput {
-            instance: &name,
-            peer_url: &peer_url,
-            pd: s.pd,
-            pod_exists: s.pod.is_some(),
-            pvcs: s.pvcs.iter().map(|p| name_of(p).to_owned()).collect(),
-            cluster_deleting: s.cluster.deleting,
-            cluster_missing: s.cluster.missing,
-        });
-        info!(?step, "member removal");
-        match step {
-            RemovalStep::Wait(b) => {
-                ctx.kube
-                    .publish_event(&event(
-                        pd,
-                        EventType::Warning,
-                        b.reason,
-                        "RemoveMember",
-                        b.message,
-                    )?)
-                    .await?;
-            }
-            RemovalStep::TransferLeader { to } => {
-                pd_api
-                    .transfer_leader(&to)
-                    .await
-                    .map_err(|e| Error::pd("transfer_leader", e))?;
-                ctx.kube
-                    .publish_event(&event(
-                        pd,
-                        EventType::Normal,
-                        "LeaderTransferred",
-                        "TransferLeader",
-                        format!("PD leadership moved from {name} to {to}"),
-                    )?)
-                    .await?;
-            }
-            RemovalStep::RemoveMember { id } => {
-                match pd_api.remove_member(id).await {
-                    Ok(()) => {}
-                    Err(e) if e.is_already_gone() => {}
-                    Err(e) => return Err(Error::pd("remove_member", e)),
-                }
-                ctx.kube
-                    .publish_event(&event(
-                        pd,
-                        EventType::Normal,
-                        "MemberRemoved",
-                        "RemoveMember",
-                        format!("PD member {name} (id {id}) removed from the PD cluster"),
-                    )?)
-                    .await?;
-            }
-            RemovalStep::DeletePod => {
-                ctx.kube
-                    .delete(&ObjectKey::new::<Pod>(
-                        namespace.as_deref(),
-                        &names::pod(&name),
-                    ))
-                    .await?;
-            }
-            RemovalStep::DeletePvcs(pvcs) => {
-                for p in pvcs {
-                    ctx.kube
-                        .delete(&ObjectKey::new::<PersistentVolumeClaim>(
-                            namespace.as_deref(),
-                            &p,
-                        ))
-                        .await?;
-                }
-            }
-            RemovalStep::Done => {
-                release_finalizer(ctx.kube.as_ref(), &key).await?;
-                return Ok(Requeue::AwaitChange);
-            }
-        }
-        return Ok(ctx.policy.after_success(true));
+        return finalize_instance(ctx, s, pd_api).await;
     }
 
     let now = ctx.clock.now();

@@ -23,6 +23,7 @@
 //! `RequeuePolicy::after_error`).
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
@@ -1104,6 +1105,298 @@ fn offline_condition(
     }
 }
 
+/// The `Synced` condition while a restart step runs (`synced`: what
+/// applying the instance's objects reported; `None` while it goes away).
+fn synced_by_restart(
+    restart: &RestartStep,
+    synced: Option<ConditionUpdate>,
+) -> Option<ConditionUpdate> {
+    match (restart, synced) {
+        (RestartStep::Wait(b), Some(_)) => Some(ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            b.reason,
+            b.message.clone(),
+        )),
+        (RestartStep::EvictLeaders { message, .. }, Some(_)) => Some(ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            reasons::EVICTING_LEADERS,
+            message.clone(),
+        )),
+        (RestartStep::DeletePod { why }, Some(_)) => Some(ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            reasons::RESTARTING,
+            format!("restarting the Pod ({why})"),
+        )),
+        (RestartStep::Pending, Some(_)) => Some(ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            reasons::RESTART_PENDING,
+            "the rendered Pod changed; the restart waits for its turn (the group restarts \
+             stores one disruption budget at a time)",
+        )),
+        (_, synced) => synced,
+    }
+}
+
+/// Runs one step of the store's removal or its cancellation (PD calls,
+/// deletions, Events). `Break`: the instance is done and its finalizer
+/// released; `Continue`: the step to report (PD refusing the removal, or a
+/// cancellation that came too late, replaces the step).
+async fn run_removal_step(
+    ctx: &Ctx,
+    s: &InstanceSnapshot<'_>,
+    pd_api: &dyn PdApi,
+    key: &ObjectKey,
+    status: &mut TiKVStatus,
+    step: &RemovalStep,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<ControlFlow<Requeue, RemovalStep>> {
+    let kv = s.instance;
+    let name = name_of(kv).to_owned();
+    let namespace = kv.metadata.namespace.clone();
+    let mut step_for_report = step.clone();
+    if *step != RemovalStep::Idle {
+        info!(?step, "store removal");
+    }
+    match step {
+        RemovalStep::Idle
+        | RemovalStep::Wait(_)
+        | RemovalStep::Refuse(_)
+        | RemovalStep::Removed
+        | RemovalStep::TooLateToCancel => {}
+        RemovalStep::EvictLeaders(id) => {
+            // Record first: an entry we added is always known to be ours,
+            // so every exit path removes it.
+            status.leader_eviction_started_at = Some(Time(now));
+            patch_status(ctx, key, &name, status).await?;
+            match pd_api.add_evict_leader(*id).await {
+                Ok(()) => {}
+                Err(e) if e.is_already_gone() => {}
+                Err(e) => return Err(Error::pd("add_evict_leader", e)),
+            }
+        }
+        RemovalStep::DeleteStore(id) => match pd_api.delete_store(*id).await {
+            Ok(()) => {}
+            Err(e) if e.is_already_gone() => {}
+            Err(e @ pd_client::PdError::Rejected { .. }) => {
+                step_for_report = RemovalStep::Refuse(crate::group::Blocked {
+                    reason: reasons::REMOVAL_REJECTED,
+                    message: format!("PD refused to remove store {id}: {e}"),
+                });
+            }
+            Err(e) => return Err(Error::pd("delete_store", e)),
+        },
+        RemovalStep::CancelRemoval(id) => match pd_api.cancel_store_removal(*id).await {
+            Ok(()) => {}
+            Err(e) if e.is_already_gone() => step_for_report = RemovalStep::TooLateToCancel,
+            Err(e) => return Err(Error::pd("cancel_store_removal", e)),
+        },
+        RemovalStep::RemoveEvictLeader(id) => {
+            if let Some(id) = id {
+                remove_evict_leader(pd_api, *id).await?;
+            }
+            status.leader_eviction_started_at = None;
+        }
+        RemovalStep::RemoveStrayEvictLeader(id) => {
+            remove_evict_leader(pd_api, *id).await?;
+            publish(
+                ctx,
+                event(
+                    kv,
+                    EventType::Warning,
+                    reasons::STRAY_EVICT_LEADER_REMOVED,
+                    "RemoveEvictLeader",
+                    format!(
+                        "removed an evict-leader entry of store {id} that no operation of \
+                         the operator held (it would keep the store without leaders); pause \
+                         the Cluster to keep leaders off a store by hand"
+                    ),
+                ),
+            )
+            .await?;
+        }
+        RemovalStep::DeletePod => {
+            ctx.kube
+                .delete(&ObjectKey::new::<Pod>(
+                    namespace.as_deref(),
+                    &names::pod(&name),
+                ))
+                .await?;
+        }
+        RemovalStep::DeletePvcs(pvcs) => {
+            for p in pvcs {
+                ctx.kube
+                    .delete(&ObjectKey::new::<PersistentVolumeClaim>(
+                        namespace.as_deref(),
+                        p,
+                    ))
+                    .await?;
+            }
+        }
+        RemovalStep::Done => {
+            publish(
+                ctx,
+                event(
+                    kv,
+                    EventType::Normal,
+                    reasons::STORE_TOMBSTONED,
+                    "Delete",
+                    "store removed, Pod and PVCs deleted; the instance goes".to_owned(),
+                ),
+            )
+            .await?;
+            release_finalizer(ctx.kube.as_ref(), key).await?;
+            return Ok(ControlFlow::Break(Requeue::AwaitChange));
+        }
+    }
+    Ok(ControlFlow::Continue(step_for_report))
+}
+
+/// The instance's `Ready` condition: its Pod is Ready and its store, as
+/// registered by that Pod's process, is Up and serving (and not being
+/// taken out).
+fn ready_condition(
+    s: &InstanceSnapshot<'_>,
+    store: Option<&Store>,
+    request: Request,
+) -> ConditionUpdate {
+    let pod_is_ready = s.pod.is_some_and(pod_ready);
+    let pod_created = s
+        .pod
+        .and_then(|p| p.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0);
+    match (s.pd.stores(), store) {
+        (None, _) => ConditionUpdate::unknown(
+            condition::READY,
+            reasons::PD_UNAVAILABLE,
+            "PD is unreachable; store state unknown",
+        ),
+        (Some(_), Some(st)) if pod_is_ready && is_serving(st) && !store_back(st, pod_created) => {
+            ConditionUpdate::new(
+                condition::READY,
+                false,
+                reasons::RESTARTING,
+                format!(
+                    "store {} is not registered again by the new Pod's process yet (PD reports \
+                 the previous process's state)",
+                    st.id
+                ),
+            )
+        }
+        (Some(_), Some(st)) if request == Request::Keep && pod_is_ready && is_serving(st) => {
+            ConditionUpdate::new(
+                condition::READY,
+                true,
+                "StoreServing",
+                format!("store {} is Up and serving", st.id),
+            )
+        }
+        (Some(_), Some(st)) => ConditionUpdate::new(
+            condition::READY,
+            false,
+            "StoreNotServing",
+            format!(
+                "store {} is {:?}/{:?} ({:?}); Pod ready: {pod_is_ready}; offline: {}",
+                st.id,
+                st.state,
+                st.node_state,
+                st.liveness,
+                request != Request::Keep
+            ),
+        ),
+        (Some(_), None) => ConditionUpdate::new(
+            condition::READY,
+            false,
+            reasons::STORE_NOT_REGISTERED,
+            "PD does not know this store (yet)",
+        ),
+    }
+}
+
+/// What the status records of the instance's store: its id, state and
+/// counts, or that it is gone (removed and purged, or never registered).
+fn record_store(
+    status: &mut TiKVStatus,
+    pd: &StoreView,
+    store: Option<&Store>,
+    recorded: Option<StoreId>,
+    request: Request,
+    step_for_report: &RemovalStep,
+) {
+    if let Some(st) = store {
+        status.id = Some(st.id.to_string());
+        status.state = Some(api_state(st));
+        status.leader_count = st
+            .leader_count
+            .map(|c| i64::try_from(c).unwrap_or(i64::MAX));
+        status.region_count = Some(i64::try_from(st.region_count).unwrap_or(i64::MAX));
+    } else if let Some(stores) = pd.stores() {
+        if recorded.is_some() && !stores.stores.is_empty() {
+            // PD knows stores but no longer this one: it was removed and
+            // purged. It never comes back; the group replaces the instance.
+            status.state = Some(ApiStoreState::Removed);
+        } else if request == Request::Offline
+            && matches!(
+                step_for_report,
+                RemovalStep::Removed | RemovalStep::DeletePod
+            )
+        {
+            // Never registered: nothing to remove in PD.
+            status.state = Some(ApiStoreState::Removed);
+        }
+    }
+    if matches!(step_for_report, RemovalStep::Removed) {
+        status.state = Some(ApiStoreState::Removed);
+    }
+}
+
+/// What the restart step machine of the instance looks at (see
+/// [`crate::restart::next_restart_step`]).
+fn restart_step_input<'a>(
+    s: &InstanceSnapshot<'a>,
+    store: Option<&'a Store>,
+    rendered: &std::result::Result<Rendered, RenderError>,
+    status: &TiKVStatus,
+    now: k8s_openapi::jiff::Timestamp,
+) -> StepInput<'a> {
+    let kv = s.instance;
+    let running = s.pod.filter(|p| p.metadata.deletion_timestamp.is_none());
+    let revision = rendered.as_ref().ok().map(|r| &r.revision);
+    StepInput {
+        pd: s.pd,
+        store,
+        pod_running: running.is_some(),
+        pod_terminating: s
+            .pod
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
+        // A template that does not render is reported through Synced;
+        // it restarts nothing.
+        pod_current: revision.is_none_or(|r| r.runs(running)),
+        pod_ready: running.is_some_and(pod_ready),
+        leader_counts_settled: s
+            .pd
+            .stores()
+            .is_some_and(|st| st.leader_counts_settled(now)),
+        store_back: store.is_none_or(|st| {
+            store_back(
+                st,
+                running
+                    .and_then(|p| p.metadata.creation_timestamp.as_ref())
+                    .map(|t| t.0),
+            )
+        }),
+        granted: revision
+            .is_some_and(|r| annotation(kv, labels::RESTART_ALLOWED) == Some(&r.revision)),
+        eviction_started_at: status.leader_eviction_started_at.as_ref().map(|t| t.0),
+        now,
+        evict_leader_timeout: s.options.evict_leader_timeout,
+        max_unavailable: s.max_unavailable,
+    }
+}
+
 /// Reconciles one TiKV instance: renders and applies its objects, keeps its
 /// store labels in sync, runs one step of the store removal (or its
 /// cancellation) and reports status. See the module docs.
@@ -1115,7 +1408,6 @@ pub async fn reconcile_instance(
 ) -> Result<Requeue> {
     let kv = s.instance;
     let name = name_of(kv).to_owned();
-    let namespace = kv.metadata.namespace.clone();
     let key = ObjectKey::of(kv)?;
     let now = ctx.clock.now();
     let generation = kv.metadata.generation;
@@ -1184,69 +1476,12 @@ pub async fn reconcile_instance(
         && request == Request::Keep
         && !store.is_some_and(|st| st.is_removing() || st.is_removed())
     {
-        let revision = rendered.as_ref().ok().map(|r| &r.revision);
-        next_restart_step(&StepInput {
-            pd: s.pd,
-            store,
-            pod_running: running.is_some(),
-            pod_terminating: s
-                .pod
-                .is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
-            // A template that does not render is reported through Synced;
-            // it restarts nothing.
-            pod_current: revision.is_none_or(|r| r.runs(running)),
-            pod_ready: running.is_some_and(pod_ready),
-            leader_counts_settled: s
-                .pd
-                .stores()
-                .is_some_and(|st| st.leader_counts_settled(now)),
-            store_back: store.is_none_or(|st| {
-                store_back(
-                    st,
-                    running
-                        .and_then(|p| p.metadata.creation_timestamp.as_ref())
-                        .map(|t| t.0),
-                )
-            }),
-            granted: revision
-                .is_some_and(|r| annotation(kv, labels::RESTART_ALLOWED) == Some(&r.revision)),
-            eviction_started_at: status.leader_eviction_started_at.as_ref().map(|t| t.0),
-            now,
-            evict_leader_timeout: s.options.evict_leader_timeout,
-            max_unavailable: s.max_unavailable,
-        })
+        next_restart_step(&restart_step_input(s, store, &rendered, &status, now))
     } else {
         RestartStep::Idle
     };
     let restart = run_restart_step(ctx, s, pd_api, &key, &mut status, restart).await?;
-    let synced = match (&restart, synced) {
-        (RestartStep::Wait(b), Some(_)) => Some(ConditionUpdate::new(
-            condition::SYNCED,
-            false,
-            b.reason,
-            b.message.clone(),
-        )),
-        (RestartStep::EvictLeaders { message, .. }, Some(_)) => Some(ConditionUpdate::new(
-            condition::SYNCED,
-            false,
-            reasons::EVICTING_LEADERS,
-            message.clone(),
-        )),
-        (RestartStep::DeletePod { why }, Some(_)) => Some(ConditionUpdate::new(
-            condition::SYNCED,
-            false,
-            reasons::RESTARTING,
-            format!("restarting the Pod ({why})"),
-        )),
-        (RestartStep::Pending, Some(_)) => Some(ConditionUpdate::new(
-            condition::SYNCED,
-            false,
-            reasons::RESTART_PENDING,
-            "the rendered Pod changed; the restart waits for its turn (the group restarts \
-             stores one disruption budget at a time)",
-        )),
-        (_, synced) => synced,
-    };
+    let synced = synced_by_restart(&restart, synced);
 
     // The removal (or cancellation) step; a restart in flight owns the
     // store's evict-leader entry meanwhile.
@@ -1269,103 +1504,14 @@ pub async fn reconcile_instance(
             pvcs: s.pvcs.iter().map(|p| name_of(p).to_owned()).collect(),
         })
     };
-    let mut step_for_report = step.clone();
-    if acting {
-        if step != RemovalStep::Idle {
-            info!(?step, "store removal");
+    let step_for_report = if acting {
+        match run_removal_step(ctx, s, pd_api, &key, &mut status, &step, now).await? {
+            ControlFlow::Break(r) => return Ok(r),
+            ControlFlow::Continue(report) => report,
         }
-        match &step {
-            RemovalStep::Idle
-            | RemovalStep::Wait(_)
-            | RemovalStep::Refuse(_)
-            | RemovalStep::Removed
-            | RemovalStep::TooLateToCancel => {}
-            RemovalStep::EvictLeaders(id) => {
-                // Record first: an entry we added is always known to be ours,
-                // so every exit path removes it.
-                status.leader_eviction_started_at = Some(Time(now));
-                patch_status(ctx, &key, &name, &status).await?;
-                match pd_api.add_evict_leader(*id).await {
-                    Ok(()) => {}
-                    Err(e) if e.is_already_gone() => {}
-                    Err(e) => return Err(Error::pd("add_evict_leader", e)),
-                }
-            }
-            RemovalStep::DeleteStore(id) => match pd_api.delete_store(*id).await {
-                Ok(()) => {}
-                Err(e) if e.is_already_gone() => {}
-                Err(e @ pd_client::PdError::Rejected { .. }) => {
-                    step_for_report = RemovalStep::Refuse(crate::group::Blocked {
-                        reason: reasons::REMOVAL_REJECTED,
-                        message: format!("PD refused to remove store {id}: {e}"),
-                    });
-                }
-                Err(e) => return Err(Error::pd("delete_store", e)),
-            },
-            RemovalStep::CancelRemoval(id) => match pd_api.cancel_store_removal(*id).await {
-                Ok(()) => {}
-                Err(e) if e.is_already_gone() => step_for_report = RemovalStep::TooLateToCancel,
-                Err(e) => return Err(Error::pd("cancel_store_removal", e)),
-            },
-            RemovalStep::RemoveEvictLeader(id) => {
-                if let Some(id) = id {
-                    remove_evict_leader(pd_api, *id).await?;
-                }
-                status.leader_eviction_started_at = None;
-            }
-            RemovalStep::RemoveStrayEvictLeader(id) => {
-                remove_evict_leader(pd_api, *id).await?;
-                publish(
-                    ctx,
-                    event(
-                        kv,
-                        EventType::Warning,
-                        reasons::STRAY_EVICT_LEADER_REMOVED,
-                        "RemoveEvictLeader",
-                        format!(
-                            "removed an evict-leader entry of store {id} that no operation of \
-                             the operator held (it would keep the store without leaders); pause \
-                             the Cluster to keep leaders off a store by hand"
-                        ),
-                    ),
-                )
-                .await?;
-            }
-            RemovalStep::DeletePod => {
-                ctx.kube
-                    .delete(&ObjectKey::new::<Pod>(
-                        namespace.as_deref(),
-                        &names::pod(&name),
-                    ))
-                    .await?;
-            }
-            RemovalStep::DeletePvcs(pvcs) => {
-                for p in pvcs {
-                    ctx.kube
-                        .delete(&ObjectKey::new::<PersistentVolumeClaim>(
-                            namespace.as_deref(),
-                            p,
-                        ))
-                        .await?;
-                }
-            }
-            RemovalStep::Done => {
-                publish(
-                    ctx,
-                    event(
-                        kv,
-                        EventType::Normal,
-                        reasons::STORE_TOMBSTONED,
-                        "Delete",
-                        "store removed, Pod and PVCs deleted; the instance goes".to_owned(),
-                    ),
-                )
-                .await?;
-                release_finalizer(ctx.kube.as_ref(), &key).await?;
-                return Ok(Requeue::AwaitChange);
-            }
-        }
-    }
+    } else {
+        step.clone()
+    };
 
     // Store labels, while the store serves and nothing removes it.
     if acting
@@ -1447,56 +1593,7 @@ pub async fn reconcile_instance(
     conditions::set(&mut conds, offline, generation, now);
 
     let pod_is_ready = s.pod.is_some_and(pod_ready);
-    let pod_created = s
-        .pod
-        .and_then(|p| p.metadata.creation_timestamp.as_ref())
-        .map(|t| t.0);
-    let ready = match (s.pd.stores(), store) {
-        (None, _) => ConditionUpdate::unknown(
-            condition::READY,
-            reasons::PD_UNAVAILABLE,
-            "PD is unreachable; store state unknown",
-        ),
-        (Some(_), Some(st)) if pod_is_ready && is_serving(st) && !store_back(st, pod_created) => {
-            ConditionUpdate::new(
-                condition::READY,
-                false,
-                reasons::RESTARTING,
-                format!(
-                    "store {} is not registered again by the new Pod's process yet (PD reports \
-                     the previous process's state)",
-                    st.id
-                ),
-            )
-        }
-        (Some(_), Some(st)) if request == Request::Keep && pod_is_ready && is_serving(st) => {
-            ConditionUpdate::new(
-                condition::READY,
-                true,
-                "StoreServing",
-                format!("store {} is Up and serving", st.id),
-            )
-        }
-        (Some(_), Some(st)) => ConditionUpdate::new(
-            condition::READY,
-            false,
-            "StoreNotServing",
-            format!(
-                "store {} is {:?}/{:?} ({:?}); Pod ready: {pod_is_ready}; offline: {}",
-                st.id,
-                st.state,
-                st.node_state,
-                st.liveness,
-                request != Request::Keep
-            ),
-        ),
-        (Some(_), None) => ConditionUpdate::new(
-            condition::READY,
-            false,
-            reasons::STORE_NOT_REGISTERED,
-            "PD does not know this store (yet)",
-        ),
-    };
+    let ready = ready_condition(s, store, request);
     // A store still joining (not registered, not yet serving) keeps the PD
     // cache refreshing fast: otherwise the instance would notice its store
     // Up only at the next slow refresh (measured: Ready 30 s late).
@@ -1507,31 +1604,14 @@ pub async fn reconcile_instance(
         conditions: conds,
         observed_generation: generation,
     };
-    if let Some(st) = store {
-        status.id = Some(st.id.to_string());
-        status.state = Some(api_state(st));
-        status.leader_count = st
-            .leader_count
-            .map(|c| i64::try_from(c).unwrap_or(i64::MAX));
-        status.region_count = Some(i64::try_from(st.region_count).unwrap_or(i64::MAX));
-    } else if let Some(stores) = s.pd.stores() {
-        if recorded.is_some() && !stores.stores.is_empty() {
-            // PD knows stores but no longer this one: it was removed and
-            // purged. It never comes back; the group replaces the instance.
-            status.state = Some(ApiStoreState::Removed);
-        } else if request == Request::Offline
-            && matches!(
-                step_for_report,
-                RemovalStep::Removed | RemovalStep::DeletePod
-            )
-        {
-            // Never registered: nothing to remove in PD.
-            status.state = Some(ApiStoreState::Removed);
-        }
-    }
-    if matches!(step_for_report, RemovalStep::Removed) {
-        status.state = Some(ApiStoreState::Removed);
-    }
+    record_store(
+        &mut status,
+        s.pd,
+        store,
+        recorded,
+        request,
+        &step_for_report,
+    );
     status.current_revision = s
         .pod
         .and_then(|p| p.metadata.annotations.as_ref())
