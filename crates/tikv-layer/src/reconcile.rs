@@ -1792,3 +1792,86 @@ async fn apply_instance_objects(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While a restart step runs, `Synced` says what the restart waits for;
+    /// steps that change nothing visible keep what applying reported, and an
+    /// instance going away (no `Synced`) stays without one.
+    #[test]
+    fn synced_follows_the_restart_step() {
+        let applied = || {
+            Some(ConditionUpdate::new(
+                condition::SYNCED,
+                true,
+                reasons::SYNCED,
+                "up to date",
+            ))
+        };
+        let blocked = Blocked {
+            reason: "BudgetSpent",
+            message: "wait".into(),
+        };
+        let t = conditions::TRUE;
+        let f = conditions::FALSE;
+        // (step, what applying reported, (status, reason) of Synced)
+        type Case = (
+            RestartStep,
+            Option<ConditionUpdate>,
+            Option<(&'static str, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
+            (RestartStep::Idle, applied(), Some((t, reasons::SYNCED))),
+            (
+                RestartStep::Pending,
+                applied(),
+                Some((f, reasons::RESTART_PENDING)),
+            ),
+            (
+                RestartStep::Wait(blocked.clone()),
+                applied(),
+                Some((f, "BudgetSpent")),
+            ),
+            (
+                RestartStep::EvictLeaders {
+                    store: StoreId(1),
+                    message: "3 leaders left".into(),
+                },
+                applied(),
+                Some((f, reasons::EVICTING_LEADERS)),
+            ),
+            (
+                RestartStep::DeletePod {
+                    why: "no leaders left".into(),
+                },
+                applied(),
+                Some((f, reasons::RESTARTING)),
+            ),
+            (
+                RestartStep::CheckDownPeers {
+                    store: StoreId(1),
+                    leaders: 2,
+                },
+                applied(),
+                Some((t, reasons::SYNCED)),
+            ),
+            (
+                RestartStep::RemoveEvictLeader(None),
+                applied(),
+                Some((t, reasons::SYNCED)),
+            ),
+            (RestartStep::Pending, None, None),
+            (RestartStep::Wait(blocked), None, None),
+        ];
+        for (step, synced, want) in cases {
+            let got = synced_by_restart(&step, synced);
+            assert_eq!(
+                got.as_ref().map(|c| (c.status, c.reason.as_str())),
+                want,
+                "{step:?}"
+            );
+        }
+    }
+}

@@ -101,3 +101,117 @@ pub async fn apply_group_objects<C: Component>(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tikv_operator_api::labels::ALLOW_DOWNGRADE;
+    use tikv_operator_api::rules::{OwnedKeys, PD_OWNED_KEYS};
+    use tikv_operator_api::{PD, PDGroup, PDTemplateSpec, Topology};
+
+    struct TestPd;
+    impl Component for TestPd {
+        type Instance = PD;
+        type Group = PDGroup;
+        type Template = PDTemplateSpec;
+        const KIND: &'static str = "PD";
+        const LABEL: &'static str = "pd";
+        const CONTAINER: &'static str = "pd";
+        const DEFAULT_IMAGE: &'static str = "pingcap/pd";
+        const BINARY: &'static str = "/pd-server";
+        const CONFIG_DIR: &'static str = "/etc/pd";
+        const CONFIG_FILE: &'static str = "pd.toml";
+        const DEFAULT_DATA_DIR: &'static str = "/var/lib/pd";
+        const OWNED_KEYS: OwnedKeys = PD_OWNED_KEYS;
+        const OWNED_KEYS_HINT: &'static str = "";
+        const TERMINATION_GRACE_PERIOD_SECONDS: Option<i64> = None;
+        fn template(i: &PD) -> &PDTemplateSpec {
+            &i.spec.template
+        }
+        fn cluster(i: &PD) -> &str {
+            &i.spec.cluster.name
+        }
+        fn topology(i: &PD) -> Option<&Topology> {
+            i.spec.topology.as_ref()
+        }
+        fn subdomain(i: &PD) -> &str {
+            &i.spec.subdomain
+        }
+    }
+
+    fn group(allow_downgrade: bool) -> PDGroup {
+        let mut g: PDGroup = serde_json::from_value(serde_json::json!({
+            "apiVersion": "core.tikv.org/v1alpha1",
+            "kind": "PDGroup",
+            "metadata": {"name": "pd", "namespace": "ns"},
+            "spec": {"cluster": {"name": "c"}, "replicas": 3,
+                     "template": {"spec": {"version": "v8.5.0", "volumes": []}}}
+        }))
+        .unwrap();
+        if allow_downgrade {
+            g.metadata.annotations = Some([(ALLOW_DOWNGRADE.to_owned(), "true".to_owned())].into());
+        }
+        g
+    }
+
+    /// A template rolls out unless its version is below what a member runs
+    /// (and downgrades are not allowed) or its config is rejected; the
+    /// downgrade is reported first.
+    #[test]
+    fn templates_that_must_not_roll_out() {
+        // (version, downgrades allowed, versions running, config, refusal)
+        type Case<'a> = (
+            &'a str,
+            bool,
+            &'a [&'a str],
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let cases: [Case<'_>; 7] = [
+            ("v8.5.0", false, &["v8.5.0", "v8.1.0"], None, None),
+            ("v8.5.0", false, &["v8.5.1"], None, Some(DOWNGRADE_REFUSED)),
+            ("v8.5.0", true, &["v8.5.1"], None, None),
+            (
+                "v8.5.0",
+                false,
+                &[],
+                Some("[log]\nlevel = \"info\"\n"),
+                None,
+            ),
+            (
+                "v8.5.0",
+                false,
+                &[],
+                Some("name = \"x\"\n"),
+                Some(render::INVALID_CONFIG),
+            ),
+            (
+                "v8.5.0",
+                false,
+                &[],
+                Some("not toml ["),
+                Some(render::INVALID_CONFIG),
+            ),
+            (
+                "v8.5.0",
+                false,
+                &["v9.0.0"],
+                Some("not toml ["),
+                Some(DOWNGRADE_REFUSED),
+            ),
+        ];
+        for (version, allow, running, config, want) in cases {
+            let g = group(allow);
+            let mut template = g.spec.template.spec.clone();
+            template.version = version.to_owned();
+            template.config = config.map(str::to_owned);
+            let got = template_refusal::<TestPd>(&g, &template, running.iter().copied());
+            assert_eq!(
+                got.as_ref().map(|b| b.reason),
+                want,
+                "{version} {allow} {running:?} {config:?}: {got:?}"
+            );
+        }
+    }
+}

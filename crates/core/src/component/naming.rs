@@ -137,4 +137,35 @@ mod tests {
                 .collect::<Vec<_>>()
         );
     }
+    /// A taken name is skipped; the priority annotation parses leniently.
+    #[test]
+    fn fresh_names_skip_taken_ones_and_priorities_parse() {
+        struct Fixed(Vec<&'static str>);
+        impl SuffixSource for Fixed {
+            fn next_suffix(&mut self) -> String {
+                self.0.remove(0).to_owned()
+            }
+        }
+        let mut s = Fixed(vec!["aaaaa", "bbbbb", "ccccc"]);
+        let taken = ["g-aaaaa", "g-bbbbb"];
+        assert_eq!(fresh_name("g", |n| taken.contains(&n), &mut s), "g-ccccc");
+        for (value, want) in [
+            (None, 0),
+            (Some("5"), 5),
+            (Some(" -3 "), -3),
+            (Some("high"), 0),
+        ] {
+            let meta = kube::api::ObjectMeta {
+                annotations: value.map(|v| {
+                    [(
+                        tikv_operator_api::labels::DELETE_PRIORITY.to_owned(),
+                        v.to_owned(),
+                    )]
+                    .into()
+                }),
+                ..Default::default()
+            };
+            assert_eq!(delete_priority(&meta), want, "{value:?}");
+        }
+    }
 }
