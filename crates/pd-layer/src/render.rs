@@ -8,8 +8,6 @@
 //! other; joining members find the cluster through it) and the client
 //! Service (ready members only; what clients use).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use tikv_operator_api::rules::PD_OWNED_KEYS;
 use tikv_operator_api::{
@@ -123,16 +121,6 @@ pub fn client_service_url(group: &str, namespace: &str, client_port: i32) -> Str
     )
 }
 
-/// Labels the operator puts on every object of a PD instance.
-pub fn instance_labels(cluster: &str, group: &str, instance: &str) -> BTreeMap<String, String> {
-    common::instance_labels::<Pd>(cluster, group, instance)
-}
-
-/// Labels selecting every PD instance (and Pod) of a group.
-pub fn group_selector(cluster: &str, group: &str) -> BTreeMap<String, String> {
-    common::group_selector::<Pd>(cluster, group)
-}
-
 /// The revision of a group's template: everything an instance is rendered
 /// from (`spec.template`) plus a requested restart. `status.updateRevision`.
 pub fn group_revision(group: &PDGroup) -> String {
@@ -144,7 +132,7 @@ pub fn group_revision_data(group: &PDGroup) -> serde_json::Value {
     common::group_revision_data(&group.spec.template, &group.metadata)
 }
 
-/// [`group_selector`] in string form (`status.selector`, for the scale subresource).
+/// The group selector in string form (`status.selector`, for the scale subresource).
 pub fn selector_string(cluster: &str, group: &str) -> String {
     common::selector_string::<Pd>(cluster, group)
 }

@@ -7,8 +7,6 @@
 //! `<group>-tikv-peer` that gives every Pod its DNS name
 //! `<pod>.<group>-tikv-peer.<namespace>.svc` (the store's advertised address).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::api::ObjectMeta;
 use serde_json::Value;
@@ -129,17 +127,7 @@ pub fn instance_of_store_address(address: &str) -> Option<(String, String)> {
     .then(|| (namespace.to_owned(), instance.to_owned()))
 }
 
-/// Labels selecting every TiKV instance (and Pod) of a group.
-pub fn group_selector(cluster: &str, group: &str) -> BTreeMap<String, String> {
-    common::group_selector::<Kv>(cluster, group)
-}
-
-/// Labels the operator puts on every object of a TiKV instance.
-pub fn instance_labels(cluster: &str, group: &str, instance: &str) -> BTreeMap<String, String> {
-    common::instance_labels::<Kv>(cluster, group, instance)
-}
-
-/// [`group_selector`] in string form (`status.selector`, for the scale subresource).
+/// The group selector in string form (`status.selector`, for the scale subresource).
 pub fn selector_string(cluster: &str, group: &str) -> String {
     common::selector_string::<Kv>(cluster, group)
 }

@@ -22,7 +22,7 @@ use tikv_operator_tikv_layer::reconcile::{
 };
 use tracing::debug;
 
-use super::caches::{Stores, in_ns, label, unreachable_snapshot};
+use super::caches::{Stores, label, unreachable_snapshot};
 use super::{ReconcileError, Shared, key_of};
 use crate::pd_registry::PdEntry;
 
@@ -100,18 +100,10 @@ pub(super) async fn reconcile_pd_group(
     if let Some(a) = refuse_tls(&sh, obj.as_ref(), cluster.as_deref()).await? {
         return Ok(a);
     }
-    let instances: Vec<PD> = sh
-        .stores
-        .pds
-        .state()
-        .into_iter()
-        .filter(|i| {
-            in_ns(i.as_ref(), &ns)
-                && i.spec.cluster.name == cluster_name
-                && label(i.as_ref(), labels::GROUP) == Some(name.as_str())
-        })
-        .map(|i| (*i).clone())
-        .collect();
+    let instances: Vec<PD> =
+        Stores::instances_of_group(&sh.stores.pds, &ns, &cluster_name, &name, |i| {
+            &i.spec.cluster.name
+        });
     let pd = labels::COMPONENT_PD;
     let pods = Stores::of_group(&sh.stores.pods, pd, &ns, &cluster_name, &name);
     let services = Stores::of_group(&sh.stores.services, pd, &ns, &cluster_name, &name);
@@ -207,18 +199,10 @@ pub(super) async fn reconcile_tikv_group(
     if let Some(a) = refuse_tls(&sh, obj.as_ref(), cluster.as_deref()).await? {
         return Ok(a);
     }
-    let instances: Vec<TiKV> = sh
-        .stores
-        .tikvs
-        .state()
-        .into_iter()
-        .filter(|i| {
-            in_ns(i.as_ref(), &ns)
-                && i.spec.cluster.name == cluster_name
-                && label(i.as_ref(), labels::GROUP) == Some(name.as_str())
-        })
-        .map(|i| (*i).clone())
-        .collect();
+    let instances: Vec<TiKV> =
+        Stores::instances_of_group(&sh.stores.tikvs, &ns, &cluster_name, &name, |i| {
+            &i.spec.cluster.name
+        });
     let tikv = labels::COMPONENT_TIKV;
     let pods = Stores::of_group(&sh.stores.pods, tikv, &ns, &cluster_name, &name);
     let services = Stores::of_group(&sh.stores.services, tikv, &ns, &cluster_name, &name);

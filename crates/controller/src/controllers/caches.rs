@@ -154,6 +154,30 @@ impl Stores {
         out
     }
 
+    /// The instances (PD or TiKV) in `store` of `group` of Cluster `cluster`
+    /// (`cluster_of`: the Cluster an instance names).
+    pub(super) fn instances_of_group<K>(
+        store: &Store<K>,
+        ns: &str,
+        cluster: &str,
+        group: &str,
+        cluster_of: impl Fn(&K) -> &str,
+    ) -> Vec<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        store
+            .state()
+            .into_iter()
+            .filter(|i| {
+                in_ns(i.as_ref(), ns)
+                    && cluster_of(i.as_ref()) == cluster
+                    && label(i.as_ref(), labels::GROUP) == Some(group)
+            })
+            .map(|i| (*i).clone())
+            .collect()
+    }
+
     /// Objects of a store labelled as belonging to a group of `component`.
     pub(super) fn of_group<K>(
         store: &Store<K>,
