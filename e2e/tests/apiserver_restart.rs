@@ -77,19 +77,6 @@ async fn restart_mid_rollout(w: &mut World) -> Result<()> {
     wait_kv_rolled_out(w, OLD, None, Duration::from_secs(300)).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let restarts = watch.finish().await?;
-    ensure!(
-        members.iter().all(|m| restarts.get(m) == Some(&1)),
-        "each TiKV Pod must be recreated exactly once: {restarts:?}"
-    );
-    ensure!(
-        tikv_pod_uids(w).await? == new_uids,
-        "TiKV Pods changed after the rollout"
-    );
-    check_stores(w, &ids, OLD).await?;
-    let evicting = evicting_stores(&w.env, &w.api::<Pod>(), &w.pd_addr()).await?;
-    ensure!(
-        evicting.is_empty(),
-        "evict-leader entries left: {evicting:?}"
-    );
+    check_restarted_once(w, &members, &restarts, &new_uids, &ids).await?;
     Ok(())
 }

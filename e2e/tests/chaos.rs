@@ -373,20 +373,9 @@ async fn stopped_store(w: &World) -> Result<()> {
         json!({"metadata": {"annotations": {"core.tikv.org/restarted-at": "2026-12-06T21:00:00Z"}}}),
     )
     .await?;
-    let hold = Instant::now();
-    while hold.elapsed() < Duration::from_secs(45) {
-        let now = tikv_pod_uids(w).await?;
-        for m in members.iter().filter(|m| **m != victim) {
-            ensure!(
-                now.get(m) == uids.get(m),
-                "the Pod of {m} went while store {victim_store} of {victim} was down \
-                 (maxUnavailable 1): {:?} -> {:?}",
-                uids.get(m),
-                now.get(m)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    hold_others(&members, &victim, &uids, || tikv_pod_uids(w))
+        .await
+        .with_context(|| format!("store {victim_store} of {victim} was down (maxUnavailable 1)"))?;
     let group = w.api::<TiKVGroup>().get("tikv").await?;
     let progressing = group
         .status
@@ -400,20 +389,35 @@ async fn stopped_store(w: &World) -> Result<()> {
     wait_kv_rolled_out(w, OLD, None, Duration::from_secs(300)).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let restarts = finish_all(vec![quorum], watch).await?;
-    ensure!(
-        members.iter().all(|m| restarts.get(m) == Some(&1)),
-        "each TiKV Pod must be recreated exactly once: {restarts:?}"
-    );
-    ensure!(
-        tikv_pod_uids(w).await? == new_uids,
-        "TiKV Pods changed after the rollout"
-    );
-    check_stores(w, &ids, OLD).await?;
-    let evicting = evicting_stores(&w.env, &w.api::<Pod>(), &w.pd_addr()).await?;
-    ensure!(
-        evicting.is_empty(),
-        "evict-leader entries left: {evicting:?}"
-    );
+    check_restarted_once(w, &members, &restarts, &new_uids, &ids).await?;
+    Ok(())
+}
+
+/// For 45 s, every half second: the Pods of `members` other than `victim` keep the UIDs of
+/// `before` (read by `now`), i.e. nothing but the failed member is restarted.
+async fn hold_others<F, Fut>(
+    members: &BTreeSet<String>,
+    victim: &str,
+    before: &BTreeMap<String, String>,
+    mut now: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<BTreeMap<String, String>>>,
+{
+    let hold = Instant::now();
+    while hold.elapsed() < Duration::from_secs(45) {
+        let uids = now().await?;
+        for m in members.iter().filter(|m| *m != victim) {
+            ensure!(
+                uids.get(m) == before.get(m),
+                "the Pod of {m} went while another member was down: {:?} -> {:?}",
+                before.get(m),
+                uids.get(m)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     Ok(())
 }
 
@@ -474,19 +478,9 @@ async fn stopped_pd_member(w: &World) -> Result<()> {
         json!({"metadata": {"annotations": {"core.tikv.org/restarted-at": "2026-12-06T21:10:00Z"}}}),
     )
     .await?;
-    let hold = Instant::now();
-    while hold.elapsed() < Duration::from_secs(45) {
-        let now = pd_pod_uids(w).await?;
-        for m in members.iter().filter(|m| **m != victim) {
-            ensure!(
-                now.get(m) == uids.get(m),
-                "the Pod of PD member {m} went while member {victim} was down: {:?} -> {:?}",
-                uids.get(m),
-                now.get(m)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    hold_others(&members, &victim, &uids, || pd_pod_uids(w))
+        .await
+        .with_context(|| format!("PD member {victim} was down"))?;
 
     // 3. The process comes back; the rollout finishes: every PD Pod recreated once.
     w.env.start_pod_process(&w.ns.name, &victim)?;

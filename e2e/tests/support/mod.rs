@@ -1015,3 +1015,35 @@ pub async fn ready_cluster(w: &World) -> Result<BTreeSet<String>> {
         .map(ResourceExt::name_any)
         .collect())
 }
+
+/// After a rolling restart of the test's TiKV instances (`restarts` from the store watcher,
+/// `new_uids` the Pods seen once every instance was recreated): each Pod recreated exactly
+/// once and none since, every instance kept its store id, every store Up at `OLD`, and no
+/// evict-leader entry left.
+pub async fn check_restarted_once(
+    w: &World,
+    members: &BTreeSet<String>,
+    restarts: &BTreeMap<String, usize>,
+    new_uids: &BTreeMap<String, String>,
+    ids: &BTreeMap<String, u64>,
+) -> Result<()> {
+    ensure!(
+        members.iter().all(|m| restarts.get(m) == Some(&1)),
+        "each TiKV Pod must be recreated exactly once: {restarts:?}"
+    );
+    ensure!(
+        tikv_pod_uids(w).await? == *new_uids,
+        "TiKV Pods changed after the rollout"
+    );
+    ensure!(
+        instance_store_ids(w).await? == *ids,
+        "instances changed their store ids"
+    );
+    check_stores(w, ids, OLD).await?;
+    let evicting = evicting_stores(&w.env, &w.api::<Pod>(), &w.pd_addr()).await?;
+    ensure!(
+        evicting.is_empty(),
+        "evict-leader entries left: {evicting:?}"
+    );
+    Ok(())
+}
