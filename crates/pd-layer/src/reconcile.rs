@@ -282,6 +282,129 @@ pub struct GroupSnapshot<'a> {
     pub cluster_pd_group: Option<&'a str>,
 }
 
+/// Carries out the group's plan: creates, removals and restarts, each with
+/// its Event.
+async fn run_group_plan(
+    ctx: &Ctx,
+    s: &GroupSnapshot<'_>,
+    pd_api: &dyn PdApi,
+    plan: &GroupPlan,
+) -> Result<()> {
+    let group = s.group;
+    match plan {
+        GroupPlan::Steady => {}
+        GroupPlan::Create(new) => {
+            for n in new {
+                let pd = render::render_instance(group, n);
+                ctx.kube
+                    .apply(&ObjectKey::of(&pd)?, &desired(&pd)?.stamped())
+                    .await?;
+                info!(instance = %n.name, bootstrap = n.bootstrap_members.is_some(), "created PD instance");
+            }
+            let names: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
+            let (reason, note) = if new.iter().any(|n| n.bootstrap_members.is_some()) {
+                (
+                    "Bootstrapping",
+                    format!("creating initial PD members {}", names.join(", ")),
+                )
+            } else {
+                (
+                    "ScalingOut",
+                    format!("creating PD member {}", names.join(", ")),
+                )
+            };
+            ctx.kube
+                .publish_event(&event(group, EventType::Normal, reason, "Create", note)?)
+                .await?;
+        }
+        GroupPlan::Remove { name, why } => {
+            ctx.kube
+                .delete(&ObjectKey::new::<PD>(
+                    group.metadata.namespace.as_deref(),
+                    name,
+                ))
+                .await?;
+            info!(instance = %name, %why, "removing PD instance");
+            ctx.kube
+                .publish_event(&event(
+                    group,
+                    EventType::Normal,
+                    "ScalingIn",
+                    "Delete",
+                    format!("removing PD member {name} ({why})"),
+                )?)
+                .await?;
+        }
+        GroupPlan::Restart {
+            name,
+            transfer_leader_to: Some(to),
+        } => {
+            info!(instance = %name, to = %to, "transferring PD leadership before the restart");
+            pd_api
+                .transfer_leader(to)
+                .await
+                .map_err(|e| Error::pd("transfer_leader", e))?;
+            ctx.kube
+                .publish_event(&event(
+                    group,
+                    EventType::Normal,
+                    "LeaderTransferred",
+                    "TransferLeader",
+                    format!("PD leadership moved from {name} to {to} before its restart"),
+                )?)
+                .await?;
+        }
+        GroupPlan::Restart {
+            name,
+            transfer_leader_to: None,
+        } => {
+            // Exactly the Pod this decision was taken on: a reconcile on a
+            // cache that has not seen the deletion yet must not hit the
+            // replacement.
+            if let Some(uid) = s
+                .pods
+                .iter()
+                .find(|p| name_of(*p) == names::pod(name))
+                .and_then(|p| p.metadata.uid.as_deref())
+            {
+                info!(instance = %name, pod_uid = uid, "restarting PD member: deleting its Pod");
+                ctx.kube
+                    .delete_exact(
+                        &ObjectKey::new::<Pod>(
+                            group.metadata.namespace.as_deref(),
+                            &names::pod(name),
+                        ),
+                        uid,
+                    )
+                    .await?;
+            }
+            ctx.kube
+                .publish_event(&event(
+                    group,
+                    EventType::Normal,
+                    "Restarting",
+                    "Delete",
+                    format!("restarting PD member {name} with its new configuration"),
+                )?)
+                .await?;
+        }
+        GroupPlan::Wait(_) => {}
+        GroupPlan::Refuse(b) => {
+            warn!(reason = b.reason, message = %b.message, "scale-in refused");
+            ctx.kube
+                .publish_event(&event(
+                    group,
+                    EventType::Warning,
+                    b.reason,
+                    "ScaleIn",
+                    b.message.clone(),
+                )?)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Reconciles one PDGroup. See the module docs.
 #[instrument(skip_all, fields(group = name_of(s.group), namespace = s.group.metadata.namespace.as_deref()))]
 pub async fn reconcile_group(
@@ -487,117 +610,7 @@ pub async fn reconcile_group(
                 message: n.clone(),
             });
         }
-        match &plan {
-            GroupPlan::Steady => {}
-            GroupPlan::Create(new) => {
-                for n in new {
-                    let pd = render::render_instance(group, n);
-                    ctx.kube
-                        .apply(&ObjectKey::of(&pd)?, &desired(&pd)?.stamped())
-                        .await?;
-                    info!(instance = %n.name, bootstrap = n.bootstrap_members.is_some(), "created PD instance");
-                }
-                let names: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
-                let (reason, note) = if new.iter().any(|n| n.bootstrap_members.is_some()) {
-                    (
-                        "Bootstrapping",
-                        format!("creating initial PD members {}", names.join(", ")),
-                    )
-                } else {
-                    (
-                        "ScalingOut",
-                        format!("creating PD member {}", names.join(", ")),
-                    )
-                };
-                ctx.kube
-                    .publish_event(&event(group, EventType::Normal, reason, "Create", note)?)
-                    .await?;
-            }
-            GroupPlan::Remove { name, why } => {
-                ctx.kube
-                    .delete(&ObjectKey::new::<PD>(
-                        group.metadata.namespace.as_deref(),
-                        name,
-                    ))
-                    .await?;
-                info!(instance = %name, %why, "removing PD instance");
-                ctx.kube
-                    .publish_event(&event(
-                        group,
-                        EventType::Normal,
-                        "ScalingIn",
-                        "Delete",
-                        format!("removing PD member {name} ({why})"),
-                    )?)
-                    .await?;
-            }
-            GroupPlan::Restart {
-                name,
-                transfer_leader_to: Some(to),
-            } => {
-                info!(instance = %name, to = %to, "transferring PD leadership before the restart");
-                pd_api
-                    .transfer_leader(to)
-                    .await
-                    .map_err(|e| Error::pd("transfer_leader", e))?;
-                ctx.kube
-                    .publish_event(&event(
-                        group,
-                        EventType::Normal,
-                        "LeaderTransferred",
-                        "TransferLeader",
-                        format!("PD leadership moved from {name} to {to} before its restart"),
-                    )?)
-                    .await?;
-            }
-            GroupPlan::Restart {
-                name,
-                transfer_leader_to: None,
-            } => {
-                // Exactly the Pod this decision was taken on: a reconcile on a
-                // cache that has not seen the deletion yet must not hit the
-                // replacement.
-                if let Some(uid) = s
-                    .pods
-                    .iter()
-                    .find(|p| name_of(*p) == names::pod(name))
-                    .and_then(|p| p.metadata.uid.as_deref())
-                {
-                    info!(instance = %name, pod_uid = uid, "restarting PD member: deleting its Pod");
-                    ctx.kube
-                        .delete_exact(
-                            &ObjectKey::new::<Pod>(
-                                group.metadata.namespace.as_deref(),
-                                &names::pod(name),
-                            ),
-                            uid,
-                        )
-                        .await?;
-                }
-                ctx.kube
-                    .publish_event(&event(
-                        group,
-                        EventType::Normal,
-                        "Restarting",
-                        "Delete",
-                        format!("restarting PD member {name} with its new configuration"),
-                    )?)
-                    .await?;
-            }
-            GroupPlan::Wait(_) => {}
-            GroupPlan::Refuse(b) => {
-                warn!(reason = b.reason, message = %b.message, "scale-in refused");
-                ctx.kube
-                    .publish_event(&event(
-                        group,
-                        EventType::Warning,
-                        b.reason,
-                        "ScaleIn",
-                        b.message.clone(),
-                    )?)
-                    .await?;
-            }
-        }
+        run_group_plan(ctx, s, pd_api, &plan).await?;
         Some(plan)
     };
     if let Some(GroupPlan::Refuse(b)) = &plan

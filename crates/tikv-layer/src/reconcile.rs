@@ -330,6 +330,130 @@ struct LiveInstance<'a> {
     by_generation: Option<u32>,
 }
 
+/// Carries out the group's plan (deletions of removed instances, cancelled
+/// or new scale-ins, creates), each with its Event; a refusal is announced
+/// once (`old_progressing`: the group's `Progressing` condition before).
+/// `grant_of`: the restart grant an instance keeps.
+async fn run_group_plan(
+    ctx: &Ctx,
+    s: &GroupSnapshot<'_>,
+    plan: &GroupPlan,
+    grant_of: &(dyn Fn(&TiKV) -> Option<String> + Sync),
+    old_progressing: Option<&Condition>,
+) -> Result<()> {
+    let group = s.group;
+    let namespace = group.metadata.namespace.clone();
+    let find = |n: &str| s.instances.iter().find(|i| name_of(*i) == n);
+    match plan {
+        GroupPlan::Steady | GroupPlan::Wait(_) => {}
+        GroupPlan::DeleteRemoved(names_) => {
+            for n in names_ {
+                ctx.kube
+                    .delete(&ObjectKey::new::<TiKV>(namespace.as_deref(), n))
+                    .await?;
+            }
+            publish(
+                ctx,
+                event(
+                    group,
+                    EventType::Normal,
+                    reasons::STORE_TOMBSTONED,
+                    "Delete",
+                    format!(
+                        "deleting TiKV instance(s) {} whose store is removed",
+                        names_.join(", ")
+                    ),
+                ),
+            )
+            .await?;
+        }
+        GroupPlan::CancelOffline(names_) => {
+            for n in names_ {
+                if let Some(i) = find(n) {
+                    let want = desired_instance(group, i, false, grant_of(i).as_deref());
+                    ctx.kube
+                        .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
+                        .await?;
+                }
+            }
+            publish(
+                ctx,
+                event(
+                    group,
+                    EventType::Normal,
+                    reasons::REMOVAL_CANCELLED,
+                    "CancelScaleIn",
+                    format!(
+                        "replicas raised during a scale-in: cancelling the removal of {} \
+                         instead of creating new stores",
+                        names_.join(", ")
+                    ),
+                ),
+            )
+            .await?;
+        }
+        GroupPlan::Create(new) => {
+            for n in new {
+                let kv = render::render_instance(group, n, false);
+                ctx.kube
+                    .apply(&ObjectKey::of(&kv)?, &desired(&kv)?.stamped())
+                    .await?;
+            }
+            let list: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
+            publish(
+                ctx,
+                event(
+                    group,
+                    EventType::Normal,
+                    reasons::SCALING_OUT,
+                    "Create",
+                    format!("creating TiKV instance(s) {}", list.join(", ")),
+                ),
+            )
+            .await?;
+        }
+        GroupPlan::MarkOffline { name, why } => {
+            if let Some(i) = find(name) {
+                let want = desired_instance(group, i, true, grant_of(i).as_deref());
+                ctx.kube
+                    .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
+                    .await?;
+                publish(
+                    ctx,
+                    event(
+                        group,
+                        EventType::Normal,
+                        reasons::OFFLINE_REQUESTED,
+                        "ScaleIn",
+                        format!("taking the store of {name} offline ({why})"),
+                    ),
+                )
+                .await?;
+            }
+        }
+        GroupPlan::Refuse(b) => {
+            let repeated = old_progressing
+                .as_ref()
+                .is_some_and(|c| c.reason == b.reason && c.message == b.message);
+            if !repeated {
+                warn!(reason = b.reason, message = %b.message, "scale-in refused");
+                publish(
+                    ctx,
+                    event(
+                        group,
+                        EventType::Warning,
+                        b.reason,
+                        "ScaleIn",
+                        b.message.clone(),
+                    ),
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reconciles one TiKVGroup. See the module docs.
 #[instrument(skip_all, fields(group = name_of(s.group), namespace = s.group.metadata.namespace.as_deref()))]
 pub async fn reconcile_group(
@@ -340,7 +464,6 @@ pub async fn reconcile_group(
     let group = s.group;
     let group_name = name_of(group).to_owned();
     let cluster_name = group.spec.cluster.name.clone();
-    let namespace = group.metadata.namespace.clone();
     let generation = group.metadata.generation;
     let now = ctx.clock.now();
     let mut conds: Vec<Condition> = group
@@ -495,113 +618,7 @@ pub async fn reconcile_group(
         let plan = plan_group(&input, suffixes);
         info!(?plan, "TiKVGroup plan");
         let find = |n: &str| s.instances.iter().find(|i| name_of(*i) == n);
-        match &plan {
-            GroupPlan::Steady | GroupPlan::Wait(_) => {}
-            GroupPlan::DeleteRemoved(names_) => {
-                for n in names_ {
-                    ctx.kube
-                        .delete(&ObjectKey::new::<TiKV>(namespace.as_deref(), n))
-                        .await?;
-                }
-                publish(
-                    ctx,
-                    event(
-                        group,
-                        EventType::Normal,
-                        reasons::STORE_TOMBSTONED,
-                        "Delete",
-                        format!(
-                            "deleting TiKV instance(s) {} whose store is removed",
-                            names_.join(", ")
-                        ),
-                    ),
-                )
-                .await?;
-            }
-            GroupPlan::CancelOffline(names_) => {
-                for n in names_ {
-                    if let Some(i) = find(n) {
-                        let want = desired_instance(group, i, false, grant_of(i).as_deref());
-                        ctx.kube
-                            .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
-                            .await?;
-                    }
-                }
-                publish(
-                    ctx,
-                    event(
-                        group,
-                        EventType::Normal,
-                        reasons::REMOVAL_CANCELLED,
-                        "CancelScaleIn",
-                        format!(
-                            "replicas raised during a scale-in: cancelling the removal of {} \
-                             instead of creating new stores",
-                            names_.join(", ")
-                        ),
-                    ),
-                )
-                .await?;
-            }
-            GroupPlan::Create(new) => {
-                for n in new {
-                    let kv = render::render_instance(group, n, false);
-                    ctx.kube
-                        .apply(&ObjectKey::of(&kv)?, &desired(&kv)?.stamped())
-                        .await?;
-                }
-                let list: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
-                publish(
-                    ctx,
-                    event(
-                        group,
-                        EventType::Normal,
-                        reasons::SCALING_OUT,
-                        "Create",
-                        format!("creating TiKV instance(s) {}", list.join(", ")),
-                    ),
-                )
-                .await?;
-            }
-            GroupPlan::MarkOffline { name, why } => {
-                if let Some(i) = find(name) {
-                    let want = desired_instance(group, i, true, grant_of(i).as_deref());
-                    ctx.kube
-                        .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
-                        .await?;
-                    publish(
-                        ctx,
-                        event(
-                            group,
-                            EventType::Normal,
-                            reasons::OFFLINE_REQUESTED,
-                            "ScaleIn",
-                            format!("taking the store of {name} offline ({why})"),
-                        ),
-                    )
-                    .await?;
-                }
-            }
-            GroupPlan::Refuse(b) => {
-                let repeated = old_progressing
-                    .as_ref()
-                    .is_some_and(|c| c.reason == b.reason && c.message == b.message);
-                if !repeated {
-                    warn!(reason = b.reason, message = %b.message, "scale-in refused");
-                    publish(
-                        ctx,
-                        event(
-                            group,
-                            EventType::Warning,
-                            b.reason,
-                            "ScaleIn",
-                            b.message.clone(),
-                        ),
-                    )
-                    .await?;
-                }
-            }
-        }
+        run_group_plan(ctx, s, &plan, &grant_of, old_progressing.as_ref()).await?;
         if plan == GroupPlan::Steady {
             restart = plan_restart(&restart_input(group, s, &live, min_ready, now));
             // A restart due only to a rendering generation bump is
