@@ -18,12 +18,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use tikv_operator_api::cluster::ComponentStatus;
 use tikv_operator_api::common::condition;
-use tikv_operator_api::{Cluster, ClusterStatus, CommonStatus, PDGroup, TiKVGroup, labels, names};
+use tikv_operator_api::{Cluster, ClusterStatus, CommonStatus, PDGroup, TiKVGroup, names};
 use tikv_operator_core::conditions::{self, ConditionUpdate};
-use tikv_operator_core::pd_state::PdSnapshot;
-use tikv_operator_core::{
-    Clock, Error, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result,
+use tikv_operator_core::objects::{
+    ensure_finalizer, has_finalizer, patch_status_if_changed, release_finalizer,
 };
+use tikv_operator_core::pd_state::PdSnapshot;
+use tikv_operator_core::{Clock, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result};
 use tracing::{info, instrument};
 
 /// Component kind of a group.
@@ -136,6 +137,28 @@ pub const REASON_TLS_NOT_SUPPORTED: &str = "TLSNotSupported";
 /// Whether the Cluster asks for mutual TLS between its components.
 pub fn tls_requested(cluster: &Cluster) -> bool {
     cluster.spec.tls_cluster.as_ref().is_some_and(|t| t.enabled)
+}
+
+/// A group of a Cluster that asks for mutual TLS is not reconciled: running
+/// its members without TLS would silently ignore what was asked. The Cluster
+/// reports `Synced=False` ([`REASON_TLS_NOT_SUPPORTED`]); the group gets this
+/// Warning Event. `None`: the group is reconciled.
+pub fn tls_refusal<K: kube::Resource<DynamicType = ()>>(
+    cluster: Option<&Cluster>,
+    group: &K,
+) -> Option<Result<EventSpec>> {
+    if !cluster.is_some_and(tls_requested) {
+        return None;
+    }
+    Some(tikv_operator_core::objects::event(
+        group,
+        EventType::Warning,
+        REASON_TLS_NOT_SUPPORTED,
+        "Reconcile",
+        "the Cluster sets spec.tlsCluster.enabled; this operator version cannot run \
+         members with mutual TLS, so it creates none"
+            .into(),
+    ))
 }
 
 /// Reason of `Synced=False` when PD reports another cluster id than the one recorded.
@@ -384,10 +407,9 @@ pub async fn reconcile_cluster(ctx: &Ctx, s: &ClusterSnapshot<'_>) -> Result<Req
     let cluster = s.cluster;
     let key = ObjectKey::of(cluster)?;
     let ns = cluster.metadata.namespace.as_deref();
-    let has_finalizer = cluster.finalizers().iter().any(|f| f == labels::FINALIZER);
 
     if cluster.metadata.deletion_timestamp.is_some() {
-        if !has_finalizer {
+        if !has_finalizer(cluster) {
             return Ok(Requeue::AwaitChange);
         }
         match next_deletion_step(s.groups, s.instances_left) {
@@ -412,24 +434,23 @@ pub async fn reconcile_cluster(ctx: &Ctx, s: &ClusterSnapshot<'_>) -> Result<Req
             }
             DeletionStep::Wait(_) => {}
             DeletionStep::Done => {
-                ctx.kube.remove_finalizer(&key, labels::FINALIZER).await?;
+                release_finalizer(ctx.kube.as_ref(), &key).await?;
                 return Ok(Requeue::AwaitChange);
             }
         }
         return Ok(ctx.policy.after_success(true));
     }
 
-    if !has_finalizer {
-        ctx.kube.add_finalizer(&key, labels::FINALIZER).await?;
-    }
+    ensure_finalizer(ctx.kube.as_ref(), &key, cluster).await?;
     let status = plan_status(cluster, s.groups, s.pd, ctx.clock.now());
-    if cluster.status.as_ref() != Some(&status) {
-        let value = serde_json::to_value(&status).map_err(|source| Error::Serialization {
-            what: key.to_string(),
-            source,
-        })?;
-        ctx.kube.patch_status(&key, &value).await?;
-    }
+    patch_status_if_changed(
+        ctx.kube.as_ref(),
+        &key,
+        cluster.status.as_ref(),
+        &status,
+        || key.to_string(),
+    )
+    .await?;
     let in_flight = status.id.is_none()
         || conditions::is_true(&status.common.conditions, condition::PROGRESSING);
     Ok(ctx.policy.after_success(in_flight))

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tikv_operator_api::labels;
 
 use pd_client::{ClusterId, Members};
 use serde_json::json;

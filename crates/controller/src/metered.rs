@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use pd_client::{
-    ClusterId, DownPeer, Member, MemberHealth, MemberId, Members, PdApi, Readiness,
-    ReplicationConfig, Result, Store, StoreId,
+    DownPeer, MemberHealth, MemberId, Members, PdApi, Readiness, ReplicationConfig, Result, Store,
+    StoreId,
 };
 
 use crate::metrics::{Metrics, PdErrorLabels, PdLabels};
@@ -58,13 +58,6 @@ impl MeteredPd {
 
 #[async_trait]
 impl PdApi for MeteredPd {
-    async fn cluster_id(&self) -> Result<ClusterId> {
-        self.record("cluster_id", self.inner.cluster_id()).await
-    }
-    async fn is_bootstrapped(&self) -> Result<bool> {
-        self.record("is_bootstrapped", self.inner.is_bootstrapped())
-            .await
-    }
     async fn members(&self) -> Result<Members> {
         self.record("members", self.inner.members()).await
     }
@@ -78,9 +71,6 @@ impl PdApi for MeteredPd {
     async fn member_started(&self, client_url: &str) -> Result<Option<i64>> {
         self.record("member_started", self.inner.member_started(client_url))
             .await
-    }
-    async fn leader(&self) -> Result<Member> {
-        self.record("leader", self.inner.leader()).await
     }
     async fn transfer_leader(&self, to: &str) -> Result<()> {
         self.record("transfer_leader", self.inner.transfer_leader(to))
@@ -106,10 +96,6 @@ impl PdApi for MeteredPd {
     }
     async fn set_store_labels(&self, id: StoreId, labels: &BTreeMap<String, String>) -> Result<()> {
         self.record("set_store_labels", self.inner.set_store_labels(id, labels))
-            .await
-    }
-    async fn delete_store_label(&self, id: StoreId, key: &str) -> Result<()> {
-        self.record("delete_store_label", self.inner.delete_store_label(id, key))
             .await
     }
     async fn add_evict_leader(&self, id: StoreId) -> Result<()> {

@@ -13,6 +13,8 @@
 //!   refresh, publish on change, which members/stores changed).
 //! - [`ledger`]: read-your-own-writes: which of this process's writes the
 //!   watch caches do not show yet (no reconcile acts on a cache behind them).
+//! - [`component`]: what PD and TiKV instances share (naming, spread, Pod
+//!   readiness, overlays).
 //! - [`Clock`]: the only source of "now" for reconcilers.
 //! - [`Ctx`]: the side effects a reconcile may use (writer, clock, requeue policy).
 //! - [`conditions`]: Kubernetes-convention conditions (lastTransitionTime
@@ -29,6 +31,7 @@
 //! call are behind the `fake` feature, for reconciler tests.
 
 mod clock;
+pub mod component;
 pub mod conditions;
 pub mod config;
 mod ctx;

@@ -3,8 +3,9 @@
 use kube::Resource;
 use serde::Serialize;
 use serde_json::Value;
+use tikv_operator_api::labels;
 
-use crate::{Desired, EventSpec, EventType, ObjectKey, Result};
+use crate::{Desired, Error, EventSpec, EventType, KubeWriter, ObjectKey, Result};
 
 /// A cached object as JSON, to compare a desired object against.
 pub fn cached<K: Serialize>(obj: Option<&K>) -> Option<Value> {
@@ -59,4 +60,59 @@ pub fn event<K: Resource<DynamicType = ()>>(
         action: action.to_owned(),
         note,
     })
+}
+
+/// Whether `obj` carries the operator's finalizer ([`labels::FINALIZER`]).
+pub fn has_finalizer<K: Resource>(obj: &K) -> bool {
+    obj.meta()
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == labels::FINALIZER)
+}
+
+/// Adds the operator's finalizer to `obj` (at `key`) unless it carries it.
+pub async fn ensure_finalizer<K: Resource>(
+    kube: &dyn KubeWriter,
+    key: &ObjectKey,
+    obj: &K,
+) -> Result<()> {
+    if has_finalizer(obj) {
+        return Ok(());
+    }
+    kube.add_finalizer(key, labels::FINALIZER).await
+}
+
+/// Removes the operator's finalizer from the object at `key`: its cleanup is done.
+pub async fn release_finalizer(kube: &dyn KubeWriter, key: &ObjectKey) -> Result<()> {
+    kube.remove_finalizer(key, labels::FINALIZER).await
+}
+
+/// Writes `status` to the object at `key`; `what` names it in an error.
+pub async fn patch_status<S: Serialize>(
+    kube: &dyn KubeWriter,
+    key: &ObjectKey,
+    status: &S,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let value = serde_json::to_value(status).map_err(|source| Error::Serialization {
+        what: what(),
+        source,
+    })?;
+    kube.patch_status(key, &value).await
+}
+
+/// Writes `status` to the object at `key` unless `current` (its status as
+/// the watch cache holds it) already equals it; `what` names it in an error.
+pub async fn patch_status_if_changed<S: Serialize + PartialEq>(
+    kube: &dyn KubeWriter,
+    key: &ObjectKey,
+    current: Option<&S>,
+    status: &S,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    if current == Some(status) {
+        return Ok(());
+    }
+    patch_status(kube, key, status, what).await
 }

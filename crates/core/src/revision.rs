@@ -440,6 +440,40 @@ impl Revisions {
             self.live - self.updated
         }
     }
+
+    /// A group's `status` block (the part PD and TiKV groups share): the
+    /// version every instance runs (the template's `version` once all are
+    /// updated, the previous one meanwhile), the replica counts, the
+    /// revisions and the selector; the rest kept from `previous`.
+    pub fn group_status(
+        &self,
+        previous: Option<&tikv_operator_api::GroupStatus>,
+        version: &str,
+        replicas: i32,
+        ready: i32,
+        selector: String,
+    ) -> tikv_operator_api::GroupStatus {
+        let previous = previous.cloned().unwrap_or_default();
+        tikv_operator_api::GroupStatus {
+            version: if self.all_updated {
+                Some(version.to_owned())
+            } else {
+                previous.version.clone()
+            },
+            replicas,
+            ready_replicas: ready,
+            updated_replicas: self.updated,
+            current_replicas: self.current_replicas(previous.current_revision.as_deref()),
+            update_revision: Some(self.update.clone()),
+            current_revision: if self.all_updated {
+                Some(self.update.clone())
+            } else {
+                previous.current_revision.clone()
+            },
+            selector: Some(selector),
+            ..previous
+        }
+    }
 }
 
 #[cfg(test)]
@@ -671,5 +705,45 @@ mod tests {
         assert_eq!(done.current_replicas(Some("old")), 3);
         // Fewer live instances than replicas: not done.
         assert!(!Revisions::count("new".into(), 3, &[Some(true); 2]).all_updated);
+    }
+    /// The group status block: the template's version and revision become
+    /// current once every instance runs them; meanwhile the previous ones
+    /// stay, and fields the planner does not own are kept.
+    #[test]
+    fn group_status_moves_to_the_template_once_all_are_updated() {
+        let previous = tikv_operator_api::GroupStatus {
+            version: Some("v1".into()),
+            current_revision: Some("old".into()),
+            collision_count: Some(2),
+            ..Default::default()
+        };
+        let all = [Some(true), Some(true)];
+        let half = [Some(true), Some(false)];
+        // (currency, version, current revision, current replicas)
+        type Case<'a> = (&'a [Option<bool>], Option<&'a str>, Option<&'a str>, i32);
+        let cases: [Case<'_>; 3] = [
+            (&all, Some("v2"), Some("new"), 2),
+            (&half, Some("v1"), Some("old"), 1),
+            (&[], Some("v1"), Some("old"), 0),
+        ];
+        for (currency, version, current, current_replicas) in cases {
+            let r = Revisions::count("new".into(), 2, currency.iter());
+            let st = r.group_status(Some(&previous), "v2", 2, 1, "a=b".into());
+            assert_eq!(st.version.as_deref(), version, "{currency:?}");
+            assert_eq!(st.current_revision.as_deref(), current, "{currency:?}");
+            assert_eq!(st.update_revision.as_deref(), Some("new"));
+            assert_eq!(st.current_replicas, current_replicas, "{currency:?}");
+            assert_eq!((st.replicas, st.ready_replicas), (2, 1));
+            assert_eq!(st.selector.as_deref(), Some("a=b"));
+            assert_eq!(st.collision_count, Some(2));
+        }
+        let fresh = Revisions::count("new".into(), 1, [Some(true)].iter());
+        assert_eq!(
+            fresh
+                .group_status(None, "v2", 1, 1, String::new())
+                .version
+                .as_deref(),
+            Some("v2")
+        );
     }
 }

@@ -8,8 +8,7 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::types::{
-    ClusterId, DownPeer, Member, MemberHealth, MemberId, Members, Readiness, ReplicationConfig,
-    Store, StoreId,
+    DownPeer, MemberHealth, MemberId, Members, Readiness, ReplicationConfig, Store, StoreId,
 };
 
 /// What the operator asks of PD. Object safe: hold it as `Arc<dyn PdApi>`.
@@ -20,13 +19,6 @@ use crate::types::{
 /// call is idempotent, it succeeds instead.
 #[async_trait]
 pub trait PdApi: Send + Sync {
-    /// The cluster id (HTTP `/cluster`, checked against the id learned at
-    /// discovery).
-    async fn cluster_id(&self) -> Result<ClusterId>;
-
-    /// Whether the cluster was bootstrapped by a TiKV store (gRPC `IsBootstrapped`).
-    async fn is_bootstrapped(&self) -> Result<bool>;
-
     /// Members, leader and etcd leader (gRPC `GetMembers` on the leader).
     async fn members(&self) -> Result<Members>;
 
@@ -42,9 +34,6 @@ pub trait PdApi: Send + Sync {
     /// request to the leader unless told to answer it). `None` when the
     /// member does not report one.
     async fn member_started(&self, client_url: &str) -> Result<Option<i64>>;
-
-    /// The current PD leader (HTTP `/leader`).
-    async fn leader(&self) -> Result<Member>;
 
     /// Asks the leader to hand leadership to the member named `to`.
     async fn transfer_leader(&self, to: &str) -> Result<()>;
@@ -71,9 +60,6 @@ pub trait PdApi: Send + Sync {
 
     /// Sets (adds or overwrites) labels on a store; other labels are kept.
     async fn set_store_labels(&self, id: StoreId, labels: &BTreeMap<String, String>) -> Result<()>;
-
-    /// Deletes one label from a store. Idempotent for a missing key.
-    async fn delete_store_label(&self, id: StoreId, key: &str) -> Result<()>;
 
     /// Starts evicting region leaders from a store. Idempotent.
     /// [`crate::PdError::Unavailable`] while PD's leader has not loaded its
@@ -103,12 +89,6 @@ macro_rules! forward_pd_api {
     ($ty:ty) => {
         #[async_trait]
         impl<T: PdApi + ?Sized> PdApi for $ty {
-            async fn cluster_id(&self) -> Result<ClusterId> {
-                (**self).cluster_id().await
-            }
-            async fn is_bootstrapped(&self) -> Result<bool> {
-                (**self).is_bootstrapped().await
-            }
             async fn members(&self) -> Result<Members> {
                 (**self).members().await
             }
@@ -120,9 +100,6 @@ macro_rules! forward_pd_api {
             }
             async fn member_started(&self, client_url: &str) -> Result<Option<i64>> {
                 (**self).member_started(client_url).await
-            }
-            async fn leader(&self) -> Result<Member> {
-                (**self).leader().await
             }
             async fn transfer_leader(&self, to: &str) -> Result<()> {
                 (**self).transfer_leader(to).await
@@ -148,9 +125,6 @@ macro_rules! forward_pd_api {
                 labels: &BTreeMap<String, String>,
             ) -> Result<()> {
                 (**self).set_store_labels(id, labels).await
-            }
-            async fn delete_store_label(&self, id: StoreId, key: &str) -> Result<()> {
-                (**self).delete_store_label(id, key).await
             }
             async fn add_evict_leader(&self, id: StoreId) -> Result<()> {
                 (**self).add_evict_leader(id).await

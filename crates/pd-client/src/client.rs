@@ -155,6 +155,57 @@ impl PdClient {
         .await
     }
 
+    /// The cluster id (HTTP `/cluster`, checked against the id learned at
+    /// discovery). Not part of [`PdApi`]: the operator learns the id at
+    /// discovery; for diagnostics and tests against a real PD.
+    pub async fn cluster_id(&self) -> Result<ClusterId> {
+        let body = self
+            .get("cluster_id", &format!("{API}/cluster"), "cluster")
+            .await?;
+        let cluster: http::JsonCluster = http::decode("cluster_id", &body)?;
+        let got = ClusterId(cluster.id);
+        match self.known_cluster_id() {
+            Some(expected) if expected != got => Err(PdError::ClusterIdMismatch { expected, got }),
+            _ => Ok(got),
+        }
+    }
+
+    /// Whether the cluster was bootstrapped by a TiKV store (gRPC `IsBootstrapped`).
+    /// Not part of [`PdApi`]; for diagnostics and tests against a real PD.
+    pub async fn is_bootstrapped(&self) -> Result<bool> {
+        let timeout = self.inner.request_timeout;
+        self.with_leader("is_bootstrapped", |v| {
+            grpc::is_bootstrapped(v.leader_channel.clone(), v.cluster_id, timeout)
+        })
+        .await
+    }
+
+    /// The current PD leader (HTTP `/leader`). Not part of [`PdApi`] (the
+    /// operator reads the leader from [`PdApi::members`]); for diagnostics
+    /// and tests against a real PD.
+    pub async fn leader(&self) -> Result<Member> {
+        let body = self
+            .get("leader", &format!("{API}/leader"), "leader")
+            .await?;
+        http::decode_leader(&body)
+    }
+
+    /// Deletes one label from a store. Idempotent for a missing key. Not part
+    /// of [`PdApi`] (the operator only sets labels); for tests against a real PD.
+    pub async fn delete_store_label(&self, id: StoreId, key: &str) -> Result<()> {
+        let result = self
+            .http(
+                "delete_store_label",
+                Method::DELETE,
+                &format!("{API}/store/{id}/label"),
+                Some(serde_json::Value::String(key.to_owned())),
+                &format!("store {id}"),
+            )
+            .await;
+        // PD answers 500 "... does not exist" for a missing key: already done.
+        ok_if_message_contains(result, &["not exist", "not found"])
+    }
+
     /// Runs `call` against the current leader, re-discovering and retrying
     /// with backoff on errors a new leader may fix. Every attempt has the
     /// request timeout.
@@ -317,26 +368,6 @@ fn ok_if_message_contains(result: Result<Vec<u8>>, needles: &[&str]) -> Result<(
 
 #[async_trait]
 impl PdApi for PdClient {
-    async fn cluster_id(&self) -> Result<ClusterId> {
-        let body = self
-            .get("cluster_id", &format!("{API}/cluster"), "cluster")
-            .await?;
-        let cluster: http::JsonCluster = http::decode("cluster_id", &body)?;
-        let got = ClusterId(cluster.id);
-        match self.known_cluster_id() {
-            Some(expected) if expected != got => Err(PdError::ClusterIdMismatch { expected, got }),
-            _ => Ok(got),
-        }
-    }
-
-    async fn is_bootstrapped(&self) -> Result<bool> {
-        let timeout = self.inner.request_timeout;
-        self.with_leader("is_bootstrapped", |v| {
-            grpc::is_bootstrapped(v.leader_channel.clone(), v.cluster_id, timeout)
-        })
-        .await
-    }
-
     async fn members(&self) -> Result<Members> {
         let timeout = self.inner.request_timeout;
         self.with_leader("get_members", |v| async move {
@@ -381,13 +412,6 @@ impl PdApi for PdClient {
             return Err(http::status_error("member_started", status, &body, &what));
         }
         http::decode_start(&body)
-    }
-
-    async fn leader(&self) -> Result<Member> {
-        let body = self
-            .get("leader", &format!("{API}/leader"), "leader")
-            .await?;
-        http::decode_leader(&body)
     }
 
     async fn transfer_leader(&self, to: &str) -> Result<()> {
@@ -483,20 +507,6 @@ impl PdApi for PdClient {
         )
         .await?;
         Ok(())
-    }
-
-    async fn delete_store_label(&self, id: StoreId, key: &str) -> Result<()> {
-        let result = self
-            .http(
-                "delete_store_label",
-                Method::DELETE,
-                &format!("{API}/store/{id}/label"),
-                Some(serde_json::Value::String(key.to_owned())),
-                &format!("store {id}"),
-            )
-            .await;
-        // PD answers 500 "... does not exist" for a missing key: already done.
-        ok_if_message_contains(result, &["not exist", "not found"])
     }
 
     async fn add_evict_leader(&self, id: StoreId) -> Result<()> {

@@ -30,13 +30,10 @@ use crate::types::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
 pub enum FakeOp {
-    ClusterId,
-    IsBootstrapped,
     Members,
     Health,
     MemberReady,
     MemberStarted,
-    Leader,
     TransferLeader,
     RemoveMember,
     Stores,
@@ -44,7 +41,6 @@ pub enum FakeOp {
     DeleteStore,
     CancelStoreRemoval,
     SetStoreLabels,
-    DeleteStoreLabel,
     AddEvictLeader,
     RemoveEvictLeader,
     EvictingStores,
@@ -64,7 +60,6 @@ struct FakeMember {
 #[derive(Debug)]
 struct FakeState {
     cluster_id: ClusterId,
-    bootstrapped: bool,
     members: Vec<FakeMember>,
     next_member_id: u64,
     leader: Option<String>,
@@ -103,7 +98,6 @@ impl FakePd {
         Self {
             state: Arc::new(Mutex::new(FakeState {
                 cluster_id,
-                bootstrapped: false,
                 members: Vec::new(),
                 // Real member ids are large; start above 2^53 on purpose.
                 next_member_id: (1 << 53) + 1,
@@ -247,10 +241,9 @@ impl FakePd {
     }
 
     /// Registers a store as its first heartbeat would: Up and Preparing (it
-    /// becomes Serving at the next tick). Bootstraps the cluster.
+    /// becomes Serving at the next tick).
     pub fn add_store(&self, id: StoreId, address: &str) {
         let mut s = self.lock();
-        s.bootstrapped = true;
         s.stores.insert(
             id,
             Store {
@@ -326,11 +319,6 @@ impl FakePd {
     /// does) and the entries stay as they are.
     pub fn set_schedulers_loaded(&self, loaded: bool) {
         self.lock().schedulers_loaded = loaded;
-    }
-
-    /// Sets whether the cluster is bootstrapped.
-    pub fn set_bootstrapped(&self, bootstrapped: bool) {
-        self.lock().bootstrapped = bootstrapped;
     }
 
     /// When `true`, every call fails with [`PdError::Unavailable`] (an outage).
@@ -577,16 +565,6 @@ impl FakeState {
 
 #[async_trait]
 impl PdApi for FakePd {
-    async fn cluster_id(&self) -> Result<ClusterId> {
-        let s = self.enter(FakeOp::ClusterId, true)?;
-        Ok(s.cluster_id)
-    }
-
-    async fn is_bootstrapped(&self) -> Result<bool> {
-        let s = self.enter(FakeOp::IsBootstrapped, true)?;
-        Ok(s.bootstrapped)
-    }
-
     async fn members(&self) -> Result<Members> {
         let s = self.enter(FakeOp::Members, true)?;
         let leader = s
@@ -629,15 +607,6 @@ impl PdApi for FakePd {
     async fn member_started(&self, client_url: &str) -> Result<Option<i64>> {
         let s = self.enter(FakeOp::MemberStarted, false)?;
         Ok(s.member_at(client_url)?.started)
-    }
-
-    async fn leader(&self) -> Result<Member> {
-        let s = self.enter(FakeOp::Leader, true)?;
-        s.leader
-            .as_deref()
-            .and_then(|l| s.member(l))
-            .map(|m| m.member.clone())
-            .ok_or_else(|| PdError::unavailable("no PD leader"))
     }
 
     async fn transfer_leader(&self, to: &str) -> Result<()> {
@@ -765,13 +734,6 @@ impl PdApi for FakePd {
         Ok(())
     }
 
-    async fn delete_store_label(&self, id: StoreId, key: &str) -> Result<()> {
-        let mut s = self.enter(FakeOp::DeleteStoreLabel, true)?;
-        let st = s.store_mut(id)?;
-        st.labels.remove(key);
-        Ok(())
-    }
-
     async fn add_evict_leader(&self, id: StoreId) -> Result<()> {
         let mut s = self.enter(FakeOp::AddEvictLeader, true)?;
         s.schedulers_loaded()?;
@@ -821,9 +783,7 @@ mod tests {
     #[tokio::test]
     async fn new_stores_prepare_then_serve() {
         let pd = FakePd::with_cluster(3, 0);
-        assert!(!pd.is_bootstrapped().await.unwrap());
         pd.add_store(sid(7), "tikv-7:20160");
-        assert!(pd.is_bootstrapped().await.unwrap());
         let s = pd.store(sid(7)).await.unwrap();
         assert_eq!(
             (s.state, s.node_state),
@@ -1022,7 +982,7 @@ mod tests {
         assert!(members.members.iter().all(|m| m.id.get() > 1 << 53));
 
         pd.transfer_leader("pd-2").await.unwrap();
-        assert_eq!(pd.leader().await.unwrap().name, "pd-2");
+        assert_eq!(pd.leader_name().unwrap(), "pd-2");
         assert!(matches!(
             pd.transfer_leader("pd-9").await.unwrap_err(),
             PdError::NotFound { .. }
@@ -1071,7 +1031,7 @@ mod tests {
     async fn removing_the_leader_elects_another() {
         let pd = FakePd::with_cluster(3, 0);
         pd.remove_member(pd.member_id("pd-0")).await.unwrap();
-        assert_eq!(pd.leader().await.unwrap().name, "pd-1");
+        assert_eq!(pd.leader_name().unwrap(), "pd-1");
     }
 
     #[tokio::test]
@@ -1101,8 +1061,8 @@ mod tests {
         pd.store(sid(1)).await.unwrap();
 
         pd.inject_error_any(PdError::unavailable("blip"));
-        assert!(pd.leader().await.is_err());
-        assert!(pd.leader().await.is_ok());
+        assert!(pd.members().await.is_err());
+        assert!(pd.members().await.is_ok());
 
         assert_eq!(
             pd.calls(),
@@ -1113,8 +1073,8 @@ mod tests {
                 FakeOp::Stores,
                 FakeOp::Store,
                 FakeOp::Store,
-                FakeOp::Leader,
-                FakeOp::Leader,
+                FakeOp::Members,
+                FakeOp::Members,
             ]
         );
     }
@@ -1136,9 +1096,6 @@ mod tests {
         let s = pd.store(sid(1)).await.unwrap();
         assert_eq!(s.labels.get("zone").map(String::as_str), Some("b"));
         assert_eq!(s.labels.get("host").map(String::as_str), Some("h1"));
-        pd.delete_store_label(sid(1), "host").await.unwrap();
-        pd.delete_store_label(sid(1), "host").await.unwrap();
-        assert_eq!(pd.store(sid(1)).await.unwrap().labels.len(), 1);
         assert!(matches!(
             pd.set_store_labels(sid(1), &BTreeMap::from([(String::new(), "x".to_owned())]))
                 .await

@@ -4,11 +4,12 @@
 
 use std::cmp::Ordering;
 
-use tikv_operator_api::{PD, Topology, labels, names};
+use tikv_operator_api::{PD, Topology};
 
 use crate::pd_view::PdView;
 use crate::reasons;
-use crate::spread::{Spread, cmp_fraction};
+use tikv_operator_core::component::naming::{self, StableSuffix, SuffixSource};
+use tikv_operator_core::component::spread::{Spread, cmp_fraction};
 
 /// One PD instance of the group, as the watch caches show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,12 +45,7 @@ impl InstanceState {
             topology: pd.spec.topology.clone(),
             ready: pod_ready,
             deleting: meta.deletion_timestamp.is_some(),
-            delete_priority: meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(labels::DELETE_PRIORITY))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0),
+            delete_priority: naming::delete_priority(meta),
             bootstrap_members: crate::render::bootstrap_members(pd),
             outdated: pd.status.as_ref().is_some_and(|st| {
                 st.common.conditions.iter().any(|c| {
@@ -59,92 +55,6 @@ impl InstanceState {
                 })
             }),
         }
-    }
-}
-
-/// Source of the random suffixes of new instance names
-/// ([`names::INSTANCE_SUFFIX_LEN`] characters, DNS-label safe).
-pub trait SuffixSource {
-    /// A fresh suffix.
-    fn next_suffix(&mut self) -> String;
-}
-
-/// Characters of generated suffixes: lower-case consonants and digits
-/// without look-alikes (as Kubernetes' own generated names), so no suffix
-/// spells a word and every name stays a DNS label.
-pub const SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-/// The production [`SuffixSource`]: random suffixes from the process's
-/// randomly seeded hasher state and a counter (no extra dependency; the
-/// planner rejects the rare collision with an existing name).
-#[derive(Debug)]
-pub struct RandomSuffix {
-    state: std::hash::RandomState,
-    counter: u64,
-}
-
-impl Default for RandomSuffix {
-    fn default() -> Self {
-        Self {
-            state: std::hash::RandomState::new(),
-            counter: 0,
-        }
-    }
-}
-
-impl SuffixSource for RandomSuffix {
-    fn next_suffix(&mut self) -> String {
-        use std::hash::BuildHasher;
-        self.counter += 1;
-        suffix_of(self.state.hash_one(self.counter))
-    }
-}
-
-/// The suffix spelled by the digits of `x` in [`SUFFIX_ALPHABET`].
-fn suffix_of(mut x: u64) -> String {
-    let base = SUFFIX_ALPHABET.len() as u64;
-    (0..names::INSTANCE_SUFFIX_LEN)
-        .map(|_| {
-            let c = SUFFIX_ALPHABET[(x % base) as usize];
-            x /= base;
-            char::from(c)
-        })
-        .collect()
-}
-
-/// The suffixes of a bootstrap's initial members: derived from the group's
-/// uid (a stable FNV-1a hash, the same in every process), so a bootstrap
-/// retried after an ambiguous failure (the create committed, the answer was
-/// lost) creates the same names again instead of a second initial set
-/// (safety rule 7).
-#[derive(Debug)]
-pub struct StableSuffix<'a> {
-    seed: &'a str,
-    counter: u64,
-}
-
-impl<'a> StableSuffix<'a> {
-    /// Suffixes derived from `seed` (the group's uid).
-    pub fn new(seed: &'a str) -> Self {
-        Self { seed, counter: 0 }
-    }
-}
-
-impl SuffixSource for StableSuffix<'_> {
-    fn next_suffix(&mut self) -> String {
-        self.counter += 1;
-        let mut x: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self
-            .seed
-            .as_bytes()
-            .iter()
-            .chain(b"/")
-            .chain(&self.counter.to_le_bytes())
-        {
-            x ^= u64::from(*b);
-            x = x.wrapping_mul(0x0100_0000_01b3);
-        }
-        suffix_of(x)
     }
 }
 
@@ -182,14 +92,7 @@ pub struct NewInstance {
     pub bootstrap_members: Option<Vec<String>>,
 }
 
-/// Why the group is not (yet) where `replicas` wants it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Blocked {
-    /// CamelCase reason for the `Progressing` condition (see [`reasons`]).
-    pub reason: &'static str,
-    /// What the group waits for, for humans.
-    pub message: String,
-}
+pub use tikv_operator_core::component::Blocked;
 
 /// What the PDGroup should do now. At most one kind of change per reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,12 +263,11 @@ fn plan_restart(input: &GroupInput<'_>, live: &[&InstanceState]) -> GroupPlan {
 }
 
 fn fresh_name(input: &GroupInput<'_>, taken: &[String], suffixes: &mut dyn SuffixSource) -> String {
-    loop {
-        let name = names::instance(input.group, &suffixes.next_suffix());
-        if !taken.contains(&name) && !input.instances.iter().any(|i| i.name == name) {
-            return name;
-        }
-    }
+    naming::fresh_name(
+        input.group,
+        |name| taken.iter().any(|t| t == name) || input.instances.iter().any(|i| i.name == name),
+        suffixes,
+    )
 }
 
 fn bootstrap_members(
@@ -516,7 +418,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::pd_view::tests::membership;
-    use crate::spread::tests::{policy, zone};
+    use tikv_operator_api::names;
+    use tikv_operator_core::component::spread::fixtures::{policy, zone};
 
     /// Deterministic suffixes: `s00001`, `s00002`, ...
     #[derive(Default)]
@@ -961,25 +864,6 @@ mod tests {
                 })
             ),
             "{plan:?}"
-        );
-    }
-
-    #[test]
-    fn random_suffixes_are_dns_safe_and_distinct() {
-        let mut r = RandomSuffix::default();
-        let all: std::collections::BTreeSet<String> = (0..1000).map(|_| r.next_suffix()).collect();
-        assert_eq!(all.len(), 1000);
-        for s in &all {
-            assert_eq!(s.len(), names::INSTANCE_SUFFIX_LEN);
-            assert!(s.bytes().all(|b| SUFFIX_ALPHABET.contains(&b)), "{s}");
-        }
-        // Two sources (two operator processes) do not produce the same sequence.
-        let mut other = RandomSuffix::default();
-        assert_ne!(
-            (0..4).map(|_| other.next_suffix()).collect::<Vec<_>>(),
-            (0..4)
-                .map(|_| RandomSuffix::default().next_suffix())
-                .collect::<Vec<_>>()
         );
     }
 

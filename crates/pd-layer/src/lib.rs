@@ -17,6 +17,5 @@ pub mod reasons;
 pub mod reconcile;
 pub mod removal;
 pub mod render;
-pub mod spread;
 
 pub use pd_view::{MemberView, Membership, PdView};

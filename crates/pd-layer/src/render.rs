@@ -8,29 +8,52 @@
 //! other; joining members find the cluster through it) and the client
 //! Service (ready members only; what clients use).
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe,
-    ResourceRequirements as K8sResources, Service, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume as PodVolume, VolumeMount as PodVolumeMount, VolumeResourceRequirements,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
-use kube::api::ObjectMeta;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
-use tikv_operator_api::common::{ObjectMeta as TemplateMeta, VolumeMountType};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use tikv_operator_api::rules::PD_OWNED_KEYS;
-use tikv_operator_api::{ClusterReference, PD, PDGroup, PDSpec, PDTemplateSpec, labels, names};
-
+use tikv_operator_api::{
+    ClusterReference, PD, PDGroup, PDSpec, PDTemplateSpec, Topology, labels, names,
+};
+use tikv_operator_core::component::Component;
+use tikv_operator_core::component::render as common;
 use tikv_operator_core::revision::{self, RevisionInputs};
 
+pub use tikv_operator_core::component::render::{CONFIG_VOLUME, RenderError};
+
 use crate::group::NewInstance;
-use crate::reasons;
+
+/// The PD component: what sets PD instances apart in rendering.
+#[derive(Debug, Clone, Copy)]
+pub struct Pd;
+
+impl Component for Pd {
+    type Instance = PD;
+    type Group = PDGroup;
+    type Template = PDTemplateSpec;
+    const KIND: &'static str = "PD";
+    const LABEL: &'static str = labels::COMPONENT_PD;
+    const CONTAINER: &'static str = CONTAINER;
+    const DEFAULT_IMAGE: &'static str = DEFAULT_IMAGE;
+    const BINARY: &'static str = "/pd-server";
+    const CONFIG_DIR: &'static str = CONFIG_DIR;
+    const CONFIG_FILE: &'static str = CONFIG_FILE;
+    const DEFAULT_DATA_DIR: &'static str = DEFAULT_DATA_DIR;
+    const OWNED_KEYS: tikv_operator_api::rules::OwnedKeys = PD_OWNED_KEYS;
+    const OWNED_KEYS_HINT: &'static str = "";
+    const TERMINATION_GRACE_PERIOD_SECONDS: Option<i64> = None;
+
+    fn template(i: &PD) -> &PDTemplateSpec {
+        &i.spec.template
+    }
+    fn cluster(i: &PD) -> &str {
+        &i.spec.cluster.name
+    }
+    fn topology(i: &PD) -> Option<&Topology> {
+        i.spec.topology.as_ref()
+    }
+    fn subdomain(i: &PD) -> &str {
+        &i.spec.subdomain
+    }
+}
 
 /// Name of the PD container.
 pub const CONTAINER: &str = "pd";
@@ -46,42 +69,6 @@ pub const CONFIG_DIR: &str = "/etc/pd";
 pub const CONFIG_FILE: &str = "pd.toml";
 /// Data directory when the `data` mount names no path.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/pd";
-/// Pod volume name of the ConfigMap; no user volume may use it.
-pub const CONFIG_VOLUME: &str = "config";
-
-/// Why an instance cannot be rendered. Each is a user error reported in a
-/// condition; nothing is applied for the instance until it is fixed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RenderError {
-    /// `config` is not valid TOML.
-    #[error("config is not valid TOML: {0}")]
-    InvalidToml(String),
-    /// `config` sets keys the operator owns.
-    #[error("config sets keys the operator owns: {}; remove them, the operator sets them", .0.join(", "))]
-    OwnedKeys(Vec<String>),
-    /// A volume uses a name the operator reserves.
-    #[error("volume name {0:?} is reserved by the operator")]
-    ReservedVolumeName(String),
-    /// A mount has neither a `type` nor a `mountPath`.
-    #[error("a mount of volume {0:?} needs a type or a mountPath")]
-    MountPathMissing(String),
-    /// An overlay is not a valid partial object.
-    #[error("overlay is invalid: {0}")]
-    InvalidOverlay(String),
-    /// The object lacks something the operator sets (e.g. the group label).
-    #[error("{0}")]
-    Incomplete(String),
-}
-
-impl RenderError {
-    /// The condition reason for this error.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::InvalidToml(_) | Self::OwnedKeys(_) => reasons::INVALID_CONFIG,
-            _ => reasons::INVALID_SPEC,
-        }
-    }
-}
 
 /// Client and peer ports of a PD template.
 pub fn ports(spec: &PDTemplateSpec) -> (i32, i32) {
@@ -98,18 +85,12 @@ pub fn ports(spec: &PDTemplateSpec) -> (i32, i32) {
 /// The container image: `image` (default `pingcap/pd`) tagged with `version`
 /// unless it carries a tag or digest already.
 pub fn image(spec: &PDTemplateSpec) -> String {
-    let image = spec.image.as_deref().unwrap_or(DEFAULT_IMAGE);
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if image.contains('@') || last.contains(':') {
-        image.to_owned()
-    } else {
-        format!("{image}:{}", spec.version)
-    }
+    common::image::<Pd>(spec)
 }
 
 /// DNS name of a PD member's Pod: `<pod>.<peer service>.<namespace>.svc`.
 pub fn member_host(instance: &str, subdomain: &str, namespace: &str) -> String {
-    format!("{}.{subdomain}.{namespace}.svc", names::pod(instance))
+    common::pod_host(instance, subdomain, namespace)
 }
 
 /// URL clients reach a group's PD on: its client Service.
@@ -140,26 +121,6 @@ pub fn client_service_url(group: &str, namespace: &str, client_port: i32) -> Str
     )
 }
 
-/// Labels the operator puts on every object of a PD instance.
-pub fn instance_labels(cluster: &str, group: &str, instance: &str) -> BTreeMap<String, String> {
-    let mut l = group_selector(cluster, group);
-    l.insert(labels::INSTANCE.to_owned(), instance.to_owned());
-    l
-}
-
-/// Labels selecting every PD instance (and Pod) of a group.
-pub fn group_selector(cluster: &str, group: &str) -> BTreeMap<String, String> {
-    [
-        (labels::MANAGED_BY, labels::MANAGED_BY_VALUE),
-        (labels::COMPONENT, labels::COMPONENT_PD),
-        (labels::CLUSTER, cluster),
-        (labels::GROUP, group),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
-}
-
 /// The revision of a group's template: everything an instance is rendered
 /// from (`spec.template`) plus a requested restart. `status.updateRevision`.
 pub fn group_revision(group: &PDGroup) -> String {
@@ -168,75 +129,36 @@ pub fn group_revision(group: &PDGroup) -> String {
 
 /// What [`group_revision`] is computed from (kept in the group's revision history).
 pub fn group_revision_data(group: &PDGroup) -> serde_json::Value {
-    let restarted_at = group
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(labels::RESTARTED_AT));
-    serde_json::json!({
-        "template": serde_json::to_value(&group.spec.template).unwrap_or_default(),
-        "restartedAt": restarted_at,
-    })
+    common::group_revision_data(&group.spec.template, &group.metadata)
 }
 
-/// [`group_selector`] in string form (`status.selector`, for the scale subresource).
+/// The group selector in string form (`status.selector`, for the scale subresource).
 pub fn selector_string(cluster: &str, group: &str) -> String {
-    group_selector(cluster, group)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    common::selector_string::<Pd>(cluster, group)
 }
 
-fn with_user_meta(
-    operator: BTreeMap<String, String>,
-    user: Option<&TemplateMeta>,
-) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let mut labels = user.map(|m| m.labels.clone()).unwrap_or_default();
-    // Labels the operator sets win.
-    labels.extend(operator);
-    let annotations = user.map(|m| m.annotations.clone()).unwrap_or_default();
-    (labels, annotations)
-}
-
-fn none_if_empty(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
-    (!m.is_empty()).then_some(m)
-}
-
-/// The PD instance object a group creates for `new`.
+/// The PD instance object a group creates for `new`. A rolling restart
+/// requested on the group reaches every instance, and through it every Pod's
+/// revision: the group then restarts them the safe way, one member at a
+/// time, the leader last.
 pub fn render_instance(group: &PDGroup, new: &NewInstance) -> PD {
     let group_name = group.metadata.name.clone().unwrap_or_default();
     let cluster = &group.spec.cluster.name;
-    let template_meta = group.spec.template.metadata.as_ref();
-    let (labels, mut annotations) = with_user_meta(
-        instance_labels(cluster, &group_name, &new.name),
-        template_meta,
+    let mut metadata = common::instance_meta::<Pd>(
+        group,
+        cluster,
+        group.spec.template.metadata.as_ref(),
+        group_revision(group),
+        &new.name,
     );
-    annotations.insert(labels::TEMPLATE_REVISION.to_owned(), group_revision(group));
-    // A rolling restart requested on the group reaches every instance, and
-    // through it every Pod's revision: the group then restarts them the safe
-    // way, one member at a time, the leader last.
-    if let Some(at) = group
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(labels::RESTARTED_AT))
-    {
-        annotations.insert(labels::RESTARTED_AT.to_owned(), at.clone());
-    }
     if let Some(members) = &new.bootstrap_members {
-        annotations.insert(labels::PD_BOOTSTRAP_MEMBERS.to_owned(), members.join(","));
+        metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(labels::PD_BOOTSTRAP_MEMBERS.to_owned(), members.join(","));
     }
     PD {
-        metadata: ObjectMeta {
-            name: Some(new.name.clone()),
-            namespace: group.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: none_if_empty(annotations),
-            finalizers: Some(vec![labels::FINALIZER.to_owned()]),
-            owner_references: group.controller_owner_ref(&()).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
+        metadata,
         spec: PDSpec {
             cluster: ClusterReference {
                 name: cluster.clone(),
@@ -276,74 +198,10 @@ pub fn revision_inputs(pd: &PD) -> RevisionInputs {
     }
 }
 
-/// What rendering an instance needs beyond the PD object itself.
-#[derive(Debug, Clone, Copy)]
-struct Ctx<'a> {
-    name: &'a str,
-    namespace: &'a str,
-    group: &'a str,
-    cluster: &'a str,
-}
-
-fn ctx(pd: &PD) -> Result<Ctx<'_>, RenderError> {
-    let m = &pd.metadata;
-    let name = m
-        .name
-        .as_deref()
-        .ok_or_else(|| RenderError::Incomplete("PD instance without a name".into()))?;
-    let namespace = m
-        .namespace
-        .as_deref()
-        .ok_or_else(|| RenderError::Incomplete("PD instance without a namespace".into()))?;
-    let group = m
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(labels::GROUP))
-        .map(String::as_str)
-        .ok_or_else(|| {
-            RenderError::Incomplete(format!(
-                "PD instance {name} has no {} label; PD instances are created by their PDGroup",
-                labels::GROUP
-            ))
-        })?;
-    Ok(Ctx {
-        name,
-        namespace,
-        group,
-        cluster: &pd.spec.cluster.name,
-    })
-}
-
-/// The container path of a mount.
-fn mount_path(volume: &str, m: &tikv_operator_api::VolumeMount) -> Result<String, RenderError> {
-    match (&m.mount_path, m.type_) {
-        (Some(p), _) => Ok(p.clone()),
-        (None, Some(VolumeMountType::Data)) => Ok(DEFAULT_DATA_DIR.to_owned()),
-        (None, None) => Err(RenderError::MountPathMissing(volume.to_owned())),
-    }
-}
-
 /// PD's data directory: the path of the first `type: data` mount, else of the
 /// first mount of the volume named `data`, else the default.
 pub fn data_dir(spec: &PDTemplateSpec) -> Result<String, RenderError> {
-    for v in &spec.volumes {
-        if let Some(m) = v
-            .mounts
-            .iter()
-            .find(|m| m.type_ == Some(VolumeMountType::Data))
-        {
-            return mount_path(&v.name, m);
-        }
-    }
-    match spec
-        .volumes
-        .iter()
-        .find(|v| v.name == "data")
-        .and_then(|v| v.mounts.first().map(|m| (v, m)))
-    {
-        Some((v, m)) => mount_path(&v.name, m),
-        None => Ok(DEFAULT_DATA_DIR.to_owned()),
-    }
+    common::data_dir::<Pd>(spec)
 }
 
 /// The members listed in a bootstrap instance's [`labels::PD_BOOTSTRAP_MEMBERS`]
@@ -365,16 +223,13 @@ pub fn bootstrap_members(pd: &PD) -> Option<Vec<String>> {
 /// The user's `config` of a template, parsed, without operator-owned keys
 /// (see [`tikv_operator_core::config::user_table`]).
 pub fn check_config(config: Option<&str>) -> Result<toml::Table, RenderError> {
-    tikv_operator_core::config::user_table(config, &PD_OWNED_KEYS).map_err(|e| match e {
-        tikv_operator_core::config::ConfigError::Toml(m) => RenderError::InvalidToml(m),
-        tikv_operator_core::config::ConfigError::OwnedKeys(k) => RenderError::OwnedKeys(k),
-    })
+    common::check_config::<Pd>(config)
 }
 
 /// Renders `pd.toml`: the user's `config` with the operator-owned keys added.
 /// A user setting an owned key is an error (never silently overridden).
 pub fn render_config(pd: &PD) -> Result<String, RenderError> {
-    let c = ctx(pd)?;
+    let c = common::parts::<Pd>(pd)?;
     let spec = &pd.spec.template;
     let mut table = check_config(spec.config.as_deref())?;
 
@@ -417,349 +272,64 @@ pub fn render_config(pd: &PD) -> Result<String, RenderError> {
     toml::to_string(&table).map_err(|e| RenderError::InvalidToml(e.to_string()))
 }
 
-fn owner(pd: &PD) -> Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>> {
-    pd.controller_owner_ref(&()).map(|r| vec![r])
-}
-
 /// The instance's ConfigMap holding `config` (from [`render_config`]).
 pub fn render_config_map(pd: &PD, config: &str) -> Result<ConfigMap, RenderError> {
-    let c = ctx(pd)?;
-    Ok(ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(names::config_map(c.name)),
-            namespace: Some(c.namespace.to_owned()),
-            labels: Some(instance_labels(c.cluster, c.group, c.name)),
-            owner_references: owner(pd),
-            ..ObjectMeta::default()
-        },
-        data: Some([(CONFIG_FILE.to_owned(), config.to_owned())].into()),
-        ..ConfigMap::default()
-    })
+    common::render_config_map::<Pd>(pd, config)
 }
 
-/// The instance's PVCs, one per volume, overlays applied.
+/// The instance's PVCs, one per volume, overlays applied. No owner: only
+/// the instance's finalizer deletes a PD PVC, after the member left PD.
 pub fn render_pvcs(pd: &PD) -> Result<Vec<PersistentVolumeClaim>, RenderError> {
-    let c = ctx(pd)?;
-    let spec = &pd.spec.template;
-    let overlay = spec.overlay.as_ref();
-    spec.volumes
-        .iter()
-        .map(|v| {
-            let mut labels = instance_labels(c.cluster, c.group, c.name);
-            labels.insert(labels::VOLUME_NAME.to_owned(), v.name.clone());
-            let pvc_overlay = overlay.and_then(|o| {
-                o.volume_claims
-                    .iter()
-                    .find(|p| p.name == v.name)
-                    .map(|p| &p.volume_claim)
-            });
-            let (labels, annotations) =
-                with_user_meta(labels, pvc_overlay.and_then(|p| p.metadata.as_ref()));
-            let spec = PersistentVolumeClaimSpec {
-                access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-                resources: Some(VolumeResourceRequirements {
-                    requests: Some([("storage".to_owned(), v.storage.clone())].into()),
-                    ..VolumeResourceRequirements::default()
-                }),
-                storage_class_name: v.storage_class_name.clone(),
-                volume_attributes_class_name: v.volume_attributes_class_name.clone(),
-                ..PersistentVolumeClaimSpec::default()
-            };
-            let spec = match pvc_overlay.and_then(|p| p.spec.as_ref()) {
-                Some(o) => overlaid(&spec, o)?,
-                None => spec,
-            };
-            Ok(PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some(names::pvc(&v.name, c.name)),
-                    namespace: Some(c.namespace.to_owned()),
-                    labels: Some(labels),
-                    annotations: none_if_empty(annotations),
-                    // No owner: only the instance's finalizer deletes a PD
-                    // PVC, after the member left PD.
-                    owner_references: None,
-                    ..ObjectMeta::default()
-                },
-                spec: Some(spec),
-                status: None,
-            })
-        })
-        .collect()
-}
-
-fn resources(spec: &PDTemplateSpec) -> Option<K8sResources> {
-    let r = spec.resources.as_ref()?;
-    let mut m: BTreeMap<String, Quantity> = BTreeMap::new();
-    if let Some(cpu) = &r.cpu {
-        m.insert("cpu".to_owned(), cpu.clone());
-    }
-    if let Some(mem) = &r.memory {
-        m.insert("memory".to_owned(), mem.clone());
-    }
-    (!m.is_empty()).then(|| K8sResources {
-        requests: Some(m.clone()),
-        limits: Some(m),
-        ..K8sResources::default()
-    })
+    common::render_pvcs::<Pd>(pd)
 }
 
 /// The instance's Pod. `config_hash` (of the rendered `pd.toml`) is recorded
-/// in the [`labels::CONFIG_HASH`] annotation.
+/// in the [`labels::CONFIG_HASH`] annotation. Ready once the client port
+/// listens (PD opens it after its embedded etcd started). No liveness probe:
+/// restarting a PD that is slow during an election makes things worse.
 pub fn render_pod(pd: &PD, config_hash: &str) -> Result<Pod, RenderError> {
-    let c = ctx(pd)?;
-    let spec = &pd.spec.template;
-    let (client, peer) = ports(spec);
-
-    let mut volumes = Vec::new();
-    let mut mounts = Vec::new();
-    for v in &spec.volumes {
-        if v.name == CONFIG_VOLUME {
-            return Err(RenderError::ReservedVolumeName(v.name.clone()));
-        }
-        volumes.push(PodVolume {
-            name: v.name.clone(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: names::pvc(&v.name, c.name),
-                read_only: None,
-            }),
-            ..PodVolume::default()
-        });
-        for m in &v.mounts {
-            mounts.push(PodVolumeMount {
-                name: v.name.clone(),
-                mount_path: mount_path(&v.name, m)?,
-                sub_path: m.sub_path.clone(),
-                ..PodVolumeMount::default()
-            });
-        }
-    }
-    volumes.push(PodVolume {
-        name: CONFIG_VOLUME.to_owned(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: names::config_map(c.name),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..PodVolume::default()
-    });
-    mounts.push(PodVolumeMount {
-        name: CONFIG_VOLUME.to_owned(),
-        mount_path: CONFIG_DIR.to_owned(),
-        read_only: Some(true),
-        ..PodVolumeMount::default()
-    });
-
-    let port = |name: &str, p: i32| ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: p,
-        protocol: Some("TCP".to_owned()),
-        ..ContainerPort::default()
-    };
-    let container = Container {
-        name: CONTAINER.to_owned(),
-        image: Some(image(spec)),
-        command: Some(vec!["/pd-server".to_owned()]),
-        args: Some(vec![format!("--config={CONFIG_DIR}/{CONFIG_FILE}")]),
-        ports: Some(vec![port("client", client), port("peer", peer)]),
-        resources: resources(spec),
-        // Ready once the client port listens (PD opens it after its embedded
-        // etcd started). No liveness probe: restarting a PD that is slow
-        // during an election makes things worse.
-        readiness_probe: Some(Probe {
-            tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::String("client".to_owned()),
-                host: None,
-            }),
-            period_seconds: Some(5),
-            ..Probe::default()
-        }),
-        volume_mounts: Some(mounts),
-        // Test only: set by a hidden manager flag, never part of the revision.
-        env: tikv_operator_core::test_hooks::extra_pod_env(),
-        ..Container::default()
-    };
-    let pod_spec = PodSpec {
-        hostname: Some(names::pod(c.name)),
-        subdomain: Some(pd.spec.subdomain.clone()),
-        node_selector: pd.spec.topology.clone().filter(|t| !t.is_empty()),
-        containers: vec![container],
-        volumes: Some(volumes),
-        ..PodSpec::default()
-    };
-    let pod_overlay = spec.overlay.as_ref().and_then(|o| o.pod.as_ref());
-    let pod_spec = match pod_overlay.and_then(|p| p.spec.as_ref()) {
-        Some(o) => overlaid(&pod_spec, o)?,
-        None => pod_spec,
-    };
-
-    // Instance labels/annotations (template metadata copied by the group),
-    // then the pod overlay, then the operator's labels win.
-    let mut user = TemplateMeta::default();
-    if let Some(l) = &pd.metadata.labels {
-        user.labels.extend(l.clone());
-    }
-    if let Some(a) = &pd.metadata.annotations {
-        user.annotations.extend(
-            a.iter()
-                .filter(|(k, _)| !k.starts_with("core.tikv.org/"))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-    }
-    if let Some(m) = pod_overlay.and_then(|p| p.metadata.as_ref()) {
-        user.labels.extend(m.labels.clone());
-        user.annotations.extend(m.annotations.clone());
-    }
-    let (labels, mut annotations) =
-        with_user_meta(instance_labels(c.cluster, c.group, c.name), Some(&user));
-    annotations.insert(labels::CONFIG_HASH.to_owned(), config_hash.to_owned());
-    if let Some(at) = pd
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(labels::RESTARTED_AT))
-    {
-        annotations.insert(labels::RESTARTED_AT.to_owned(), at.clone());
-    }
-    annotations.insert(labels::VERSION.to_owned(), spec.version.clone());
-
-    Ok(Pod {
-        metadata: ObjectMeta {
-            name: Some(names::pod(c.name)),
-            namespace: Some(c.namespace.to_owned()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            // No owner: the garbage collector must never delete a PD Pod (a
-            // `--cascade=foreground` delete of the instance or group would
-            // otherwise remove it before its member left PD, safety rule 3).
-            // The instance's finalizer deletes it.
-            owner_references: None,
-            ..ObjectMeta::default()
-        },
-        spec: Some(pod_spec),
-        status: None,
-    })
-}
-
-fn group_parts(group: &PDGroup) -> Result<(String, String), RenderError> {
-    let name = group
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| RenderError::Incomplete("PDGroup without a name".into()))?;
-    let ns = group
-        .metadata
-        .namespace
-        .clone()
-        .ok_or_else(|| RenderError::Incomplete("PDGroup without a namespace".into()))?;
-    Ok((name, ns))
-}
-
-fn service_port(name: &str, port: i32) -> ServicePort {
-    ServicePort {
-        name: Some(name.to_owned()),
-        port,
-        target_port: Some(IntOrString::String(name.to_owned())),
-        protocol: Some("TCP".to_owned()),
-        ..ServicePort::default()
-    }
+    let (client, peer) = ports(&pd.spec.template);
+    common::render_pod::<Pd>(
+        pd,
+        config_hash,
+        &[("client", client), ("peer", peer)],
+        "client",
+    )
 }
 
 /// The group's headless peer Service. Not-ready addresses are published: the
 /// initial members must resolve each other before any of them is ready.
 pub fn render_peer_service(group: &PDGroup) -> Result<Service, RenderError> {
-    let (name, ns) = group_parts(group)?;
-    let cluster = &group.spec.cluster.name;
+    let (name, _) = common::group_parts::<Pd>(group)?;
     let (client, peer) = ports(&group.spec.template.spec);
-    Ok(Service {
-        metadata: ObjectMeta {
-            name: Some(names::pd_peer_service(&name)),
-            namespace: Some(ns),
-            labels: Some(group_selector(cluster, &name)),
-            owner_references: group.controller_owner_ref(&()).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".to_owned()),
-            publish_not_ready_addresses: Some(true),
-            selector: Some(group_selector(cluster, &name)),
-            ports: Some(vec![
-                service_port("client", client),
-                service_port("peer", peer),
-            ]),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    })
+    common::render_group_service::<Pd>(
+        group,
+        &group.spec.cluster.name,
+        &names::pd_peer_service(&name),
+        &[("client", client), ("peer", peer)],
+        true,
+    )
 }
 
 /// The group's client Service (ready members only).
 pub fn render_client_service(group: &PDGroup) -> Result<Service, RenderError> {
-    let (name, ns) = group_parts(group)?;
-    let cluster = &group.spec.cluster.name;
+    let (name, _) = common::group_parts::<Pd>(group)?;
     let (client, _) = ports(&group.spec.template.spec);
-    Ok(Service {
-        metadata: ObjectMeta {
-            name: Some(names::pd_client_service(&name)),
-            namespace: Some(ns),
-            labels: Some(group_selector(cluster, &name)),
-            owner_references: group.controller_owner_ref(&()).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
-            selector: Some(group_selector(cluster, &name)),
-            ports: Some(vec![service_port("client", client)]),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    })
-}
-
-/// `base` with the partial object `overlay` merged in (see [`merge_overlay`]).
-fn overlaid<T: Serialize + DeserializeOwned>(base: &T, overlay: &Value) -> Result<T, RenderError> {
-    let mut v =
-        serde_json::to_value(base).map_err(|e| RenderError::InvalidOverlay(e.to_string()))?;
-    merge_overlay(&mut v, overlay);
-    serde_json::from_value(v).map_err(|e| RenderError::InvalidOverlay(e.to_string()))
-}
-
-/// Merges `overlay` into `base`: objects merge key by key, `null` removes a
-/// key, lists whose items all have a `name` merge item by item (new names are
-/// appended), other lists and scalars are replaced.
-pub fn merge_overlay(base: &mut Value, overlay: &Value) {
-    match (base, overlay) {
-        (Value::Object(b), Value::Object(o)) => {
-            for (k, ov) in o {
-                if ov.is_null() {
-                    b.remove(k);
-                } else if let Some(bv) = b.get_mut(k) {
-                    merge_overlay(bv, ov);
-                } else {
-                    b.insert(k.clone(), ov.clone());
-                }
-            }
-        }
-        (Value::Array(b), Value::Array(o)) if all_named(b) && all_named(o) => {
-            for item in o {
-                let name = item.get("name");
-                match b.iter_mut().find(|x| x.get("name") == name) {
-                    Some(existing) => merge_overlay(existing, item),
-                    None => b.push(item.clone()),
-                }
-            }
-        }
-        (b, o) => *b = o.clone(),
-    }
-}
-
-fn all_named(items: &[Value]) -> bool {
-    items
-        .iter()
-        .all(|i| i.get("name").is_some_and(Value::is_string))
+    common::render_group_service::<Pd>(
+        group,
+        &group.spec.cluster.name,
+        &names::pd_client_service(&name),
+        &[("client", client)],
+        false,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::reasons;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
 
     fn group() -> PDGroup {
@@ -861,14 +431,20 @@ mod tests {
             let mut pd = instance(false);
             pd.spec.template.config = Some(config.to_owned());
             let err = render_config(&pd).unwrap_err();
-            assert!(matches!(err, RenderError::OwnedKeys(_)), "{config}: {err}");
+            assert!(
+                matches!(err, RenderError::OwnedKeys { .. }),
+                "{config}: {err}"
+            );
             assert_eq!(err.reason(), reasons::INVALID_CONFIG);
         }
         let mut pd = instance(false);
         pd.spec.template.config = Some("data-dir = \"/tmp\"\nclient-urls = \"x\"\n".into());
         assert_eq!(
             render_config(&pd).unwrap_err(),
-            RenderError::OwnedKeys(vec!["data-dir".into(), "client-urls".into()])
+            RenderError::OwnedKeys {
+                keys: vec!["data-dir".into(), "client-urls".into()],
+                hint: Pd::OWNED_KEYS_HINT
+            }
         );
         pd.spec.template.config = Some("[log\nlevel=".into());
         assert!(matches!(

@@ -9,10 +9,10 @@ use pd_client::{FakeOp, FakePd};
 use serde_json::{Value, json};
 use tikv_operator_api::common::condition;
 use tikv_operator_api::{PD, PDGroup, labels};
+use tikv_operator_core::component::naming::SuffixSource;
 use tikv_operator_core::conditions;
 use tikv_operator_core::fake::{FakeClock, FakeKube, KubeCall, KubeOp};
 use tikv_operator_core::{KubeWriter, ObjectKey, RequeuePolicy};
-use tikv_operator_pd_layer::group::SuffixSource;
 use tikv_operator_pd_layer::pd_view::Membership;
 use tikv_operator_pd_layer::reconcile::{
     ClusterFacts, Ctx, GroupSnapshot, InstanceSnapshot, reconcile_group, reconcile_instance,

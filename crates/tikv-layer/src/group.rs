@@ -12,9 +12,9 @@ use std::cmp::Ordering;
 
 use pd_client::StoreId;
 use tikv_operator_api::tikv::StoreState as ApiStoreState;
-use tikv_operator_api::{TiKV, Topology, labels, names};
-use tikv_operator_pd_layer::group::SuffixSource;
-use tikv_operator_pd_layer::spread::{Spread, cmp_fraction};
+use tikv_operator_api::{TiKV, Topology};
+use tikv_operator_core::component::naming::{self, SuffixSource};
+use tikv_operator_core::component::spread::{Spread, cmp_fraction};
 
 use crate::reasons;
 use crate::store_view::{StoreView, is_up};
@@ -58,12 +58,7 @@ impl InstanceState {
             deleting: meta.deletion_timestamp.is_some(),
             offline: kv.spec.offline,
             removed: status.is_some_and(|s| s.state == Some(ApiStoreState::Removed)),
-            delete_priority: meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(labels::DELETE_PRIORITY))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0),
+            delete_priority: naming::delete_priority(meta),
             store_id: status
                 .and_then(|s| s.id.as_deref())
                 .and_then(|id| id.parse().ok())
@@ -102,14 +97,7 @@ pub struct NewInstance {
     pub topology: Option<Topology>,
 }
 
-/// Why the group is not (yet) where `replicas` wants it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Blocked {
-    /// CamelCase reason (see [`reasons`]).
-    pub reason: &'static str,
-    /// What the group waits for, for humans.
-    pub message: String,
-}
+pub use tikv_operator_core::component::Blocked;
 
 /// What the TiKVGroup should do now. One kind of change per reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,12 +135,11 @@ impl GroupPlan {
 }
 
 fn fresh_name(input: &GroupInput<'_>, taken: &[String], suffixes: &mut dyn SuffixSource) -> String {
-    loop {
-        let name = names::instance(input.group, &suffixes.next_suffix());
-        if !taken.contains(&name) && !input.instances.iter().any(|i| i.name == name) {
-            return name;
-        }
-    }
+    naming::fresh_name(
+        input.group,
+        |name| taken.iter().any(|t| t == name) || input.instances.iter().any(|i| i.name == name),
+        suffixes,
+    )
 }
 
 /// Plans the next step of a TiKVGroup.

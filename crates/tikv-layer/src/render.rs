@@ -7,33 +7,55 @@
 //! `<group>-tikv-peer` that gives every Pod its DNS name
 //! `<pod>.<group>-tikv-peer.<namespace>.svc` (the store's advertised address).
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe,
-    ResourceRequirements as K8sResources, Service, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume as PodVolume, VolumeMount as PodVolumeMount, VolumeResourceRequirements,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::api::ObjectMeta;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tikv_operator_api::common::{ObjectMeta as TemplateMeta, VolumeMountType};
 use tikv_operator_api::rules::TIKV_OWNED_KEYS;
 use tikv_operator_api::{
-    ClusterReference, TiKV, TiKVGroup, TiKVSpec, TiKVTemplateSpec, labels, names,
+    ClusterReference, TiKV, TiKVGroup, TiKVSpec, TiKVTemplateSpec, Topology, labels, names,
 };
-use tikv_operator_pd_layer::render::merge_overlay;
-
+use tikv_operator_core::component::Component;
+use tikv_operator_core::component::render as common;
 use tikv_operator_core::revision::{self, RevisionInputs};
 
+pub use tikv_operator_core::component::render::{CONFIG_VOLUME, RenderError};
+
 use crate::group::NewInstance;
-use crate::reasons;
+
+/// The TiKV component: what sets TiKV instances apart in rendering.
+#[derive(Debug, Clone, Copy)]
+pub struct Kv;
+
+impl Component for Kv {
+    type Instance = TiKV;
+    type Group = TiKVGroup;
+    type Template = TiKVTemplateSpec;
+    const KIND: &'static str = "TiKV";
+    const LABEL: &'static str = labels::COMPONENT_TIKV;
+    const CONTAINER: &'static str = CONTAINER;
+    const DEFAULT_IMAGE: &'static str = DEFAULT_IMAGE;
+    const BINARY: &'static str = "/tikv-server";
+    const CONFIG_DIR: &'static str = CONFIG_DIR;
+    const CONFIG_FILE: &'static str = CONFIG_FILE;
+    const DEFAULT_DATA_DIR: &'static str = DEFAULT_DATA_DIR;
+    const OWNED_KEYS: tikv_operator_api::rules::OwnedKeys = TIKV_OWNED_KEYS;
+    const OWNED_KEYS_HINT: &'static str = " (store labels go in spec.server.labels)";
+    // TiKV flushes on SIGTERM; give it time.
+    const TERMINATION_GRACE_PERIOD_SECONDS: Option<i64> = Some(60);
+
+    fn template(i: &TiKV) -> &TiKVTemplateSpec {
+        &i.spec.template
+    }
+    fn cluster(i: &TiKV) -> &str {
+        &i.spec.cluster.name
+    }
+    fn topology(i: &TiKV) -> Option<&Topology> {
+        i.spec.topology.as_ref()
+    }
+    fn subdomain(i: &TiKV) -> &str {
+        &i.spec.subdomain
+    }
+}
 
 /// Name of the TiKV container.
 pub const CONTAINER: &str = "tikv";
@@ -49,46 +71,6 @@ pub const CONFIG_DIR: &str = "/etc/tikv";
 pub const CONFIG_FILE: &str = "tikv.toml";
 /// Data directory when the `data` mount names no path.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/tikv";
-/// Pod volume name of the ConfigMap; no user volume may use it.
-pub const CONFIG_VOLUME: &str = "config";
-
-/// Why an instance cannot be rendered. Each is reported in a condition;
-/// nothing is applied for the instance until it is fixed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RenderError {
-    /// `config` is not valid TOML.
-    #[error("config is not valid TOML: {0}")]
-    InvalidToml(String),
-    /// `config` sets keys the operator owns.
-    #[error("config sets keys the operator owns: {}; remove them, the operator sets them (store labels go in spec.server.labels)", .0.join(", "))]
-    OwnedKeys(Vec<String>),
-    /// A volume uses a name the operator reserves.
-    #[error("volume name {0:?} is reserved by the operator")]
-    ReservedVolumeName(String),
-    /// A mount has neither a `type` nor a `mountPath`.
-    #[error("a mount of volume {0:?} needs a type or a mountPath")]
-    MountPathMissing(String),
-    /// An overlay is not a valid partial object.
-    #[error("overlay is invalid: {0}")]
-    InvalidOverlay(String),
-    /// The Cluster has no PD URL yet.
-    #[error("the Cluster has no PD URL yet (status.pd); waiting for its PDGroup")]
-    NoPd,
-    /// The object lacks something the operator sets (e.g. the group label).
-    #[error("{0}")]
-    Incomplete(String),
-}
-
-impl RenderError {
-    /// The condition reason for this error.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::InvalidToml(_) | Self::OwnedKeys(_) => reasons::INVALID_CONFIG,
-            Self::NoPd => reasons::WAITING_FOR_PD,
-            _ => reasons::INVALID_SPEC,
-        }
-    }
-}
 
 /// Client and status ports of a TiKV template.
 pub fn ports(spec: &TiKVTemplateSpec) -> (i32, i32) {
@@ -105,18 +87,12 @@ pub fn ports(spec: &TiKVTemplateSpec) -> (i32, i32) {
 /// The container image: `image` (default `pingcap/tikv`) tagged with
 /// `version` unless it carries a tag or digest already.
 pub fn image(spec: &TiKVTemplateSpec) -> String {
-    let image = spec.image.as_deref().unwrap_or(DEFAULT_IMAGE);
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if image.contains('@') || last.contains(':') {
-        image.to_owned()
-    } else {
-        format!("{image}:{}", spec.version)
-    }
+    common::image::<Kv>(spec)
 }
 
 /// DNS name of a TiKV Pod: `<pod>.<peer service>.<namespace>.svc`.
 pub fn store_host(instance: &str, subdomain: &str, namespace: &str) -> String {
-    format!("{}.{subdomain}.{namespace}.svc", names::pod(instance))
+    common::pod_host(instance, subdomain, namespace)
 }
 
 /// The address a TiKV instance's store advertises (how PD knows it).
@@ -151,47 +127,9 @@ pub fn instance_of_store_address(address: &str) -> Option<(String, String)> {
     .then(|| (namespace.to_owned(), instance.to_owned()))
 }
 
-/// Labels selecting every TiKV instance (and Pod) of a group.
-pub fn group_selector(cluster: &str, group: &str) -> BTreeMap<String, String> {
-    [
-        (labels::MANAGED_BY, labels::MANAGED_BY_VALUE),
-        (labels::COMPONENT, labels::COMPONENT_TIKV),
-        (labels::CLUSTER, cluster),
-        (labels::GROUP, group),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
-}
-
-/// Labels the operator puts on every object of a TiKV instance.
-pub fn instance_labels(cluster: &str, group: &str, instance: &str) -> BTreeMap<String, String> {
-    let mut l = group_selector(cluster, group);
-    l.insert(labels::INSTANCE.to_owned(), instance.to_owned());
-    l
-}
-
-/// [`group_selector`] in string form (`status.selector`, for the scale subresource).
+/// The group selector in string form (`status.selector`, for the scale subresource).
 pub fn selector_string(cluster: &str, group: &str) -> String {
-    group_selector(cluster, group)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn with_user_meta(
-    operator: BTreeMap<String, String>,
-    user: Option<&TemplateMeta>,
-) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let mut labels = user.map(|m| m.labels.clone()).unwrap_or_default();
-    labels.extend(operator);
-    let annotations = user.map(|m| m.annotations.clone()).unwrap_or_default();
-    (labels, annotations)
-}
-
-fn none_if_empty(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
-    (!m.is_empty()).then_some(m)
+    common::selector_string::<Kv>(cluster, group)
 }
 
 /// The revision of a group's template and restart request
@@ -203,14 +141,11 @@ pub fn group_revision(group: &TiKVGroup) -> String {
 
 /// What [`group_revision`] is computed from (kept in the group's revision history).
 pub fn group_revision_data(group: &TiKVGroup) -> serde_json::Value {
-    serde_json::json!({
-        "template": serde_json::to_value(&group.spec.template).unwrap_or_default(),
-        "restartedAt": restarted_at(&group.metadata),
-    })
+    common::group_revision_data(&group.spec.template, &group.metadata)
 }
 
 fn restarted_at(meta: &ObjectMeta) -> Option<&String> {
-    meta.annotations.as_ref()?.get(labels::RESTARTED_AT)
+    common::restarted_at(meta)
 }
 
 /// The TiKV instance object a group creates (or re-applies) for `new`, with
@@ -220,27 +155,14 @@ fn restarted_at(meta: &ObjectMeta) -> Option<&String> {
 pub fn render_instance(group: &TiKVGroup, new: &NewInstance, offline: bool) -> TiKV {
     let group_name = group.metadata.name.clone().unwrap_or_default();
     let cluster = &group.spec.cluster.name;
-    let (labels, mut annotations) = with_user_meta(
-        instance_labels(cluster, &group_name, &new.name),
-        group.spec.template.metadata.as_ref(),
-    );
-    annotations.insert(labels::TEMPLATE_REVISION.to_owned(), group_revision(group));
-    // A rolling restart requested on the group reaches every instance and,
-    // through it, every Pod's revision; the group grants the restarts one
-    // disruption budget at a time.
-    if let Some(at) = restarted_at(&group.metadata) {
-        annotations.insert(labels::RESTARTED_AT.to_owned(), at.clone());
-    }
     TiKV {
-        metadata: ObjectMeta {
-            name: Some(new.name.clone()),
-            namespace: group.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: none_if_empty(annotations),
-            finalizers: Some(vec![labels::FINALIZER.to_owned()]),
-            owner_references: group.controller_owner_ref(&()).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
+        metadata: common::instance_meta::<Kv>(
+            group,
+            cluster,
+            group.spec.template.metadata.as_ref(),
+            group_revision(group),
+            &new.name,
+        ),
         spec: TiKVSpec {
             cluster: ClusterReference {
                 name: cluster.clone(),
@@ -292,81 +214,16 @@ pub fn revision_inputs(kv: &TiKV, pd_url: Option<&str>) -> RevisionInputs {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Parts<'a> {
-    name: &'a str,
-    namespace: &'a str,
-    group: &'a str,
-    cluster: &'a str,
-}
-
-fn parts(kv: &TiKV) -> Result<Parts<'_>, RenderError> {
-    let m = &kv.metadata;
-    let name = m
-        .name
-        .as_deref()
-        .ok_or_else(|| RenderError::Incomplete("TiKV instance without a name".into()))?;
-    let namespace = m
-        .namespace
-        .as_deref()
-        .ok_or_else(|| RenderError::Incomplete("TiKV instance without a namespace".into()))?;
-    let group = m
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(labels::GROUP))
-        .map(String::as_str)
-        .ok_or_else(|| {
-            RenderError::Incomplete(format!(
-                "TiKV instance {name} has no {} label; TiKV instances are created by their TiKVGroup",
-                labels::GROUP
-            ))
-        })?;
-    Ok(Parts {
-        name,
-        namespace,
-        group,
-        cluster: &kv.spec.cluster.name,
-    })
-}
-
-fn mount_path(volume: &str, m: &tikv_operator_api::VolumeMount) -> Result<String, RenderError> {
-    match (&m.mount_path, m.type_) {
-        (Some(p), _) => Ok(p.clone()),
-        (None, Some(VolumeMountType::Data)) => Ok(DEFAULT_DATA_DIR.to_owned()),
-        (None, None) => Err(RenderError::MountPathMissing(volume.to_owned())),
-    }
-}
-
 /// TiKV's data directory: the path of the first `type: data` mount, else of
 /// the first mount of the volume named `data`, else the default.
 pub fn data_dir(spec: &TiKVTemplateSpec) -> Result<String, RenderError> {
-    for v in &spec.volumes {
-        if let Some(m) = v
-            .mounts
-            .iter()
-            .find(|m| m.type_ == Some(VolumeMountType::Data))
-        {
-            return mount_path(&v.name, m);
-        }
-    }
-    match spec
-        .volumes
-        .iter()
-        .find(|v| v.name == "data")
-        .and_then(|v| v.mounts.first().map(|m| (v, m)))
-    {
-        Some((v, m)) => mount_path(&v.name, m),
-        None => Ok(DEFAULT_DATA_DIR.to_owned()),
-    }
+    common::data_dir::<Kv>(spec)
 }
 
 /// The user's `config` of a template, parsed, without operator-owned keys
 /// (see [`tikv_operator_core::config::user_table`]).
 pub fn check_config(config: Option<&str>) -> Result<toml::Table, RenderError> {
-    tikv_operator_core::config::user_table(config, &TIKV_OWNED_KEYS).map_err(|e| match e {
-        tikv_operator_core::config::ConfigError::Toml(m) => RenderError::InvalidToml(m),
-        tikv_operator_core::config::ConfigError::OwnedKeys(k) => RenderError::OwnedKeys(k),
-    })
+    common::check_config::<Kv>(config)
 }
 
 /// Renders `tikv.toml`: the user's `config` with the operator-owned keys
@@ -375,7 +232,7 @@ pub fn check_config(config: Option<&str>) -> Result<toml::Table, RenderError> {
 /// `storage.data-dir`, `pd.endpoints` = `pd_url`). A user setting an owned
 /// key is an error, never silently overridden.
 pub fn render_config(kv: &TiKV, pd_url: Option<&str>) -> Result<String, RenderError> {
-    let p = parts(kv)?;
+    let p = common::parts::<Kv>(kv)?;
     let spec = &kv.spec.template;
     let mut table = check_config(spec.config.as_deref())?;
     let pd_url = pd_url.filter(|u| !u.is_empty()).ok_or(RenderError::NoPd)?;
@@ -419,31 +276,9 @@ pub fn render_config(kv: &TiKV, pd_url: Option<&str>) -> Result<String, RenderEr
     toml::to_string(&table).map_err(|e| RenderError::InvalidToml(e.to_string()))
 }
 
-fn owner(kv: &TiKV) -> Option<Vec<OwnerReference>> {
-    kv.controller_owner_ref(&()).map(|r| vec![r])
-}
-
 /// The instance's ConfigMap holding `config` (from [`render_config`]).
 pub fn render_config_map(kv: &TiKV, config: &str) -> Result<ConfigMap, RenderError> {
-    let p = parts(kv)?;
-    Ok(ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(names::config_map(p.name)),
-            namespace: Some(p.namespace.to_owned()),
-            labels: Some(instance_labels(p.cluster, p.group, p.name)),
-            owner_references: owner(kv),
-            ..ObjectMeta::default()
-        },
-        data: Some([(CONFIG_FILE.to_owned(), config.to_owned())].into()),
-        ..ConfigMap::default()
-    })
-}
-
-fn overlaid<T: Serialize + DeserializeOwned>(base: &T, overlay: &Value) -> Result<T, RenderError> {
-    let mut v =
-        serde_json::to_value(base).map_err(|e| RenderError::InvalidOverlay(e.to_string()))?;
-    merge_overlay(&mut v, overlay);
-    serde_json::from_value(v).map_err(|e| RenderError::InvalidOverlay(e.to_string()))
+    common::render_config_map::<Kv>(kv, config)
 }
 
 /// The instance's PVCs, one per volume, overlays applied. They carry no
@@ -451,244 +286,42 @@ fn overlaid<T: Serialize + DeserializeOwned>(base: &T, overlay: &Value) -> Resul
 /// machine only (see the crate README, PVC policy), never by garbage
 /// collection.
 pub fn render_pvcs(kv: &TiKV) -> Result<Vec<PersistentVolumeClaim>, RenderError> {
-    let p = parts(kv)?;
-    let spec = &kv.spec.template;
-    let overlay = spec.overlay.as_ref();
-    spec.volumes
-        .iter()
-        .map(|v| {
-            let mut labels = instance_labels(p.cluster, p.group, p.name);
-            labels.insert(labels::VOLUME_NAME.to_owned(), v.name.clone());
-            let pvc_overlay = overlay.and_then(|o| {
-                o.volume_claims
-                    .iter()
-                    .find(|c| c.name == v.name)
-                    .map(|c| &c.volume_claim)
-            });
-            let (labels, annotations) =
-                with_user_meta(labels, pvc_overlay.and_then(|c| c.metadata.as_ref()));
-            let base = PersistentVolumeClaimSpec {
-                access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-                resources: Some(VolumeResourceRequirements {
-                    requests: Some([("storage".to_owned(), v.storage.clone())].into()),
-                    ..VolumeResourceRequirements::default()
-                }),
-                storage_class_name: v.storage_class_name.clone(),
-                volume_attributes_class_name: v.volume_attributes_class_name.clone(),
-                ..PersistentVolumeClaimSpec::default()
-            };
-            let pvc_spec = match pvc_overlay.and_then(|c| c.spec.as_ref()) {
-                Some(o) => overlaid(&base, o)?,
-                None => base,
-            };
-            Ok(PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some(names::pvc(&v.name, p.name)),
-                    namespace: Some(p.namespace.to_owned()),
-                    labels: Some(labels),
-                    annotations: none_if_empty(annotations),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(pvc_spec),
-                status: None,
-            })
-        })
-        .collect()
-}
-
-fn resources(spec: &TiKVTemplateSpec) -> Option<K8sResources> {
-    let r = spec.resources.as_ref()?;
-    let mut m: BTreeMap<String, Quantity> = BTreeMap::new();
-    if let Some(cpu) = &r.cpu {
-        m.insert("cpu".to_owned(), cpu.clone());
-    }
-    if let Some(mem) = &r.memory {
-        m.insert("memory".to_owned(), mem.clone());
-    }
-    (!m.is_empty()).then(|| K8sResources {
-        requests: Some(m.clone()),
-        limits: Some(m),
-        ..K8sResources::default()
-    })
+    common::render_pvcs::<Kv>(kv)
 }
 
 /// The instance's Pod. `config_hash` (of the rendered `tikv.toml`) is
-/// recorded in the [`labels::CONFIG_HASH`] annotation.
+/// recorded in the [`labels::CONFIG_HASH`] annotation. Ready once the status
+/// server answers on its port. No liveness probe: a TiKV busy applying Raft
+/// logs must not be killed.
 pub fn render_pod(kv: &TiKV, config_hash: &str) -> Result<Pod, RenderError> {
-    let p = parts(kv)?;
-    let spec = &kv.spec.template;
-    let (client, status) = ports(spec);
-
-    let mut volumes = Vec::new();
-    let mut mounts = Vec::new();
-    for v in &spec.volumes {
-        if v.name == CONFIG_VOLUME {
-            return Err(RenderError::ReservedVolumeName(v.name.clone()));
-        }
-        volumes.push(PodVolume {
-            name: v.name.clone(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: names::pvc(&v.name, p.name),
-                read_only: None,
-            }),
-            ..PodVolume::default()
-        });
-        for m in &v.mounts {
-            mounts.push(PodVolumeMount {
-                name: v.name.clone(),
-                mount_path: mount_path(&v.name, m)?,
-                sub_path: m.sub_path.clone(),
-                ..PodVolumeMount::default()
-            });
-        }
-    }
-    volumes.push(PodVolume {
-        name: CONFIG_VOLUME.to_owned(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: names::config_map(p.name),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..PodVolume::default()
-    });
-    mounts.push(PodVolumeMount {
-        name: CONFIG_VOLUME.to_owned(),
-        mount_path: CONFIG_DIR.to_owned(),
-        read_only: Some(true),
-        ..PodVolumeMount::default()
-    });
-
-    let port = |name: &str, n: i32| ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: n,
-        protocol: Some("TCP".to_owned()),
-        ..ContainerPort::default()
-    };
-    let container = Container {
-        name: CONTAINER.to_owned(),
-        image: Some(image(spec)),
-        command: Some(vec!["/tikv-server".to_owned()]),
-        args: Some(vec![format!("--config={CONFIG_DIR}/{CONFIG_FILE}")]),
-        ports: Some(vec![port("client", client), port("status", status)]),
-        resources: resources(spec),
-        // Ready once the status server answers on its port. No liveness
-        // probe: a TiKV busy applying Raft logs must not be killed.
-        readiness_probe: Some(Probe {
-            tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::String("status".to_owned()),
-                host: None,
-            }),
-            period_seconds: Some(5),
-            ..Probe::default()
-        }),
-        volume_mounts: Some(mounts),
-        // Test only: set by a hidden manager flag, never part of the revision.
-        env: tikv_operator_core::test_hooks::extra_pod_env(),
-        ..Container::default()
-    };
-    let pod_spec = PodSpec {
-        hostname: Some(names::pod(p.name)),
-        subdomain: Some(kv.spec.subdomain.clone()),
-        node_selector: kv.spec.topology.clone().filter(|t| !t.is_empty()),
-        containers: vec![container],
-        volumes: Some(volumes),
-        // TiKV flushes on SIGTERM; give it time.
-        termination_grace_period_seconds: Some(60),
-        ..PodSpec::default()
-    };
-    let pod_overlay = spec.overlay.as_ref().and_then(|o| o.pod.as_ref());
-    let pod_spec = match pod_overlay.and_then(|o| o.spec.as_ref()) {
-        Some(o) => overlaid(&pod_spec, o)?,
-        None => pod_spec,
-    };
-
-    // Instance labels/annotations (template metadata copied by the group),
-    // then the pod overlay, then the operator's labels win.
-    let mut user = TemplateMeta::default();
-    if let Some(l) = &kv.metadata.labels {
-        user.labels.extend(l.clone());
-    }
-    if let Some(a) = &kv.metadata.annotations {
-        user.annotations.extend(
-            a.iter()
-                .filter(|(k, _)| !k.starts_with("core.tikv.org/"))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-    }
-    if let Some(m) = pod_overlay.and_then(|o| o.metadata.as_ref()) {
-        user.labels.extend(m.labels.clone());
-        user.annotations.extend(m.annotations.clone());
-    }
-    let (labels, mut annotations) =
-        with_user_meta(instance_labels(p.cluster, p.group, p.name), Some(&user));
-    annotations.insert(labels::CONFIG_HASH.to_owned(), config_hash.to_owned());
-    if let Some(at) = restarted_at(&kv.metadata) {
-        annotations.insert(labels::RESTARTED_AT.to_owned(), at.clone());
-    }
-    annotations.insert(labels::VERSION.to_owned(), spec.version.clone());
-
-    Ok(Pod {
-        metadata: ObjectMeta {
-            name: Some(names::pod(p.name)),
-            namespace: Some(p.namespace.to_owned()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            // No owner: the garbage collector must never delete a TiKV Pod
-            // (a `--cascade=foreground` delete of the instance or group would
-            // otherwise remove it before its store is Tombstone, safety rule
-            // 1). The instance's finalizer deletes it.
-            owner_references: None,
-            ..ObjectMeta::default()
-        },
-        spec: Some(pod_spec),
-        status: None,
-    })
+    let (client, status) = ports(&kv.spec.template);
+    common::render_pod::<Kv>(
+        kv,
+        config_hash,
+        &[("client", client), ("status", status)],
+        "status",
+    )
 }
 
 /// The group's headless peer Service. Not-ready addresses are published so
 /// a store's advertised address resolves from its start.
 pub fn render_peer_service(group: &TiKVGroup) -> Result<Service, RenderError> {
-    let name = group
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| RenderError::Incomplete("TiKVGroup without a name".into()))?;
-    let ns = group
-        .metadata
-        .namespace
-        .clone()
-        .ok_or_else(|| RenderError::Incomplete("TiKVGroup without a namespace".into()))?;
-    let cluster = &group.spec.cluster.name;
+    let (name, _) = common::group_parts::<Kv>(group)?;
     let (client, status) = ports(&group.spec.template.spec);
-    let port = |n: &str, p: i32| ServicePort {
-        name: Some(n.to_owned()),
-        port: p,
-        target_port: Some(IntOrString::String(n.to_owned())),
-        protocol: Some("TCP".to_owned()),
-        ..ServicePort::default()
-    };
-    Ok(Service {
-        metadata: ObjectMeta {
-            name: Some(names::tikv_peer_service(&name)),
-            namespace: Some(ns),
-            labels: Some(group_selector(cluster, &name)),
-            owner_references: group.controller_owner_ref(&()).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".to_owned()),
-            publish_not_ready_addresses: Some(true),
-            selector: Some(group_selector(cluster, &name)),
-            ports: Some(vec![port("client", client), port("status", status)]),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    })
+    common::render_group_service::<Kv>(
+        group,
+        &group.spec.cluster.name,
+        &names::tikv_peer_service(&name),
+        &[("client", client), ("status", status)],
+        true,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::reasons;
     use serde_json::json;
 
     const PD: &str = "http://pd-pd.ns.svc:2379";
@@ -768,7 +401,10 @@ mod tests {
             let err = render_config(&kv, Some(PD)).unwrap_err();
             assert_eq!(
                 err,
-                RenderError::OwnedKeys(vec![key.to_owned()]),
+                RenderError::OwnedKeys {
+                    keys: vec![key.to_owned()],
+                    hint: Kv::OWNED_KEYS_HINT
+                },
                 "{config}"
             );
             assert_eq!(err.reason(), reasons::INVALID_CONFIG);

@@ -13,10 +13,10 @@ pub use serde_json::{Value, json};
 pub use tikv_operator_api::common::condition;
 pub use tikv_operator_api::tikv::StoreState as ApiStoreState;
 pub use tikv_operator_api::{TiKV, TiKVGroup, labels};
+pub use tikv_operator_core::component::naming::SuffixSource;
 pub use tikv_operator_core::conditions;
 pub use tikv_operator_core::fake::{FakeClock, FakeKube, KubeCall, KubeOp};
 pub use tikv_operator_core::{KubeWriter, ObjectKey, RequeuePolicy};
-pub use tikv_operator_pd_layer::group::SuffixSource;
 pub use tikv_operator_tikv_layer::reconcile::{
     ClusterFacts, Ctx, GroupSnapshot, InstanceSnapshot, Options, reconcile_group,
     reconcile_instance,

@@ -89,16 +89,19 @@ pub fn cmp_fraction(a: (u64, u64), b: (u64, u64)) -> std::cmp::Ordering {
     (u128::from(a.0) * u128::from(b.1)).cmp(&(u128::from(b.0) * u128::from(a.1)))
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+/// Spread fixtures for tests of the layers.
+#[cfg(any(test, feature = "fake"))]
+pub mod fixtures {
     use super::*;
     use tikv_operator_api::{EvenlySpreadPolicy, ScheduleTopology};
 
-    pub(crate) fn zone(z: &str) -> Topology {
+    /// A zone topology.
+    pub fn zone(z: &str) -> Topology {
         [("topology.kubernetes.io/zone".to_owned(), z.to_owned())].into()
     }
 
-    pub(crate) fn policy(zones: &[(&str, Option<i32>)]) -> Vec<SchedulePolicy> {
+    /// An `EvenlySpread` policy over zones with weights.
+    pub fn policy(zones: &[(&str, Option<i32>)]) -> Vec<SchedulePolicy> {
         vec![SchedulePolicy {
             type_: SchedulePolicyType::EvenlySpread,
             evenly_spread: Some(EvenlySpreadPolicy {
@@ -112,6 +115,12 @@ pub(crate) mod tests {
             }),
         }]
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{policy, zone};
+    use super::*;
 
     #[test]
     fn new_instances_fill_the_least_loaded_topology_by_weight() {
