@@ -11,7 +11,9 @@
 //!   the pod's own arguments and ConfigMap files, listening on the pod IP; stops it when the
 //!   pod goes away and starts a new one for a recreated pod;
 //! - backs every TiKV pod (`component=tikv`) with a simulated store
-//!   ([`crate::simulator`]).
+//!   ([`crate::simulator`]);
+//! - injects process faults: a pod named in [`Layout::faults`] has its process stopped
+//!   and not started again while the marker exists, although the Pod stays Running.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -140,6 +142,18 @@ fn key(pod: &Pod) -> String {
         pod.metadata.namespace.clone().unwrap_or_default(),
         pod.metadata.name.clone().unwrap_or_default()
     )
+}
+
+impl Agent {
+    /// Whether a test stopped the process of this pod (see [`Layout::faults`]).
+    fn stopped_by_fault(&self, pod: &Pod) -> bool {
+        self.layout
+            .stopped_marker(
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default(),
+            )
+            .exists()
+    }
 }
 
 fn uid(pod: &Pod) -> String {
@@ -519,6 +533,13 @@ impl Agent {
             }
         }
         for (u, (pod, ip)) in wanted {
+            if self.stopped_by_fault(pod) {
+                if let Some(run) = self.pds.remove(&u) {
+                    log(format!("fault: stopping {} (its Pod stays)", run.name));
+                    self.stop_child(run);
+                }
+                continue;
+            }
             let run_name = format!("pd_{}", key(pod));
             let ip_key = format!("ip {ip}");
             if self
@@ -605,6 +626,16 @@ impl Agent {
             }
         }
         for (u, (pod, ip)) in wanted {
+            if self.stopped_by_fault(pod) {
+                if let Some(h) = self.stores.remove(&u) {
+                    h.abort();
+                    log(format!(
+                        "fault: store simulator of {} stopped (its Pod stays)",
+                        key(pod)
+                    ));
+                }
+                continue;
+            }
             if self.stores.contains_key(&u) {
                 continue;
             }

@@ -414,6 +414,37 @@ async fn up_inner(layout: &Layout) -> Result<()> {
     wait_ready(layout, &client).await
 }
 
+/// Restarts the kube-apiserver of a running environment, as an upgrade or a crash of the
+/// control plane would: SIGTERM (SIGKILL after 10 s), `down` without any API server, then the
+/// same command line again (read from the running process), and waits for `/readyz`. Every
+/// client (the operator, kwok, the agent, the tests) sees connection errors meanwhile.
+pub async fn restart_apiserver(layout: &Layout, down: Duration) -> Result<()> {
+    let name = "kube-apiserver";
+    let pid = process::read_pid(&process::pid_file(&layout.pids(), name))
+        .filter(|p| process::is_alive(*p))
+        .context("the kube-apiserver is not running")?;
+    let argv = process::cmdline(pid).context("reading the kube-apiserver's command line")?;
+    process::stop_pid(pid, Duration::from_secs(10));
+    tokio::time::sleep(down).await;
+    spawn(layout, name, Path::new(&argv[0]), &argv[1..])?;
+    let client = client(layout).await?;
+    wait_for(
+        "kube-apiserver /readyz after a restart",
+        Duration::from_secs(90),
+        || {
+            let client = client.clone();
+            let alive = component_alive(layout, name);
+            async move {
+                alive?;
+                let req = http_get("/readyz")?;
+                let text = client.request_text(req).await?;
+                Ok(text.trim() == "ok")
+            }
+        },
+    )
+    .await
+}
+
 /// Fails when a started component has exited (so waits end at once, with its log).
 fn component_alive(layout: &Layout, name: &str) -> Result<()> {
     let pid = process::read_pid(&process::pid_file(&layout.pids(), name));

@@ -152,6 +152,35 @@ impl Env {
             .output()?)
     }
 
+    /// Runs helm (the cached `helm-<HELM_VERSION>`, like kubectl) against the environment, with
+    /// helm's own state in the environment's directory; returns stdout, fails with stderr.
+    pub fn helm(&self, args: &[&str]) -> Result<String> {
+        let bin = config::binary("helm", config::HELM_VERSION);
+        if !bin.is_file() {
+            bail!(
+                "{} is missing: run `bash e2e/scripts/build-binaries.sh helm`",
+                bin.display()
+            );
+        }
+        let home = self.layout.root.join("helm");
+        let out = Command::new(bin)
+            .args(args)
+            .env("KUBECONFIG", self.layout.kubeconfig())
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "helm {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Tails of every log of the environment (control plane, agent, pd-server processes).
     pub fn logs_report(&self) -> String {
         cluster::logs_report(&self.layout, 30)
@@ -161,6 +190,27 @@ impl Env {
     pub fn store_status(&self, namespace: &str, pod: &str) -> Option<StoreStatus> {
         let path = self.layout.stores().join(format!("{namespace}_{pod}.json"));
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+
+    /// Stops the process behind a Pod (pd-server or store simulator) while the Pod stays
+    /// Running, until [`Env::start_pod_process`]; the agent acts within about a second.
+    pub fn stop_pod_process(&self, namespace: &str, pod: &str) -> Result<()> {
+        std::fs::create_dir_all(self.layout.faults())?;
+        std::fs::write(self.layout.stopped_marker(namespace, pod), b"")?;
+        Ok(())
+    }
+
+    /// Lets the agent start the process behind a Pod again (see [`Env::stop_pod_process`]).
+    pub fn start_pod_process(&self, namespace: &str, pod: &str) -> Result<()> {
+        match std::fs::remove_file(self.layout.stopped_marker(namespace, pod)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Restarts the API server (see [`cluster::restart_apiserver`]).
+    pub async fn restart_apiserver(&self, down: Duration) -> Result<()> {
+        cluster::restart_apiserver(&self.layout, down).await
     }
 
     /// The CRD manifests directory (see [`config::crd_dir`]).
@@ -349,6 +399,62 @@ where
     }
 }
 
+/// A window in which a test makes the API server unavailable on purpose (see
+/// [`Env::restart_apiserver`]): watchers built with [`Invariant::watch_through`] ignore
+/// their check's errors (reads that fail) while it lasts and for [`Outage::SETTLE`] after.
+/// A check that read what it needed and found a rule broken returns a [`Violation`], which
+/// fails the test during an outage too: the outage excuses failed reads, never a broken rule.
+#[derive(Debug, Clone, Default)]
+pub struct Outage(Arc<std::sync::Mutex<(bool, Option<Instant>)>>);
+
+impl Outage {
+    /// Clients reconnect and watches resync within this after the API server is back.
+    pub const SETTLE: Duration = Duration::from_secs(15);
+
+    /// The outage starts.
+    pub fn begin(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = (true, None);
+        }
+    }
+
+    /// The outage is over.
+    pub fn end(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = (false, Some(Instant::now()));
+        }
+    }
+
+    /// Whether a failed read now is explained by the outage.
+    pub fn explains_errors(&self) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|g| g.0 || g.1.is_some_and(|t| t.elapsed() < Self::SETTLE))
+    }
+}
+
+/// A rule found broken by a watcher (as opposed to a read that failed); see [`Outage`].
+#[derive(Debug)]
+pub struct Violation(pub String);
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// Fails a watcher's check with a [`Violation`] unless `cond` holds.
+#[macro_export]
+macro_rules! holds {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err($crate::harness::Violation(format!($($arg)+)).into());
+        }
+    };
+}
+
 /// A condition checked in the background for the whole test.
 #[derive(Debug)]
 pub struct Invariant {
@@ -359,7 +465,22 @@ pub struct Invariant {
 
 impl Invariant {
     /// Starts checking `check` every `interval`; the first failure is kept.
-    pub fn watch<F, Fut>(what: &str, interval: Duration, mut check: F) -> Self
+    pub fn watch<F, Fut>(what: &str, interval: Duration, check: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send,
+    {
+        Self::watch_through(what, interval, Outage::default(), check)
+    }
+
+    /// Like [`Invariant::watch`], but an error of `check` during `outage` is retried
+    /// instead of failing the test, unless it is a [`Violation`].
+    pub fn watch_through<F, Fut>(
+        what: &str,
+        interval: Duration,
+        outage: Outage,
+        mut check: F,
+    ) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = Result<()>> + Send,
@@ -368,7 +489,17 @@ impl Invariant {
         let stop2 = stop.clone();
         let handle = tokio::spawn(async move {
             while !stop2.load(Ordering::SeqCst) {
-                if let Err(e) = check().await {
+                let failed = match check().await {
+                    Ok(()) => None,
+                    Err(e)
+                        if e.downcast_ref::<Violation>().is_none() && outage.explains_errors() =>
+                    {
+                        eprintln!("invariant check could not read during an API outage: {e:#}");
+                        None
+                    }
+                    Err(e) => Some(e),
+                };
+                if let Some(e) = failed {
                     // When, so the failure can be matched with the pod and operator logs.
                     let at = k8s_openapi::jiff::Timestamp::now();
                     return Some(format!("at {at}: {e:#}"));

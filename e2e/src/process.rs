@@ -139,6 +139,17 @@ pub fn find_by_cmdline(needle: &str) -> Vec<u32> {
     out
 }
 
+/// The command line of a live process (program first).
+pub fn cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!args.is_empty()).then_some(args)
+}
+
 /// The last `lines` lines of a log file (for failure reports).
 pub fn tail(path: &Path, lines: usize) -> String {
     match fs::read(path) {

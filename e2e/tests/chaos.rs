@@ -1,6 +1,7 @@
 //! Chaos: one Cluster driven through a version upgrade of PD and TiKV, a TiKV scale-out and a
 //! TiKV scale-in while the operator is SIGKILLed and restarted every 2-9 seconds throughout,
-//! and PD's leader Pod is deleted once while a TiKV store's leaders are being evicted.
+//! and PD's leader Pod is deleted once while a TiKV store's leaders are being evicted (the
+//! operator SIGKILLed at the same moment).
 //!
 //! Watchers check the safety rules from PD's and the API server's view, independently of the
 //! operator's own bookkeeping: PD keeps a healthy majority (each member's etcd asked at its Pod
@@ -9,8 +10,11 @@
 //! evict-leader entry until it serves again. At the end: PD members equal PD Pods, Up stores
 //! equal replicas, no evict-leader entry is left, and no PVC of a live instance was replaced.
 //!
-//! Not injected here (yet): stopping a store's process behind a live Pod, restarting the API
-//! server, and two TiKVGroups scaled in at once (the reconciler tests cover the last one).
+//! Two more tests stop a process behind its live Pod during a rolling restart (a store; a PD
+//! member): no other member may go until it is back. The
+//! API server restart has a test binary of its own (`apiserver_restart.rs`: it would disturb
+//! every test running beside it), and two TiKVGroups scaled in at once are in
+//! `tikv_lifecycle.rs`.
 //!
 //! Run with `cargo xtask e2e test chaos` (ignored in a plain `cargo test`).
 
@@ -18,7 +22,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -29,7 +33,7 @@ use serde_json::json;
 use tikv_operator_api::{PD, PDGroup, TiKV, TiKVGroup};
 use tikv_operator_e2e::harness::wait_until;
 use tikv_operator_e2e::operator::{OperatorOptions, OperatorProcess};
-use tikv_operator_e2e::watchers::{PD_PODS, pd_quorum_watch_tolerating};
+use tikv_operator_e2e::watchers::{PD_PODS, pd_quorum_watch, pd_quorum_watch_tolerating};
 use tikv_operator_e2e::world::World;
 
 use support::*;
@@ -38,6 +42,8 @@ use support::*;
 struct OperatorChaos {
     stop: Arc<AtomicBool>,
     kills: Arc<AtomicUsize>,
+    /// Pid of the operator running now (0 between a kill and the next start).
+    pid: Arc<AtomicU32>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
 
@@ -50,7 +56,8 @@ impl OperatorChaos {
         let opts = OperatorOptions::for_namespace(&w.ns.name);
         let stop = Arc::new(AtomicBool::new(false));
         let kills = Arc::new(AtomicUsize::new(0));
-        let (stop2, kills2) = (stop.clone(), kills.clone());
+        let pid = Arc::new(AtomicU32::new(0));
+        let (stop2, kills2, pid2) = (stop.clone(), kills.clone(), pid.clone());
         let mut seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
@@ -58,6 +65,7 @@ impl OperatorChaos {
         eprintln!("operator chaos: seed {seed}, killed every {min}-{max} s");
         let task = tokio::spawn(async move {
             let mut op = OperatorProcess::start(&layout, &opts)?;
+            pid2.store(op.pid().unwrap_or(0), Ordering::SeqCst);
             while !stop2.load(Ordering::SeqCst) {
                 // xorshift64
                 seed ^= seed << 13;
@@ -71,14 +79,33 @@ impl OperatorChaos {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
+                pid2.store(0, Ordering::SeqCst);
                 op.kill();
                 kills2.fetch_add(1, Ordering::SeqCst);
                 op = OperatorProcess::start(&layout, &opts)?;
+                pid2.store(op.pid().unwrap_or(0), Ordering::SeqCst);
             }
             op.kill();
             Ok(())
         });
-        Self { stop, kills, task }
+        Self {
+            stop,
+            kills,
+            pid,
+            task,
+        }
+    }
+
+    /// SIGKILLs the operator running now (if any) outside the schedule; the schedule starts
+    /// the next one at its next turn, so the operator stays down for up to `max` seconds.
+    fn kill_now(pid: &AtomicU32) -> bool {
+        let p = pid.load(Ordering::SeqCst);
+        p != 0
+            && nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(p).unwrap_or(i32::MAX)),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
     }
 
     /// Stops killing; `w` gets a fresh operator that is left alone. Returns the kill count.
@@ -99,8 +126,12 @@ async fn pd_leader(w: &World) -> Result<String> {
         .context("PD answered no leader name")
 }
 
-/// Deletes PD's leader Pod once, the first time a TiKV store's leaders are being evicted.
-fn kill_pd_leader_during_an_eviction(w: &World) -> tokio::task::JoinHandle<Result<String>> {
+/// Deletes PD's leader Pod once, the first time a TiKV store's leaders are being evicted, and
+/// SIGKILLs the operator at the same moment.
+fn kill_pd_leader_during_an_eviction(
+    w: &World,
+    operator: Arc<AtomicU32>,
+) -> tokio::task::JoinHandle<Result<String>> {
     let (env, pods, service) = (w.env.clone(), w.api::<Pod>(), w.pd_addr());
     tokio::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(900);
@@ -115,7 +146,11 @@ fn kill_pd_leader_during_an_eviction(w: &World) -> tokio::task::JoinHandle<Resul
                 let v = pd_get_any(&env, &pods, &service, "/pd/api/v1/leader").await?;
                 let leader = v["name"].as_str().context("no PD leader")?.to_owned();
                 pods.delete(&leader, &DeleteParams::default()).await?;
-                eprintln!("chaos: deleted PD leader Pod {leader} while evicting {ev:?}");
+                let op = OperatorChaos::kill_now(&operator);
+                eprintln!(
+                    "chaos: deleted PD leader Pod {leader} while evicting {ev:?} (operator \
+                     killed with it: {op})"
+                );
                 return Ok(leader);
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -185,7 +220,7 @@ async fn chaos(w: &mut World) -> Result<()> {
     let started = Instant::now();
 
     // 1. A version upgrade of PD and TiKV; PD's leader Pod goes once mid-eviction.
-    let killer = kill_pd_leader_during_an_eviction(w);
+    let killer = kill_pd_leader_during_an_eviction(w, chaos.pid.clone());
     let version = json!({"spec": {"template": {"spec": {"version": NEW}}}});
     patch_merge(&w.api::<PDGroup>(), "pd", version.clone()).await?;
     patch_merge(&w.api::<TiKVGroup>(), "tikv", version).await?;
@@ -277,5 +312,208 @@ async fn chaos(w: &mut World) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// A store whose process stops behind a live Pod (crashed or hung; the Pod stays Running) while
+/// a rolling restart is requested: once PD reports the store not heartbeating, that store is
+/// the Cluster's one disruption (`maxUnavailable` 1), so no other store's Pod may go until it
+/// is back. The operator may restart the failed store itself (PD cannot move leaders off a
+/// store that does not heartbeat; raft already did). Then the process comes back and the
+/// rollout finishes: every store restarted exactly once, no evict-leader entry left.
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn a_store_stopped_behind_its_pod_holds_a_rolling_restart() -> Result<()> {
+    let w = World::start("stopped").await?;
+    let r = stopped_store(&w).await;
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
+}
+
+async fn stopped_store(w: &World) -> Result<()> {
+    let members = ready_cluster(w).await?;
+    ensure!(members.len() == 3, "instances {members:?}");
+    let ids = instance_store_ids(w).await?;
+    let uids = tikv_pod_uids(w).await?;
+    let victim = members.first().context("no instance")?.clone();
+    let victim_store = *ids.get(&victim).context("victim has no store id")?;
+    let faults = InjectedFaults::default();
+    lock(&faults.stopped).insert(victim.clone());
+    let quorum = pd_quorum_watch(w);
+    let watch = StoreWatch::start_with(w, members.clone(), faults);
+
+    // 1. The victim's process stops; its Pod stays Running and Ready.
+    w.env.stop_pod_process(&w.ns.name, &victim)?;
+    let pods = w.api::<Pod>();
+    let service = w.pd_addr();
+    wait_until(
+        &w.env,
+        &format!("PD to report store {victim_store} of {victim} not heartbeating"),
+        Duration::from_secs(120),
+        || async {
+            let st = stores(&w.env, &pods, &service).await?;
+            let s = st.iter().find(|s| s.id == victim_store);
+            Ok(
+                s.is_some_and(|s| s.state == "Disconnected" || s.state == "Down")
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let pod = pods.get(&victim).await?;
+    ensure!(
+        pod_ready(&pod),
+        "the victim's Pod must stay Ready: the fault is in the process"
+    );
+
+    // 2. A rolling restart is requested; for a while, only the victim may be restarted.
+    patch_merge(
+        &w.api::<TiKVGroup>(),
+        "tikv",
+        json!({"metadata": {"annotations": {"core.tikv.org/restarted-at": "2026-12-06T21:00:00Z"}}}),
+    )
+    .await?;
+    hold_others(&members, &victim, &uids, || tikv_pod_uids(w))
+        .await
+        .with_context(|| format!("store {victim_store} of {victim} was down (maxUnavailable 1)"))?;
+    let group = w.api::<TiKVGroup>().get("tikv").await?;
+    let progressing = group
+        .status
+        .as_ref()
+        .and_then(|s| condition(&s.common.conditions, "Progressing").cloned());
+    eprintln!("stopped store: held 45 s; TiKVGroup Progressing: {progressing:?}");
+
+    // 3. The process comes back; the rollout finishes.
+    w.env.start_pod_process(&w.ns.name, &victim)?;
+    let new_uids = wait_all_restarted(w, &uids, OLD, Duration::from_secs(900)).await?;
+    wait_kv_rolled_out(w, OLD, None, Duration::from_secs(300)).await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let restarts = finish_all(vec![quorum], watch).await?;
+    check_restarted_once(w, &members, &restarts, &new_uids, &ids).await?;
+    Ok(())
+}
+
+/// For 45 s, every half second: the Pods of `members` other than `victim` keep the UIDs of
+/// `before` (read by `now`), i.e. nothing but the failed member is restarted.
+async fn hold_others<F, Fut>(
+    members: &BTreeSet<String>,
+    victim: &str,
+    before: &BTreeMap<String, String>,
+    mut now: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<BTreeMap<String, String>>>,
+{
+    let hold = Instant::now();
+    while hold.elapsed() < Duration::from_secs(45) {
+        let uids = now().await?;
+        for m in members.iter().filter(|m| *m != victim) {
+            ensure!(
+                uids.get(m) == before.get(m),
+                "the Pod of {m} went while another member was down: {:?} -> {:?}",
+                before.get(m),
+                uids.get(m)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+/// The UID of each PD Pod of the test.
+async fn pd_pod_uids(w: &World) -> Result<BTreeMap<String, String>> {
+    Ok(w.list::<Pod>(Some(PD_PODS))
+        .await?
+        .iter()
+        .map(|p| (p.name_any(), uid(p)))
+        .collect())
+}
+
+/// A PD member whose process stops behind its live Pod while a PD rolling restart is
+/// requested: the member counts as down (its etcd does not answer), so the rollout may restart
+/// that member but no other until it answers again; PD keeps a healthy majority throughout.
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn a_pd_member_stopped_behind_its_pod_holds_a_pd_rolling_restart() -> Result<()> {
+    let w = World::start("pdstopped").await?;
+    let r = stopped_pd_member(&w).await;
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
+}
+
+async fn stopped_pd_member(w: &World) -> Result<()> {
+    ready_cluster(w).await?;
+    let members = pd_instance_names(w).await?;
+    ensure!(members.len() == 3, "PD instances {members:?}");
+    let leader = pd_leader(w).await?;
+    let victim = members
+        .iter()
+        .find(|m| **m != leader)
+        .context("no PD follower")?
+        .clone();
+    let uids = pd_pod_uids(w).await?;
+    let quorum = pd_quorum_watch(w);
+    let pd_one = pd_disruption_watch(w, members.clone());
+
+    // 1. The victim's pd-server stops; its Pod stays Running and Ready.
+    w.env.stop_pod_process(&w.ns.name, &victim)?;
+    let pods = w.api::<Pod>();
+    wait_until(
+        &w.env,
+        &format!("PD member {victim} not answering"),
+        Duration::from_secs(60),
+        || async {
+            let silent =
+                tikv_operator_e2e::watchers::pd_members_not_answering(&w.env, &pods).await?;
+            Ok(silent.contains_key(&victim).then_some(()))
+        },
+    )
+    .await?;
+
+    // 2. A PD rolling restart is requested; for a while, only the victim may be restarted.
+    patch_merge(
+        &w.api::<PDGroup>(),
+        "pd",
+        json!({"metadata": {"annotations": {"core.tikv.org/restarted-at": "2026-12-06T21:10:00Z"}}}),
+    )
+    .await?;
+    hold_others(&members, &victim, &uids, || pd_pod_uids(w))
+        .await
+        .with_context(|| format!("PD member {victim} was down"))?;
+
+    // 3. The process comes back; the rollout finishes: every PD Pod recreated once.
+    w.env.start_pod_process(&w.ns.name, &victim)?;
+    wait_until(
+        &w.env,
+        "every PD Pod recreated and Ready",
+        Duration::from_secs(600),
+        || async {
+            let pods = w.list::<Pod>(Some(PD_PODS)).await?;
+            let done = pods.len() == 3
+                && pods
+                    .iter()
+                    .all(|p| pod_ready(p) && uids.get(&p.name_any()) != Some(&uid(p)));
+            Ok(done.then_some(()))
+        },
+    )
+    .await?;
+    wait_pd_rolled_out(w, OLD, None, Duration::from_secs(300)).await?;
+    wait_until(
+        &w.env,
+        "every PD member answering",
+        Duration::from_secs(120),
+        || async {
+            let silent =
+                tikv_operator_e2e::watchers::pd_members_not_answering(&w.env, &pods).await?;
+            Ok(silent.is_empty().then_some(()))
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let q = quorum.finish().await;
+    let one = pd_one.finish().await;
+    q?;
+    one?;
     Ok(())
 }

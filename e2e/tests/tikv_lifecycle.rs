@@ -1,7 +1,8 @@
 //! The operator's TiKV layer against real pd-server processes and simulated stores: the basic
 //! example reaches Ready with labelled stores and refuses to go below `max-replicas`; scale-in
 //! is safe (no Pod or PVC goes before its store is Tombstone) and cancellable; the
-//! heterogeneous example's groups carry their own store labels.
+//! heterogeneous example's groups carry their own store labels, and scaled in at the same
+//! moment they remove one store at a time, Cluster-wide.
 //!
 //! Run with `cargo xtask e2e test tikv_` (the tests are ignored in a plain `cargo test`). Each
 //! test starts its own operator, watching only the test's namespace.
@@ -681,7 +682,7 @@ async fn scale_in_out_cancel(w: &World) -> Result<()> {
 
 #[tokio::test]
 #[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
-async fn tikv_heterogeneous_groups_carry_their_labels() -> Result<()> {
+async fn tikv_heterogeneous_groups_carry_their_labels_and_scale_in_together() -> Result<()> {
     let w = World::start("kvhetero").await?;
     let r = heterogeneous(&w).await;
     r.map_err(|e| w.explain(e))?;
@@ -731,7 +732,71 @@ async fn heterogeneous(w: &World) -> Result<()> {
             .count();
         ensure!(n == 3, "{n} instances of group {group} with disk={disk}");
     }
+
+    // Both groups scaled in at the same moment: one store leaves at a time, Cluster-wide,
+    // and no Pod or PVC goes before its store is Tombstone.
+    let watch = removal_watch(w);
+    let one_at_a_time = one_removal_at_a_time(w);
+    let (a, b) = tokio::join!(w.set_replicas("ssd", 2), w.set_replicas("hdd", 2));
+    a?;
+    b?;
+    wait_until(
+        &w.env,
+        "2 instances per group, PD with 4 Up stores and 2 Tombstone ones",
+        Duration::from_secs(600),
+        || async {
+            let kvs = w.tikvs().await?;
+            let per_group = |g: &str| kvs.iter().filter(|k| group_of(k) == g).count();
+            let stores = w.stores().await?;
+            let up = stores.iter().filter(|s| s.state == "Up").count();
+            let tomb = stores.iter().filter(|s| s.state == "Tombstone").count();
+            Ok(
+                (per_group("ssd") == 2 && per_group("hdd") == 2 && up == 4 && tomb == 2)
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    w.wait_ready("hetero", 4, Duration::from_secs(300)).await?;
+    let one = one_at_a_time.finish().await;
+    let safe = watch.finish().await;
+    one?;
+    safe?;
     Ok(())
+}
+
+/// PD never has two of the Cluster's stores leaving at once: a store is leaving while PD
+/// removes it (Offline) or while its leaders are being evicted ahead of a removal or restart
+/// (in the evict-leader scheduler and not yet Tombstone).
+fn one_removal_at_a_time(w: &World) -> Invariant {
+    let (env, addr) = (w.env.clone(), w.pd_addr());
+    Invariant::watch(
+        "at most one store being removed or evicted in PD",
+        Duration::from_millis(300),
+        move || {
+            let (env, addr) = (env.clone(), addr.clone());
+            async move {
+                let Ok(stores) = pd_stores(&env, &addr).await else {
+                    return Ok(());
+                };
+                let Ok(evicting) = evicting_stores(&env, &addr).await else {
+                    return Ok(());
+                };
+                let leaving: BTreeSet<u64> = stores
+                    .iter()
+                    .filter(|s| {
+                        s.state == "Offline" || (evicting.contains(&s.id) && s.state != "Tombstone")
+                    })
+                    .map(|s| s.id)
+                    .collect();
+                ensure!(
+                    leaving.len() <= 1,
+                    "stores leaving at once: {leaving:?} (evicting {evicting:?})"
+                );
+                Ok(())
+            }
+        },
+    )
 }
 
 #[tokio::test]
@@ -753,26 +818,7 @@ async fn foreground_and_concurrent(w: &World) -> Result<()> {
     w.set_replicas("tikv", 5).await?;
     w.wait_ready("basic", 5, Duration::from_secs(240)).await?;
     let watch = removal_watch(w);
-    let (env, addr) = (w.env.clone(), w.pd_addr());
-    let one_at_a_time = Invariant::watch(
-        "at most one store being removed in PD",
-        Duration::from_millis(300),
-        move || {
-            let (env, addr) = (env.clone(), addr.clone());
-            async move {
-                let Ok(stores) = pd_stores(&env, &addr).await else {
-                    return Ok(());
-                };
-                let removing: Vec<u64> = stores
-                    .iter()
-                    .filter(|s| s.state == "Offline")
-                    .map(|s| s.id)
-                    .collect();
-                ensure!(removing.len() <= 1, "stores removed at once: {removing:?}");
-                Ok(())
-            }
-        },
-    );
+    let one_at_a_time = one_removal_at_a_time(w);
     let kvs = w.tikvs().await?;
     let victims: Vec<String> = kvs.iter().take(2).map(ResourceExt::name_any).collect();
     let ids: Vec<u64> = kvs.iter().take(2).filter_map(store_id).collect();

@@ -197,24 +197,7 @@ async fn restart_and_hot_reload(w: &World) -> Result<()> {
     );
     tokio::time::sleep(Duration::from_secs(10)).await;
     let restarts = finish_all(vec![quorum], watch).await?;
-    ensure!(
-        members.iter().all(|m| restarts.get(m) == Some(&1)),
-        "each TiKV Pod must be recreated exactly once: {restarts:?}"
-    );
-    ensure!(
-        tikv_pod_uids(w).await? == new_uids,
-        "TiKV Pods changed after the rollout"
-    );
-    ensure!(
-        instance_store_ids(w).await? == ids,
-        "instances changed their store ids"
-    );
-    check_stores(w, &ids, OLD).await?;
-    let evicting = evicting_stores(&w.env, &w.api::<Pod>(), &w.pd_addr()).await?;
-    ensure!(
-        evicting.is_empty(),
-        "evict-leader entries left: {evicting:?}"
-    );
+    check_restarted_once(w, &members, &restarts, &new_uids, &ids).await?;
     let events = wait_restart_events(w, &members).await?;
     eprintln!("TiKV Events: {events:?}");
     Ok(())

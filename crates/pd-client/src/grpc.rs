@@ -291,11 +291,14 @@ pub(crate) async fn get_all_stores(
         .map_err(|s| map_status("get_all_stores", s, cluster_id, timeout))?
         .into_inner();
     check_header("get_all_stores", resp.header.as_ref(), cluster_id)?;
-    Ok(resp
+    let reported = resp.stores.iter().any(|s| s.node_state != 0);
+    let mut stores: Vec<Store> = resp
         .stores
         .into_iter()
         .map(|s| store_from_proto(s, None))
-        .collect())
+        .collect();
+    NodeState::settle_listing(&mut stores, reported);
+    Ok(stores)
 }
 
 #[cfg(test)]

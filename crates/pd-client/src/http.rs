@@ -288,7 +288,7 @@ pub(crate) struct JsonCluster {
 }
 
 /// An enum PD encodes as an integer; tolerate its name too.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum IntOrName {
     Int(i32),
@@ -412,12 +412,19 @@ impl JsonStoreInfo {
 
 pub(crate) fn decode_stores(body: &[u8]) -> Result<Vec<Store>> {
     let stores: JsonStores = decode("stores", body)?;
-    stores
-        .stores
-        .unwrap_or_default()
+    let infos = stores.stores.unwrap_or_default();
+    let reported = infos.iter().any(|i| {
+        i.store
+            .as_ref()
+            .and_then(|m| node_state(m.node_state.clone()))
+            .is_some_and(|n| n.is_some_and(|v| v != 0))
+    });
+    let mut stores = infos
         .into_iter()
         .map(|s| s.into_store("stores"))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    NodeState::settle_listing(&mut stores, reported);
+    Ok(stores)
 }
 
 pub(crate) fn decode_store(body: &[u8]) -> Result<Store> {
@@ -624,6 +631,36 @@ mod tests {
         );
         assert_eq!(s.liveness, StoreLiveness::Down);
         assert_eq!(s.capacity_bytes, Some(0));
+    }
+
+    #[test]
+    fn old_pd_without_node_states_serves_its_up_stores() {
+        // A PD from before node states: no store carries `node_state`.
+        let body = br#"{"count":3,"stores":[
+          {"store":{"id":1,"address":"tikv-0:20160","state_name":"Up"}},
+          {"store":{"id":2,"address":"tikv-1:20160","state":1,"state_name":"Offline"}},
+          {"store":{"id":3,"address":"tikv-2:20160","state":2,"state_name":"Tombstone"}}
+        ]}"#;
+        let states: Vec<_> = decode_stores(body)
+            .unwrap()
+            .iter()
+            .map(|s| s.node_state)
+            .collect();
+        assert_eq!(
+            states,
+            [NodeState::Serving, NodeState::Removing, NodeState::Removed]
+        );
+        // One explicit node state anywhere marks a current PD: its Up store
+        // without one is Preparing.
+        let body = br#"{"count":2,"stores":[
+          {"store":{"id":1,"address":"tikv-0:20160","state_name":"Up"}},
+          {"store":{"id":3,"address":"tikv-2:20160","state":2,"node_state":3,"state_name":"Tombstone"}}
+        ]}"#;
+        let stores = decode_stores(body).unwrap();
+        assert_eq!(stores[0].node_state, NodeState::Preparing);
+        // A single-store answer cannot tell; it keeps Preparing.
+        let body = br#"{"store":{"id":1,"address":"tikv-0:20160","state_name":"Up"}}"#;
+        assert_eq!(decode_store(body).unwrap().node_state, NodeState::Preparing);
     }
 
     #[test]

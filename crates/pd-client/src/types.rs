@@ -184,6 +184,29 @@ impl NodeState {
         }
     }
 
+    /// Settles the node states of one store listing.
+    ///
+    /// A PD older than node states (added to PD in 2022) never sends one; a
+    /// current PD omits only Preparing (0) and sends Serving, Removing and
+    /// Removed explicitly. So a listing in which no store carries a node state
+    /// other than Preparing comes from an old PD, whose Up stores serve, or
+    /// from a current PD whose stores are all Preparing, which lasts only
+    /// until PD's next store check after bootstrap (PD turns every Preparing
+    /// store Serving while the cluster holds few Regions). Without this, a PD
+    /// that does not report node states would keep every store Preparing and
+    /// no store would ever count as Ready. `reported` says whether any store of
+    /// the listing carried a non-zero node state on the wire.
+    pub(crate) fn settle_listing(stores: &mut [Store], reported: bool) {
+        if reported {
+            return;
+        }
+        for s in stores {
+            if s.state == StoreState::Up && s.node_state == Self::Preparing {
+                s.node_state = Self::Serving;
+            }
+        }
+    }
+
     /// Combines an explicit node state (0 meaning "absent or Preparing", as on
     /// the wire) with the store state.
     pub(crate) fn from_wire(node_state: Option<i32>, state: StoreState) -> Self {

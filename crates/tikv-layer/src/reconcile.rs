@@ -1109,7 +1109,11 @@ fn offline_condition(
             c(
                 false,
                 reasons::REMOVAL_CANCELLED,
-                format!("offline was cleared: store {id} is back to Up"),
+                format!(
+                    "store {id} is back to Up: the instance is meant to stay (offline cleared, \
+                     or a store delete made outside the operator; to replace a store, delete its \
+                     TiKV object)"
+                ),
             ),
             EventType::Normal,
         ),

@@ -82,6 +82,24 @@ async fn grpc_store_reads_convert_states() {
     assert_eq!(all[2].node_state, NodeState::Removing);
     let live = c.stores_via_grpc(true).await.unwrap();
     assert_eq!(live.iter().map(|s| s.id.get()).collect::<Vec<_>>(), [1, 3]);
+
+    // A PD from before node states sends none: its Up stores serve.
+    lock(&pd.shared).stores = vec![
+        metapb::Store {
+            id: 1,
+            ..Default::default()
+        },
+        metapb::Store {
+            id: 3,
+            state: metapb::StoreState::Offline as i32,
+            ..Default::default()
+        },
+    ];
+    let old = c.stores_via_grpc(false).await.unwrap();
+    assert_eq!(
+        old.iter().map(|s| s.node_state).collect::<Vec<_>>(),
+        [NodeState::Serving, NodeState::Removing]
+    );
 }
 
 #[tokio::test]
