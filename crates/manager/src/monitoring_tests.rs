@@ -722,35 +722,28 @@ fn the_kustomization_lists_every_monitoring_file() {
     assert_eq!(listed, present);
 }
 
-/// The promtool binary built by `e2e/scripts/build-binaries.sh promtool` (its version is read
-/// from the script): `$PROMTOOL` if set, else the e2e binary cache.
+/// The promtool binary of `e2e/scripts/build-binaries.sh promtool` (its version is read from
+/// the script) in the e2e binary cache, built once (minutes, from the Go module proxy) when
+/// missing, so `cargo test --workspace` works on a fresh machine; a build that fails fails the
+/// test.
 fn promtool() -> PathBuf {
-    if let Some(path) = std::env::var_os("PROMTOOL") {
-        return PathBuf::from(path);
-    }
-    let script = read(&repo().join("e2e/scripts/build-binaries.sh"));
-    let version = script
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let script = repo().join("e2e/scripts/build-binaries.sh");
+    let version = read(&script)
         .lines()
         .find_map(|l| l.strip_prefix("PROMTOOL_VERSION=\"${E2E_PROMTOOL_VERSION:-"))
         .and_then(|l| l.strip_suffix("}\""))
-        .expect("PROMTOOL_VERSION in e2e/scripts/build-binaries.sh");
+        .expect("PROMTOOL_VERSION in e2e/scripts/build-binaries.sh")
+        .to_owned();
     let cache = std::env::var_os("TIKV_OPERATOR_E2E_CACHE").map_or_else(
         || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/tikv-operator-e2e"),
         PathBuf::from,
     );
-    cache.join("bin").join(format!("promtool-{version}"))
-}
-
-/// Runs `promtool check rules` on `rules` (a rule file's content) and returns its output.
-fn promtool_check_rules(rules: &Value) -> Result<String, String> {
-    let promtool = promtool();
-    // Built once on first use (minutes, from the Go module proxy), so `cargo test --workspace`
-    // works on a fresh machine; a build that fails fails the test.
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let path = cache.join("bin").join(format!("promtool-{version}"));
     BUILT.get_or_init(|| {
-        if !promtool.is_file() {
+        if !path.is_file() {
             let status = std::process::Command::new("bash")
-                .arg(repo().join("e2e/scripts/build-binaries.sh"))
+                .arg(&script)
                 .arg("promtool")
                 .status()
                 .expect("running e2e/scripts/build-binaries.sh promtool");
@@ -758,10 +751,16 @@ fn promtool_check_rules(rules: &Value) -> Result<String, String> {
         }
     });
     assert!(
-        promtool.is_file(),
-        "{} is missing after `e2e/scripts/build-binaries.sh promtool`",
-        promtool.display()
+        path.is_file(),
+        "{} is missing after `bash e2e/scripts/build-binaries.sh promtool`",
+        path.display()
     );
+    path
+}
+
+/// Runs `promtool check rules` on `rules` (a rule file's content) and returns its output.
+fn promtool_check_rules(rules: &Value) -> Result<String, String> {
+    let promtool = promtool();
     let dir = std::env::temp_dir().join(format!(
         "tikv-operator-rules-{}-{:?}",
         std::process::id(),
