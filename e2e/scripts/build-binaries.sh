@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Builds (or reuses) every binary the e2e environment runs, from package registries only,
+# Builds (or reuses) every binary the e2e environment runs, and promtool, from package registries only,
 # into a cache outside the repository keyed by version:
 #   ${TIKV_OPERATOR_E2E_CACHE:-$HOME/.cache/tikv-operator-e2e}/bin/<name>-<version>
 #
-# Usage: e2e/scripts/build-binaries.sh [all|etcd|kwok|kubernetes|pd]...
+# Usage: e2e/scripts/build-binaries.sh [all|etcd|kwok|kubernetes|pd|helm|promtool]...
+#
+# `all` is everything the e2e environment and its tests need, helm included (the chart tests
+# in xtask and e2e/tests/helm.rs run it). promtool is not part of it: the unit tests of
+# manifests/monitoring need it and build it on first use (.ci/run builds it before them).
 #
 # Environment:
 #   TIKV_OPERATOR_E2E_CACHE  cache root (default ~/.cache/tikv-operator-e2e)
@@ -22,6 +26,11 @@ KWOK_VERSION="${E2E_KWOK_VERSION:-v0.7.0}"
 PD_MODULE_VERSION="${E2E_PD_MODULE_VERSION:-v1.1.0-beta.0.20240407022249-7179657d129b}"
 PD_VERSION="${E2E_PD_VERSION:-v8.1.0-alpha-7179657d129b}"
 ETCD_CRATE_VERSION="${E2E_ETCD_CRATE_VERSION:-3.5.34}"
+HELM_VERSION="${E2E_HELM_VERSION:-v4.3.2}"
+# promtool (Go module github.com/prometheus/prometheus, cmd/promtool) checks
+# manifests/monitoring/prometheusrule.yaml; crates/manager/src/monitoring_tests.rs reads this
+# line to find the binary.
+PROMTOOL_VERSION="${E2E_PROMTOOL_VERSION:-v0.316.0}"
 
 CACHE="${TIKV_OPERATOR_E2E_CACHE:-$HOME/.cache/tikv-operator-e2e}"
 BIN="$CACHE/bin"
@@ -180,15 +189,55 @@ build_pd() {
   record_time "$name" $(($(date +%s) - start))
 }
 
+build_helm() {
+  local name="helm-$HELM_VERSION"
+  if have "$name"; then log "$name: cached"; return; fi
+  local start work
+  start=$(date +%s)
+  # Same wrapper-module approach as PD: the exact version is pinned in go.mod, so the build asks
+  # the module proxy for nothing but that version and its dependencies.
+  work="$CACHE/work/helm-$HELM_VERSION"
+  mkdir -p "$work/out"
+  printf 'module tikv-operator-e2e/helm-build\n\ngo 1.25.0\n\nrequire helm.sh/helm/v4 %s\n' \
+    "$HELM_VERSION" >"$work/go.mod"
+  local ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+  ldflags+=" -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+  (cd "$work" && go_with_progress "$name" go build -v -trimpath -ldflags "$ldflags" \
+    -o out/helm helm.sh/helm/v4/cmd/helm)
+  mv "$work/out/helm" "$BIN/$name"
+  "$BIN/$name" version >&2
+  record_time "$name" $(($(date +%s) - start))
+}
+
+build_promtool() {
+  local name="promtool-$PROMTOOL_VERSION"
+  if have "$name"; then log "$name: cached"; return; fi
+  local start work
+  start=$(date +%s)
+  # A wrapper module pins the exact version, as for PD.
+  work="$CACHE/work/promtool-$PROMTOOL_VERSION"
+  mkdir -p "$work/out"
+  printf 'module tikv-operator-e2e/promtool-build\n\ngo 1.25\n\nrequire github.com/prometheus/prometheus %s\n' \
+    "$PROMTOOL_VERSION" >"$work/go.mod"
+  (cd "$work" && go_with_progress "$name" go build -v -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMTOOL_VERSION" \
+    -o out/promtool github.com/prometheus/prometheus/cmd/promtool)
+  mv "$work/out/promtool" "$BIN/$name"
+  "$BIN/$name" --version >&2
+  record_time "$name" $(($(date +%s) - start))
+}
+
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(all)
 for t in "${targets[@]}"; do
   case "$t" in
-    all) build_etcd; build_kwok; build_kubernetes; build_pd ;;
+    all) build_etcd; build_kwok; build_kubernetes; build_pd; build_helm ;;
     etcd) build_etcd ;;
     kwok) build_kwok ;;
     kubernetes) build_kubernetes ;;
     pd) build_pd ;;
+    helm) build_helm ;;
+    promtool) build_promtool ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac
 done

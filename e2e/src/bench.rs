@@ -156,9 +156,12 @@ fn reexec(layout: &Layout) -> Result<()> {
         Some(b) => PathBuf::from(b),
         None => {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            // Without the variable cargo set for xtask (ring's build script tracks it), this is
+            // the same release build as a plain `cargo build --release` and `cargo xtask image`.
             let status = Command::new(&cargo)
                 .args(["build", "--release", "-p", "tikv-operator"])
                 .current_dir(config::repo_root())
+                .env_remove("CARGO_MANIFEST_DIR")
                 .status()
                 .context("building the operator")?;
             if !status.success() {

@@ -26,7 +26,7 @@ enum E2eCommand {
     /// Run the e2e tests (starts the environment if it is not up, and stops it afterwards
     /// unless --keep-env).
     Test(TestArgs),
-    /// Build (or reuse) the cached binaries: etcd, Kubernetes, kwok, pd-server.
+    /// Build (or reuse) the cached binaries: etcd, Kubernetes, kwok, pd-server, helm.
     Build,
     /// Run the operator against the environment (started if it is not up, and left
     /// running): builds `tikv-operator` and runs `tikv-operator run` with the environment's

@@ -15,6 +15,9 @@ pub const KWOK_VERSION: &str = "v0.7.0";
 /// PD build backing PD pods (see `e2e/scripts/build-binaries.sh`: v8.5.5 is the target, but only
 /// this commit's pseudo-version is obtainable through the module proxy reachable here).
 pub const PD_VERSION: &str = "v8.1.0-alpha-7179657d129b";
+/// Helm release used by the chart tests (`xtask/src/chart.rs`) and `e2e/tests/helm.rs`, built
+/// from the `helm.sh/helm/v4` module by `e2e/scripts/build-binaries.sh helm`.
+pub const HELM_VERSION: &str = "v4.3.2";
 /// Version the store simulator reports when a TiKV pod's image has no usable tag.
 pub const DEFAULT_TIKV_VERSION: &str = "8.5.5";
 

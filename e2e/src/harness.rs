@@ -152,6 +152,35 @@ impl Env {
             .output()?)
     }
 
+    /// Runs helm (the cached `helm-<HELM_VERSION>`, like kubectl) against the environment, with
+    /// helm's own state in the environment's directory; returns stdout, fails with stderr.
+    pub fn helm(&self, args: &[&str]) -> Result<String> {
+        let bin = config::binary("helm", config::HELM_VERSION);
+        if !bin.is_file() {
+            bail!(
+                "{} is missing: run `bash e2e/scripts/build-binaries.sh helm`",
+                bin.display()
+            );
+        }
+        let home = self.layout.root.join("helm");
+        let out = Command::new(bin)
+            .args(args)
+            .env("KUBECONFIG", self.layout.kubeconfig())
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "helm {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Tails of every log of the environment (control plane, agent, pd-server processes).
     pub fn logs_report(&self) -> String {
         cluster::logs_report(&self.layout, 30)

@@ -1,6 +1,8 @@
 //! Project automation: `cargo xtask <command>`.
 
 mod api_doc;
+mod chart;
+mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,12 +20,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write one YAML file per CRD under manifests/crds/.
+    /// Write one YAML file per CRD under manifests/crds/ and charts/tikv-operator/crds/, and
+    /// docs/api.md.
     GenCrds {
         /// Do not write; fail if the files on disk differ from what would be written.
         #[arg(long)]
         check: bool,
     },
+    /// Build the operator image with buildah (no registry, no container engine) into an OCI
+    /// archive under the target directory, then check its config and run the binary from it.
+    Image(image::Args),
     /// End-to-end environment and tests.
     E2e(tikv_operator_e2e::cli::Args),
     /// Benchmarks against the e2e environment (converge, fleet, scale-in, upgrade).
@@ -45,9 +51,14 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::GenCrds { check } => {
             let root = project_root();
             let crds = tikv_operator_api::all_crds();
-            gen_crds(&crds, &root.join("manifests/crds"), check)?;
+            // Both places are checked before failing, so one run names every stale file.
+            let kustomize = gen_crds(&crds, &root.join("manifests/crds"), check);
+            let chart = gen_crds(&crds, &root.join(chart::CRD_DIR), check);
+            kustomize?;
+            chart?;
             gen_api_doc(&crds, &root.join("docs/api.md"), check)
         }
+        Command::Image(args) => image::run_image(&args, &project_root()),
         Command::E2e(args) => tikv_operator_e2e::cli::run(args),
         Command::Bench(args) => tikv_operator_e2e::bench::run(args),
     }

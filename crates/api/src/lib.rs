@@ -1,17 +1,4 @@
-//! The `core.tikv.org/v1alpha1` API of tikv-operator.
-//!
-//! Five kinds, in three layers:
-//!
-//! ```text
-//! Cluster
-//!  ├── PDGroup   ──> PD   (one per PD member)
-//!  └── TiKVGroup ──> TiKV (one per TiKV store; several groups per Cluster)
-//! ```
-//!
-//! This crate holds the CRD types, the label/annotation/finalizer keys, the
-//! helpers that derive every child object name, and the CEL rules the API
-//! server enforces. It contains no client code.
-
+#![doc = include_str!("../README.md")]
 // Repeated `printcolumn(type_ = ...)` arguments of the CRD derive are distinct
 // columns, not duplicated attributes.
 #![allow(clippy::duplicated_attributes)]

@@ -142,3 +142,25 @@ fn the_unknown_field_check_catches_a_typo() {
     let err = check(&doc).unwrap_err();
     assert!(err.contains(".spec.replica"), "{err}");
 }
+
+/// The library's example program (`crates/api/examples/print_tikvgroup.rs`), compiled in here
+/// so its object goes through the same checks as the YAML examples.
+#[allow(dead_code)]
+#[path = "../examples/print_tikvgroup.rs"]
+mod print_tikvgroup;
+
+#[test]
+fn the_example_program_builds_a_tikvgroup_the_api_accepts() {
+    let validator = kube_cel::Validator::new();
+    let schema = tikv_operator_api::schema_json_of("TiKVGroup").unwrap();
+    let group = print_tikvgroup::tikv_group("tikv", "basic", 3, print_tikvgroup::DEFAULT_VERSION);
+    let doc = serde_json::to_value(&group).unwrap();
+    check(&doc).unwrap();
+    if let Err(errs) = validator.validate(&schema, &doc, None) {
+        panic!("{errs:?}");
+    }
+    // The same checks refuse what the API server would refuse.
+    let bad = print_tikvgroup::tikv_group("tikv", "basic", -1, "latest");
+    let bad = serde_json::to_value(&bad).unwrap();
+    assert!(validator.validate(&schema, &bad, None).is_err());
+}

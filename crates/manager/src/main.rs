@@ -6,6 +6,8 @@
 mod cli;
 mod http;
 mod leader;
+#[cfg(test)]
+mod monitoring_tests;
 mod run;
 mod telemetry;
 

@@ -39,10 +39,6 @@ pub const REMOVAL_CANCELLED: &str = "RemovalCancelled";
 pub const REMOVAL_REFUSED: &str = "RemovalRefused";
 /// The store is not being removed.
 pub const NOT_OFFLINE: &str = "NotOffline";
-/// PD removes the store but the operator did not ask for it (a `store delete`
-/// made by hand, e.g. with pd-ctl): left alone, reported; the group replaces
-/// the instance once the store is Tombstone.
-pub const EXTERNAL_REMOVAL: &str = "ExternalRemoval";
 /// Cancelling came too late: the store is already Tombstone; the group replaces the instance.
 pub const TOO_LATE_TO_CANCEL: &str = "TooLateToCancel";
 

@@ -158,26 +158,7 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
 
     if input.request == Request::Keep {
         return match store {
-            // Our removal (it always records the eviction before it asks PD
-            // to delete the store), then cancelled: put the store back.
-            Some(s) if s.is_removing() && input.eviction_started_at.is_some() => {
-                RemovalStep::CancelRemoval(s.id)
-            }
-            // A removal nobody here asked for: an administrator's `store
-            // delete`. PD owns store membership and the administrator may
-            // know of a failing disk, so it is not undone; it is reported, and
-            // the group replaces the instance once the store is Tombstone.
-            Some(s) if s.is_removing() => wait(
-                reasons::EXTERNAL_REMOVAL,
-                format!(
-                    "PD is removing store {} of {name} ({} Regions left) although the \
-                     operator did not ask for it (a store delete made outside the \
-                     operator); left alone: the group replaces {name} once the store is \
-                     Tombstone. To keep the store, cancel the removal in PD \
-                     (pd-ctl store cancel-delete {})",
-                    s.id, s.region_count, s.id
-                ),
-            ),
+            Some(s) if s.is_removing() => RemovalStep::CancelRemoval(s.id),
             Some(s) if s.is_removed() => {
                 if input.eviction_started_at.is_some() {
                     RemovalStep::RemoveEvictLeader(Some(s.id))
@@ -560,28 +541,13 @@ mod tests {
 
     #[test]
     fn clearing_offline_cancels_and_cleans_up_our_eviction() {
-        let mut c = Case::new(Request::Keep, pd_with(StoreState::Offline, 0));
-        c.started = Some(5);
+        let c = Case::new(Request::Keep, pd_with(StoreState::Offline, 0));
         assert_eq!(c.step(), RemovalStep::CancelRemoval(StoreId(4)));
         let mut c = Case::new(Request::Keep, pd_with(StoreState::Up, 2));
         c.started = Some(5);
         assert_eq!(c.step(), RemovalStep::RemoveEvictLeader(Some(StoreId(4))));
         c.started = None;
         assert_eq!(c.step(), RemovalStep::Idle);
-        let c = Case::new(Request::Keep, pd_with(StoreState::Tombstone, 0));
-        assert_eq!(c.step(), RemovalStep::TooLateToCancel);
-    }
-
-    #[test]
-    fn a_removal_made_outside_the_operator_is_left_alone_and_reported() {
-        // No eviction record: the operator never asked PD to delete the store.
-        let c = Case::new(Request::Keep, pd_with(StoreState::Offline, 0));
-        assert!(
-            matches!(c.step(), RemovalStep::Wait(ref b) if b.reason == reasons::EXTERNAL_REMOVAL),
-            "{:?}",
-            c.step()
-        );
-        // Once Tombstone, the group replaces the instance.
         let c = Case::new(Request::Keep, pd_with(StoreState::Tombstone, 0));
         assert_eq!(c.step(), RemovalStep::TooLateToCancel);
     }

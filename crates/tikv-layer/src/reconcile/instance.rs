@@ -88,9 +88,6 @@ fn offline_condition(
                 EventType::Normal,
             ),
         },
-        RemovalStep::Wait(b) if b.reason == reasons::EXTERNAL_REMOVAL => {
-            (c(true, b.reason, b.message.clone()), EventType::Warning)
-        }
         RemovalStep::Wait(b) => (
             c(removing, b.reason, b.message.clone()),
             if b.reason == reasons::PD_UNAVAILABLE {
@@ -127,7 +124,11 @@ fn offline_condition(
             c(
                 false,
                 reasons::REMOVAL_CANCELLED,
-                format!("offline was cleared: store {id} is back to Up"),
+                format!(
+                    "store {id} is back to Up: the instance is meant to stay (offline cleared, \
+                     or a store delete made outside the operator; to replace a store, delete its \
+                     TiKV object)"
+                ),
             ),
             EventType::Normal,
         ),
@@ -143,9 +144,7 @@ fn offline_condition(
             c(
                 true,
                 reasons::TOO_LATE_TO_CANCEL,
-                "the store was removed (Tombstone) while this instance is meant to stay \
-                 (offline cleared too late, or a removal made outside the operator); the group \
-                 replaces this instance"
+                "offline was cleared after the store was removed; the group replaces this instance"
                     .to_owned(),
             ),
             EventType::Warning,
