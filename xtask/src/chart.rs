@@ -467,6 +467,15 @@ mod tests {
             ("image.pullPolicy=Sometimes", "pullPolicy"),
             ("unknownKey=1", "unknownKey"),
             ("monitoring.serviceMonitor.enabled=yes", "enabled"),
+            // Not rendered by the chart yet: refused with a pointer, never silently ignored.
+            (
+                "monitoring.serviceMonitor.enabled=true",
+                "manifests/monitoring",
+            ),
+            (
+                "monitoring.prometheusRule.enabled=true",
+                "manifests/monitoring",
+            ),
             ("leaderElection.enabled=false", "replicas: 1"),
         ] {
             let err = template("tikv-operator", "tikv-operator", &["--set", set])
