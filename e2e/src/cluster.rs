@@ -336,17 +336,7 @@ async fn up_inner(layout: &Layout) -> Result<()> {
         ],
     )?;
     let client = client(layout).await?;
-    wait_for("kube-apiserver /readyz", Duration::from_secs(90), || {
-        let client = client.clone();
-        let alive = component_alive(layout, "kube-apiserver");
-        async move {
-            alive?;
-            let req = http_get("/readyz")?;
-            let text = client.request_text(req).await?;
-            Ok(text.trim() == "ok")
-        }
-    })
-    .await?;
+    wait_apiserver_ready(layout, &client, "kube-apiserver /readyz").await?;
 
     let kc = layout.kubeconfig().display().to_string();
     eprintln!("e2e: starting kube-controller-manager, kube-scheduler, kwok");
@@ -428,20 +418,22 @@ pub async fn restart_apiserver(layout: &Layout, down: Duration) -> Result<()> {
     tokio::time::sleep(down).await;
     spawn(layout, name, Path::new(&argv[0]), &argv[1..])?;
     let client = client(layout).await?;
-    wait_for(
-        "kube-apiserver /readyz after a restart",
-        Duration::from_secs(90),
-        || {
-            let client = client.clone();
-            let alive = component_alive(layout, name);
-            async move {
-                alive?;
-                let req = http_get("/readyz")?;
-                let text = client.request_text(req).await?;
-                Ok(text.trim() == "ok")
-            }
-        },
-    )
+    wait_apiserver_ready(layout, &client, "kube-apiserver /readyz after a restart").await
+}
+
+/// Waits (up to 90 s) until the kube-apiserver answers `/readyz` with `ok`; fails at once if
+/// its process has exited.
+async fn wait_apiserver_ready(layout: &Layout, client: &kube::Client, what: &str) -> Result<()> {
+    wait_for(what, Duration::from_secs(90), || {
+        let client = client.clone();
+        let alive = component_alive(layout, "kube-apiserver");
+        async move {
+            alive?;
+            let req = http_get("/readyz")?;
+            let text = client.request_text(req).await?;
+            Ok(text.trim() == "ok")
+        }
+    })
     .await
 }
 
