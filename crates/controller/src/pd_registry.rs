@@ -64,6 +64,8 @@ pub struct PdEntry {
     pub api: Arc<dyn PdApi>,
     /// The state cache.
     pub cache: Arc<PdStateCache>,
+    /// Serializes the start of TiKV leader evictions in this Cluster.
+    pub eviction_gate: tikv_operator_tikv_layer::reconcile::EvictionGate,
     tasks: Vec<AbortHandle>,
     fast: Mutex<HashMap<String, FastRefresh>>,
 }
@@ -193,6 +195,7 @@ impl PdRegistry {
             endpoint: endpoint.to_owned(),
             api,
             cache,
+            eviction_gate: tikv_operator_tikv_layer::reconcile::EvictionGate::default(),
             tasks: vec![refresh, fanout],
             fast: Mutex::new(HashMap::new()),
         });

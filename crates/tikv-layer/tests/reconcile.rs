@@ -545,6 +545,40 @@ async fn two_instances_deleted_at_once_are_removed_one_at_a_time() {
     assert!(w.pd.store_snapshot(sb).unwrap().is_removed());
 }
 
+/// Safety rule 2, the race: two instances deleted at the same instant are
+/// reconciled at the same moment on the same PD view (read before either
+/// acted). Under the Cluster's eviction gate the second re-reads PD's
+/// entries and waits instead of evicting too.
+#[tokio::test]
+async fn two_instances_reconciled_on_one_view_evict_one_at_a_time() {
+    let w = World::serving(5).await;
+    let names = w.instance_names();
+    let (a, b) = (names[0].clone(), names[1].clone());
+    let (sa, sb) = (w.store_of(&a), w.store_of(&b));
+    w.kube.delete(&kv_key(&a)).await.unwrap();
+    w.kube.delete(&kv_key(&b)).await.unwrap();
+    let view = w.view().await;
+    let (ra, rb) = tokio::join!(
+        w.reconcile_instance_on(&a, &view),
+        w.reconcile_instance_on(&b, &view)
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let evicting = w.pd.evicting_snapshot();
+    assert_eq!(evicting.len(), 1, "evicting at once: {evicting:?}");
+    assert!(evicting.contains(&sa) || evicting.contains(&sb));
+    let waiting = if evicting.contains(&sa) { &b } else { &a };
+    let status = w.instance(waiting).unwrap().status.unwrap();
+    assert!(status.leader_eviction_started_at.is_none(), "{status:?}");
+    let offline = status
+        .common
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Offline")
+        .map(|c| c.reason.clone());
+    assert_eq!(offline.as_deref(), Some("AnotherRemovalInFlight"));
+}
+
 #[tokio::test]
 async fn leader_eviction_is_bounded_by_the_timeout() {
     let mut w = World::serving(4).await;

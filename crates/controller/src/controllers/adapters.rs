@@ -286,7 +286,7 @@ pub(super) async fn reconcile_tikv(
         .and_then(|m| usize::try_from(m).ok())
         .unwrap_or(1)
         .max(1);
-    let Some(pd_api) = entry.as_ref().map(|e| e.api.clone()) else {
+    let Some(entry) = entry else {
         // No PD known at all (no PDGroup, no status.pd): nothing can be
         // asked or removed safely; report through the group and wait.
         return Ok(Action::requeue(sh.ctx.policy.in_flight));
@@ -305,13 +305,12 @@ pub(super) async fn reconcile_tikv(
                 evict_leader_timeout: sh.config.tikv.evict_leader_timeout,
             },
             max_unavailable,
+            eviction_gate: &entry.eviction_gate,
         },
-        pd_api.as_ref(),
+        entry.api.as_ref(),
     )
     .await?;
-    if let Some(e) = &entry {
-        e.hold_fast(&key_of(obj.as_ref()), sh.in_flight(&r));
-    }
+    entry.hold_fast(&key_of(obj.as_ref()), sh.in_flight(&r));
     Ok(r.into())
 }
 

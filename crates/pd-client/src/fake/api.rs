@@ -185,6 +185,9 @@ impl PdApi for FakePd {
     }
 
     async fn add_evict_leader(&self, id: StoreId) -> Result<()> {
+        // A round trip: another task may run before PD has the entry (what
+        // two reconcilers adding at the same moment see).
+        tokio::task::yield_now().await;
         let mut s = self.enter(FakeOp::AddEvictLeader, true)?;
         s.schedulers_loaded()?;
         if s.store(id)?.state == StoreState::Tombstone {

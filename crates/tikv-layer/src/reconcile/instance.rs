@@ -25,6 +25,26 @@ pub struct InstanceSnapshot<'a> {
     pub options: Options,
     /// Its group's `maxUnavailable` (1 when the group is not known).
     pub max_unavailable: usize,
+    /// Held while an eviction is checked and started: one per Cluster,
+    /// shared by every TiKV instance of it (see [`EvictionGate`]).
+    pub eviction_gate: &'a EvictionGate,
+}
+
+/// Serializes the start of leader evictions within one Cluster. Two
+/// instances reconciled at the same moment plan on the same PD view, so
+/// neither sees the other's eviction; under the gate each re-reads PD's
+/// evict-leader entries and starts only when no other store of the Cluster
+/// is evicting (safety rule 2: one removal at a time, and the re-check right
+/// before the step). The operator runs as one leader process, so an
+/// in-process lock covers every reconciler that can act.
+#[derive(Debug, Default)]
+pub struct EvictionGate(tokio::sync::Mutex<()>);
+
+impl EvictionGate {
+    /// Waits for the gate.
+    pub async fn enter(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0.lock().await
+    }
 }
 
 /// Removes the evict-leader entry of store `id`; one already gone is fine.
@@ -37,6 +57,19 @@ pub(super) async fn remove_evict_leader(pd_api: &dyn PdApi, id: StoreId) -> Resu
 }
 
 /// Whether PD's view lists `id` in its evict-leader scheduler.
+/// A store other than `id`, still in PD and not removed, whose leaders PD
+/// is evicting (`evicting`: PD's evict-leader entries, read just now).
+fn other_evicting(
+    pd: &StoreView,
+    evicting: &std::collections::BTreeSet<StoreId>,
+    id: StoreId,
+) -> Option<StoreId> {
+    let stores = pd.stores();
+    evicting.iter().copied().find(|o| {
+        *o != id && stores.is_none_or(|st| st.stores.iter().any(|x| x.id == *o && !x.is_removed()))
+    })
+}
+
 pub(super) fn evicting_in_pd(pd: &StoreView, id: StoreId) -> bool {
     pd.stores()
         .and_then(|s| s.evicting.as_ref())
@@ -196,6 +229,23 @@ async fn run_removal_step(
         | RemovalStep::Removed
         | RemovalStep::TooLateToCancel => {}
         RemovalStep::EvictLeaders(id) => {
+            let _turn = s.eviction_gate.enter().await;
+            // Re-checked against PD right before acting: another instance
+            // may have started evicting since the view was read.
+            let evicting = pd_api
+                .evicting_stores()
+                .await
+                .map_err(|e| Error::pd("evicting_stores", e))?;
+            if let Some(other) = other_evicting(s.pd, &evicting, *id) {
+                step_for_report = RemovalStep::Wait(crate::group::Blocked {
+                    reason: reasons::ANOTHER_REMOVAL_IN_FLIGHT,
+                    message: format!(
+                        "the leaders of store {other} are being evicted; the removal of store \
+                         {id} waits for it"
+                    ),
+                });
+                return Ok(ControlFlow::Continue(step_for_report));
+            }
             // Record first: an entry we added is always known to be ours,
             // so every exit path removes it.
             status.leader_eviction_started_at = Some(Time(now));

@@ -282,4 +282,4 @@ mod groups;
 mod instance;
 mod restarts;
 pub use groups::{GroupSnapshot, reconcile_group};
-pub use instance::{InstanceSnapshot, reconcile_instance};
+pub use instance::{EvictionGate, InstanceSnapshot, reconcile_instance};

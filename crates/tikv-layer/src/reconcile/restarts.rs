@@ -142,6 +142,9 @@ pub(super) async fn run_restart_step(
         RestartStep::Idle | RestartStep::Pending | RestartStep::Wait(_) => {}
         RestartStep::CheckDownPeers { .. } => {}
         RestartStep::EvictLeaders { store: id, .. } => {
+            // A removal checks PD's entries and adds its own under the gate;
+            // adding ours under it too keeps that check-and-add whole.
+            let _turn = s.eviction_gate.enter().await;
             let first = status.leader_eviction_started_at.is_none();
             if first {
                 // Record first: an entry we added is always known to be ours,

@@ -18,7 +18,7 @@ pub use tikv_operator_core::conditions;
 pub use tikv_operator_core::fake::{FakeClock, FakeKube, KubeCall, KubeOp};
 pub use tikv_operator_core::{KubeWriter, ObjectKey, RequeuePolicy};
 pub use tikv_operator_tikv_layer::reconcile::{
-    ClusterFacts, Ctx, GroupSnapshot, InstanceSnapshot, Options, reconcile_group,
+    ClusterFacts, Ctx, EvictionGate, GroupSnapshot, InstanceSnapshot, Options, reconcile_group,
     reconcile_instance,
 };
 pub use tikv_operator_tikv_layer::{StoreView, reasons};
@@ -59,6 +59,8 @@ pub struct World {
     pub booting: Vec<(String, u32)>,
     /// The uid of each instance's Pod the simulated kubelet last saw.
     pub pod_uids: BTreeMap<String, String>,
+    /// The Cluster's eviction gate, as the controller shares it.
+    pub eviction_gate: EvictionGate,
 }
 
 pub fn group_key() -> ObjectKey {
@@ -138,6 +140,7 @@ impl World {
             most_disrupted: 0,
             booting: Vec::new(),
             pod_uids: BTreeMap::new(),
+            eviction_gate: EvictionGate::default(),
         }
     }
 
@@ -220,6 +223,17 @@ impl World {
     }
 
     pub async fn try_reconcile_instance(&self, name: &str) -> tikv_operator_core::Result<()> {
+        let view = self.view().await;
+        self.reconcile_instance_on(name, &view).await
+    }
+
+    /// Reconciles `name` on a PD view read earlier (what a reconcile that
+    /// runs at the same moment as another one sees).
+    pub async fn reconcile_instance_on(
+        &self,
+        name: &str,
+        view: &StoreView,
+    ) -> tikv_operator_core::Result<()> {
         let Some(instance) = self.instance(name) else {
             return Ok(());
         };
@@ -240,7 +254,6 @@ impl World {
                 .as_ref()
                 .map(|t| node_labels(&t[ZONE]))
         });
-        let view = self.view().await;
         // Its group's maxUnavailable, as the controller passes it.
         let group = instance.metadata.labels.as_ref().unwrap()[labels::GROUP].clone();
         let max_unavailable = self
@@ -256,8 +269,9 @@ impl World {
             node_labels: node.as_ref(),
             config_map: cm.as_ref(),
             pvcs: &pvcs,
-            pd: &view,
+            pd: view,
             options: self.options,
+            eviction_gate: &self.eviction_gate,
         };
         reconcile_instance(&self.ctx, &snap, &self.pd)
             .await
