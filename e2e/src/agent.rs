@@ -13,7 +13,8 @@
 //! - backs every TiKV pod (`component=tikv`) with a simulated store
 //!   ([`crate::simulator`]);
 //! - injects process faults: a pod named in [`Layout::faults`] has its process stopped
-//!   and not started again while the marker exists, although the Pod stays Running.
+//!   and not started again while the marker exists, although the Pod stays Running; so has
+//!   every pod bound to a node taken away.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -145,14 +146,22 @@ fn key(pod: &Pod) -> String {
 }
 
 impl Agent {
-    /// Whether a test stopped the process of this pod (see [`Layout::faults`]).
+    /// Whether a test stopped the process of this pod, or took its node away (see
+    /// [`Layout::faults`]).
     fn stopped_by_fault(&self, pod: &Pod) -> bool {
-        self.layout
-            .stopped_marker(
-                pod.metadata.namespace.as_deref().unwrap_or_default(),
-                pod.metadata.name.as_deref().unwrap_or_default(),
-            )
-            .exists()
+        let node_lost = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| self.layout.node_lost_marker(n).exists());
+        node_lost
+            || self
+                .layout
+                .stopped_marker(
+                    pod.metadata.namespace.as_deref().unwrap_or_default(),
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                )
+                .exists()
     }
 }
 

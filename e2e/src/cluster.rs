@@ -531,9 +531,17 @@ async fn wait_ready(layout: &Layout, client: &kube::Client) -> Result<()> {
 }
 
 async fn create_nodes(client: &kube::Client) -> Result<()> {
+    for (name, zone) in config::NODES {
+        create_node(client, name, zone).await?;
+    }
+    Ok(())
+}
+
+/// Creates (or updates) one of the environment's nodes, [`config::NODES`]; kwok makes it Ready.
+pub async fn create_node(client: &kube::Client, name: &str, zone: &str) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    for (name, zone) in config::NODES {
+    {
         let node = json!({
             "apiVersion": "v1",
             "kind": "Node",

@@ -150,4 +150,9 @@ impl Layout {
     pub fn stopped_marker(&self, namespace: &str, pod: &str) -> PathBuf {
         self.faults().join(format!("{namespace}_{pod}.stopped"))
     }
+    /// The fault file of a node taken away: the processes of every pod bound to it stop and
+    /// none starts there until the file goes (see `Env::take_node_away`).
+    pub fn node_lost_marker(&self, node: &str) -> PathBuf {
+        self.faults().join(format!("node_{node}.lost"))
+    }
 }

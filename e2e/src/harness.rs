@@ -208,6 +208,42 @@ impl Env {
         }
     }
 
+    /// Takes a node away as if its machine died with its local disks: the agent stops the
+    /// process of every Pod bound to it (within about a second) and starts none there, and the
+    /// Node object is deleted. Kubernetes' pod garbage collector then deletes its Pods (about
+    /// 40 s after the Node goes); claims bound to its local volumes keep their volume, so a Pod
+    /// recreated with them stays Pending. The environment has no node lifecycle controller, so
+    /// "NotReady for a while" is not produced; deletion is the loss. Undo with
+    /// [`Env::bring_node_back`] (the volumes' data is still there: a machine that came back).
+    pub async fn take_node_away(&self, node: &str) -> Result<()> {
+        anyhow::ensure!(
+            config::NODES.iter().any(|(n, _)| *n == node),
+            "{node} is not a node of the environment"
+        );
+        std::fs::create_dir_all(self.layout.faults())?;
+        std::fs::write(self.layout.node_lost_marker(node), b"")?;
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        match nodes.delete(node, &Default::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Brings a node taken away by [`Env::take_node_away`] back: the Node is created again
+    /// (kwok makes it Ready) and Pods bound to it run their processes again.
+    pub async fn bring_node_back(&self, node: &str) -> Result<()> {
+        let (name, zone) = config::NODES
+            .iter()
+            .find(|(n, _)| *n == node)
+            .with_context(|| format!("{node} is not a node of the environment"))?;
+        cluster::create_node(&self.client, name, zone).await?;
+        match std::fs::remove_file(self.layout.node_lost_marker(node)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Restarts the API server (see [`cluster::restart_apiserver`]).
     pub async fn restart_apiserver(&self, down: Duration) -> Result<()> {
         cluster::restart_apiserver(&self.layout, down).await

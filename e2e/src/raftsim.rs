@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::proto::{metapb, pdpb};
 
@@ -33,6 +34,10 @@ struct Inner {
     /// (cluster id, store id) of running simulators, with how many guards hold each (a
     /// restarted session takes its new guard before the old one is dropped).
     live: HashMap<(u64, u64), usize>,
+    /// (cluster id, store id) of stores with peers that are not live, with when they were
+    /// first seen not live (reported to PD as down peers, as a TiKV leader reports peers it
+    /// has not heard from).
+    dead_since: HashMap<(u64, u64), Instant>,
 }
 
 /// Shared region state of every simulated store of the agent.
@@ -55,6 +60,7 @@ impl Drop for LiveGuard {
             *n -= 1;
             if *n == 0 {
                 inner.live.remove(&self.key);
+                inner.dead_since.insert(self.key, Instant::now());
             }
         }
     }
@@ -85,7 +91,10 @@ impl World {
 
     /// Marks a store live for as long as the returned guard lives.
     pub fn live(&self, cluster: u64, store: u64) -> LiveGuard {
-        *self.lock().live.entry((cluster, store)).or_insert(0) += 1;
+        let mut inner = self.lock();
+        *inner.live.entry((cluster, store)).or_insert(0) += 1;
+        inner.dead_since.remove(&(cluster, store));
+        drop(inner);
         LiveGuard {
             world: self.clone(),
             key: (cluster, store),
@@ -104,7 +113,15 @@ impl World {
             }
             let leader_store = r.leader_peer().map(|p| p.store_id);
             let leader_alive = leader_store.is_some_and(|s| live.contains(&(cluster, s)));
+            // An election needs a majority of the voters live (a region that lost it has
+            // no leader and is not heartbeated, as in raft).
+            let voters: Vec<&metapb::Peer> = r.meta.peers.iter().filter(|p| is_voter(p)).collect();
+            let live_voters = voters
+                .iter()
+                .filter(|p| live.contains(&(cluster, p.store_id)))
+                .count();
             if !leader_alive
+                && live_voters * 2 > voters.len()
                 && let Some(p) = r
                     .meta
                     .peers
@@ -117,6 +134,23 @@ impl World {
             if r.leader_peer().is_some_and(|p| p.store_id == store) {
                 out.push(r.clone());
             }
+        }
+        out
+    }
+
+    /// The peers of `region` on stores that are not live, with how long each has been seen
+    /// down (seconds): what the region's leader reports as down peers.
+    pub fn down_peers(&self, region: &SimRegion, cluster: u64) -> Vec<(metapb::Peer, u64)> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for p in &region.meta.peers {
+            let key = (cluster, p.store_id);
+            if inner.live.contains_key(&key) {
+                continue;
+            }
+            let since = *inner.dead_since.entry(key).or_insert(now);
+            out.push((*p, now.duration_since(since).as_secs()));
         }
         out
     }
@@ -362,25 +396,64 @@ mod tests {
         assert_eq!(w.counts(7, 1), (1, 0));
     }
 
-    #[test]
-    fn a_voter_takes_over_when_the_leader_store_stops() {
-        let w = world_with_region();
-        let s1 = w.live(7, 1);
-        let _s2 = w.live(7, 2);
+    fn add_voter(w: &World, id: u64, store: u64) {
         let add = pdpb::RegionHeartbeatResponse {
             region_id: 2,
             change_peer: Some(pdpb::ChangePeer {
-                peer: Some(peer(4, 2)),
+                peer: Some(peer(id, store)),
                 change_type: pdpb::ConfChangeType::AddNode as i32,
             }),
             ..Default::default()
         };
         w.apply(7, &add);
+    }
+
+    #[test]
+    fn a_voter_takes_over_when_the_leader_store_stops() {
+        let w = world_with_region();
+        let s1 = w.live(7, 1);
+        let _s2 = w.live(7, 2);
+        let _s3 = w.live(7, 3);
+        add_voter(&w, 4, 2);
+        add_voter(&w, 5, 3);
         assert!(w.led_by(7, 2).is_empty());
         drop(s1);
         let led = w.led_by(7, 2);
         assert_eq!(led.len(), 1);
         assert_eq!(led[0].term, 2);
+    }
+
+    /// Raft needs a majority of the voters to elect a leader: with two of three voters'
+    /// stores stopped, the region stays without a leader (and is not heartbeated).
+    #[test]
+    fn no_leader_without_a_majority_of_live_voters() {
+        let w = world_with_region();
+        let s1 = w.live(7, 1);
+        let s2 = w.live(7, 2);
+        let _s3 = w.live(7, 3);
+        add_voter(&w, 4, 2);
+        add_voter(&w, 5, 3);
+        drop(s1);
+        drop(s2);
+        assert!(w.led_by(7, 3).is_empty());
+    }
+
+    /// The leader reports the peers on stopped stores as down, with how long they have been
+    /// down; a store that comes back is no longer reported.
+    #[test]
+    fn peers_on_stopped_stores_are_reported_down() {
+        let w = world_with_region();
+        let _s1 = w.live(7, 1);
+        let s2 = w.live(7, 2);
+        add_voter(&w, 4, 2);
+        let region = || w.region(7, 2).expect("region 2");
+        assert!(w.down_peers(&region(), 7).is_empty());
+        drop(s2);
+        let down = w.down_peers(&region(), 7);
+        assert_eq!(down.len(), 1);
+        assert_eq!(down[0].0.store_id, 2);
+        let _back = w.live(7, 2);
+        assert!(w.down_peers(&region(), 7).is_empty());
     }
 
     #[test]

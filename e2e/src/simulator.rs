@@ -375,10 +375,21 @@ impl Sim {
                 bail!("region heartbeat stream closed");
             }
             for r in self.p.world.led_by(cluster_id, store_id) {
+                let down_peers = self
+                    .p
+                    .world
+                    .down_peers(&r, cluster_id)
+                    .into_iter()
+                    .map(|(peer, down_seconds)| pdpb::PeerStats {
+                        peer: Some(peer),
+                        down_seconds,
+                    })
+                    .collect();
                 let req = pdpb::RegionHeartbeatRequest {
                     header: header(cluster_id),
                     leader: r.leader_peer().cloned(),
                     region: Some(r.meta.clone()),
+                    down_peers,
                     pending_peers: Vec::new(),
                     approximate_size: 1,
                     approximate_keys: 1000,

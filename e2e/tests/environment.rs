@@ -281,3 +281,95 @@ async fn leaders_are_evicted_from_a_store() -> Result<()> {
     .await?;
     ns.cleanup().await
 }
+
+/// A store simulator stopped behind its live Pod: PD marks the store Down after
+/// `max-store-down-time` (set short here) and, because the Regions' leaders report the peers on
+/// it as down (as TiKV does), PD re-replicates every Region onto the other stores. This is what
+/// failover relies on: the Regions are whole again before the dead store is removed.
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn a_stopped_store_is_reported_down_and_pd_moves_its_replicas() -> Result<()> {
+    let env = Env::get().await?;
+    let ns = env.namespace("down").await?;
+    let (addr, _) = pd_cluster(&env, &ns, 1).await?;
+    env.pd_post(
+        &addr,
+        "/pd/api/v1/config",
+        &serde_json::json!({"max-store-down-time": "15s"}),
+    )
+    .await?;
+    // Two stores in zone-a (pods 0 and 3): a Region's zone-a replica can move between them.
+    for i in 0..4 {
+        ns.apply(&fixtures::tikv_pod(&ns.name, "e2e", i)).await?;
+    }
+    let stores = wait_until(&env, "4 stores Up", Duration::from_secs(90), || {
+        let (env, addr) = (env.clone(), addr.clone());
+        async move {
+            let s = env.pd_stores(&addr).await?;
+            Ok((s.len() == 4 && s.iter().all(|s| s.state == "Up")).then_some(s))
+        }
+    })
+    .await?;
+    replicated(&env, &addr).await?;
+    let victim_pod = "e2e-tikv-3";
+    let address = env
+        .store_status(&ns.name, victim_pod)
+        .context("no simulator status")?
+        .address;
+    let victim = stores
+        .iter()
+        .find(|s| s.address == address)
+        .with_context(|| format!("no store at {address}: {stores:?}"))?
+        .id;
+    let on_victim = |env: Env, addr: String| async move {
+        let v = env
+            .pd_get(&addr, &format!("/pd/api/v1/regions/store/{victim}"))
+            .await?;
+        anyhow::Ok(v["count"].as_u64().unwrap_or_default())
+    };
+    ensure!(
+        on_victim(env.clone(), addr.clone()).await? > 0,
+        "store {victim} holds no Region peer to move"
+    );
+    env.stop_pod_process(&ns.name, victim_pod)?;
+    let r = async {
+        wait_until(
+            &env,
+            &format!("PD reports the peers on store {victim} down"),
+            Duration::from_secs(60),
+            || {
+                let (env, addr) = (env.clone(), addr.clone());
+                async move {
+                    let v = env
+                        .pd_get(&addr, "/pd/api/v1/regions/check/down-peer")
+                        .await?;
+                    Ok((v["count"].as_u64().unwrap_or_default() > 0).then_some(()))
+                }
+            },
+        )
+        .await?;
+        wait_until(
+            &env,
+            &format!("store {victim} Down, no Region peer left on it, every Region whole"),
+            Duration::from_secs(240),
+            || {
+                let (env, addr) = (env.clone(), addr.clone());
+                async move {
+                    let s = env.pd_stores(&addr).await?;
+                    let down = s.iter().any(|s| s.id == victim && s.state == "Down");
+                    let left = on_victim(env.clone(), addr.clone()).await?;
+                    let miss = env
+                        .pd_get(&addr, "/pd/api/v1/regions/check/miss-peer")
+                        .await?;
+                    let missing = miss["count"].as_u64().unwrap_or_default();
+                    Ok((down && left == 0 && missing == 0).then_some(()))
+                }
+            },
+        )
+        .await
+    }
+    .await;
+    env.start_pod_process(&ns.name, victim_pod)?;
+    r?;
+    ns.cleanup().await
+}
