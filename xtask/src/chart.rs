@@ -1,8 +1,10 @@
 //! The Helm chart under `charts/tikv-operator/`.
 //!
 //! Its `crds/` are written by `cargo xtask gen-crds` (and checked by `gen-crds --check`), like
-//! `manifests/crds/`. Everything else is hand-written templates, held to `manifests/` by the
-//! tests below: the chart rendered with its default values must grant exactly the RBAC rules of
+//! `manifests/crds/`, and so is `files/`: copies of `manifests/monitoring/` that the monitoring
+//! templates read with `.Files.Get` (the PodMonitor's endpoints, the PrometheusRule's groups, the
+//! Grafana dashboard), so the chart carries no rule or dashboard text of its own. Everything
+//! else is hand-written templates, held to `manifests/` by the tests below: the chart rendered with its default values must grant exactly the RBAC rules of
 //! `manifests/operator/` and carry the same Deployment (security settings, probes, strategy,
 //! environment, resources), in both the cluster-wide and the namespaced variant. The tests run
 //! the real `helm` (built by `e2e/scripts/build-binaries.sh helm`): `helm lint`, `helm template`
@@ -11,6 +13,20 @@
 
 /// Where `gen-crds` writes the chart's CRDs (relative to the repository root).
 pub const CRD_DIR: &str = "charts/tikv-operator/crds";
+
+/// The monitoring objects of the kustomize install, the source of the chart's copies.
+pub const MONITORING_SOURCE_DIR: &str = "manifests/monitoring";
+
+/// Where `gen-crds` writes the chart's copies of [`MONITORING_FILES`].
+pub const MONITORING_DIR: &str = "charts/tikv-operator/files";
+
+/// The files of [`MONITORING_SOURCE_DIR`] the chart renders (kustomization.yaml is kustomize's
+/// own).
+pub const MONITORING_FILES: &[&str] = &[
+    "podmonitor.yaml",
+    "prometheusrule.yaml",
+    "tikv-operator-dashboard.json",
+];
 
 #[cfg(test)]
 mod tests {
@@ -108,6 +124,22 @@ mod tests {
         template("tikv-operator", "tikv", &["-f", &namespaced_values()]).unwrap()
     }
 
+    fn monitoring_values() -> String {
+        chart()
+            .join("ci/monitoring-values.yaml")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn render_monitoring() -> String {
+        template(
+            "tikv-operator",
+            "tikv-operator",
+            &["-f", &monitoring_values()],
+        )
+        .unwrap()
+    }
+
     fn docs(yaml: &str) -> Vec<Value> {
         serde_norway::Deserializer::from_str(yaml)
             .map(|d| Value::deserialize(d).unwrap())
@@ -194,7 +226,11 @@ mod tests {
     #[test]
     fn helm_lint_passes_for_default_and_namespaced_values() {
         let chart = chart();
-        for extra in [vec![], vec!["-f".to_owned(), namespaced_values()]] {
+        for extra in [
+            vec![],
+            vec!["-f".to_owned(), namespaced_values()],
+            vec!["-f".to_owned(), monitoring_values()],
+        ] {
             let mut args = vec!["lint", "--strict", "--kube-version", KUBE_VERSION];
             args.push(chart.to_str().unwrap());
             args.extend(extra.iter().map(String::as_str));
@@ -215,6 +251,7 @@ mod tests {
         for (name, rendered) in [
             ("helm-default.yaml", render_default()),
             ("helm-namespaced.yaml", render_namespaced()),
+            ("helm-monitoring.yaml", render_monitoring()),
         ] {
             let path = root().join("xtask/golden").join(name);
             if update {
@@ -466,16 +503,25 @@ mod tests {
             ("pd.endpointTemplate=pd:2379", "endpointTemplate"),
             ("image.pullPolicy=Sometimes", "pullPolicy"),
             ("unknownKey=1", "unknownKey"),
-            ("monitoring.serviceMonitor.enabled=yes", "enabled"),
-            // Not rendered by the chart yet: refused with a pointer, never silently ignored.
+            ("monitoring.podMonitor.enabled=yes", "enabled"),
+            ("monitoring.dashboard.enabled=1", "enabled"),
+            // The old name of the PodMonitor's value: refused, naming the new one.
             (
                 "monitoring.serviceMonitor.enabled=true",
-                "manifests/monitoring",
+                "renamed to monitoring.podMonitor",
             ),
             (
-                "monitoring.prometheusRule.enabled=true",
-                "manifests/monitoring",
+                "monitoring.serviceMonitor.enabled=false",
+                "renamed to monitoring.podMonitor",
             ),
+            ("monitoring.grafana.enabled=true", "grafana"),
+            ("monitoring.podMonitor.interval=10s", "interval"),
+            ("monitoring.prometheusRule.namespace=other", "namespace"),
+            (
+                "monitoring.dashboard.labels.grafana_dashboard=1",
+                "grafana_dashboard",
+            ),
+            ("monitoring.podMonitor.labels.Bad Label=x", "Bad Label"),
             ("leaderElection.enabled=false", "replicas: 1"),
         ] {
             let err = template("tikv-operator", "tikv-operator", &["--set", set])
@@ -577,17 +623,271 @@ mod tests {
         assert!(x.is_disjoint(&y), "{x:?} {y:?}");
     }
 
+    /// The first YAML document of a manifests/monitoring/ file.
+    fn monitoring_source(file: &str) -> Value {
+        docs(
+            &std::fs::read_to_string(root().join(super::MONITORING_SOURCE_DIR).join(file)).unwrap(),
+        )
+        .remove(0)
+    }
+
+    fn labels(object: &Value) -> BTreeMap<String, String> {
+        object["metadata"]["labels"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    fn without(value: &Value, key: &str) -> Value {
+        let mut v = value.clone();
+        v.as_object_mut().unwrap().remove(key);
+        v
+    }
+
+    /// Every key of `subset` has the same value in `labels`.
+    fn assert_labels_include(labels: &BTreeMap<String, String>, subset: &Value, what: &str) {
+        for (k, v) in subset.as_object().unwrap() {
+            assert_eq!(
+                labels.get(k).map(String::as_str),
+                v.as_str(),
+                "{what}: label {k} in {labels:?}"
+            );
+        }
+    }
+
     #[test]
-    fn chart_versions_follow_the_workspace_and_crds_are_generated() {
+    fn monitoring_objects_are_off_by_default() {
+        for rendered in [render_default(), render_namespaced()] {
+            let k = kinds(&docs(&rendered));
+            for kind in [
+                "PodMonitor",
+                "PrometheusRule",
+                "ConfigMap",
+                "ServiceMonitor",
+            ] {
+                assert!(!k.contains_key(kind), "{kind} rendered by default: {k:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn monitoring_objects_are_rendered_from_manifests_monitoring() {
+        let chart = docs(&render_monitoring());
+        let mut want = kinds(&docs(&render_default()));
+        for kind in ["PodMonitor", "PrometheusRule", "ConfigMap"] {
+            want.insert(kind.to_owned(), 1);
+        }
+        assert_eq!(kinds(&chart), want);
+        let deployment = one(&chart, "Deployment", "tikv-operator");
+
+        // The rules are manifests/monitoring's, parsed: same groups, alerts, expressions,
+        // durations, labels and annotations.
+        let ours = one(&chart, "PrometheusRule", "tikv-operator");
+        let theirs = monitoring_source("prometheusrule.yaml");
+        assert_eq!(ours["apiVersion"], theirs["apiVersion"]);
+        assert_eq!(ours["spec"], theirs["spec"]);
+        assert!(
+            ours["spec"]["groups"].as_array().unwrap().len() >= 4,
+            "{}",
+            ours["spec"]
+        );
+
+        // The PodMonitor scrapes what manifests/monitoring's does, selecting this release's pods.
+        let ours = one(&chart, "PodMonitor", "tikv-operator");
+        let theirs = monitoring_source("podmonitor.yaml");
+        assert_eq!(ours["apiVersion"], theirs["apiVersion"]);
+        assert_eq!(
+            without(&ours["spec"], "selector"),
+            without(&theirs["spec"], "selector")
+        );
+        let selector = &ours["spec"]["selector"];
+        assert_eq!(
+            selector["matchLabels"],
+            deployment["spec"]["selector"]["matchLabels"]
+        );
+        assert_eq!(without(selector, "matchLabels"), json!({}));
+        let pod_labels = labels(&deployment["spec"]["template"]);
+        assert_labels_include(
+            &pod_labels,
+            &selector["matchLabels"],
+            "the Deployment's pods",
+        );
+        // The same pods as the kustomize PodMonitor selects, narrowed to the release.
+        assert_labels_include(
+            &pod_labels,
+            &theirs["spec"]["selector"]["matchLabels"],
+            "manifests",
+        );
+        let port = &ours["spec"]["podMetricsEndpoints"][0]["port"];
+        let ports = &deployment["spec"]["template"]["spec"]["containers"][0]["ports"];
+        assert!(
+            ports.as_array().unwrap().iter().any(|p| p["name"] == *port),
+            "no container port {port} in {ports}"
+        );
+
+        // The dashboard is the JSON file, byte for byte, under the kustomize ConfigMap's name
+        // and key.
+        let kustomization = monitoring_source("kustomization.yaml");
+        let generator = &kustomization["configMapGenerator"][0];
+        let name = generator["name"].as_str().unwrap();
+        let file = generator["files"][0].as_str().unwrap();
+        let ours = one(&chart, "ConfigMap", name);
+        let json_text =
+            std::fs::read_to_string(root().join(super::MONITORING_SOURCE_DIR).join(file)).unwrap();
+        assert_eq!(ours["data"][file].as_str(), Some(json_text.as_str()));
+        assert_eq!(ours["data"].as_object().unwrap().len(), 1);
+        let dashboard: Value = serde_json::from_str(ours["data"][file].as_str().unwrap()).unwrap();
+        assert_eq!(dashboard["uid"], "tikv-operator");
+        // Labelled for Grafana's sidecar as the kustomize ConfigMap is.
+        assert_labels_include(&labels(ours), &generator["options"]["labels"], "dashboard");
+        assert_eq!(
+            ours["metadata"]["annotations"],
+            json!({"grafana.example.com/folder": "TiKV"})
+        );
+
+        // Every object carries the chart's labels and its own `labels` value.
+        let chart_labels = json!({
+            "app.kubernetes.io/name": "tikv-operator",
+            "app.kubernetes.io/instance": "tikv-operator",
+            "app.kubernetes.io/component": "operator",
+            "app.kubernetes.io/managed-by": "Helm",
+            "app.kubernetes.io/version": "0.1.0",
+            "helm.sh/chart": "tikv-operator-0.1.0",
+        });
+        for (kind, name, added) in [
+            (
+                "PodMonitor",
+                "tikv-operator",
+                json!({"prometheus": "platform"}),
+            ),
+            (
+                "PrometheusRule",
+                "tikv-operator",
+                json!({"prometheus": "platform", "role": "alert-rules"}),
+            ),
+            ("ConfigMap", name, json!({"grafana_dashboard": "1"})),
+        ] {
+            let got = labels(one(&chart, kind, name));
+            assert_labels_include(&got, &chart_labels, kind);
+            assert_labels_include(&got, &added, kind);
+            assert_eq!(
+                got.len(),
+                chart_labels.as_object().unwrap().len() + added.as_object().unwrap().len(),
+                "{kind}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn monitoring_objects_live_in_the_release_namespace_and_select_the_release() {
+        let out = template(
+            "ops",
+            "ops-system",
+            &[
+                "--set",
+                "monitoring.podMonitor.enabled=true,monitoring.prometheusRule.enabled=true,\
+                 monitoring.dashboard.enabled=true",
+            ],
+        )
+        .unwrap();
+        let d = docs(&out);
+        let deployment = one(&d, "Deployment", "ops-tikv-operator");
+        for (kind, name) in [
+            ("PodMonitor", "ops-tikv-operator"),
+            ("PrometheusRule", "ops-tikv-operator"),
+            ("ConfigMap", "ops-tikv-operator-dashboard"),
+        ] {
+            let o = one(&d, kind, name);
+            assert_eq!(o["metadata"]["namespace"], "ops-system", "{kind}");
+            assert_eq!(
+                o["metadata"]["labels"]["app.kubernetes.io/instance"], "ops",
+                "{kind}"
+            );
+        }
+        let monitor = one(&d, "PodMonitor", "ops-tikv-operator");
+        assert_eq!(
+            monitor["spec"]["selector"]["matchLabels"],
+            deployment["spec"]["selector"]["matchLabels"]
+        );
+        assert_eq!(
+            monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+            "ops"
+        );
+        // No namespaceSelector: the PodMonitor's own namespace, the release's.
+        assert!(
+            monitor["spec"].get("namespaceSelector").is_none(),
+            "{monitor}"
+        );
+    }
+
+    #[test]
+    fn each_monitoring_object_has_its_own_value() {
+        for (value, kind) in [
+            ("podMonitor", "PodMonitor"),
+            ("prometheusRule", "PrometheusRule"),
+            ("dashboard", "ConfigMap"),
+        ] {
+            let set = format!("monitoring.{value}.enabled=true");
+            let d = docs(&template("tikv-operator", "tikv-operator", &["--set", &set]).unwrap());
+            let k = kinds(&d);
+            for other in ["PodMonitor", "PrometheusRule", "ConfigMap"] {
+                assert_eq!(
+                    k.get(other).copied().unwrap_or(0),
+                    usize::from(other == kind),
+                    "{set}: {k:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_dashboard_label_is_set_by_values() {
+        let dashboard_labels = |extra: &[&str]| {
+            let mut args = vec!["--set", "monitoring.dashboard.enabled=true"];
+            args.extend_from_slice(extra);
+            let d = docs(&template("tikv-operator", "tikv-operator", &args).unwrap());
+            labels(one(&d, "ConfigMap", "tikv-operator-dashboard"))
+        };
+        assert_eq!(dashboard_labels(&[])["grafana_dashboard"], "1");
+        let changed = dashboard_labels(&[
+            "--set-string",
+            "monitoring.dashboard.labels.grafana_dashboard=tikv,monitoring.dashboard.labels.team=storage",
+        ]);
+        assert_eq!(changed["grafana_dashboard"], "tikv");
+        assert_eq!(changed["team"], "storage");
+        let dropped = dashboard_labels(&[
+            "--set",
+            "monitoring.dashboard.labels.grafana_dashboard=null",
+        ]);
+        assert!(!dropped.contains_key("grafana_dashboard"), "{dropped:?}");
+        // Added labels cannot replace the chart's own (the PodMonitor selector and the
+        // release's labels stay right).
+        let kept = dashboard_labels(&[
+            "--set",
+            "monitoring.dashboard.labels.app\\.kubernetes\\.io/name=other",
+        ]);
+        assert_eq!(kept["app.kubernetes.io/name"], "tikv-operator");
+    }
+
+    #[test]
+    fn chart_versions_follow_the_workspace_and_generated_files_are_current() {
         let meta: Value =
             serde_norway::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap())
                 .unwrap();
         assert_eq!(meta["version"], env!("CARGO_PKG_VERSION"));
         assert_eq!(meta["appVersion"], env!("CARGO_PKG_VERSION"));
-        // The same check as `gen-crds --check`, here so that a plain `cargo test` sees it too.
+        // The same checks as `gen-crds --check`, here so that a plain `cargo test` sees them too.
         crate::gen_crds(
             &tikv_operator_api::all_crds(),
             &root().join(super::CRD_DIR),
+            true,
+        )
+        .unwrap();
+        crate::gen_chart_monitoring(
+            &root().join(super::MONITORING_SOURCE_DIR),
+            &root().join(super::MONITORING_DIR),
             true,
         )
         .unwrap();

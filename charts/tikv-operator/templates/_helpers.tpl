@@ -80,3 +80,27 @@ xtask/src/chart.rs); no Secrets, no wildcards.
   resources: [nodes]
   verbs: [get, list, watch]
 {{- end -}}
+
+{{/*
+Labels of a monitoring object: the chart's labels and the operator component, plus the
+object's `labels` value, which adds labels but cannot replace the chart's own.
+Called with (list $ <labels value>).
+*/}}
+{{- define "tikv-operator.monitoringLabels" -}}
+{{- $labels := include "tikv-operator.labels" (index . 0) | fromYaml -}}
+{{- $_ := set $labels "app.kubernetes.io/component" "operator" -}}
+{{- toYaml (merge $labels (index . 1 | default (dict))) -}}
+{{- end -}}
+
+{{/*
+A copy of a manifests/monitoring/ file under files/ (written by `cargo xtask gen-crds`), parsed.
+Called with (list $ "<file>").
+*/}}
+{{- define "tikv-operator.monitoringSource" -}}
+{{- $file := printf "files/%s" (index . 1) -}}
+{{- $source := (index . 0).Files.Get $file | fromYaml -}}
+{{- if or (not $source.spec) (hasKey $source "Error") -}}
+{{- fail (printf "%s is missing or invalid: run `cargo xtask gen-crds`" $file) -}}
+{{- end -}}
+{{- toYaml $source -}}
+{{- end -}}
