@@ -113,6 +113,10 @@ impl PdApi for MeteredPd {
     async fn down_peers(&self) -> Result<Vec<DownPeer>> {
         self.record("down_peers", self.inner.down_peers()).await
     }
+    async fn unhealthy_regions(&self) -> Result<Vec<UnhealthyRegion>> {
+        self.record("unhealthy_regions", self.inner.unhealthy_regions())
+            .await
+    }
     async fn replication_config(&self) -> Result<ReplicationConfig> {
         self.record("replication_config", self.inner.replication_config())
             .await
