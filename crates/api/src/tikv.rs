@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    ClusterReference, CommonStatus, Failover, GroupStatus, ObjectMeta, Overlay, Port, ResourceRequirements,
-    SchedulePolicy, Topology, UpdateStrategy, Volume,
+    ClusterReference, CommonStatus, Failover, GroupStatus, ObjectMeta, Overlay, Port,
+    ResourceRequirements, SchedulePolicy, Topology, UpdateStrategy, Volume,
 };
 use crate::rules;
 

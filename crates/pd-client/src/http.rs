@@ -13,8 +13,7 @@ use crate::error::{PdError, Result};
 use crate::tls::TlsConfig;
 use crate::types::{
     ClusterId, DownPeer, Member, MemberHealth, MemberId, Members, NodeState, ReplicationConfig,
-    Store, StoreId, StoreLiveness, StoreState, UnhealthyRegion, parse_byte_size,
-    parse_go_duration,
+    Store, StoreId, StoreLiveness, StoreState, UnhealthyRegion, parse_byte_size, parse_go_duration,
 };
 
 pub(crate) const API: &str = "/pd/api/v1";
@@ -814,7 +813,10 @@ mod tests {
             ]
         );
         // An empty answer (Go's `omitempty`) is no Region.
-        assert_eq!(decode_unhealthy_regions(&[b"{}", b"{\"count\":0}"]).unwrap(), vec![]);
+        assert_eq!(
+            decode_unhealthy_regions(&[b"{}", b"{\"count\":0}"]).unwrap(),
+            vec![]
+        );
         assert!(decode_unhealthy_regions(&[b"not json"]).is_err());
     }
 

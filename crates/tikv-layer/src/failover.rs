@@ -506,11 +506,8 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
                 set_phase(
                     r,
                     FailoverPhase::Removing,
-                reasons::FAILOVER_REMOVING,
-                    format!(
-                        "{} serves; removing the failed store through PD",
-                        repl.name
-                    ),
+                    reasons::FAILOVER_REMOVING,
+                    format!("{} serves; removing the failed store through PD", repl.name),
                     now,
                 );
                 if action == FailoverAction::None {
@@ -524,7 +521,13 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
                 if r.message.as_deref() != Some(b.message.as_str()) {
                     refusal.get_or_insert(b.clone());
                 }
-                set_phase(r, FailoverPhase::Replacing, b.reason, b.message.clone(), now);
+                set_phase(
+                    r,
+                    FailoverPhase::Replacing,
+                    b.reason,
+                    b.message.clone(),
+                    now,
+                );
             }
         }
     }
@@ -642,9 +645,7 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
                         input
                             .members
                             .iter()
-                            .filter(|m| {
-                                !m.leaving && m.name != name && !held.contains(&m.name)
-                            })
+                            .filter(|m| !m.leaving && m.name != name && !held.contains(&m.name))
                             .map(|m| m.topology.as_ref()),
                     );
                     total += 1;
@@ -691,10 +692,8 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
     failures.extend(done);
 
     let condition = condition_of(&failures, stores.is_some());
-    let status = (input.previous.is_some() || !failures.is_empty()).then(|| FailoverStatus {
-        total,
-        failures,
-    });
+    let status = (input.previous.is_some() || !failures.is_empty())
+        .then(|| FailoverStatus { total, failures });
     FailoverPlan {
         action,
         held,
@@ -707,8 +706,10 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
 
 fn condition_of(failures: &[StoreFailure], pd_reachable: bool) -> (bool, String, String) {
     let of = |phases: &[FailoverPhase]| -> (Option<String>, Vec<String>) {
-        let matching: Vec<&StoreFailure> =
-            failures.iter().filter(|r| phases.contains(&r.phase)).collect();
+        let matching: Vec<&StoreFailure> = failures
+            .iter()
+            .filter(|r| phases.contains(&r.phase))
+            .collect();
         (
             matching.first().and_then(|r| r.reason.clone()),
             matching

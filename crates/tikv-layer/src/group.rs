@@ -724,6 +724,9 @@ mod tests {
             )
         };
         assert!(matches!(raised(vec!["kv-3".into()]), GroupPlan::Create(n) if n.len() == 1));
-        assert_eq!(raised(vec![]), GroupPlan::CancelOffline(vec!["kv-3".into()]));
+        assert_eq!(
+            raised(vec![]),
+            GroupPlan::CancelOffline(vec!["kv-3".into()])
+        );
     }
 }

@@ -22,7 +22,8 @@ fn set_group(w: &World, path: &[&str], value: Value) {
 
 fn set_pod_ready(w: &World, name: &str, ready: bool) {
     let mut pod = w.kube.get(&pod_key(name)).unwrap();
-    pod["status"] = json!({"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]});
+    pod["status"] =
+        json!({"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]});
     w.kube.insert(pod_key(name), pod);
 }
 
@@ -86,7 +87,10 @@ async fn a_down_store_is_replaced_end_to_end() {
     let f = failures(&w);
     assert_eq!(f[0].phase, FailoverPhase::Observing, "{f:?}");
     assert_eq!(f[0].store_state, "Down");
-    assert_eq!(w.group_condition(reasons::CONDITION_FAILOVER).1, reasons::STORE_UNHEALTHY);
+    assert_eq!(
+        w.group_condition(reasons::CONDITION_FAILOVER).1,
+        reasons::STORE_UNHEALTHY
+    );
     assert!(replacement(&w).is_none(), "nothing before the period");
 
     w.clock.advance(Duration::from_secs(61));
@@ -98,13 +102,13 @@ async fn a_down_store_is_replaced_end_to_end() {
         victim
     );
     // In the failed store's zone.
-    assert_eq!(
-        r.spec.topology,
-        w.instance(&victim).unwrap().spec.topology
-    );
+    assert_eq!(r.spec.topology, w.instance(&victim).unwrap().spec.topology);
     assert_eq!(w.instances().len(), 4);
     assert!(!w.instance(&victim).unwrap().spec.offline, "surge first");
-    assert!(w.event_reasons().contains(&reasons::FAILOVER_STARTED.to_owned()));
+    assert!(
+        w.event_reasons()
+            .contains(&reasons::FAILOVER_STARTED.to_owned())
+    );
     assert_eq!(w.group().status.unwrap().failover.unwrap().total, 1);
 
     // The replacement joins; then the failed store is removed through PD.
@@ -130,7 +134,10 @@ async fn a_down_store_is_replaced_end_to_end() {
     for r in [reasons::FAILOVER_REMOVING, reasons::FAILOVER_COMPLETED] {
         assert!(ev.contains(&r.to_owned()), "{r} missing from {ev:?}");
     }
-    assert_eq!(w.group_condition(reasons::CONDITION_FAILOVER).1, reasons::NO_FAILURE);
+    assert_eq!(
+        w.group_condition(reasons::CONDITION_FAILOVER).1,
+        reasons::NO_FAILURE
+    );
 }
 
 #[tokio::test]
@@ -140,9 +147,16 @@ async fn another_store_disrupted_refuses_failover() {
     set_pod_ready(&w, &other, false);
     assert!(!past_the_period(&mut w).await);
     let c = w.group_condition(reasons::CONDITION_FAILOVER);
-    assert_eq!((c.0.as_str(), c.1.as_str()), ("False", reasons::ANOTHER_STORE_DISRUPTED), "{c:?}");
+    assert_eq!(
+        (c.0.as_str(), c.1.as_str()),
+        ("False", reasons::ANOTHER_STORE_DISRUPTED),
+        "{c:?}"
+    );
     assert!(c.2.contains(&other), "{c:?}");
-    assert!(w.event_reasons().contains(&reasons::ANOTHER_STORE_DISRUPTED.to_owned()));
+    assert!(
+        w.event_reasons()
+            .contains(&reasons::ANOTHER_STORE_DISRUPTED.to_owned())
+    );
     // Once it serves again, failover goes ahead.
     w.run_pods();
     w.round().await;
@@ -229,14 +243,24 @@ async fn the_store_back_before_its_removal_cancels_and_scales_back() {
     w.pd.set_store_liveness(store, StoreLiveness::Alive);
     w.round().await;
     assert!(replacement(&w).is_none());
-    assert!(w.offline_instances().contains(&r_name), "{:?}", w.offline_instances());
-    assert!(w.event_reasons().contains(&reasons::FAILOVER_CANCELLED.to_owned()));
+    assert!(
+        w.offline_instances().contains(&r_name),
+        "{:?}",
+        w.offline_instances()
+    );
+    assert!(
+        w.event_reasons()
+            .contains(&reasons::FAILOVER_CANCELLED.to_owned())
+    );
     assert_eq!(failures(&w)[0].phase, FailoverPhase::Cancelled);
     for _ in 0..20 {
         w.run_pods();
         w.round().await;
     }
-    assert!(w.instance(&r_name).is_none(), "the surge is taken out again");
+    assert!(
+        w.instance(&r_name).is_none(),
+        "the surge is taken out again"
+    );
     assert!(w.instance(&victim).is_some_and(|i| !i.spec.offline));
     assert_eq!(w.instances().len(), 3);
 }

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use crate::api::PdApi;
 use crate::error::{PdError, Result};
 use crate::types::{
-    DownPeer, UnhealthyRegion, MemberHealth, MemberId, Members, NodeState, Readiness, ReplicationConfig, Store,
-    StoreId, StoreState,
+    DownPeer, MemberHealth, MemberId, Members, NodeState, Readiness, ReplicationConfig, Store,
+    StoreId, StoreState, UnhealthyRegion,
 };
 
 use super::{FakeOp, FakePd};

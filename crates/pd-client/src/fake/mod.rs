@@ -20,8 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::{PdError, Result};
 use crate::types::{
     ClusterId, DownPeer, Member, MemberId, NodeState, ReplicationConfig, Store, StoreId,
-    UnhealthyRegion,
-    StoreLiveness, StoreState,
+    StoreLiveness, StoreState, UnhealthyRegion,
 };
 
 /// The trait method a call, an injected error or a log entry refers to.

@@ -463,7 +463,10 @@ async fn readiness_health_config_down_peers_cluster() {
     let u = c.unhealthy_regions().await.unwrap();
     assert_eq!(u.len(), 1);
     assert_eq!(u[0].voters.len(), 3);
-    assert_eq!((u[0].down.clone(), u[0].pending.clone()), (vec![StoreId(2)], vec![StoreId(3)]));
+    assert_eq!(
+        (u[0].down.clone(), u[0].pending.clone()),
+        (vec![StoreId(2)], vec![StoreId(3)])
+    );
     // One check failing fails the whole answer: no partial health.
     pd.script(
         "GET /pd/api/v1/regions/check/pending-peer",

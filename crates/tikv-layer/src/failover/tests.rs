@@ -260,7 +260,10 @@ fn once_the_replacement_serves_the_failed_store_is_removed_then_finished() {
     c.members[2].disrupted = Some("its store is being removed".into());
     let p = c.step(710);
     assert_eq!(p.action, FailoverAction::None);
-    assert_eq!(p.status.as_ref().unwrap().failures[0].phase, FailoverPhase::Removing);
+    assert_eq!(
+        p.status.as_ref().unwrap().failures[0].phase,
+        FailoverPhase::Removing
+    );
     // The failed instance is gone: the annotation goes, the record completes.
     c.members.remove(2);
     let p = c.step(900);
@@ -309,7 +312,10 @@ fn another_disrupted_store_refuses_the_start_and_the_removal() {
     let p = c.step(600);
     assert_eq!(p.action, FailoverAction::None);
     assert_eq!(refusal_reason(&p), Some(reasons::ANOTHER_STORE_DISRUPTED));
-    assert_eq!(p.new_refusal.unwrap().reason, reasons::ANOTHER_STORE_DISRUPTED);
+    assert_eq!(
+        p.new_refusal.unwrap().reason,
+        reasons::ANOTHER_STORE_DISRUPTED
+    );
     assert_eq!(p.condition.1, reasons::ANOTHER_STORE_DISRUPTED);
     // Reported once: the same refusal again is no new Event.
     assert!(c.step(610).new_refusal.is_none());
@@ -343,7 +349,10 @@ fn two_stores_down_at_once_are_reported_not_acted_on() {
     // A down store of another group counts too.
     let mut c = down_past_period();
     c.pd = pd(&[1, 2, 3, 9], &[3, 9], &[]);
-    assert_eq!(refusal_reason(&c.step(600)), Some(reasons::TOO_MANY_FAILURES));
+    assert_eq!(
+        refusal_reason(&c.step(600)),
+        Some(reasons::TOO_MANY_FAILURES)
+    );
     // With maxInFlight 2 and Regions keeping their majority, both go.
     let mut c = Case::new(three(), pd(&[1, 2, 3], &[2, 3], &[]));
     c.settings.max_in_flight = 2;

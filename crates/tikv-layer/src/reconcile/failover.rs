@@ -74,7 +74,14 @@ pub(super) fn plan(
         .map(|kv| {
             let restarting = annotation(kv, labels::RESTART_ALLOWED).is_some();
             Member {
-                disrupted: disruption(kv, pod_of(s.other_pods, kv).as_ref(), s.pd, restarting, 0, now),
+                disrupted: disruption(
+                    kv,
+                    pod_of(s.other_pods, kv).as_ref(),
+                    s.pd,
+                    restarting,
+                    0,
+                    now,
+                ),
                 ..member_of(kv)
             }
         })
@@ -121,12 +128,7 @@ pub(super) async fn run(
                 .status
                 .as_ref()
                 .and_then(|st| st.failures.iter().find(|r| &r.instance == failed))
-                .map(|r| {
-                    format!(
-                        "store {} {} since {}",
-                        r.store_id, r.store_state, r.since.0
-                    )
-                })
+                .map(|r| format!("store {} {} since {}", r.store_id, r.store_state, r.since.0))
                 .unwrap_or_default();
             (
                 Some(reasons::FAILOVER_STARTED),

@@ -63,7 +63,6 @@ use crate::store_view::{StoreView, is_serving, is_up};
 
 pub use tikv_operator_core::Ctx;
 
-
 /// What the TiKV layer needs to know about its Cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterFacts {

@@ -18,8 +18,8 @@ pub use tikv_operator_core::conditions;
 pub use tikv_operator_core::fake::{FakeClock, FakeKube, KubeCall, KubeOp};
 pub use tikv_operator_core::{KubeWriter, ObjectKey, RequeuePolicy};
 pub use tikv_operator_tikv_layer::reconcile::{
-    ClusterFacts, Ctx, GroupSnapshot, InstanceSnapshot, Options, RegionHealth,
-    needs_region_health, reconcile_group, reconcile_instance,
+    ClusterFacts, Ctx, GroupSnapshot, InstanceSnapshot, Options, RegionHealth, needs_region_health,
+    reconcile_group, reconcile_instance,
 };
 pub use tikv_operator_tikv_layer::{StoreView, reasons};
 
