@@ -9,7 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use pd_client::{
     DownPeer, MemberHealth, MemberId, Members, PdApi, Readiness, ReplicationConfig, Result, Store,
-    StoreId,
+    StoreId, UnhealthyRegion,
 };
 
 use crate::metrics::{Metrics, PdErrorLabels, PdLabels};

@@ -686,14 +686,14 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
     let (fin, still): (Vec<StoreFailure>, Vec<StoreFailure>) =
         active.into_iter().partition(|r| finished(r.phase));
     done.extend(fin);
-    done.sort_by(|a, b| b.last_transition_time.0.cmp(&a.last_transition_time.0));
+    done.sort_by_key(|r| std::cmp::Reverse(r.last_transition_time.0));
     done.truncate(KEEP_FINISHED);
     let mut failures = still;
     failures.extend(done);
 
     let condition = condition_of(&failures, stores.is_some());
     let status = (input.previous.is_some() || !failures.is_empty())
-        .then(|| FailoverStatus { total, failures });
+        .then_some(FailoverStatus { total, failures });
     FailoverPlan {
         action,
         held,

@@ -1,5 +1,6 @@
 //! Store failover through the TiKVGroup and TiKV reconcilers, against the
 //! fake Kubernetes writer and the fake PD.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
