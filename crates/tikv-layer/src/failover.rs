@@ -485,7 +485,12 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
         if let Some(s) = fstore {
             r.store_state = liveness_name(s);
         }
-        let repl_serves = repl.ready && find_store(repl.store_id).is_some_and(is_serving);
+        // The replacement serves by every measure the disruption budget
+        // uses (Ready for minReadySeconds, store registered by its running
+        // process), not only in PD's eyes.
+        let repl_serves = repl.ready
+            && repl.disrupted.is_none()
+            && find_store(repl.store_id).is_some_and(is_serving);
         if !repl_serves {
             set_phase(
                 r,

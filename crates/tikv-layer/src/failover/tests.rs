@@ -481,6 +481,8 @@ fn settings_default_and_clamp() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
     /// Whatever the snapshot, failover starts or removes only when PD
     /// answers, the unhealthy stores are at most maxInFlight, no other store
     /// is disrupted, and no Region with a peer on the failed store lacks a
