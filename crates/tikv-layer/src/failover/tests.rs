@@ -358,7 +358,17 @@ fn two_stores_down_at_once_are_reported_not_acted_on() {
     c.settings.max_in_flight = 2;
     c.regions = RegionHealth::Read(vec![]);
     c.step(0);
-    assert!(matches!(c.step(600).action, FailoverAction::Surge { .. }));
+    let p = c.step(600);
+    assert!(
+        matches!(&p.action, FailoverAction::Surge { failed, .. } if failed == "kv-2"),
+        "{p:?}"
+    );
+    // One step per reconcile: the other one waits for the next.
+    assert_eq!(refusal_reason(&p), Some(reasons::FAILOVER_IN_FLIGHT));
+    assert!(
+        p.new_refusal.is_none(),
+        "waiting its turn is no refusal Event"
+    );
 }
 
 #[test]
