@@ -35,6 +35,7 @@ pub fn tikv_group(name: &str, cluster: &str, replicas: i32, version: &str) -> Ti
             replicas,
             min_ready_seconds: None,
             max_unavailable: None,
+            failover: None,
             schedule_policies: Vec::new(),
             template: TiKVTemplate {
                 metadata: None,

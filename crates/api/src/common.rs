@@ -341,3 +341,47 @@ pub mod condition {
     /// Compute is suspended (`suspendAction.suspendCompute`).
     pub const SUSPENDED: &str = "Suspended";
 }
+
+/// When the operator replaces a failed member of a group by itself.
+///
+/// A member is replaced only when waiting is worse: see `docs/failover.md`
+/// for every case the operator refuses (another member disrupted, a Region
+/// that would lose its majority, too many failures at once, PD unreachable).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Failover {
+    /// Whether failed members are replaced automatically. Default `true` for
+    /// TiKV: a replacement joins before the failed store is removed, and PD
+    /// removes the failed store only once every Region has its replicas
+    /// elsewhere, so no data is lost by acting; waiting leaves Regions one
+    /// replica short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Seconds a member must stay unhealthy (a TiKV store Disconnected or
+    /// Down in PD), as the operator observes it, before it is replaced.
+    /// Default 1800 (PD's default `max-store-down-time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = rules::at_least_one("failover.periodSeconds")))]
+    pub period_seconds: Option<i32>,
+    /// Replacements at once, and the most members that may fail at the same
+    /// time for the operator to act: with more failed members than this
+    /// (for example a zone outage) it reports and waits. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = rules::at_least_one("failover.maxInFlight")))]
+    pub max_in_flight: Option<i32>,
+    /// Replacements recorded in `status.failover.total` after which the
+    /// operator stops replacing and a person must look. Reset by setting
+    /// `status.failover.total` back to 0 (see `docs/failover.md`). Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = rules::at_least_one("failover.maxTotal")))]
+    pub max_total: Option<i32>,
+}
+
+impl Failover {
+    /// Default of `periodSeconds`.
+    pub const DEFAULT_PERIOD_SECONDS: i32 = 1800;
+    /// Default of `maxInFlight`.
+    pub const DEFAULT_MAX_IN_FLIGHT: i32 = 1;
+    /// Default of `maxTotal`.
+    pub const DEFAULT_MAX_TOTAL: i32 = 3;
+}

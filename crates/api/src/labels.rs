@@ -50,6 +50,11 @@ pub const ALLOW_DOWNGRADE: &str = "core.tikv.org/allow-downgrade";
 /// change, a restart request, a new operator version) never restarts
 /// several stores at once.
 pub const RESTART_ALLOWED: &str = "core.tikv.org/restart-allowed";
+/// Annotation on a TiKV instance created by failover: the name of the failed
+/// instance it replaces. Set when the replacement is created (so a retry
+/// never creates a second one); while it is set, the failed instance does
+/// not count toward `replicas`.
+pub const FAILOVER_REPLACES: &str = "core.tikv.org/failover-replaces";
 /// Annotation on a TiKV Pod: the version it was created with. A Pod is
 /// never changed in place to another version, so this is the version it
 /// runs; downgrades are judged against it (a reverted upgrade that reached

@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    ClusterReference, CommonStatus, GroupStatus, ObjectMeta, Overlay, Port, ResourceRequirements,
-    SchedulePolicy, Topology, UpdateStrategy, Volume,
+    ClusterReference, CommonStatus, Failover, GroupStatus, ObjectMeta, Overlay, Port,
+    ResourceRequirements, SchedulePolicy, Topology, UpdateStrategy, Volume,
 };
 use crate::rules;
 
@@ -76,6 +76,9 @@ pub struct TiKVGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = rules::at_least_one("maxUnavailable")))]
     pub max_unavailable: Option<i32>,
+    /// Replacement of failed stores (default: enabled, see [`Failover`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
     /// How stores are placed over topologies (zones, racks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
@@ -179,6 +182,69 @@ pub struct TiKVGroupStatus {
     /// Replica counts, revisions and selector.
     #[serde(flatten)]
     pub group: GroupStatus,
+    /// Failed stores the operator saw and what it did about them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverStatus>,
+}
+
+/// Failed stores of a TiKVGroup and their replacements.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverStatus {
+    /// Replacements started since the count was last reset; at
+    /// `spec.failover.maxTotal` no new one starts. Set it back to 0 (status
+    /// subresource) once the failures were looked at.
+    #[serde(default)]
+    pub total: i32,
+    /// Failures being watched or handled, then the last finished ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<StoreFailure>,
+}
+
+/// Where the handling of one failed store stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FailoverPhase {
+    /// Unhealthy for less than the period: watched, nothing done yet.
+    Observing,
+    /// Past the period, but a safety check refuses to act (see `message`).
+    Refused,
+    /// A replacement instance was created; waiting for its store to serve.
+    Replacing,
+    /// The replacement serves; the failed store is being removed through PD.
+    Removing,
+    /// The failed store is Tombstone and its instance, Pod and PVCs are gone.
+    Completed,
+    /// The failed store came back before its removal started; the
+    /// replacement is taken out again.
+    Cancelled,
+}
+
+/// One failed TiKV store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreFailure {
+    /// The TiKV instance whose store failed.
+    pub instance: String,
+    /// Its store id in PD.
+    pub store_id: String,
+    /// Since when the operator sees the store unhealthy.
+    pub since: Time,
+    /// The store's state in PD when last seen unhealthy: `Disconnected` or `Down`.
+    pub store_state: String,
+    /// Where the handling stands.
+    pub phase: FailoverPhase,
+    /// Why it is in this phase, CamelCase (for example `StoreUnhealthy`,
+    /// `FailoverStarted`, or a refusal such as `TooManyFailures`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Details: the refusal, or progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The instance created to replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
+    /// When the phase last changed.
+    pub last_transition_time: Time,
 }
 
 /// Desired state of one TiKV store. TiKV objects are normally created by

@@ -9,7 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use pd_client::{
     DownPeer, MemberHealth, MemberId, Members, PdApi, Readiness, ReplicationConfig, Result, Store,
-    StoreId,
+    StoreId, UnhealthyRegion,
 };
 
 use crate::metrics::{Metrics, PdErrorLabels, PdLabels};
@@ -112,6 +112,10 @@ impl PdApi for MeteredPd {
     }
     async fn down_peers(&self) -> Result<Vec<DownPeer>> {
         self.record("down_peers", self.inner.down_peers()).await
+    }
+    async fn unhealthy_regions(&self) -> Result<Vec<UnhealthyRegion>> {
+        self.record("unhealthy_regions", self.inner.unhealthy_regions())
+            .await
     }
     async fn replication_config(&self) -> Result<ReplicationConfig> {
         self.record("replication_config", self.inner.replication_config())

@@ -51,6 +51,14 @@ pub struct ManagedLabels {
     pub state: String,
 }
 
+/// Labels of the failover gauge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FailoverLabels {
+    /// `status.failover.failures[].phase` of TiKVGroups: `Observing`,
+    /// `Refused`, `Replacing`, `Removing`, `Completed`, `Cancelled`.
+    pub phase: String,
+}
+
 /// Every metric the controllers record. Names are documented in
 /// docs/metrics.md; the registry prefix is `tikv_operator`.
 #[derive(Debug, Clone)]
@@ -74,6 +82,11 @@ pub struct Metrics {
     pub pd_request_duration: Family<PdLabels, Histogram>,
     /// Managed objects by kind and state.
     pub managed: Family<ManagedLabels, Gauge>,
+    /// Failed TiKV stores recorded in TiKVGroup statuses, by phase.
+    pub failover_stores: Family<FailoverLabels, Gauge>,
+    /// Store replacements started, summed over TiKVGroups
+    /// (`status.failover.total`, reset by hand).
+    pub failover_replacements: Gauge,
 }
 
 fn duration_buckets() -> impl Iterator<Item = f64> {
@@ -99,6 +112,8 @@ impl Metrics {
                 || Histogram::new(duration_buckets()),
             ),
             managed: Family::default(),
+            failover_stores: Family::default(),
+            failover_replacements: Gauge::default(),
         };
         registry.register(
             "reconciles",
@@ -144,6 +159,16 @@ impl Metrics {
             "managed_objects",
             "Managed objects by kind and state",
             m.managed.clone(),
+        );
+        registry.register(
+            "failover_stores",
+            "Failed TiKV stores recorded by TiKVGroups, by failover phase",
+            m.failover_stores.clone(),
+        );
+        registry.register(
+            "failover_replacements",
+            "TiKV store replacements started, as recorded in TiKVGroup status (status.failover.total)",
+            m.failover_replacements.clone(),
         );
         m
     }

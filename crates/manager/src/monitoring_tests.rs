@@ -44,7 +44,7 @@ fn yaml_documents(path: &Path) -> Vec<Value> {
 /// labelled family (the exposition leaves out a family that has no series yet).
 fn operator_registry() -> Registry {
     use tikv_operator_controller::metrics::{
-        ControllerLabels, ErrorLabels, ManagedLabels, PdErrorLabels, PdLabels,
+        ControllerLabels, ErrorLabels, FailoverLabels, ManagedLabels, PdErrorLabels, PdLabels,
     };
     let mut registry = Registry::with_prefix(PREFIX);
     let controllers = tikv_operator_controller::Metrics::new(&mut registry);
@@ -92,6 +92,12 @@ fn operator_registry() -> Registry {
         .get_or_create(&ManagedLabels {
             kind: "TiKV".to_owned(),
             state: "Ready".to_owned(),
+        })
+        .inc();
+    controllers
+        .failover_stores
+        .get_or_create(&FailoverLabels {
+            phase: "Replacing".to_owned(),
         })
         .inc();
     manager

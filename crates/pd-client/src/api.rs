@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::types::{
     DownPeer, MemberHealth, MemberId, Members, Readiness, ReplicationConfig, Store, StoreId,
+    UnhealthyRegion,
 };
 
 /// What the operator asks of PD. Object safe: hold it as `Arc<dyn PdApi>`.
@@ -81,6 +82,11 @@ pub trait PdApi: Send + Sync {
     /// Region peers reported down (check before restarting another store).
     async fn down_peers(&self) -> Result<Vec<DownPeer>>;
 
+    /// Regions with a down or a pending peer, merged by Region (PD's Region
+    /// health checks `down-peer` and `pending-peer`). Failover reads it before
+    /// replacing a store: no Region may lose its majority.
+    async fn unhealthy_regions(&self) -> Result<Vec<UnhealthyRegion>>;
+
     /// Replication settings (`max-replicas`, `location-labels`).
     async fn replication_config(&self) -> Result<ReplicationConfig>;
 }
@@ -137,6 +143,9 @@ macro_rules! forward_pd_api {
             }
             async fn down_peers(&self) -> Result<Vec<DownPeer>> {
                 (**self).down_peers().await
+            }
+            async fn unhealthy_regions(&self) -> Result<Vec<UnhealthyRegion>> {
+                (**self).unhealthy_regions().await
             }
             async fn replication_config(&self) -> Result<ReplicationConfig> {
                 (**self).replication_config().await

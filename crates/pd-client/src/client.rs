@@ -19,7 +19,7 @@ use crate::http::{self, API, EVICT_LEADER, HttpClient};
 use crate::retry::RetryPolicy;
 use crate::types::{
     ClusterId, DownPeer, Member, MemberHealth, MemberId, Members, Readiness, ReplicationConfig,
-    Store, StoreId,
+    Store, StoreId, UnhealthyRegion,
 };
 
 /// Client for a real PD cluster. Cheap to clone (clones share connections).
@@ -566,6 +566,24 @@ impl PdApi for PdClient {
             )
             .await?;
         http::decode_down_peers(&body)
+    }
+
+    async fn unhealthy_regions(&self) -> Result<Vec<UnhealthyRegion>> {
+        let down = self
+            .get(
+                "unhealthy_regions",
+                &format!("{API}/regions/check/down-peer"),
+                "Regions with down peers",
+            )
+            .await?;
+        let pending = self
+            .get(
+                "unhealthy_regions",
+                &format!("{API}/regions/check/pending-peer"),
+                "Regions with pending peers",
+            )
+            .await?;
+        http::decode_unhealthy_regions(&[&down, &pending])
     }
 
     async fn replication_config(&self) -> Result<ReplicationConfig> {

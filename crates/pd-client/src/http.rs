@@ -13,7 +13,7 @@ use crate::error::{PdError, Result};
 use crate::tls::TlsConfig;
 use crate::types::{
     ClusterId, DownPeer, Member, MemberHealth, MemberId, Members, NodeState, ReplicationConfig,
-    Store, StoreId, StoreLiveness, StoreState, parse_byte_size, parse_go_duration,
+    Store, StoreId, StoreLiveness, StoreState, UnhealthyRegion, parse_byte_size, parse_go_duration,
 };
 
 pub(crate) const API: &str = "/pd/api/v1";
@@ -449,13 +449,64 @@ struct JsonDownPeer {
 #[serde(default)]
 struct JsonRegion {
     id: u64,
+    peers: Option<Vec<JsonRegionPeer>>,
     down_peers: Option<Vec<JsonDownPeer>>,
+    pending_peers: Option<Vec<JsonPeer>>,
+}
+
+/// A peer in a Region's peer list: `role_name` is `Voter`, `Learner`,
+/// `IncomingVoter` or `DemotingVoter` (older PDs send only `is_learner`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct JsonRegionPeer {
+    store_id: u64,
+    is_learner: bool,
+    role_name: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 struct JsonRegions {
     regions: Option<Vec<JsonRegion>>,
+}
+
+/// Merges the answers of PD's Region health checks (`down-peer`,
+/// `pending-peer`) into one entry per Region.
+pub(crate) fn decode_unhealthy_regions(bodies: &[&[u8]]) -> Result<Vec<UnhealthyRegion>> {
+    let mut merged: BTreeMap<u64, UnhealthyRegion> = BTreeMap::new();
+    for body in bodies {
+        let regions: JsonRegions = decode("unhealthy_regions", body)?;
+        for r in regions.regions.unwrap_or_default() {
+            let entry = merged.entry(r.id).or_insert_with(|| UnhealthyRegion {
+                id: r.id,
+                ..UnhealthyRegion::default()
+            });
+            if entry.voters.is_empty() {
+                entry.voters = r
+                    .peers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| !p.is_learner && p.role_name != "Learner")
+                    .map(|p| StoreId(p.store_id))
+                    .collect();
+            }
+            for d in r.down_peers.unwrap_or_default() {
+                if let Some(p) = d.peer {
+                    let id = StoreId(p.store_id);
+                    if !entry.down.contains(&id) {
+                        entry.down.push(id);
+                    }
+                }
+            }
+            for p in r.pending_peers.unwrap_or_default() {
+                let id = StoreId(p.store_id);
+                if !entry.pending.contains(&id) {
+                    entry.pending.push(id);
+                }
+            }
+        }
+    }
+    Ok(merged.into_values().collect())
 }
 
 pub(crate) fn decode_down_peers(body: &[u8]) -> Result<Vec<DownPeer>> {
@@ -728,6 +779,45 @@ mod tests {
         let r = decode_replication(br#"{"replication":{"location-labels":["a","b"]}}"#).unwrap();
         assert_eq!((r.max_replicas, r.location_labels.len()), (3, 2));
         assert!(decode_replication(b"{}").is_err());
+    }
+
+    #[test]
+    fn unhealthy_regions_merge_down_and_pending_checks_per_region() {
+        let down = br#"{"count":2,"regions":[
+            {"id":10,"peers":[{"id":11,"store_id":1,"role_name":"Voter"},
+                              {"id":12,"store_id":2,"role_name":"Voter"},
+                              {"id":13,"store_id":3,"role_name":"Voter"},
+                              {"id":14,"store_id":4,"role_name":"Learner","is_learner":true}],
+             "down_peers":[{"peer":{"id":12,"store_id":2},"down_seconds":90}]},
+            {"id":20,"peers":[{"id":21,"store_id":1},{"id":22,"store_id":2}],
+             "down_peers":[{"peer":{"id":22,"store_id":2},"down_seconds":90}]}]}"#;
+        let pending = br#"{"count":1,"regions":[
+            {"id":10,"peers":[{"id":11,"store_id":1},{"id":12,"store_id":2},{"id":13,"store_id":3}],
+             "pending_peers":[{"id":13,"store_id":3}]}]}"#;
+        let r = decode_unhealthy_regions(&[down, pending]).unwrap();
+        assert_eq!(
+            r,
+            vec![
+                UnhealthyRegion {
+                    id: 10,
+                    voters: vec![StoreId(1), StoreId(2), StoreId(3)],
+                    down: vec![StoreId(2)],
+                    pending: vec![StoreId(3)],
+                },
+                UnhealthyRegion {
+                    id: 20,
+                    voters: vec![StoreId(1), StoreId(2)],
+                    down: vec![StoreId(2)],
+                    pending: vec![],
+                },
+            ]
+        );
+        // An empty answer (Go's `omitempty`) is no Region.
+        assert_eq!(
+            decode_unhealthy_regions(&[b"{}", b"{\"count\":0}"]).unwrap(),
+            vec![]
+        );
+        assert!(decode_unhealthy_regions(&[b"not json"]).is_err());
     }
 
     #[test]

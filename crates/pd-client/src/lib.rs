@@ -27,6 +27,6 @@ pub use retry::RetryPolicy;
 pub use tls::TlsConfig;
 pub use types::{
     ClusterId, DownPeer, Member, MemberHealth, MemberId, Members, NodeState, Readiness,
-    ReplicationConfig, Store, StoreId, StoreLiveness, StoreState, parse_byte_size,
+    ReplicationConfig, Store, StoreId, StoreLiveness, StoreState, UnhealthyRegion, parse_byte_size,
     parse_go_duration,
 };

@@ -313,6 +313,21 @@ pub struct DownPeer {
     pub down_seconds: u64,
 }
 
+/// A Region that PD's Region health checks report with a down or a pending
+/// peer (`/regions/check/down-peer` and `/regions/check/pending-peer`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnhealthyRegion {
+    /// Region id.
+    pub id: u64,
+    /// Stores holding a voting peer of the Region (learners excluded): the
+    /// peers whose majority the Region needs.
+    pub voters: Vec<StoreId>,
+    /// Stores whose peer of the Region is reported down.
+    pub down: Vec<StoreId>,
+    /// Stores whose peer of the Region is pending (behind its leader's log).
+    pub pending: Vec<StoreId>,
+}
+
 /// Parses a size as PD prints it (`"1.5TiB"`, `"100MiB"`, `"0B"`, also
 /// decimal units like `"10GB"` and plain numbers) into bytes.
 pub fn parse_byte_size(s: &str) -> Option<u64> {

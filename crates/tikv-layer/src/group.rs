@@ -86,6 +86,10 @@ pub struct GroupInput<'a> {
     /// taken out (offline, or the instance deleted) and not removed yet: a
     /// removal still evicting leaders is not "removing" in PD yet.
     pub other_removals: Vec<String>,
+    /// Failed instances a failover replacement stands in for (see
+    /// [`crate::failover`]): they count neither toward `replicas` nor as
+    /// removals to cancel, and are never chosen on scale-in.
+    pub held: Vec<String>,
 }
 
 /// A TiKV instance to create.
@@ -160,7 +164,7 @@ pub fn plan_group(input: &GroupInput<'_>, suffixes: &mut dyn SuffixSource) -> Gr
     let live: Vec<&InstanceState> = input
         .instances
         .iter()
-        .filter(|i| !i.deleting && !i.removed)
+        .filter(|i| !i.deleting && !i.removed && !input.held.contains(&i.name))
         .collect();
     let serving: Vec<&InstanceState> = live.iter().copied().filter(|i| !i.offline).collect();
     let mut going: Vec<&InstanceState> = live.iter().copied().filter(|i| i.offline).collect();
@@ -387,6 +391,7 @@ mod tests {
                 instances,
                 pd,
                 other_removals: vec![],
+                held: vec![],
             },
             &mut Counter::default(),
         )
@@ -469,6 +474,7 @@ mod tests {
                 instances: i.clone(),
                 pd: &pd(4, 3),
                 other_removals: vec![],
+                held: vec![],
             },
             &mut Counter::default(),
         );
@@ -486,6 +492,7 @@ mod tests {
                 instances: i,
                 pd: &pd(4, 3),
                 other_removals: vec![],
+                held: vec![],
             },
             &mut Counter::default(),
         );
@@ -508,6 +515,7 @@ mod tests {
                 instances: four(),
                 pd: &pd(4, 3),
                 other_removals: vec!["hdd-1".into()],
+                held: vec![],
             },
             &mut Counter::default(),
         );
@@ -529,6 +537,7 @@ mod tests {
                 instances: i,
                 pd: &pd(4, 3),
                 other_removals: vec![],
+                held: vec![],
             },
             &mut Counter::default(),
         );
@@ -667,6 +676,57 @@ mod tests {
         assert_eq!(
             choose_victim(&sp, &[&a, &b, &c]).map(|i| i.name.as_str()),
             Some("kv-3")
+        );
+    }
+
+    /// A failed instance held by a failover replacement counts neither
+    /// toward replicas nor as a removal to cancel.
+    #[test]
+    fn a_held_instance_is_neither_counted_nor_cancelled_nor_chosen() {
+        let mut i = four()[..3].to_vec();
+        i.push(inst("kv-r", "c", 5));
+        let held_plan = |i: Vec<InstanceState>, held: Vec<String>| {
+            plan_group(
+                &GroupInput {
+                    group: "kv",
+                    replicas: 3,
+                    spread: Spread::default(),
+                    instances: i,
+                    pd: &pd(5, 3),
+                    other_removals: vec![],
+                    held,
+                },
+                &mut Counter::default(),
+            )
+        };
+        // kv-3 failed, kv-r replaces it: 3 counted, nothing to do.
+        assert_eq!(held_plan(i.clone(), vec!["kv-3".into()]), GroupPlan::Steady);
+        // Without the hold the group would scale in.
+        assert!(matches!(
+            held_plan(i.clone(), vec![]),
+            GroupPlan::MarkOffline { .. }
+        ));
+        // Its removal (offline) is never cancelled by a raised replicas: a
+        // new store is created instead.
+        i[2].offline = true;
+        let raised = |held: Vec<String>| {
+            plan_group(
+                &GroupInput {
+                    group: "kv",
+                    replicas: 4,
+                    spread: Spread::default(),
+                    instances: i.clone(),
+                    pd: &pd(5, 3),
+                    other_removals: vec![],
+                    held,
+                },
+                &mut Counter::default(),
+            )
+        };
+        assert!(matches!(raised(vec!["kv-3".into()]), GroupPlan::Create(n) if n.len() == 1));
+        assert_eq!(
+            raised(vec![]),
+            GroupPlan::CancelOffline(vec!["kv-3".into()])
         );
     }
 }

@@ -20,6 +20,7 @@
 //!   a group (peer Service, instance objects).
 //! - [`reconcile`]: observe -> plan -> apply -> report.
 
+pub mod failover;
 pub mod group;
 pub mod reasons;
 pub mod reconcile;

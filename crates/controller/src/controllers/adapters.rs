@@ -233,6 +233,13 @@ pub(super) async fn reconcile_tikv_group(
         })
         .map(|p| (*p).clone())
         .collect();
+    // PD's Region health only when failover may act on a store of the group.
+    let regions = match &entry {
+        Some(e) if tikv_reconcile::needs_region_health(&instances, &view) => {
+            tikv_reconcile::RegionHealth::observe(e.api.as_ref()).await
+        }
+        _ => tikv_reconcile::RegionHealth::NotRead,
+    };
     let r = tikv_reconcile::reconcile_group(
         &sh.ctx,
         &TikvGroupSnapshot {
@@ -245,6 +252,7 @@ pub(super) async fn reconcile_tikv_group(
             revisions: &revisions,
             services: &services,
             pd: &view,
+            regions: &regions,
         },
         &mut RandomSuffix::default(),
     )

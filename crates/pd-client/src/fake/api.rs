@@ -8,7 +8,7 @@ use crate::api::PdApi;
 use crate::error::{PdError, Result};
 use crate::types::{
     DownPeer, MemberHealth, MemberId, Members, NodeState, Readiness, ReplicationConfig, Store,
-    StoreId, StoreState,
+    StoreId, StoreState, UnhealthyRegion,
 };
 
 use super::{FakeOp, FakePd};
@@ -215,6 +215,11 @@ impl PdApi for FakePd {
     async fn down_peers(&self) -> Result<Vec<DownPeer>> {
         let s = self.enter(FakeOp::DownPeers, true)?;
         Ok(s.down_peers.clone())
+    }
+
+    async fn unhealthy_regions(&self) -> Result<Vec<UnhealthyRegion>> {
+        let s = self.enter(FakeOp::UnhealthyRegions, true)?;
+        Ok(s.unhealthy_regions.clone())
     }
 
     async fn replication_config(&self) -> Result<ReplicationConfig> {

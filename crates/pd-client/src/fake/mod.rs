@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::{PdError, Result};
 use crate::types::{
     ClusterId, DownPeer, Member, MemberId, NodeState, ReplicationConfig, Store, StoreId,
-    StoreLiveness, StoreState,
+    StoreLiveness, StoreState, UnhealthyRegion,
 };
 
 /// The trait method a call, an injected error or a log entry refers to.
@@ -42,6 +42,7 @@ pub enum FakeOp {
     RemoveEvictLeader,
     EvictingStores,
     DownPeers,
+    UnhealthyRegions,
     ReplicationConfig,
 }
 
@@ -67,6 +68,7 @@ struct FakeState {
     schedulers_loaded: bool,
     replication: ReplicationConfig,
     down_peers: Vec<DownPeer>,
+    unhealthy_regions: Vec<UnhealthyRegion>,
     unreachable: bool,
     injected: VecDeque<(Option<FakeOp>, PdError)>,
     calls: Vec<FakeOp>,
@@ -104,6 +106,7 @@ impl FakePd {
                 schedulers_loaded: true,
                 replication: ReplicationConfig::default(),
                 down_peers: Vec::new(),
+                unhealthy_regions: Vec::new(),
                 unreachable: false,
                 injected: VecDeque::new(),
                 calls: Vec::new(),
@@ -304,6 +307,11 @@ impl FakePd {
     /// Sets the replication config.
     pub fn set_replication(&self, config: ReplicationConfig) {
         self.lock().replication = config;
+    }
+
+    /// Sets the Regions PD's health checks report with down or pending peers.
+    pub fn set_unhealthy_regions(&self, regions: Vec<UnhealthyRegion>) {
+        self.lock().unhealthy_regions = regions;
     }
 
     /// Sets the down peers PD reports.

@@ -445,6 +445,35 @@ async fn readiness_health_config_down_peers_cluster() {
     assert_eq!(d.len(), 1);
     assert_eq!((d[0].store_id, d[0].down_seconds), (StoreId(2), 61));
 
+    // Region health: both checks asked, merged per Region.
+    pd.script(
+        "GET /pd/api/v1/regions/check/down-peer",
+        vec![reply(
+            200,
+            r#"{"count":1,"regions":[{"id":4,"peers":[{"id":5,"store_id":2},{"id":6,"store_id":1},{"id":7,"store_id":3}],"down_peers":[{"peer":{"id":5,"store_id":2},"down_seconds":61}]}]}"#,
+        )],
+    );
+    pd.script(
+        "GET /pd/api/v1/regions/check/pending-peer",
+        vec![reply(
+            200,
+            r#"{"count":1,"regions":[{"id":4,"peers":[{"id":5,"store_id":2},{"id":6,"store_id":1},{"id":7,"store_id":3}],"pending_peers":[{"id":7,"store_id":3}]}]}"#,
+        )],
+    );
+    let u = c.unhealthy_regions().await.unwrap();
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].voters.len(), 3);
+    assert_eq!(
+        (u[0].down.clone(), u[0].pending.clone()),
+        (vec![StoreId(2)], vec![StoreId(3)])
+    );
+    // One check failing fails the whole answer: no partial health.
+    pd.script(
+        "GET /pd/api/v1/regions/check/pending-peer",
+        vec![reply(500, r#""boom""#)],
+    );
+    assert!(c.unhealthy_regions().await.is_err());
+
     pd.script(
         "GET /pd/api/v1/cluster",
         vec![reply(

@@ -2,6 +2,7 @@
 //! next step and carries it out, and reports the group's status.
 
 use super::*;
+use crate::failover::FailoverAction;
 
 /// A TiKVGroup and what the caches hold about it.
 #[derive(Debug, Clone, Copy)]
@@ -25,9 +26,13 @@ pub struct GroupSnapshot<'a> {
     pub revisions: &'a [ControllerRevision],
     /// PD's stores (all groups of the Cluster).
     pub pd: &'a StoreView,
+    /// PD's Region health: read (with [`RegionHealth::observe`]) when
+    /// [`super::needs_region_health`] says failover needs it, else
+    /// [`RegionHealth::NotRead`].
+    pub regions: &'a RegionHealth,
 }
 
-fn instance_ready(kv: &TiKV, pods: &[Pod]) -> bool {
+pub(super) fn instance_ready(kv: &TiKV, pods: &[Pod]) -> bool {
     let pod_ok = pods
         .iter()
         .any(|p| name_of(p) == names::pod(name_of(kv)) && pod_ready(p));
@@ -265,6 +270,7 @@ pub async fn reconcile_group(
     };
 
     let mut restart = RestartPlan::None;
+    let mut fo: Option<crate::failover::FailoverPlan> = None;
     let plan = if s.cluster.paused
         || s.cluster.deleting
         || s.cluster.missing
@@ -323,6 +329,18 @@ pub async fn reconcile_group(
                 .apply_if_changed(&desired(&want)?, cached(Some(l.kv)).as_ref())
                 .await?;
         }
+        // Failover first: its one action is this reconcile's change.
+        let restarting_now: Vec<&str> = live
+            .iter()
+            .filter(|l| l.restarting)
+            .map(|l| name_of(l.kv))
+            .collect();
+        let failover = failover::plan(s, &restarting_now, min_ready, now, suffixes);
+        info!(action = ?failover.action, held = ?failover.held, "TiKVGroup failover plan");
+        failover::run(ctx, s, &failover, &grant_of).await?;
+        let acted = failover.action != FailoverAction::None;
+        let held = failover.held.clone();
+        fo = Some(failover);
         let input = GroupInput {
             group: &group_name,
             replicas: group.spec.replicas,
@@ -339,8 +357,16 @@ pub async fn reconcile_group(
                 })
                 .map(|kv| name_of(kv).to_owned())
                 .collect(),
+            held,
         };
-        let plan = plan_group(&input, suffixes);
+        let plan = if acted {
+            GroupPlan::Wait(Blocked {
+                reason: reasons::CONDITION_FAILOVER,
+                message: "a failover step was taken; the group looks again".to_owned(),
+            })
+        } else {
+            plan_group(&input, suffixes)
+        };
         info!(?plan, "TiKVGroup plan");
         let find = |n: &str| s.instances.iter().find(|i| name_of(*i) == n);
         run_group_plan(ctx, s, &plan, &grant_of, old_progressing.as_ref()).await?;
@@ -554,6 +580,15 @@ pub async fn reconcile_group(
         .await?;
     }
     conditions::set(&mut conds, progressing, generation, now);
+    if let Some(f) = &fo {
+        let (holds, reason, message) = f.condition.clone();
+        conditions::set(
+            &mut conds,
+            ConditionUpdate::new(reasons::CONDITION_FAILOVER, holds, reason, message),
+            generation,
+            now,
+        );
+    }
     let config_refused = match &plan {
         Some(GroupPlan::Refuse(b)) if b.reason == reasons::INVALID_CONFIG => {
             Some((b.reason, b.message.as_str()))
@@ -588,6 +623,10 @@ pub async fn reconcile_group(
             ready,
             render::selector_string(&cluster_name, &group_name),
         ),
+        failover: match &fo {
+            Some(f) => f.status.clone(),
+            None => group.status.as_ref().and_then(|st| st.failover.clone()),
+        },
     };
     patch_status_if_changed(
         ctx.kube.as_ref(),
@@ -598,10 +637,15 @@ pub async fn reconcile_group(
     )
     .await?;
     let in_flight = plan.as_ref().is_some_and(GroupPlan::in_flight)
+        || fo.as_ref().is_some_and(|f| !f.held.is_empty())
         || !going.is_empty()
         || restart != RestartPlan::None
         || !restarting.is_empty();
-    Ok(ctx.policy.after_success(in_flight))
+    let requeue = ctx.policy.after_success(in_flight);
+    Ok(match (requeue, fo.and_then(|f| f.recheck_after)) {
+        (Requeue::After(d), Some(r)) if r < d => Requeue::After(r),
+        (q, _) => q,
+    })
 }
 
 /// What the restart planner needs: this group's candidates and restarts in

@@ -213,6 +213,7 @@ fn annotation<'a>(kv: &'a TiKV, key: &str) -> Option<&'a String> {
 
 /// The instance object `group` wants for `kv`, `offline` as given, carrying
 /// the restart grant `grant` (see [`labels::RESTART_ALLOWED`]).
+/// A failover replacement keeps its [`labels::FAILOVER_REPLACES`] annotation.
 fn desired_instance(group: &TiKVGroup, kv: &TiKV, offline: bool, grant: Option<&str>) -> TiKV {
     let mut want = render::render_instance(
         group,
@@ -227,6 +228,12 @@ fn desired_instance(group: &TiKVGroup, kv: &TiKV, offline: bool, grant: Option<&
             .annotations
             .get_or_insert_default()
             .insert(labels::RESTART_ALLOWED.to_owned(), g.to_owned());
+    }
+    if let Some(failed) = annotation(kv, labels::FAILOVER_REPLACES) {
+        want.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(labels::FAILOVER_REPLACES.to_owned(), failed.clone());
     }
     want
 }
@@ -278,8 +285,11 @@ pub fn disruption(
     }
 }
 
+mod failover;
 mod groups;
 mod instance;
 mod restarts;
+pub use crate::failover::RegionHealth;
+pub use failover::needs_region_health;
 pub use groups::{GroupSnapshot, reconcile_group};
 pub use instance::{EvictionGate, InstanceSnapshot, reconcile_instance};

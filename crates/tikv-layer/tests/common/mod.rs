@@ -18,8 +18,8 @@ pub use tikv_operator_core::conditions;
 pub use tikv_operator_core::fake::{FakeClock, FakeKube, KubeCall, KubeOp};
 pub use tikv_operator_core::{KubeWriter, ObjectKey, RequeuePolicy};
 pub use tikv_operator_tikv_layer::reconcile::{
-    ClusterFacts, Ctx, EvictionGate, GroupSnapshot, InstanceSnapshot, Options, reconcile_group,
-    reconcile_instance,
+    ClusterFacts, Ctx, EvictionGate, GroupSnapshot, InstanceSnapshot, Options, RegionHealth,
+    needs_region_health, reconcile_group, reconcile_instance,
 };
 pub use tikv_operator_tikv_layer::{StoreView, reasons};
 
@@ -202,6 +202,11 @@ impl World {
         let revisions: Vec<k8s_openapi::api::apps::v1::ControllerRevision> =
             self.kube.list("ControllerRevision", NS);
         let view = self.view().await;
+        let regions = if needs_region_health(&instances, &view) {
+            RegionHealth::observe(&self.pd).await
+        } else {
+            RegionHealth::NotRead
+        };
         let snap = GroupSnapshot {
             group: &group,
             cluster: &self.cluster,
@@ -212,6 +217,7 @@ impl World {
             revisions: &revisions,
             services: &services,
             pd: &view,
+            regions: &regions,
         };
         reconcile_group(&self.ctx, &snap, &mut self.suffixes)
             .await
