@@ -11,10 +11,11 @@ use kube::Api;
 use tikv_operator_e2e::fixtures;
 use tikv_operator_e2e::harness::{Env, TestNamespace, pd_cluster, pod_ip, wait_until};
 
-const NODE: &str = "e2e-node-a2";
+/// The only node of zone-c: the PD member of [`pd_cluster`] (one member, zone-a) is never on it.
+const NODE: &str = "e2e-node-c1";
 
-/// A TiKV Pod (store simulator) pinned to [`NODE`] through its zone-a nodeSelector replaced by
-/// the node's hostname.
+/// A TiKV Pod (store simulator) pinned to [`NODE`] through its nodeSelector (the fixture's
+/// zone replaced by the node's hostname).
 fn pinned_tikv(ns: &str) -> String {
     fixtures::tikv_pod(ns, "e2e", 0).replace(
         "topology.kubernetes.io/zone: zone-a",

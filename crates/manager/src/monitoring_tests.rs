@@ -595,7 +595,8 @@ fn every_alert_is_complete_and_queries_exported_metrics() {
     assert_eq!(documented, defined, "the alert table of docs/metrics.md");
 
     // What an SRE is paged or ticketed for (issue 21): operator down or not leader, reconcile
-    // errors, a Cluster not Ready, stuck rollouts and scale-ins, PD unreachable.
+    // errors, a Cluster not Ready, stuck rollouts and scale-ins, PD unreachable, failover
+    // acted or refused.
     for required in [
         "TiKVOperatorDown",
         "TiKVOperatorNoLeader",
@@ -605,6 +606,8 @@ fn every_alert_is_complete_and_queries_exported_metrics() {
         "TiKVOperatorPDNotReady",
         "TiKVOperatorDeletionStuck",
         "TiKVOperatorPDUnreachable",
+        "TiKVOperatorFailoverRefused",
+        "TiKVOperatorFailoverActed",
     ] {
         assert!(names.contains(required), "no alert {required}");
     }

@@ -1,0 +1,240 @@
+//! TiKV store failover against real PD (docs/failover.md): a store whose process stops for good
+//! is replaced (a new store first, PD re-replicates, then the failed store is removed through
+//! PD), and two stores down at once are reported, not acted on. The safety watchers run
+//! throughout: no TiKV Pod or PVC goes before its store is Tombstone, one removal at a time.
+//!
+//! PD's `max-store-down-time` and the group's failover period are set short here (20 s each).
+//! Run with `cargo xtask e2e test` (the tests are ignored in a plain `cargo test`).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::Event;
+use kube::ResourceExt;
+use kube::api::ListParams;
+use tikv_operator_api::TiKVGroup;
+use tikv_operator_api::tikv::FailoverPhase;
+use tikv_operator_e2e::harness::{replicated, wait_until};
+use tikv_operator_e2e::world::World;
+
+mod kv;
+use kv::*;
+
+/// The basic example with failover after 20 s and PD marking stores Down after 20 s.
+const FAILOVER: &str = r#"
+apiVersion: core.tikv.org/v1alpha1
+kind: Cluster
+metadata:
+  name: basic
+spec: {}
+---
+apiVersion: core.tikv.org/v1alpha1
+kind: PDGroup
+metadata:
+  name: pd
+spec:
+  cluster:
+    name: basic
+  replicas: 3
+  template:
+    spec:
+      version: v8.5.5
+      config: |
+        [replication]
+        location-labels = ["zone"]
+        [schedule]
+        max-store-down-time = "20s"
+      volumes:
+        - name: data
+          mounts:
+            - type: data
+          storage: 1Gi
+---
+apiVersion: core.tikv.org/v1alpha1
+kind: TiKVGroup
+metadata:
+  name: tikv
+spec:
+  cluster:
+    name: basic
+  replicas: 3
+  failover:
+    periodSeconds: 20
+  template:
+    spec:
+      version: v8.5.5
+      config: |
+        [storage]
+        reserve-space = "1GB"
+      volumes:
+        - name: data
+          mounts:
+            - type: data
+          storage: 1Gi
+"#;
+
+async fn group_events(w: &World) -> Result<BTreeSet<String>> {
+    let lp = ListParams::default().fields("involvedObject.kind=TiKVGroup");
+    Ok(w.api::<Event>()
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn tikv_failover_replaces_a_stopped_store_and_removes_it_after_tombstone() -> Result<()> {
+    let w = World::start("kvfo").await?;
+    let victim = std::sync::Mutex::new(None::<String>);
+    let r = replace_one(&w, &victim).await;
+    if let Some(v) = kv::lock(&victim).take() {
+        w.env.start_pod_process(&w.ns.name, &v)?;
+    }
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
+}
+
+async fn replace_one(w: &World, victim_out: &std::sync::Mutex<Option<String>>) -> Result<()> {
+    w.ns.apply(FAILOVER).await?;
+    w.wait_ready("basic", 3, Duration::from_secs(300)).await?;
+    replicated(&w.env, &w.pd_addr()).await?;
+    let watch = removal_watch(w);
+    let one_at_a_time = one_removal_at_a_time(w);
+    let kvs = w.tikvs().await?;
+    let victim = kvs.first().context("no TiKV instance")?.name_any();
+    let victim_store = kvs
+        .first()
+        .and_then(store_id)
+        .context("the victim has no store id")?;
+    let before: BTreeSet<String> = kvs.iter().map(ResourceExt::name_any).collect();
+    *kv::lock(victim_out) = Some(victim.clone());
+    let stopped = Instant::now();
+    w.env.stop_pod_process(&w.ns.name, &victim)?;
+
+    // A replacement joins, PD re-replicates, the failed store goes Tombstone, its instance goes.
+    wait_until(
+        &w.env,
+        &format!("{victim} replaced: its store Tombstone, its instance gone, 3 stores Up"),
+        Duration::from_secs(420),
+        || async {
+            let names: BTreeSet<String> =
+                w.tikvs().await?.iter().map(ResourceExt::name_any).collect();
+            let stores = w.stores().await?;
+            let tomb = stores
+                .iter()
+                .any(|s| s.id == victim_store && s.state == "Tombstone");
+            let up = stores.iter().filter(|s| s.state == "Up").count();
+            Ok((tomb && up == 3 && names.len() == 3 && !names.contains(&victim)).then_some(()))
+        },
+    )
+    .await?;
+    let took = stopped.elapsed();
+    w.wait_ready("basic", 3, Duration::from_secs(180)).await?;
+    replicated(&w.env, &w.pd_addr()).await?;
+
+    // What the group reports.
+    let g = w.api::<TiKVGroup>().get("tikv").await?;
+    let fo = g
+        .status
+        .as_ref()
+        .and_then(|s| s.failover.clone())
+        .context("no status.failover")?;
+    ensure!(fo.total == 1, "status.failover.total {}", fo.total);
+    let rec = fo
+        .failures
+        .iter()
+        .find(|f| f.instance == victim)
+        .with_context(|| format!("no failure record for {victim}: {fo:?}"))?;
+    ensure!(rec.phase == FailoverPhase::Completed, "{rec:?}");
+    let replacement = rec.replacement.clone().context("no replacement recorded")?;
+    let now: BTreeSet<String> = w.tikvs().await?.iter().map(ResourceExt::name_any).collect();
+    ensure!(
+        now.contains(&replacement) && !before.contains(&replacement),
+        "replacement {replacement} is not a new live instance: {now:?}"
+    );
+    let events = group_events(w).await?;
+    for want in ["FailoverStarted", "FailoverCompleted"] {
+        ensure!(events.contains(want), "no {want} Event: {events:?}");
+    }
+    eprintln!("failover: store stopped -> replaced and removed in {took:?}");
+    let one = one_at_a_time.finish().await;
+    let safe = watch.finish().await;
+    one?;
+    safe
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn tikv_failover_reports_two_stores_down_at_once_and_acts_on_neither() -> Result<()> {
+    let w = World::start("kvfo2").await?;
+    let stopped = std::sync::Mutex::new(Vec::<String>::new());
+    let r = two_down(&w, &stopped).await;
+    for v in kv::lock(&stopped).drain(..) {
+        w.env.start_pod_process(&w.ns.name, &v)?;
+    }
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
+}
+
+async fn two_down(w: &World, stopped: &std::sync::Mutex<Vec<String>>) -> Result<()> {
+    w.ns.apply(FAILOVER).await?;
+    w.wait_ready("basic", 3, Duration::from_secs(300)).await?;
+    replicated(&w.env, &w.pd_addr()).await?;
+    let watch = removal_watch(w);
+    let kvs = w.tikvs().await?;
+    let before: BTreeSet<String> = kvs.iter().map(ResourceExt::name_any).collect();
+    let victims: Vec<String> = kvs.iter().take(2).map(ResourceExt::name_any).collect();
+    for v in &victims {
+        kv::lock(stopped).push(v.clone());
+        w.env.stop_pod_process(&w.ns.name, v)?;
+    }
+    // Past PD's Disconnected (20 s) and the period (20 s): reported as too many failures.
+    wait_until(
+        &w.env,
+        "the group reports TooManyFailures",
+        Duration::from_secs(180),
+        || async {
+            let g = w.api::<TiKVGroup>().get("tikv").await?;
+            let conds = g.status.map(|s| s.common.conditions).unwrap_or_default();
+            Ok(condition(&conds, "Failover")
+                .is_some_and(|c| c.reason == "TooManyFailures")
+                .then_some(()))
+        },
+    )
+    .await?;
+    // And it stays so: no instance created or removed, no store taken out in PD.
+    let until = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < until {
+        let names: BTreeSet<String> = w.tikvs().await?.iter().map(ResourceExt::name_any).collect();
+        ensure!(
+            names == before,
+            "instances changed: {before:?} -> {names:?}"
+        );
+        let stores = w.stores().await?;
+        ensure!(
+            stores
+                .iter()
+                .all(|s| s.state != "Offline" && s.state != "Tombstone"),
+            "a store is being removed: {stores:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let g = w.api::<TiKVGroup>().get("tikv").await?;
+    let total = g.status.and_then(|s| s.failover).map_or(0, |f| f.total);
+    ensure!(total == 0, "status.failover.total {total} after a refusal");
+    // The stores come back: the Cluster is Ready again with the same instances.
+    for v in kv::lock(stopped).drain(..) {
+        w.env.start_pod_process(&w.ns.name, &v)?;
+    }
+    w.wait_ready("basic", 3, Duration::from_secs(240)).await?;
+    let names: BTreeSet<String> = w.tikvs().await?.iter().map(ResourceExt::name_any).collect();
+    ensure!(
+        names == before,
+        "instances changed: {before:?} -> {names:?}"
+    );
+    watch.finish().await
+}
