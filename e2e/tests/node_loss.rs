@@ -103,6 +103,26 @@ async fn node_loss(env: &Env, ns: &TestNamespace) -> Result<()> {
     );
 
     env.bring_node_back(NODE).await?;
+    wait_until(
+        env,
+        "the Node back and Ready",
+        Duration::from_secs(60),
+        || {
+            let nodes = nodes.clone();
+            async move {
+                let ready = nodes.get_opt(NODE).await?.is_some_and(|n| {
+                    n.status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+                Ok(ready.then_some(()))
+            }
+        },
+    )
+    .await?;
+    // The Pod left Pending while the node was gone runs there now.
     pod_ip(env, &ns.name, "e2e-tikv-0")
         .await
         .context("the Pod after the node came back")?;
