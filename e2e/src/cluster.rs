@@ -414,13 +414,16 @@ pub async fn restart_apiserver(layout: &Layout, down: Duration) -> Result<()> {
     wait_apiserver_ready(layout, &client, "kube-apiserver /readyz after a restart").await
 }
 
-/// Restarts kwok (SIGTERM, then the same command line). kwok v0.7.0 does not run the Pods of
-/// a Node deleted and created again under the same name until it restarts (seen in the
-/// node-loss test: the new Node turned Ready, its Pods stayed Pending), so
-/// `Env::bring_node_back` restarts it.
-pub async fn restart_kwok(layout: &Layout) -> Result<()> {
-    restart_component(layout, "kwok", Duration::ZERO).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+/// Restarts kube-scheduler and kwok (SIGTERM, then the same command line each). After a Node
+/// is deleted and created again under the same name, neither acts on it until restarted (seen
+/// in the node-loss test: the new Node turned Ready, but no Pod was scheduled to it, and
+/// kwok ran none there), so `Env::bring_node_back` restarts both.
+pub async fn restart_node_agents(layout: &Layout) -> Result<()> {
+    for name in ["kube-scheduler", "kwok"] {
+        restart_component(layout, name, Duration::ZERO).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    component_alive(layout, "kube-scheduler")?;
     component_alive(layout, "kwok")
 }
 

@@ -231,15 +231,15 @@ impl Env {
     }
 
     /// Brings a node taken away by [`Env::take_node_away`] back: the Node is created again,
-    /// kwok is restarted (it does not run the Pods of a re-created Node otherwise) and makes it
-    /// Ready, and Pods bound to it run their processes again.
+    /// kube-scheduler and kwok are restarted (neither acts on a re-created Node otherwise), kwok
+    /// makes it Ready, and the agent runs the processes of Pods bound to it again.
     pub async fn bring_node_back(&self, node: &str) -> Result<()> {
         let (name, zone) = config::NODES
             .iter()
             .find(|(n, _)| *n == node)
             .with_context(|| format!("{node} is not a node of the environment"))?;
         cluster::create_node(&self.client, name, zone).await?;
-        cluster::restart_kwok(&self.layout).await?;
+        cluster::restart_node_agents(&self.layout).await?;
         match std::fs::remove_file(self.layout.node_lost_marker(node)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),

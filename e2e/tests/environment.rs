@@ -298,7 +298,7 @@ async fn a_stopped_store_is_reported_down_and_pd_moves_its_replicas() -> Result<
         &serde_json::json!({"max-store-down-time": "15s"}),
     )
     .await?;
-    // Two stores in zone-a (pods 0 and 3): a Region's zone-a replica can move between them.
+    // Four stores for three replicas: a Region can move off any one of them.
     for i in 0..4 {
         ns.apply(&fixtures::tikv_pod(&ns.name, "e2e", i)).await?;
     }
@@ -311,26 +311,35 @@ async fn a_stopped_store_is_reported_down_and_pd_moves_its_replicas() -> Result<
     })
     .await?;
     replicated(&env, &addr).await?;
-    let victim_pod = "e2e-tikv-3";
-    let address = env
-        .store_status(&ns.name, victim_pod)
-        .context("no simulator status")?
-        .address;
-    let victim = stores
-        .iter()
-        .find(|s| s.address == address)
-        .with_context(|| format!("no store at {address}: {stores:?}"))?
-        .id;
-    let on_victim = |env: Env, addr: String| async move {
+    let on_store = |env: Env, addr: String, id: u64| async move {
         let v = env
-            .pd_get(&addr, &format!("/pd/api/v1/regions/store/{victim}"))
+            .pd_get(&addr, &format!("/pd/api/v1/regions/store/{id}"))
             .await?;
         anyhow::Ok(v["count"].as_u64().unwrap_or_default())
     };
-    ensure!(
-        on_victim(env.clone(), addr.clone()).await? > 0,
-        "store {victim} holds no Region peer to move"
-    );
+    // The store holding the most Region peers (a store may hold none yet).
+    let mut victim = (0, 0);
+    for s in &stores {
+        let n = on_store(env.clone(), addr.clone(), s.id).await?;
+        if n > victim.1 {
+            victim = (s.id, n);
+        }
+    }
+    ensure!(victim.1 > 0, "no store holds a Region peer: {stores:?}");
+    let victim = victim.0;
+    let address = &stores
+        .iter()
+        .find(|s| s.id == victim)
+        .context("the victim store")?
+        .address;
+    // Stores advertise `<pod>.<service>.<namespace>.svc:20160`.
+    let victim_pod = address
+        .split('.')
+        .next()
+        .context("store address")?
+        .to_owned();
+    let victim_pod = victim_pod.as_str();
+    let on_victim = move |env: Env, addr: String| on_store(env, addr, victim);
     env.stop_pod_process(&ns.name, victim_pod)?;
     let r = async {
         wait_until(
