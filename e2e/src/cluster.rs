@@ -414,10 +414,9 @@ pub async fn restart_apiserver(layout: &Layout, down: Duration) -> Result<()> {
     wait_apiserver_ready(layout, &client, "kube-apiserver /readyz after a restart").await
 }
 
-/// Restarts kube-scheduler and kwok (SIGTERM, then the same command line each). After a Node
-/// is deleted and created again under the same name, neither acts on it until restarted (seen
-/// in the node-loss test: the new Node turned Ready, but no Pod was scheduled to it, and
-/// kwok ran none there), so `Env::bring_node_back` restarts both.
+/// Restarts kube-scheduler and kwok (SIGTERM, then the same command line each), after a Node
+/// was deleted and created again under the same name: a new Pod pinned to such a Node did not
+/// run before they were restarted (seen once in the node-loss test, with the environment kept).
 pub async fn restart_node_agents(layout: &Layout) -> Result<()> {
     for name in ["kube-scheduler", "kwok"] {
         restart_component(layout, name, Duration::ZERO).await?;
