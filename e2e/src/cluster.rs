@@ -414,18 +414,6 @@ pub async fn restart_apiserver(layout: &Layout, down: Duration) -> Result<()> {
     wait_apiserver_ready(layout, &client, "kube-apiserver /readyz after a restart").await
 }
 
-/// Restarts kube-scheduler and kwok (SIGTERM, then the same command line each), after a Node
-/// was deleted and created again under the same name: a new Pod pinned to such a Node did not
-/// run before they were restarted (seen once in the node-loss test, with the environment kept).
-pub async fn restart_node_agents(layout: &Layout) -> Result<()> {
-    for name in ["kube-scheduler", "kwok"] {
-        restart_component(layout, name, Duration::ZERO).await?;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    component_alive(layout, "kube-scheduler")?;
-    component_alive(layout, "kwok")
-}
-
 /// Stops a component the environment started and, `down` later, starts it again with the
 /// command line it had (read from /proc).
 async fn restart_component(layout: &Layout, name: &str, down: Duration) -> Result<()> {
@@ -520,13 +508,7 @@ async fn wait_ready(layout: &Layout, client: &kube::Client) -> Result<()> {
     // The API server taints new nodes `not-ready`; the node lifecycle controller, which
     // would lift the taint, is off (see the controller-manager flags above), so lift it here.
     for (name, _) in config::NODES {
-        nodes
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"taints": null}})),
-            )
-            .await?;
+        untaint_node(&nodes, name).await?;
     }
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
     wait_for(
@@ -550,13 +532,33 @@ async fn wait_ready(layout: &Layout, client: &kube::Client) -> Result<()> {
 
 async fn create_nodes(client: &kube::Client) -> Result<()> {
     for (name, zone) in config::NODES {
-        create_node(client, name, zone).await?;
+        create_node(client, name, zone, false).await?;
     }
     Ok(())
 }
 
+/// Lifts the `not-ready` taint the API server puts on a new Node (no node lifecycle controller
+/// runs here to lift it).
+async fn untaint_node(nodes: &Api<Node>, name: &str) -> Result<()> {
+    nodes
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": null}})),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Creates (or updates) one of the environment's nodes, [`config::NODES`]; kwok makes it Ready.
-pub async fn create_node(client: &kube::Client, name: &str, zone: &str) -> Result<()> {
+/// `untaint`: also lift the API server's `not-ready` taint (a node created again after the
+/// environment is up; at start-up the taints are lifted once every node is Ready).
+pub async fn create_node(
+    client: &kube::Client,
+    name: &str,
+    zone: &str,
+    untaint: bool,
+) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     {
@@ -591,6 +593,9 @@ pub async fn create_node(client: &kube::Client, name: &str, zone: &str) -> Resul
         nodes
             .patch_status(name, &pp, &Patch::Apply(&status))
             .await?;
+    }
+    if untaint {
+        untaint_node(&nodes, name).await?;
     }
     Ok(())
 }

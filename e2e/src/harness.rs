@@ -231,16 +231,15 @@ impl Env {
     }
 
     /// Brings a node taken away by [`Env::take_node_away`] back: the Node is created again,
-    /// kube-scheduler and kwok are restarted, kwok makes it Ready, and the agent runs the
-    /// processes of Pods bound to it again. Known gap: a Pod left Pending while the node was
-    /// gone does not run there afterwards (not explained yet; e2e/README.md).
+    /// without the API server's `not-ready` taint (no node lifecycle controller runs here to
+    /// lift it), kwok makes it Ready, Pods left Pending for it are scheduled there again, and
+    /// the agent runs their processes.
     pub async fn bring_node_back(&self, node: &str) -> Result<()> {
         let (name, zone) = config::NODES
             .iter()
             .find(|(n, _)| *n == node)
             .with_context(|| format!("{node} is not a node of the environment"))?;
-        cluster::create_node(&self.client, name, zone).await?;
-        cluster::restart_node_agents(&self.layout).await?;
+        cluster::create_node(&self.client, name, zone, true).await?;
         match std::fs::remove_file(self.layout.node_lost_marker(node)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
