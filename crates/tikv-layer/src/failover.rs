@@ -233,9 +233,13 @@ fn blocked(reason: &'static str, message: String) -> Blocked {
     Blocked { reason, message }
 }
 
-/// The stores PD reports unhealthy, over the whole Cluster.
+/// The stores PD reports unhealthy, over the whole Cluster, by store id: PD lists its stores
+/// in no fixed order, and a message that changed with the order would rewrite the condition
+/// and repeat the refusal's Event at every reconcile.
 fn unhealthy_stores(stores: &Stores) -> Vec<&Store> {
-    stores.stores.iter().filter(|s| unhealthy(s)).collect()
+    let mut out: Vec<&Store> = stores.stores.iter().filter(|s| unhealthy(s)).collect();
+    out.sort_by_key(|s| s.id);
+    out
 }
 
 /// Safety rules 2, 5 and 8 for replacing (or removing) the store of
