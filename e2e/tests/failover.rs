@@ -15,64 +15,41 @@ use kube::ResourceExt;
 use kube::api::ListParams;
 use tikv_operator_api::TiKVGroup;
 use tikv_operator_api::tikv::FailoverPhase;
+use tikv_operator_e2e::fixtures::BASIC_SMALL;
 use tikv_operator_e2e::harness::{replicated, wait_until};
 use tikv_operator_e2e::world::World;
 
 mod kv;
 use kv::*;
 
-/// The basic example with failover after 20 s and PD marking stores Down after 20 s.
-const FAILOVER: &str = r#"
-apiVersion: core.tikv.org/v1alpha1
-kind: Cluster
-metadata:
-  name: basic
-spec: {}
----
-apiVersion: core.tikv.org/v1alpha1
-kind: PDGroup
-metadata:
-  name: pd
-spec:
-  cluster:
-    name: basic
-  replicas: 3
-  template:
-    spec:
-      version: v8.5.5
-      config: |
-        [replication]
-        location-labels = ["zone"]
-        [schedule]
-        max-store-down-time = "20s"
-      volumes:
-        - name: data
-          mounts:
-            - type: data
-          storage: 1Gi
----
-apiVersion: core.tikv.org/v1alpha1
-kind: TiKVGroup
-metadata:
-  name: tikv
-spec:
-  cluster:
-    name: basic
-  replicas: 3
-  failover:
-    periodSeconds: 20
-  template:
-    spec:
-      version: v8.5.5
-      config: |
-        [storage]
-        reserve-space = "1GB"
-      volumes:
-        - name: data
-          mounts:
-            - type: data
-          storage: 1Gi
-"#;
+/// The basic example (`BASIC_SMALL`) with PD marking stores Down after 20 s and the TiKVGroup
+/// failing over after 20 s.
+fn failover_cluster() -> String {
+    let with = |yaml: &str, anchor: &str, replacement: &str| {
+        assert_eq!(
+            yaml.matches(anchor).count(),
+            1,
+            "BASIC_SMALL changed: {anchor:?}"
+        );
+        yaml.replace(anchor, replacement)
+    };
+    let pd = "        location-labels = [\"zone\"]\n";
+    let yaml = with(
+        BASIC_SMALL,
+        pd,
+        &format!("{pd}        [schedule]\n        max-store-down-time = \"20s\"\n"),
+    );
+    let kv = "  replicas: 3\n  template:\n    spec:\n      version: v8.5.5\n      config: |\n        [storage]";
+    with(
+        &yaml,
+        kv,
+        &kv.replacen(
+            "  template:",
+            "  failover:\n    periodSeconds: 20\n  template:",
+            1,
+        ),
+    )
+}
 
 async fn group_events(w: &World) -> Result<BTreeSet<String>> {
     let lp = ListParams::default().fields("involvedObject.kind=TiKVGroup");
@@ -99,7 +76,7 @@ async fn tikv_failover_replaces_a_stopped_store_and_removes_it_after_tombstone()
 }
 
 async fn replace_one(w: &World, victim_out: &std::sync::Mutex<Option<String>>) -> Result<()> {
-    w.ns.apply(FAILOVER).await?;
+    w.ns.apply(&failover_cluster()).await?;
     w.wait_ready("basic", 3, Duration::from_secs(300)).await?;
     replicated(&w.env, &w.pd_addr()).await?;
     let watch = removal_watch(w);
@@ -181,7 +158,7 @@ async fn tikv_failover_reports_two_stores_down_at_once_and_acts_on_neither() -> 
 }
 
 async fn two_down(w: &World, stopped: &std::sync::Mutex<Vec<String>>) -> Result<()> {
-    w.ns.apply(FAILOVER).await?;
+    w.ns.apply(&failover_cluster()).await?;
     w.wait_ready("basic", 3, Duration::from_secs(300)).await?;
     replicated(&w.env, &w.pd_addr()).await?;
     let watch = removal_watch(w);
