@@ -20,6 +20,7 @@
 //! `max-replicas` Up stores would remain (rule 4). When the whole Cluster is
 //! being deleted, PD is not consulted at all (rule 1's exception).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -27,7 +28,7 @@ use pd_client::{Store, StoreId};
 
 use crate::group::Blocked;
 use crate::reasons;
-use crate::store_view::{StoreView, is_up};
+use crate::store_view::{StoreView, Stores, is_up};
 
 /// Why the store should go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +121,21 @@ impl RemovalStep {
             Self::Idle | Self::Removed | Self::TooLateToCancel | Self::Refuse(_)
         )
     }
+}
+
+/// The stores other than `id` among `evicting` (PD's evict-leader entries) that PD still
+/// lists and has not removed: evictions in flight (a restart, or another removal).
+pub(crate) fn evicting_others(
+    stores: &Stores,
+    evicting: &BTreeSet<StoreId>,
+    id: StoreId,
+) -> Vec<StoreId> {
+    evicting
+        .iter()
+        .copied()
+        .filter(|o| *o != id)
+        .filter(|o| stores.stores.iter().any(|x| x.id == *o && !x.is_removed()))
+        .collect()
 }
 
 fn wait(reason: &'static str, message: String) -> RemovalStep {
@@ -244,12 +260,8 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
             // start; the lower store id goes first.
             let evicting_others: Vec<StoreId> = stores
                 .evicting
-                .iter()
-                .flatten()
-                .copied()
-                .filter(|id| *id != s.id)
-                .filter(|id| stores.stores.iter().any(|o| o.id == *id && !o.is_removed()))
-                .collect();
+                .as_ref()
+                .map_or_else(Vec::new, |e| evicting_others(stores, e, s.id));
             let Some(started) = input.eviction_started_at else {
                 if let Some(other) = evicting_others.first() {
                     return wait(

@@ -58,16 +58,19 @@ pub(super) async fn remove_evict_leader(pd_api: &dyn PdApi, id: StoreId) -> Resu
 
 /// Whether PD's view lists `id` in its evict-leader scheduler.
 /// A store other than `id`, still in PD and not removed, whose leaders PD
-/// is evicting (`evicting`: PD's evict-leader entries, read just now).
+/// is evicting (`evicting`: PD's evict-leader entries, read just now). With
+/// no store listing to tell removed stores apart, every other entry counts.
 fn other_evicting(
     pd: &StoreView,
     evicting: &std::collections::BTreeSet<StoreId>,
     id: StoreId,
 ) -> Option<StoreId> {
-    let stores = pd.stores();
-    evicting.iter().copied().find(|o| {
-        *o != id && stores.is_none_or(|st| st.stores.iter().any(|x| x.id == *o && !x.is_removed()))
-    })
+    match pd.stores() {
+        Some(stores) => crate::removal::evicting_others(stores, evicting, id)
+            .first()
+            .copied(),
+        None => evicting.iter().copied().find(|o| *o != id),
+    }
 }
 
 pub(super) fn evicting_in_pd(pd: &StoreView, id: StoreId) -> bool {
