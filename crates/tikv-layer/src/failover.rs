@@ -242,14 +242,10 @@ fn unhealthy_stores(stores: &Stores) -> Vec<&Store> {
     out
 }
 
-/// Safety rules 2, 5 and 8 for replacing (or removing) the store of
-/// `failed`; `exempt`: instances whose disruption is this failover's own.
-fn safety_check(
-    input: &FailoverInput<'_>,
-    stores: &Stores,
-    failed_store: Option<StoreId>,
-    exempt: &[&str],
-) -> Result<(), Blocked> {
+/// Safety rule 5 Cluster-wide: more unhealthy stores at once than
+/// `failover.maxInFlight` is an outage to report, not to repair. It refuses every
+/// due failure alike (not only the first), so the group reports it whatever the order.
+fn too_many_failures(input: &FailoverInput<'_>, stores: &Stores) -> Result<(), Blocked> {
     let unhealthy = unhealthy_stores(stores);
     if unhealthy.len() > input.settings.max_in_flight {
         let list: Vec<String> = unhealthy
@@ -268,7 +264,19 @@ fn safety_check(
             ),
         ));
     }
-    let unhealthy_ids: Vec<StoreId> = unhealthy.iter().map(|s| s.id).collect();
+    Ok(())
+}
+
+/// Safety rules 2, 5 and 8 for replacing (or removing) the store of
+/// `failed`; `exempt`: instances whose disruption is this failover's own.
+fn safety_check(
+    input: &FailoverInput<'_>,
+    stores: &Stores,
+    failed_store: Option<StoreId>,
+    exempt: &[&str],
+) -> Result<(), Blocked> {
+    too_many_failures(input, stores)?;
+    let unhealthy_ids: Vec<StoreId> = unhealthy_stores(stores).iter().map(|s| s.id).collect();
     // Safety rule 2: any other disruption in the Cluster holds failover. An
     // instance whose store is itself one of the (at most maxInFlight)
     // unhealthy stores is a failure, counted above.
@@ -424,15 +432,28 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
         let at = match active.iter().position(|r| r.instance == *failed) {
             Some(at) => at,
             None => {
-                // A replacement without a record (the status write was
-                // lost): record it now.
-                let mut r = record(failed, fstore, now, FailoverPhase::Replacing, now);
-                r.replacement = Some(repl.name.clone());
+                // A finished record of this very replacement (the view of
+                // the replacement predates its Finish), else none at all
+                // (the status write was lost): record it now.
+                let r = match done.iter().position(|r| {
+                    r.instance == *failed && r.replacement.as_ref() == Some(&repl.name)
+                }) {
+                    Some(d) => done.remove(d),
+                    None => record(failed, fstore, now, FailoverPhase::Replacing, now),
+                };
                 active.push(r);
                 active.len() - 1
             }
         };
         let r = &mut active[at];
+        // `total` counts each replacement once. A replacement that the
+        // record does not name yet was created on a reconcile whose status
+        // write was lost or is not in this (cached, possibly older) view of
+        // the group yet: count it now, or a stale view would write the
+        // count back down.
+        if r.replacement.as_deref() != Some(repl.name.as_str()) {
+            total += 1;
+        }
         r.replacement = Some(repl.name.clone());
         let Some(fm) = fm else {
             set_phase(
@@ -620,6 +641,8 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
                         input.settings.max_total
                     ),
                 ))
+            } else if let Err(b) = too_many_failures(input, stores) {
+                Err(b)
             } else if n > 0 || action != FailoverAction::None {
                 Err(blocked(
                     reasons::FAILOVER_IN_FLIGHT,

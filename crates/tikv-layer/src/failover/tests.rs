@@ -386,6 +386,86 @@ fn two_stores_down_at_once_are_reported_not_acted_on() {
     );
 }
 
+/// Two stores that went down at different times are both due at once: every record, and so the
+/// condition, says TooManyFailures, whichever is first in the group's listing (seen in e2e: the
+/// condition said FailoverInFlight when the store listed first was the one that failed later).
+#[test]
+fn two_stores_down_at_different_times_both_report_too_many_failures() {
+    let mut c = Case::new(three(), pd(&[1, 2, 3], &[3], &[]));
+    c.members[2].disrupted = Some("not serving".into());
+    c.step(0);
+    c.pd = pd(&[1, 2, 3], &[2, 3], &[]);
+    c.members[1].disrupted = Some("not serving".into());
+    c.step(100);
+    let p = c.step(700);
+    assert_eq!(p.action, FailoverAction::None);
+    let st = p.status.unwrap();
+    assert_eq!(st.failures.len(), 2, "{st:?}");
+    for r in &st.failures {
+        assert_eq!(r.phase, FailoverPhase::Refused, "{r:?}");
+        assert_eq!(
+            r.reason.as_deref(),
+            Some(reasons::TOO_MANY_FAILURES),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        p.condition.1,
+        reasons::TOO_MANY_FAILURES,
+        "{}",
+        p.condition.2
+    );
+    assert_eq!(
+        p.new_refusal.map(|b| b.reason),
+        Some(reasons::TOO_MANY_FAILURES)
+    );
+}
+
+/// The reconcile after a surge can see the group as it was before its own status write (the
+/// new instance's watch event arrives first). The replacement is counted once all the same:
+/// a stale view must not write `total` back down, and a fresh one must not count it twice.
+#[test]
+fn a_replacement_is_counted_once_whatever_view_of_the_status_the_reconcile_has() {
+    let mut c = down_past_period();
+    let before_surge = c.previous.clone();
+    assert!(matches!(c.step(600).action, FailoverAction::Surge { .. }));
+    let after_surge = c.previous.clone();
+    let mut r = member("kv-n00001", "c", 4);
+    r.replaces = Some("kv-3".into());
+    r.ready = false;
+    r.store_id = None;
+    r.disrupted = Some("store not registered".into());
+    c.members.push(r);
+    // Stale: the status from before the surge (record Observing, total 0).
+    c.previous = before_surge;
+    let p = c.step(601);
+    assert_eq!(p.status.as_ref().unwrap().total, 1, "{p:?}");
+    // Fresh, and the next ones: still 1.
+    c.previous = after_surge;
+    assert_eq!(c.step(602).status.unwrap().total, 1);
+    assert_eq!(c.step(603).status.unwrap().total, 1);
+    // No status at all (the write was lost): recorded and counted.
+    c.previous = None;
+    let st = c.step(604).status.unwrap();
+    assert_eq!(st.total, 1);
+    assert_eq!(st.failures[0].replacement.as_deref(), Some("kv-n00001"));
+    // Finished, then a view of the replacement from before its Finish: not counted again.
+    c.pd = pd(&[1, 2, 3, 4], &[3], &[]);
+    c.members[3] = Member {
+        replaces: Some("kv-3".into()),
+        ..member("kv-n00001", "c", 4)
+    };
+    assert!(matches!(
+        c.step(700).action,
+        FailoverAction::RemoveFailed { .. }
+    ));
+    c.members.remove(2);
+    assert!(matches!(c.step(800).action, FailoverAction::Finish { .. }));
+    let st = c.step(801).status.unwrap();
+    assert_eq!(st.total, 1, "{st:?}");
+    assert_eq!(st.failures.len(), 1, "{st:?}");
+}
+
 #[test]
 fn region_health_unknown_or_a_lost_majority_refuses() {
     for (regions, reason) in [
