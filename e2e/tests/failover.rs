@@ -15,41 +15,11 @@ use kube::ResourceExt;
 use kube::api::ListParams;
 use tikv_operator_api::TiKVGroup;
 use tikv_operator_api::tikv::FailoverPhase;
-use tikv_operator_e2e::fixtures::BASIC_SMALL;
 use tikv_operator_e2e::harness::{replicated, wait_until};
 use tikv_operator_e2e::world::World;
 
 mod kv;
 use kv::*;
-
-/// The basic example (`BASIC_SMALL`) with PD marking stores Down after 20 s and the TiKVGroup
-/// failing over after 20 s.
-fn failover_cluster() -> String {
-    let with = |yaml: &str, anchor: &str, replacement: &str| {
-        assert_eq!(
-            yaml.matches(anchor).count(),
-            1,
-            "BASIC_SMALL changed: {anchor:?}"
-        );
-        yaml.replace(anchor, replacement)
-    };
-    let pd = "        location-labels = [\"zone\"]\n";
-    let yaml = with(
-        BASIC_SMALL,
-        pd,
-        &format!("{pd}        [schedule]\n        max-store-down-time = \"20s\"\n"),
-    );
-    let kv = "  replicas: 3\n  template:\n    spec:\n      version: v8.5.5\n      config: |\n        [storage]";
-    with(
-        &yaml,
-        kv,
-        &kv.replacen(
-            "  template:",
-            "  failover:\n    periodSeconds: 20\n  template:",
-            1,
-        ),
-    )
-}
 
 async fn group_events(w: &World) -> Result<BTreeSet<String>> {
     let lp = ListParams::default().fields("involvedObject.kind=TiKVGroup");

@@ -1,15 +1,29 @@
-//! The environment takes a node away (`Env::take_node_away`): its own test binary, because
-//! the other tests of a binary run alongside and may have Pods on that node.
+//! The environment takes a node away (`Env::take_node_away`), and the operator fails over the
+//! store that was on it. Its own test binary, because the other tests of a binary run alongside
+//! and may have Pods on that node; its two tests take their nodes one at a time.
 //!
 //! Run with `cargo xtask e2e test` (the tests are ignored in a plain `cargo test`).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::Api;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use tikv_operator_api::TiKVGroup;
+use tikv_operator_api::tikv::FailoverPhase;
+use tikv_operator_e2e::config::NODES;
 use tikv_operator_e2e::fixtures;
-use tikv_operator_e2e::harness::{Env, TestNamespace, pd_cluster, pod_ip, wait_until};
+use tikv_operator_e2e::harness::{Env, TestNamespace, pd_cluster, pod_ip, replicated, wait_until};
+use tikv_operator_e2e::watchers::TIKV_PODS;
+use tikv_operator_e2e::world::World;
+
+mod kv;
+use kv::*;
+
+/// The tests take nodes away one at a time: each has Pods on nodes the other takes.
+static ONE_NODE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The only node of zone-c: the PD member of [`pd_cluster`] (one member, zone-a) is never on it.
 const NODE: &str = "e2e-node-c1";
@@ -29,6 +43,7 @@ fn pinned_tikv(ns: &str) -> String {
 #[tokio::test]
 #[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
 async fn a_node_taken_away_stops_its_pods_until_it_comes_back() -> Result<()> {
+    let _one = ONE_NODE_AT_A_TIME.lock().await;
     let env = Env::get().await?;
     let ns = env.namespace("nodeloss").await?;
     let r = node_loss(&env, &ns).await;
@@ -131,4 +146,125 @@ async fn node_loss(env: &Env, ns: &TestNamespace) -> Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// The node of a Cluster's zone-a TiKV store goes away for good (its Pod is garbage-collected,
+/// a recreated one cannot run: its volume was on that node). PD reports the store down, and
+/// after the group's failover period the operator replaces it in the same zone (on the other
+/// zone-a node), then removes the lost store through PD. No PVC goes before its store is
+/// Tombstone and PD never removes two stores at once; once the node is back the Cluster is
+/// Ready again (a PD member that was on that node rejoins).
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn a_lost_nodes_store_is_replaced_in_its_zone_and_removed_after_tombstone() -> Result<()> {
+    let _one = ONE_NODE_AT_A_TIME.lock().await;
+    let w = World::start("nodefo").await?;
+    let lost = std::sync::Mutex::new(None::<String>);
+    let r = fail_over_lost_node(&w, &lost).await;
+    let taken = kv::lock(&lost).take();
+    let back = match taken {
+        Some(node) => w.env.bring_node_back(&node).await,
+        None => Ok(()),
+    };
+    r.map_err(|e| w.explain(e))?;
+    back?;
+    w.finish().await
+}
+
+/// The node a TiKV Pod is bound to.
+fn node_of(p: &Pod) -> Option<String> {
+    p.spec.as_ref().and_then(|s| s.node_name.clone())
+}
+
+fn zone_of_node(node: &str) -> Option<&'static str> {
+    NODES.iter().find(|(n, _)| *n == node).map(|(_, z)| *z)
+}
+
+async fn fail_over_lost_node(w: &World, lost: &std::sync::Mutex<Option<String>>) -> Result<()> {
+    w.ns.apply(&failover_cluster()).await?;
+    w.wait_ready("basic", 3, Duration::from_secs(300)).await?;
+    replicated(&w.env, &w.pd_addr()).await?;
+    let kv_pods = w
+        .api::<Pod>()
+        .list(&ListParams::default().labels(TIKV_PODS))
+        .await?
+        .items;
+    // zone-a has two nodes: the replacement has a node of its zone to go to.
+    let (victim, node) = kv_pods
+        .iter()
+        .find_map(|p| {
+            let node = node_of(p)?;
+            (zone_of_node(&node) == Some("zone-a"))
+                .then(|| Some((p.labels().get("core.tikv.org/instance")?.clone(), node)))?
+        })
+        .context("no TiKV Pod on a zone-a node")?;
+    let kvs = w.tikvs().await?;
+    let victim_store = kvs
+        .iter()
+        .find(|kv| kv.name_any() == victim)
+        .and_then(store_id)
+        .with_context(|| format!("{victim} has no store id"))?;
+    let before: BTreeSet<String> = kvs.iter().map(ResourceExt::name_any).collect();
+    let watch = pvc_removal_watch(w);
+    let one_at_a_time = one_removal_at_a_time(w);
+
+    *kv::lock(lost) = Some(node.clone());
+    w.env.take_node_away(&node).await?;
+    wait_until(
+        &w.env,
+        &format!(
+            "{victim} (store {victim_store}, on lost {node}) replaced and its store Tombstone"
+        ),
+        Duration::from_secs(480),
+        || async {
+            let names: BTreeSet<String> =
+                w.tikvs().await?.iter().map(ResourceExt::name_any).collect();
+            let stores = w.stores().await?;
+            let tomb = stores
+                .iter()
+                .any(|s| s.id == victim_store && s.state == "Tombstone");
+            let up = stores.iter().filter(|s| s.state == "Up").count();
+            Ok((tomb && up == 3 && names.len() == 3 && !names.contains(&victim)).then_some(()))
+        },
+    )
+    .await?;
+
+    // The replacement runs in the lost store's zone, on its other node.
+    let g = w.api::<TiKVGroup>().get("tikv").await?;
+    let fo = g
+        .status
+        .and_then(|s| s.failover)
+        .context("no status.failover")?;
+    ensure!(fo.total == 1, "status.failover.total {}: {fo:?}", fo.total);
+    let rec = fo
+        .failures
+        .iter()
+        .find(|f| f.instance == victim)
+        .with_context(|| format!("no failure record for {victim}: {fo:?}"))?;
+    ensure!(rec.phase == FailoverPhase::Completed, "{rec:?}");
+    let replacement = rec.replacement.clone().context("no replacement recorded")?;
+    ensure!(!before.contains(&replacement), "{replacement} is not new");
+    let pod = w
+        .api::<Pod>()
+        .list(&ListParams::default().labels(TIKV_PODS))
+        .await?
+        .items
+        .into_iter()
+        .find(|p| p.labels().get("core.tikv.org/instance") == Some(&replacement))
+        .with_context(|| format!("no Pod of {replacement}"))?;
+    let on = node_of(&pod).context("the replacement's Pod is not scheduled")?;
+    ensure!(
+        on != node && zone_of_node(&on) == Some("zone-a"),
+        "the replacement runs on {on}, not on the other node of zone-a"
+    );
+
+    // The node comes back: whatever else ran there (a PD member) rejoins.
+    w.env.bring_node_back(&node).await?;
+    kv::lock(lost).take();
+    w.wait_ready("basic", 3, Duration::from_secs(240)).await?;
+    replicated(&w.env, &w.pd_addr()).await?;
+    let one = one_at_a_time.finish().await;
+    let safe = watch.finish().await;
+    one?;
+    safe
 }

@@ -15,6 +15,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tikv_operator_api::tikv::StoreState;
 use tikv_operator_api::{Cluster, TiKV, TiKVGroup};
+use tikv_operator_e2e::fixtures;
 use tikv_operator_e2e::harness::{Env, Invariant, wait_until};
 use tikv_operator_e2e::watchers::TIKV_PODS;
 use tikv_operator_e2e::world::World;
@@ -79,6 +80,35 @@ impl KvWorld for World {
         })
         .await
     }
+}
+
+/// The basic example (`BASIC_SMALL`) with PD marking stores Down after 20 s and the TiKVGroup
+/// failing over after 20 s.
+pub fn failover_cluster() -> String {
+    let with = |yaml: &str, anchor: &str, replacement: &str| {
+        assert_eq!(
+            yaml.matches(anchor).count(),
+            1,
+            "fixtures::BASIC_SMALL changed: {anchor:?}"
+        );
+        yaml.replace(anchor, replacement)
+    };
+    let pd = "        location-labels = [\"zone\"]\n";
+    let yaml = with(
+        fixtures::BASIC_SMALL,
+        pd,
+        &format!("{pd}        [schedule]\n        max-store-down-time = \"20s\"\n"),
+    );
+    let kv = "  replicas: 3\n  template:\n    spec:\n      version: v8.5.5\n      config: |\n        [storage]";
+    with(
+        &yaml,
+        kv,
+        &kv.replacen(
+            "  template:",
+            "  failover:\n    periodSeconds: 20\n  template:",
+            1,
+        ),
+    )
 }
 
 pub fn condition<'a>(conds: &'a [Condition], type_: &str) -> Option<&'a Condition> {
@@ -258,6 +288,17 @@ pub struct Seen {
 /// No TiKV Pod or PVC disappears (or starts being deleted) before PD reports its store
 /// Tombstone (or no longer lists it, after having listed it).
 pub fn removal_watch(w: &World) -> Invariant {
+    removal_watch_of(w, true)
+}
+
+/// No TiKV PVC disappears (or starts being deleted) before PD reports its store Tombstone. For
+/// tests where something other than the operator deletes Pods: the pod garbage collector
+/// deletes the Pods of a Node that is gone, whatever their stores are doing.
+pub fn pvc_removal_watch(w: &World) -> Invariant {
+    removal_watch_of(w, false)
+}
+
+fn removal_watch_of(w: &World, with_pods: bool) -> Invariant {
     let env = w.env.clone();
     let ns = w.ns.name.clone();
     let addr = w.pd_addr();
@@ -269,7 +310,11 @@ pub fn removal_watch(w: &World) -> Invariant {
     let ids: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let pending: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
     Invariant::watch(
-        "no TiKV Pod or PVC goes before its store is Tombstone",
+        if with_pods {
+            "no TiKV Pod or PVC goes before its store is Tombstone"
+        } else {
+            "no TiKV PVC goes before its store is Tombstone"
+        },
         Duration::from_millis(500),
         move || {
             let (env, ns, addr, pods, pvcs, kvs) = (
@@ -289,7 +334,12 @@ pub fn removal_watch(w: &World) -> Invariant {
                 }
                 let lp = ListParams::default().labels(TIKV_PODS);
                 let mut present = BTreeMap::new();
-                for p in pods.list(&lp).await?.items {
+                let pods = if with_pods {
+                    pods.list(&lp).await?.items
+                } else {
+                    Vec::new()
+                };
+                for p in pods {
                     let l = p.labels();
                     let owner = Seen {
                         instance: l.get("core.tikv.org/instance").cloned().unwrap_or_default(),
