@@ -91,6 +91,20 @@ enum Scenario {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
+    /// TiKV failover (3 PD + 3 TiKV, PD's max-store-down-time and the group's failover period
+    /// both set to `--period-secs`): one store's process is stopped for good, and the run is
+    /// timed until its replacement serves and the failed store is Tombstone and its instance
+    /// gone. Reported: the time PD and the stores needed, and the operator's own added time
+    /// (seeing the failure, starting the replacement after the period, taking the failed store
+    /// offline once the replacement serves, deleting the instance after Tombstone).
+    Failover {
+        /// PD's max-store-down-time and the TiKVGroup's `failover.periodSeconds`.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        period_secs: u64,
+        /// Give up after this long.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
 }
 
 /// Runs `cargo xtask bench`.
@@ -145,6 +159,10 @@ pub fn run(args: Args) -> Result<()> {
             Scenario::Upgrade { timeout_secs } => {
                 upgrade(&b, Duration::from_secs(timeout_secs)).await
             }
+            Scenario::Failover {
+                period_secs,
+                timeout_secs,
+            } => failover(&b, period_secs, Duration::from_secs(timeout_secs)).await,
         }
     })
 }
@@ -1892,4 +1910,321 @@ mod tests {
         assert_eq!(stats(&[4.0, 1.0]), Some((2.5, 1.0, 4.0)));
         assert_eq!(stats(&[]), None);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// failover
+
+/// Milestones of a failover run (seconds after the store's process was stopped), in order.
+const FAILOVER_MILESTONES: &[(&str, &str)] = &[
+    ("store_unhealthy", "store Disconnected/Down in PD"),
+    ("operator_saw", "operator's first sighting (record since)"),
+    ("period_over", "sighting + period"),
+    ("replacement_created", "replacement TiKV object created"),
+    ("replacement_up", "replacement store Up in PD"),
+    ("failed_offline", "failed store Offline in PD"),
+    ("failed_tombstone", "failed store Tombstone in PD"),
+    ("failed_instance_gone", "failed TiKV object gone"),
+    ("completed", "record Completed"),
+];
+
+async fn failover(b: &Bench, period_secs: u64, timeout: Duration) -> Result<()> {
+    let ns = format!("bench-failover-{}", unique_suffix());
+    eprintln!("bench: failover in {ns} (period {period_secs}s)");
+    create_namespace(b, &ns).await?;
+    let (op, _) = Operator::start(b, &ns, std::slice::from_ref(&ns)).await?;
+    let stopped = std::sync::Mutex::new(None::<String>);
+    let r = failover_run(b, &op, &ns, period_secs, timeout, &stopped).await;
+    let pod = stopped.lock().ok().and_then(|mut p| p.take());
+    if let Some(pod) = pod {
+        let _ = b.env.start_pod_process(&ns, &pod);
+    }
+    teardown(b, op, std::slice::from_ref(&ns), Duration::from_secs(180)).await;
+    let mut r = r?;
+    let ms = |k: &str| r["milestones"][k].as_f64();
+    println!(
+        "\nfailover: one of 3 TiKV stores stopped for good (period {period_secs}s), seconds after the stop"
+    );
+    println!("{:<48} {:>10}", "milestone", "t (s)");
+    for (k, label) in FAILOVER_MILESTONES {
+        println!(
+            "{label:<48} {:>10}",
+            ms(k).map_or("not reached".to_owned(), |v| format!("{v:.2}"))
+        );
+    }
+    let complete = ms("failed_instance_gone").is_some() && ms("completed").is_some();
+    if let (
+        Some(unhealthy),
+        Some(saw),
+        Some(due),
+        Some(created),
+        Some(up),
+        Some(offline),
+        Some(tomb),
+        Some(gone),
+    ) = (
+        ms("store_unhealthy"),
+        ms("operator_saw"),
+        ms("period_over"),
+        ms("replacement_created"),
+        ms("replacement_up"),
+        ms("failed_offline"),
+        ms("failed_tombstone"),
+        ms("failed_instance_gone"),
+    ) {
+        // What the operator adds on top of the period and of what PD and the stores need.
+        let parts = [
+            (
+                "seeing the failure (PD unhealthy -> sighting)",
+                (saw - unhealthy).max(0.0),
+            ),
+            (
+                "starting the replacement after the period",
+                (created - due).max(0.0),
+            ),
+            (
+                "taking the failed store offline once the new one is Up",
+                offline - up,
+            ),
+            ("deleting the instance after Tombstone", gone - tomb),
+        ];
+        let added: f64 = parts.iter().map(|(_, v)| v).sum();
+        println!(
+            "{:<48} {:>10.2}",
+            "total (stop -> failed instance gone)", gone
+        );
+        println!(
+            "{:<48} {:>10.2}",
+            "PD: Offline -> Tombstone",
+            tomb - offline
+        );
+        println!(
+            "{:<48} {:>10.2}",
+            "replacement: created -> store Up",
+            up - created
+        );
+        println!("{:<48} {:>10.2}", "operator's own added time", added);
+        for (label, v) in parts {
+            println!("  {label:<46} {v:>10.2}");
+        }
+        r["operator_added_s"] = json!(added);
+        r["operator_added_parts_s"] = json!(
+            parts
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<BTreeMap<_, _>>()
+        );
+        r["pd_offline_to_tombstone_s"] = json!(tomb - offline);
+        r["replacement_created_to_up_s"] = json!(up - created);
+        r["total_s"] = json!(gone);
+    }
+    r["scenario"] = json!("failover");
+    r["period_s"] = json!(period_secs);
+    r["started_at"] = json!(b.started_at);
+    r["machine"] = b.machine.clone();
+    r["complete"] = json!(complete);
+    write_json(b, "failover", &r)?;
+    if !complete {
+        bail!(
+            "failover did not complete within {timeout:?} (reached: {}); no latency is reported",
+            r["milestones"]
+        );
+    }
+    Ok(())
+}
+
+/// [`small_cluster`] with PD's max-store-down-time and the group's failover period set.
+fn failover_cluster(period_secs: u64) -> Result<String> {
+    let base = small_cluster(3);
+    let pd = "  replicas: 3\n  template:\n    spec:\n      version: v8.5.5\n";
+    let kv_at = base
+        .rfind(pd)
+        .context("small_cluster changed: no TiKV template")?;
+    let pd_at = base
+        .find(pd)
+        .context("small_cluster changed: no PD template")?;
+    if pd_at == kv_at {
+        bail!("small_cluster changed: one template only");
+    }
+    let mut out = base.clone();
+    out.replace_range(
+        kv_at..kv_at + pd.len(),
+        &format!(
+            "  replicas: 3\n  failover:\n    periodSeconds: {period_secs}\n  template:\n    spec:\n      version: v8.5.5\n"
+        ),
+    );
+    out.replace_range(
+        pd_at..pd_at + pd.len(),
+        &format!(
+            "{pd}      config: |\n        [schedule]\n        max-store-down-time = \"{period_secs}s\"\n"
+        ),
+    );
+    Ok(out)
+}
+
+/// The wall-clock `since` of the group's failure record for `instance`, and its phase.
+fn failure_record(group: &Value, instance: &str) -> Option<(Option<SystemTime>, String)> {
+    let rec = group["status"]["failover"]["failures"]
+        .as_array()?
+        .iter()
+        .find(|r| r["instance"].as_str() == Some(instance))?;
+    let since = rec["since"]
+        .as_str()
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .and_then(|t| {
+            let s = u64::try_from(t.as_second()).ok()?;
+            Some(UNIX_EPOCH + Duration::from_secs(s))
+        });
+    Some((since, rec["phase"].as_str().unwrap_or_default().to_owned()))
+}
+
+async fn failover_run(
+    b: &Bench,
+    op: &Operator,
+    ns: &str,
+    period_secs: u64,
+    timeout: Duration,
+    stopped: &std::sync::Mutex<Option<String>>,
+) -> Result<Value> {
+    let m0 = op.metrics(b).await?;
+    b.env
+        .apply(Some(ns), &failover_cluster(period_secs)?)
+        .await?;
+    let addr = pd_addr(ns);
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(b.env.client.clone(), ns, &core_ar("Cluster", "clusters"));
+    let tikvs: Api<DynamicObject> =
+        Api::namespaced_with(b.env.client.clone(), ns, &core_ar("TiKV", "tikvs"));
+    let groups: Api<DynamicObject> = Api::namespaced_with(
+        b.env.client.clone(),
+        ns,
+        &core_ar("TiKVGroup", "tikvgroups"),
+    );
+    let t_setup = Instant::now();
+    loop {
+        let ready = clusters
+            .get("basic")
+            .await
+            .is_ok_and(|c| condition_true(&c.data, "Ready"));
+        let up = b
+            .env
+            .pd_stores(&addr)
+            .await
+            .map(|s| s.iter().filter(|s| s.state == "Up").count())
+            .unwrap_or(0);
+        if ready && up == 3 {
+            break;
+        }
+        if t_setup.elapsed() > timeout {
+            bail!("failover setup: 3 stores Up and Cluster Ready not reached in {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        crate::harness::replicated(&b.env, &addr),
+    )
+    .await
+    .context("failover setup: Regions not replicated 3 times in 120 s")??;
+    let setup_s = t_setup.elapsed().as_secs_f64();
+    let names = |l: kube::core::ObjectList<DynamicObject>| -> Vec<String> {
+        l.items
+            .into_iter()
+            .filter_map(|t| t.metadata.name)
+            .collect()
+    };
+    let before = names(tikvs.list(&ListParams::default()).await?);
+    let victim = before.first().cloned().context("no TiKV instance")?;
+    let victim_obj = tikvs.get(&victim).await?;
+    let victim_store: u64 = victim_obj.data["status"]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{victim} has no store id"))?;
+    let m1 = op.metrics(b).await?;
+    eprintln!(
+        "bench: Cluster Ready after {setup_s:.1}s; stopping the store of {victim} (store {victim_store})"
+    );
+
+    let t0 = Instant::now();
+    let wall0 = SystemTime::now();
+    if let Ok(mut s) = stopped.lock() {
+        *s = Some(victim.clone());
+    }
+    b.env.stop_pod_process(ns, &victim)?;
+    let mut at: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut replacement: Option<(String, Option<u64>)> = None;
+    let mut last = String::new();
+    while !(at.contains_key("failed_instance_gone") && at.contains_key("completed"))
+        && t0.elapsed() < timeout
+    {
+        let now = t0.elapsed().as_secs_f64();
+        let stores = b.env.pd_stores(&addr).await.unwrap_or_default();
+        if let Some(s) = stores.iter().find(|s| s.id == victim_store) {
+            if matches!(s.state.as_str(), "Disconnected" | "Down") {
+                at.entry("store_unhealthy").or_insert(now);
+            }
+            if s.state == "Offline" {
+                at.entry("failed_offline").or_insert(now);
+            }
+            if s.state == "Tombstone" {
+                at.entry("failed_offline").or_insert(now);
+                at.entry("failed_tombstone").or_insert(now);
+            }
+            last = format!("store {victim_store} {} ({} regions)", s.state, s.regions);
+        }
+        if let Ok(g) = groups.get("tikv").await
+            && let Some((since, phase)) = failure_record(&g.data, &victim)
+        {
+            if let Some(since) = since
+                && !at.contains_key("operator_saw")
+            {
+                let rel = since.duration_since(wall0).map_or(0.0, |d| d.as_secs_f64());
+                at.insert("operator_saw", rel);
+                at.insert("period_over", rel + period_secs as f64);
+            }
+            if phase == "Completed" {
+                at.entry("completed").or_insert(now);
+            }
+        }
+        if let Ok(l) = tikvs.list(&ListParams::default()).await {
+            let now_names = names(l);
+            if replacement.is_none()
+                && let Some(n) = now_names.iter().find(|n| !before.contains(n))
+            {
+                at.entry("replacement_created").or_insert(now);
+                replacement = Some((n.clone(), None));
+            }
+            if !now_names.contains(&victim) {
+                at.entry("failed_instance_gone").or_insert(now);
+            }
+        }
+        if let Some((name, id)) = replacement.as_mut() {
+            if id.is_none() {
+                *id = tikvs
+                    .get(name)
+                    .await
+                    .ok()
+                    .and_then(|o| o.data["status"]["id"].as_str()?.parse().ok());
+            }
+            if let Some(id) = id
+                && stores.iter().any(|s| s.id == *id && s.state == "Up")
+            {
+                at.entry("replacement_up").or_insert(now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let m2 = op.metrics(b).await?;
+    Ok(json!({
+        "namespace": ns,
+        "setup_s": setup_s,
+        "victim": {"instance": victim, "store": victim_store},
+        "replacement": replacement.as_ref().map(|(n, id)| json!({"instance": n, "store": id})),
+        "last_store_state": last,
+        "milestones": at,
+        "requests_by_verb": delta(&m1.by(REQUESTS, "verb"), &m2.by(REQUESTS, "verb")),
+        "requests_by_verb_setup": delta(&m0.by(REQUESTS, "verb"), &m1.by(REQUESTS, "verb")),
+        "pd_requests": delta(&m1.by(PD_REQUESTS, "operation"), &m2.by(PD_REQUESTS, "operation")),
+        "operator_log": op.log.display().to_string(),
+    }))
 }
