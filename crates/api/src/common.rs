@@ -358,8 +358,8 @@ pub struct Failover {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Seconds a member must stay unhealthy (a TiKV store Disconnected or
-    /// Down in PD), as the operator observes it, before it is replaced.
-    /// Default 1800 (PD's default `max-store-down-time`).
+    /// Down in PD) before it is replaced, counted from its last heartbeat as
+    /// PD reports it. Default 1800 (PD's default `max-store-down-time`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = rules::at_least_one("failover.periodSeconds")))]
     pub period_seconds: Option<i32>,

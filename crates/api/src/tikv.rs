@@ -227,7 +227,8 @@ pub struct StoreFailure {
     pub instance: String,
     /// Its store id in PD.
     pub store_id: String,
-    /// Since when the operator sees the store unhealthy.
+    /// Since when the store is unhealthy: its last heartbeat as PD reports
+    /// it (else when the operator first saw it unhealthy).
     pub since: Time,
     /// The store's state in PD when last seen unhealthy: `Disconnected` or `Down`.
     pub store_state: String,

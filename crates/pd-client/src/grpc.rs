@@ -199,6 +199,7 @@ pub(crate) fn store_from_proto(s: metapb::Store, stats: Option<pdpb::StoreStats>
         available_bytes: stats.as_ref().map(|st| st.available),
         uptime: None,
         start_timestamp: None,
+        last_heartbeat: crate::http::heartbeat_secs(s.last_heartbeat),
     }
 }
 

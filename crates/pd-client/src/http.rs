@@ -342,6 +342,8 @@ struct JsonStoreMeta {
     node_state: Option<IntOrName>,
     state_name: String,
     start_timestamp: i64,
+    /// Unix nanoseconds.
+    last_heartbeat: i64,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -406,8 +408,14 @@ impl JsonStoreInfo {
             available_bytes: status.available.as_deref().and_then(parse_byte_size),
             uptime: status.uptime.as_deref().and_then(parse_go_duration),
             start_timestamp: (meta.start_timestamp > 0).then_some(meta.start_timestamp),
+            last_heartbeat: heartbeat_secs(meta.last_heartbeat),
         })
     }
+}
+
+/// PD's `last_heartbeat` (unix nanoseconds; 0 when never heard from) in unix seconds.
+pub(crate) fn heartbeat_secs(nanos: i64) -> Option<i64> {
+    (nanos > 0).then_some(nanos / 1_000_000_000)
 }
 
 pub(crate) fn decode_stores(body: &[u8]) -> Result<Vec<Store>> {
@@ -632,7 +640,8 @@ mod tests {
         // `node_state` omitted; sizes and uptime are strings.
         let body = br#"{"count":3,"stores":[
           {"store":{"id":1,"address":"tikv-0:20160","labels":[{"key":"zone","value":"a"}],
-                    "version":"8.5.0","state_name":"Up","start_timestamp":1763780000},
+                    "version":"8.5.0","state_name":"Up","start_timestamp":1763780000,
+                    "last_heartbeat":1763780123456789012},
            "status":{"capacity":"1.5TiB","available":"100MiB","leader_count":7,
                      "region_count":21,"uptime":"1h2m3s"}},
           {"store":{"id":2,"address":"tikv-1:20160","state":1,"node_state":2,
@@ -655,6 +664,8 @@ mod tests {
         assert_eq!(s.uptime, Some(Duration::from_secs(3723)));
         assert_eq!(s.start_timestamp, Some(1_763_780_000));
         assert_eq!(stores[1].start_timestamp, None);
+        assert_eq!(s.last_heartbeat, Some(1_763_780_123));
+        assert_eq!(stores[1].last_heartbeat, None);
         assert_eq!(s.labels.get("zone").map(String::as_str), Some("a"));
         assert_eq!(s.liveness, StoreLiveness::Alive);
 

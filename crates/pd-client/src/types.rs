@@ -266,6 +266,10 @@ pub struct Store {
     /// `start_timestamp`), when reported. A restarted store is back once this is
     /// not older than its new Pod.
     pub start_timestamp: Option<i64>,
+    /// When PD last received the store's heartbeat (unix seconds, PD's clock;
+    /// `last_heartbeat`), when reported. How long a Disconnected or Down
+    /// store has been silent, whenever the operator first looked.
+    pub last_heartbeat: Option<i64>,
 }
 
 impl Store {

@@ -346,6 +346,18 @@ fn safety_check(
     }
 }
 
+/// Since when `store` has been unhealthy: PD's last heartbeat from it. The period counts from
+/// the silence, as PD's `max-store-down-time` does, not from whenever the operator first looked
+/// (its view of PD is refreshed every 30 s at rest). `now` when PD reports no heartbeat, or one
+/// later than `now` (PD's clock ahead of the operator's).
+fn unhealthy_since(store: &Store, now: Timestamp) -> Timestamp {
+    store
+        .last_heartbeat
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .filter(|t| *t <= now)
+        .unwrap_or(now)
+}
+
 fn record(
     instance: &str,
     store: Option<&Store>,
@@ -582,7 +594,13 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
                     && matches!(r.phase, FailoverPhase::Observing | FailoverPhase::Refused)
             });
             let mut r = prev.cloned().unwrap_or_else(|| {
-                record(&m.name, Some(store), now, FailoverPhase::Observing, now)
+                record(
+                    &m.name,
+                    Some(store),
+                    unhealthy_since(store, now),
+                    FailoverPhase::Observing,
+                    now,
+                )
             });
             r.store_state = liveness_name(store);
             if now.duration_since(r.since.0) >= input.settings.period {

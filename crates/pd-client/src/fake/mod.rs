@@ -262,6 +262,7 @@ impl FakePd {
                 available_bytes: Some(90 << 30),
                 uptime: None,
                 start_timestamp: None,
+                last_heartbeat: None,
             },
         );
     }

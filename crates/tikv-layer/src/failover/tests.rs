@@ -221,6 +221,35 @@ fn disconnected_counts_like_down_and_recovery_drops_the_record() {
     assert!(matches!(c.step(1300).action, FailoverAction::Surge { .. }));
 }
 
+/// The period counts from the store's last heartbeat in PD, not from the operator's first
+/// look: a store silent for 500 s when first seen is replaced 100 s later (period 600 s). A
+/// heartbeat time ahead of the operator's clock counts from the first look.
+#[test]
+fn the_period_counts_from_the_last_heartbeat_pd_reports() {
+    let silent = |heartbeat: i64| {
+        let mut v = pd(&[1, 2, 3], &[3], &[]);
+        if let StoreView::Reachable(st) = &mut v {
+            st.stores[2].last_heartbeat = Some(t(heartbeat).as_second());
+        }
+        v
+    };
+    let mut c = Case::new(three(), silent(-500));
+    c.members[2].disrupted = Some("not serving".into());
+    let p = c.step(0);
+    assert_eq!(p.status.unwrap().failures[0].since, Time(t(-500)));
+    assert_eq!(
+        p.recheck_after,
+        Some(std::time::Duration::from_secs(101)),
+        "looks again when the period ends"
+    );
+    assert_eq!(c.step(99).action, FailoverAction::None);
+    assert!(matches!(c.step(100).action, FailoverAction::Surge { .. }));
+
+    let mut c = Case::new(three(), silent(30));
+    c.members[2].disrupted = Some("not serving".into());
+    assert_eq!(c.step(0).status.unwrap().failures[0].since, Time(t(0)));
+}
+
 /// The group after the surge: kv-r replaces kv-3 (store 4).
 fn replacing(r_serving: bool) -> Case {
     let mut c = down_past_period();
