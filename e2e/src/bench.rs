@@ -99,7 +99,7 @@ enum Scenario {
     /// offline once the replacement serves, deleting the instance after Tombstone).
     Failover {
         /// PD's max-store-down-time and the TiKVGroup's `failover.periodSeconds`.
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
         period_secs: u64,
         /// Give up after this long.
         #[arg(long, default_value_t = 600)]
