@@ -1877,41 +1877,6 @@ fn utc_stamp(t: SystemTime) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn parses_prometheus_text_with_labels() {
-        let m = Metrics::parse(
-            "# TYPE tikv_operator_kube_requests_total counter\n\
-             tikv_operator_kube_requests_total{verb=\"get\",resource=\"pods\"} 3\n\
-             tikv_operator_kube_requests_total{resource=\"pds/status\",verb=\"patch\"} 2\n\
-             tikv_operator_kube_requests_total{verb=\"get\",resource=\"pds\"} 4\n\
-             tikv_operator_leader 1\n",
-        );
-        let by = m.by(REQUESTS, "verb");
-        assert_eq!(by["get"], 7.0);
-        assert_eq!(by["patch"], 2.0);
-        assert_eq!(m.by2(REQUESTS, "verb", "resource")["patch pds/status"], 2.0);
-        assert_eq!(writes(&by), 2.0);
-    }
-
-    #[test]
-    fn utc_stamp_formats_a_known_instant() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_397_130);
-        assert_eq!(utc_stamp(t), "20261123T012530Z");
-    }
-
-    #[test]
-    fn stats_median_min_max() {
-        assert_eq!(stats(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
-        assert_eq!(stats(&[4.0, 1.0]), Some((2.5, 1.0, 4.0)));
-        assert_eq!(stats(&[]), None);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // failover
 
@@ -2215,4 +2180,39 @@ async fn failover_run(
         "pd_requests": delta(&m1.by(PD_REQUESTS, "operation"), &m2.by(PD_REQUESTS, "operation")),
         "operator_log": op.log.display().to_string(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_prometheus_text_with_labels() {
+        let m = Metrics::parse(
+            "# TYPE tikv_operator_kube_requests_total counter\n\
+             tikv_operator_kube_requests_total{verb=\"get\",resource=\"pods\"} 3\n\
+             tikv_operator_kube_requests_total{resource=\"pds/status\",verb=\"patch\"} 2\n\
+             tikv_operator_kube_requests_total{verb=\"get\",resource=\"pds\"} 4\n\
+             tikv_operator_leader 1\n",
+        );
+        let by = m.by(REQUESTS, "verb");
+        assert_eq!(by["get"], 7.0);
+        assert_eq!(by["patch"], 2.0);
+        assert_eq!(m.by2(REQUESTS, "verb", "resource")["patch pds/status"], 2.0);
+        assert_eq!(writes(&by), 2.0);
+    }
+
+    #[test]
+    fn utc_stamp_formats_a_known_instant() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_397_130);
+        assert_eq!(utc_stamp(t), "20261123T012530Z");
+    }
+
+    #[test]
+    fn stats_median_min_max() {
+        assert_eq!(stats(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(stats(&[4.0, 1.0]), Some((2.5, 1.0, 4.0)));
+        assert_eq!(stats(&[]), None);
+    }
 }
