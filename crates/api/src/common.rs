@@ -354,18 +354,23 @@ pub struct Failover {
     /// TiKV: a replacement joins before the failed store is removed, and PD
     /// removes the failed store only once every Region has its replicas
     /// elsewhere, so no data is lost by acting; waiting leaves Regions one
-    /// replica short.
+    /// replica short. Default `false` for PD: a PD cluster that lost one
+    /// member keeps serving, and replacing the member changes PD's
+    /// membership, which many teams do by hand (see `docs/failover.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Seconds a member must stay unhealthy (a TiKV store Disconnected or
-    /// Down in PD) before it is replaced, counted from its last heartbeat as
-    /// PD reports it. Default 1800 (PD's default `max-store-down-time`).
+    /// Seconds a member must stay unhealthy before it is replaced: a TiKV
+    /// store Disconnected or Down in PD, counted from its last heartbeat as
+    /// PD reports it; a PD member unhealthy in PD's health check, counted
+    /// from when the operator first saw it so. Default 1800 (PD's default
+    /// `max-store-down-time`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = rules::at_least_one("failover.periodSeconds")))]
     pub period_seconds: Option<i32>,
     /// Replacements at once, and the most members that may fail at the same
     /// time for the operator to act: with more failed members than this
-    /// (for example a zone outage) it reports and waits. Default 1.
+    /// (for example a zone outage) it reports and waits. Default 1. PD
+    /// replaces one member at a time whatever this says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = rules::at_least_one("failover.maxInFlight")))]
     pub max_in_flight: Option<i32>,
@@ -375,6 +380,28 @@ pub struct Failover {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = rules::at_least_one("failover.maxTotal")))]
     pub max_total: Option<i32>,
+}
+
+/// Where the handling of one failed member (a TiKV store, a PD member) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FailoverPhase {
+    /// Unhealthy for less than the period: watched, nothing done yet.
+    Observing,
+    /// Past the period, but a safety check refuses to act (see `message`).
+    Refused,
+    /// TiKV: a replacement instance was created; waiting for its store to
+    /// serve. PD: the failed member is being removed from PD (a new member
+    /// joins once it is gone).
+    Replacing,
+    /// TiKV: the replacement serves; the failed store is being removed
+    /// through PD.
+    Removing,
+    /// TiKV: the failed store is Tombstone and its instance, Pod and PVCs
+    /// are gone. PD: the failed member's instance, Pod and PVCs are gone.
+    Completed,
+    /// TiKV: the failed store came back before its removal started; the
+    /// replacement is taken out again.
+    Cancelled,
 }
 
 impl Failover {

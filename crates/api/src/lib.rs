@@ -17,7 +17,10 @@ pub use common::*;
 pub use crd::{
     all_crds, crd_file_name, render_all_crds_yaml, render_crd_yaml, schema_json, schema_json_of,
 };
-pub use pd::{PD, PDGroup, PDGroupSpec, PDGroupStatus, PDSpec, PDStatus, PDTemplateSpec};
+pub use pd::{
+    MemberFailure, PD, PDGroup, PDGroupSpec, PDGroupStatus, PDSpec, PDStatus, PDTemplateSpec,
+    PdFailoverStatus,
+};
 pub use tikv::{
     TiKV, TiKVGroup, TiKVGroupSpec, TiKVGroupStatus, TiKVSpec, TiKVStatus, TiKVTemplateSpec,
 };

@@ -1,5 +1,6 @@
 //! PDGroup and PD: the Placement Driver members of a Cluster.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,10 @@ pub struct PDGroupSpec {
     pub schedule_policies: Vec<SchedulePolicy>,
     /// Template of every PD member of this group.
     pub template: PDTemplate,
+    /// Replacing a PD member that stays unhealthy (off unless `enabled: true`;
+    /// see `docs/failover.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::Failover>,
 }
 
 /// Template of the PD members of a group.
@@ -159,6 +164,46 @@ pub struct PDGroupStatus {
     /// Replica counts, revisions and selector.
     #[serde(flatten)]
     pub group: GroupStatus,
+    /// Failed members the operator saw and what it did about them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<PdFailoverStatus>,
+}
+
+/// Failed members of a PDGroup and their replacements.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PdFailoverStatus {
+    /// Replacements started since the count was last reset; at
+    /// `spec.failover.maxTotal` no new one starts. Set it back to 0 (status
+    /// subresource) once the failures were looked at.
+    #[serde(default)]
+    pub total: i32,
+    /// Failures being watched or handled, then the last finished ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<MemberFailure>,
+}
+
+/// One failed PD member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberFailure {
+    /// The PD instance whose member failed.
+    pub instance: String,
+    /// Its member id in PD.
+    pub member_id: String,
+    /// Since when the operator sees the member unhealthy in PD's health check.
+    pub since: Time,
+    /// Where the handling stands (`Observing`, `Refused`, `Replacing`, `Completed`).
+    pub phase: crate::FailoverPhase,
+    /// Why it is in this phase, CamelCase (for example `MemberUnhealthy`,
+    /// `FailoverStarted`, or a refusal such as `TooManyFailures`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Details: the refusal, or progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the phase last changed.
+    pub last_transition_time: Time,
 }
 
 /// Desired state of one PD member. PD objects are normally created by their

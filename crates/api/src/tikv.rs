@@ -201,23 +201,7 @@ pub struct FailoverStatus {
     pub failures: Vec<StoreFailure>,
 }
 
-/// Where the handling of one failed store stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum FailoverPhase {
-    /// Unhealthy for less than the period: watched, nothing done yet.
-    Observing,
-    /// Past the period, but a safety check refuses to act (see `message`).
-    Refused,
-    /// A replacement instance was created; waiting for its store to serve.
-    Replacing,
-    /// The replacement serves; the failed store is being removed through PD.
-    Removing,
-    /// The failed store is Tombstone and its instance, Pod and PVCs are gone.
-    Completed,
-    /// The failed store came back before its removal started; the
-    /// replacement is taken out again.
-    Cancelled,
-}
+pub use crate::common::FailoverPhase;
 
 /// One failed TiKV store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -36,6 +36,7 @@ pub mod conditions;
 pub mod config;
 mod ctx;
 mod error;
+pub mod failover;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod history;

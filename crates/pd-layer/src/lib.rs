@@ -11,6 +11,7 @@
 //! - [`render`]: the objects of one PD instance (ConfigMap, Pod, PVCs) and
 //!   of a group (peer and client Services, instance objects).
 
+pub mod failover;
 pub mod group;
 pub mod pd_view;
 pub mod reasons;

@@ -25,7 +25,7 @@
 //! [`labels::FAILOVER_REPLACES`]: tikv_operator_api::labels::FAILOVER_REPLACES
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use pd_client::{PdApi, Store, StoreId, StoreLiveness, UnhealthyRegion};
 use tikv_operator_api::tikv::{FailoverPhase, FailoverStatus, StoreFailure};
 use tikv_operator_api::{Failover, Topology};
@@ -39,41 +39,11 @@ use crate::store_view::{StoreView, Stores, is_serving};
 /// Finished failures (Completed, Cancelled) kept in the status.
 pub const KEEP_FINISHED: usize = 5;
 
-/// `spec.failover`, defaulted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    /// Whether new replacements may start.
-    pub enabled: bool,
-    /// How long a store must stay unhealthy before it is replaced.
-    pub period: SignedDuration,
-    /// Replacements at once, and the most unhealthy stores to act at all.
-    pub max_in_flight: usize,
-    /// Replacements recorded before a person must look.
-    pub max_total: i32,
-}
+pub use tikv_operator_core::failover::Settings;
 
-impl Settings {
-    /// The settings of a TiKVGroup's `spec.failover` (absent: enabled).
-    pub fn of(spec: Option<&Failover>) -> Self {
-        let period = spec
-            .and_then(|f| f.period_seconds)
-            .unwrap_or(Failover::DEFAULT_PERIOD_SECONDS)
-            .max(1);
-        Self {
-            enabled: spec.and_then(|f| f.enabled).unwrap_or(true),
-            period: SignedDuration::from_secs(i64::from(period)),
-            max_in_flight: usize::try_from(
-                spec.and_then(|f| f.max_in_flight)
-                    .unwrap_or(Failover::DEFAULT_MAX_IN_FLIGHT)
-                    .max(1),
-            )
-            .unwrap_or(1),
-            max_total: spec
-                .and_then(|f| f.max_total)
-                .unwrap_or(Failover::DEFAULT_MAX_TOTAL)
-                .max(1),
-        }
-    }
+/// The settings of a TiKVGroup's `spec.failover` (absent: enabled).
+pub fn settings_of(spec: Option<&Failover>) -> Settings {
+    Settings::of(spec, true)
 }
 
 /// PD's Region health, as failover reads it.

@@ -68,32 +68,13 @@ pub const DOWNGRADE_REFUSED: &str = "DowngradeRefused";
 /// the operator held was removed.
 pub const STRAY_EVICT_LEADER_REMOVED: &str = "StrayEvictLeaderRemoved";
 
-/// Type of the TiKVGroup condition that reports failover: `True` while a
-/// failed store is being replaced, `False` otherwise (the reason says why:
-/// nothing failed, a store is watched, or a safety check refuses to act).
-pub const CONDITION_FAILOVER: &str = "Failover";
-/// No store of the group is unhealthy.
-pub const NO_FAILURE: &str = "NoFailure";
 /// A store is unhealthy for less than `failover.periodSeconds`: watched.
 pub const STORE_UNHEALTHY: &str = "StoreUnhealthy";
-/// A replacement was created for a failed store (failover started).
-pub const FAILOVER_STARTED: &str = "FailoverStarted";
 /// The replacement serves; the failed store is being removed through PD.
 pub const FAILOVER_REMOVING: &str = "FailoverRemovingFailedStore";
-/// The failed store is gone; failover completed.
-pub const FAILOVER_COMPLETED: &str = "FailoverCompleted";
 /// The failed store came back before its removal started; the replacement
 /// is taken out again.
 pub const FAILOVER_CANCELLED: &str = "FailoverCancelled";
-/// Failover is disabled (`spec.failover.enabled: false`).
-pub const FAILOVER_DISABLED: &str = "FailoverDisabled";
-/// Refused: more stores of the Cluster are unhealthy than
-/// `failover.maxInFlight` (for example a zone outage); reported, not acted on.
-pub const TOO_MANY_FAILURES: &str = "TooManyFailures";
-/// Refused: `failover.maxInFlight` replacements are already running.
-pub const FAILOVER_IN_FLIGHT: &str = "FailoverInFlight";
-/// Refused: `status.failover.total` reached `failover.maxTotal`.
-pub const MAX_TOTAL_REACHED: &str = "FailoverMaxTotalReached";
 /// Refused: another store of the Cluster is disrupted (restarting, being
 /// removed, not ready).
 pub const ANOTHER_STORE_DISRUPTED: &str = "AnotherStoreDisrupted";
@@ -101,3 +82,8 @@ pub const ANOTHER_STORE_DISRUPTED: &str = "AnotherStoreDisrupted";
 pub const REGION_MAJORITY_AT_RISK: &str = "RegionMajorityAtRisk";
 /// Refused: PD's Region health could not be read.
 pub const REGION_HEALTH_UNKNOWN: &str = "RegionHealthUnknown";
+
+pub use tikv_operator_core::failover::reasons::{
+    CONDITION_FAILOVER, FAILOVER_COMPLETED, FAILOVER_DISABLED, FAILOVER_IN_FLIGHT,
+    FAILOVER_STARTED, MAX_TOTAL_REACHED, NO_FAILURE, TOO_MANY_FAILURES,
+};

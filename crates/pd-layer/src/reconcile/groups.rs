@@ -2,6 +2,7 @@
 //! next step and carries it out, and reports the group's status.
 
 use super::*;
+use tikv_operator_core::failover::reasons as fo_reasons;
 
 /// A PDGroup and what the caches hold about it.
 #[derive(Debug, Clone, Copy)]
@@ -223,6 +224,7 @@ pub async fn reconcile_group(
 
     // Nothing is created or removed for a group whose Cluster is missing or
     // being deleted (the Cluster deletes its groups in order).
+    let mut fo: Option<crate::failover::FailoverPlan> = None;
     let plan = if s.cluster.paused
         || s.cluster.deleting
         || s.cluster.missing
@@ -303,7 +305,24 @@ pub async fn reconcile_group(
             pd: s.pd,
             bootstrapped,
         };
-        let mut plan = plan_group(&input, suffixes);
+        // Failover first: its one action is this reconcile's change.
+        let failover = crate::failover::plan_failover(&crate::failover::FailoverInput {
+            settings: crate::failover::settings_of(group.spec.failover.as_ref()),
+            now,
+            instances: &instance_states,
+            pd: s.pd,
+            previous: group.status.as_ref().and_then(|st| st.failover.as_ref()),
+        });
+        run_failover(ctx, group, &failover).await?;
+        let mut plan = if failover.replace.is_some() {
+            GroupPlan::Wait(Blocked {
+                reason: fo_reasons::CONDITION_FAILOVER,
+                message: "a failover step was taken; the group looks again".to_owned(),
+            })
+        } else {
+            plan_group(&input, suffixes)
+        };
+        fo = Some(failover);
         // Restarts only once every member's instance visibly carries the
         // current template: the order of restarts is then the same at every
         // reconcile, whatever the caches have seen (found by e2e: with the
@@ -428,6 +447,15 @@ pub async fn reconcile_group(
             .await?;
     }
     conditions::set(&mut conds, progressing, generation, now);
+    if let Some(f) = &fo {
+        let (holds, reason, message) = f.condition.clone();
+        conditions::set(
+            &mut conds,
+            ConditionUpdate::new(fo_reasons::CONDITION_FAILOVER, holds, reason, message),
+            generation,
+            now,
+        );
+    }
     let config_refused = match &plan {
         Some(GroupPlan::Refuse(b)) if b.reason == reasons::INVALID_CONFIG => {
             Some((b.reason, b.message.as_str()))
@@ -488,6 +516,10 @@ pub async fn reconcile_group(
             ready,
             render::selector_string(&cluster_name, &group_name),
         ),
+        failover: match &fo {
+            Some(f) => f.status.clone(),
+            None => group.status.as_ref().and_then(|st| st.failover.clone()),
+        },
     };
     patch_status_if_changed(
         ctx.kube.as_ref(),
@@ -497,7 +529,69 @@ pub async fn reconcile_group(
         || format!("status of PDGroup {group_name}"),
     )
     .await?;
-    Ok(ctx
+    let requeue = ctx
         .policy
-        .after_success(plan.as_ref().is_some_and(GroupPlan::in_flight) || awaiting_ready))
+        .after_success(plan.as_ref().is_some_and(GroupPlan::in_flight) || awaiting_ready);
+    Ok(match (requeue, fo.and_then(|f| f.recheck_after)) {
+        (Requeue::After(d), Some(r)) if r < d => Requeue::After(r),
+        (q, _) => q,
+    })
+}
+
+/// Carries out PD failover's one action (deleting the failed instance: its
+/// finalizer removes the member safely) and publishes its Events (a refusal
+/// once, when it is new).
+async fn run_failover(
+    ctx: &Ctx,
+    group: &PDGroup,
+    plan: &crate::failover::FailoverPlan,
+) -> Result<()> {
+    if let Some(name) = &plan.replace {
+        ctx.kube
+            .delete(&ObjectKey::new::<PD>(
+                group.metadata.namespace.as_deref(),
+                name,
+            ))
+            .await?;
+        let message = plan
+            .status
+            .as_ref()
+            .and_then(|st| st.failures.iter().find(|r| &r.instance == name))
+            .and_then(|r| r.message.clone())
+            .unwrap_or_default();
+        info!(instance = %name, %message, "PD failover");
+        ctx.kube
+            .publish_event(&event(
+                group,
+                EventType::Normal,
+                fo_reasons::FAILOVER_STARTED,
+                "Failover",
+                message,
+            )?)
+            .await?;
+    }
+    for name in &plan.completed {
+        ctx.kube
+            .publish_event(&event(
+                group,
+                EventType::Normal,
+                fo_reasons::FAILOVER_COMPLETED,
+                "Failover",
+                format!("failover of PD member {name} completed: it is gone; a new member joins"),
+            )?)
+            .await?;
+    }
+    if let Some(b) = &plan.new_refusal {
+        warn!(reason = b.reason, message = %b.message, "PD failover refused");
+        ctx.kube
+            .publish_event(&event(
+                group,
+                EventType::Warning,
+                b.reason,
+                "Failover",
+                b.message.clone(),
+            )?)
+            .await?;
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 use super::*;
 use crate::store_view::tests::store;
+use k8s_openapi::jiff::SignedDuration;
 use pd_client::{ReplicationConfig, StoreState};
 use proptest::prelude::*;
 use tikv_operator_api::{EvenlySpreadPolicy, SchedulePolicy, SchedulePolicyType, ScheduleTopology};
@@ -103,7 +104,7 @@ fn regions_ok() -> RegionHealth {
 fn settings() -> Settings {
     Settings {
         period: SignedDuration::from_secs(600),
-        ..Settings::of(None)
+        ..settings_of(None)
     }
 }
 
@@ -598,20 +599,15 @@ fn disabled_planned_and_leaving_stores_are_not_replaced() {
 }
 
 #[test]
-fn settings_default_and_clamp() {
-    let s = Settings::of(None);
-    assert!(s.enabled);
-    assert_eq!(s.period, SignedDuration::from_secs(1800));
-    assert_eq!((s.max_in_flight, s.max_total), (1, 3));
-    let s = Settings::of(Some(&Failover {
-        enabled: Some(false),
-        period_seconds: Some(0),
-        max_in_flight: Some(-1),
-        max_total: Some(0),
-    }));
-    assert!(!s.enabled);
-    assert_eq!(s.period, SignedDuration::from_secs(1));
-    assert_eq!((s.max_in_flight, s.max_total), (1, 1));
+fn tikv_failover_is_on_unless_disabled() {
+    assert!(settings_of(None).enabled);
+    assert!(
+        !settings_of(Some(&Failover {
+            enabled: Some(false),
+            ..Failover::default()
+        }))
+        .enabled
+    );
 }
 
 proptest! {

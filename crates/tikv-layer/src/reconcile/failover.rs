@@ -3,8 +3,7 @@
 
 use super::*;
 use crate::failover::{
-    FailoverAction, FailoverInput, FailoverPlan, Member, Settings, plan_failover,
-    wants_region_health,
+    FailoverAction, FailoverInput, FailoverPlan, Member, plan_failover, wants_region_health,
 };
 
 /// The failed instance an instance replaces (its [`labels::FAILOVER_REPLACES`] annotation).
@@ -90,7 +89,7 @@ pub(super) fn plan(
     plan_failover(
         &FailoverInput {
             group: name_of(group),
-            settings: Settings::of(group.spec.failover.as_ref()),
+            settings: crate::failover::settings_of(group.spec.failover.as_ref()),
             now,
             spread: &spread,
             members,

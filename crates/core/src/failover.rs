@@ -1,0 +1,93 @@
+//! What TiKV store failover and PD member failover share: the defaulted
+//! `spec.failover` settings and the reasons of the `Failover` condition and
+//! its Events. Each layer plans its own failover (`docs/failover.md`).
+
+use k8s_openapi::jiff::SignedDuration;
+use tikv_operator_api::Failover;
+
+/// `spec.failover`, defaulted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Whether new replacements may start.
+    pub enabled: bool,
+    /// How long a member must stay unhealthy before it is replaced.
+    pub period: SignedDuration,
+    /// Replacements at once, and the most unhealthy members to act at all.
+    pub max_in_flight: usize,
+    /// Replacements recorded before a person must look.
+    pub max_total: i32,
+}
+
+impl Settings {
+    /// The settings of a group's `spec.failover`; `enabled_by_default`: what
+    /// an absent `enabled` means for the component (TiKV on, PD off).
+    pub fn of(spec: Option<&Failover>, enabled_by_default: bool) -> Self {
+        let period = spec
+            .and_then(|f| f.period_seconds)
+            .unwrap_or(Failover::DEFAULT_PERIOD_SECONDS)
+            .max(1);
+        Self {
+            enabled: spec.and_then(|f| f.enabled).unwrap_or(enabled_by_default),
+            period: SignedDuration::from_secs(i64::from(period)),
+            max_in_flight: usize::try_from(
+                spec.and_then(|f| f.max_in_flight)
+                    .unwrap_or(Failover::DEFAULT_MAX_IN_FLIGHT)
+                    .max(1),
+            )
+            .unwrap_or(1),
+            max_total: spec
+                .and_then(|f| f.max_total)
+                .unwrap_or(Failover::DEFAULT_MAX_TOTAL)
+                .max(1),
+        }
+    }
+}
+
+/// Reasons shared by both failovers (conditions and Events).
+pub mod reasons {
+    /// Type of the group condition that reports failover: `True` while a
+    /// failed member is being replaced, `False` otherwise (the reason says
+    /// why: nothing failed, a member is watched, or a safety check refuses).
+    pub const CONDITION_FAILOVER: &str = "Failover";
+    /// No member of the group is unhealthy.
+    pub const NO_FAILURE: &str = "NoFailure";
+    /// A replacement was started for a failed member (failover started).
+    pub const FAILOVER_STARTED: &str = "FailoverStarted";
+    /// The failed member is gone; failover completed.
+    pub const FAILOVER_COMPLETED: &str = "FailoverCompleted";
+    /// Failover is disabled (`spec.failover.enabled: false`).
+    pub const FAILOVER_DISABLED: &str = "FailoverDisabled";
+    /// Refused: more members are unhealthy at once than failover acts on
+    /// (for example a zone outage); reported, not acted on.
+    pub const TOO_MANY_FAILURES: &str = "TooManyFailures";
+    /// Refused: a replacement is already running (one step at a time).
+    pub const FAILOVER_IN_FLIGHT: &str = "FailoverInFlight";
+    /// Refused: `status.failover.total` reached `failover.maxTotal`.
+    pub const MAX_TOTAL_REACHED: &str = "FailoverMaxTotalReached";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_clamps() {
+        let s = Settings::of(None, true);
+        assert!(s.enabled);
+        assert_eq!(s.period, SignedDuration::from_secs(1800));
+        assert_eq!((s.max_in_flight, s.max_total), (1, 3));
+        assert!(!Settings::of(None, false).enabled);
+        let s = Settings::of(
+            Some(&Failover {
+                enabled: Some(true),
+                period_seconds: Some(-5),
+                max_in_flight: Some(0),
+                max_total: Some(-1),
+            }),
+            false,
+        );
+        assert!(s.enabled);
+        assert_eq!(s.period, SignedDuration::from_secs(1));
+        assert_eq!((s.max_in_flight, s.max_total), (1, 1));
+    }
+}

@@ -1,0 +1,364 @@
+//! PD member failover planning: when a PD member that stays unhealthy is
+//! replaced. Pure: every input, the time included, is passed in.
+//!
+//! A replacement removes first and adds after: the failed instance object is
+//! deleted, its finalizer runs the ordinary safe removal ([`crate::removal`]:
+//! the member is removed from PD by id only while every other member is
+//! healthy and the members left keep a majority, then its Pod and PVCs go),
+//! and the group then creates a new member as it does for any missing
+//! replica (one at a time, only while every member is healthy). Adding
+//! first would be worse for PD: with one member dead, a fourth member makes
+//! the majority 3 of 4 while only 2 run, so PD would stop until the new one
+//! started.
+//!
+//! Refusals (safety rules 2, 3 and 5): PD unreachable (a PD that lost its
+//! quorum answers nothing, so it is reported, never repaired); more than one
+//! member unhealthy; the failed member leads; another instance of the group
+//! being removed or not ready; the members left would not keep a majority;
+//! `maxTotal` replacements recorded; failover disabled (the default for PD).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tikv_operator_api::{FailoverPhase, MemberFailure, PdFailoverStatus};
+use tikv_operator_core::failover::Settings;
+use tikv_operator_core::failover::reasons as fo;
+
+use crate::group::{Blocked, InstanceState};
+use crate::pd_view::PdView;
+use crate::reasons;
+
+/// Finished failures (Completed) kept in the status.
+pub const KEEP_FINISHED: usize = 5;
+
+/// The settings of a PDGroup's `spec.failover` (absent: disabled).
+pub fn settings_of(spec: Option<&tikv_operator_api::Failover>) -> Settings {
+    Settings::of(spec, false)
+}
+
+/// What PD failover looks at.
+#[derive(Debug, Clone)]
+pub struct FailoverInput<'a> {
+    /// `spec.failover`, defaulted.
+    pub settings: Settings,
+    /// The time now.
+    pub now: Timestamp,
+    /// Every instance of the group, deleting ones included.
+    pub instances: &'a [InstanceState],
+    /// PD's membership and health.
+    pub pd: &'a PdView,
+    /// `status.failover` as last written.
+    pub previous: Option<&'a PdFailoverStatus>,
+}
+
+/// What PD failover decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverPlan {
+    /// The instance to delete (its finalizer removes the member safely);
+    /// `None`: nothing to do.
+    pub replace: Option<String>,
+    /// The new `status.failover` (`None`: nothing to report).
+    pub status: Option<PdFailoverStatus>,
+    /// The `Failover` condition: status, reason, message.
+    pub condition: (bool, String, String),
+    /// A refusal not reported before (for a Warning Event).
+    pub new_refusal: Option<Blocked>,
+    /// Replacements that finished in this step (for their Event).
+    pub completed: Vec<String>,
+    /// When the earliest watched member reaches the period: look again then.
+    pub recheck_after: Option<std::time::Duration>,
+}
+
+fn blocked(reason: &'static str, message: String) -> Blocked {
+    Blocked { reason, message }
+}
+
+fn set_phase(
+    r: &mut MemberFailure,
+    phase: FailoverPhase,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) {
+    if r.phase != phase {
+        r.phase = phase;
+        r.last_transition_time = Time(now);
+    }
+    r.reason = Some(reason.to_owned());
+    r.message = Some(message);
+}
+
+/// Plans PD failover for one PDGroup. See the module docs.
+pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
+    let now = input.now;
+    let previous = input.previous.cloned().unwrap_or_default();
+    let mut total = previous.total.max(0);
+    let (mut done, active): (Vec<MemberFailure>, Vec<MemberFailure>) = previous
+        .failures
+        .into_iter()
+        .partition(|r| r.phase == FailoverPhase::Completed);
+    let instance = |n: &str| input.instances.iter().find(|i| i.name == n);
+    let mut completed = Vec::new();
+    let mut replace = None;
+    let mut refusal: Option<Blocked> = None;
+    let mut recheck_after: Option<std::time::Duration> = None;
+    let mut kept: Vec<MemberFailure> = Vec::new();
+
+    // Replacements in flight: done once the failed instance is gone.
+    for mut r in active
+        .iter()
+        .filter(|r| r.phase == FailoverPhase::Replacing)
+        .cloned()
+    {
+        if instance(&r.instance).is_none() {
+            set_phase(
+                &mut r,
+                FailoverPhase::Completed,
+                fo::FAILOVER_COMPLETED,
+                "the failed member was removed from PD and its instance, Pod and PVCs are \
+                 gone; a new member joins in its place"
+                    .to_owned(),
+                now,
+            );
+            completed.push(r.instance.clone());
+            done.push(r);
+        } else {
+            kept.push(r);
+        }
+    }
+    let in_flight = !kept.is_empty();
+
+    let Some(m) = input.pd.membership() else {
+        // Safety rule 5: without PD's answer nothing is decided; what was
+        // seen is kept as it was.
+        kept.extend(
+            active
+                .into_iter()
+                .filter(|r| r.phase != FailoverPhase::Replacing),
+        );
+        return finish(total, kept, done, false, None, completed, None);
+    };
+
+    // Unhealthy members of live instances.
+    let failed: Vec<(&InstanceState, &crate::pd_view::MemberView)> = input
+        .instances
+        .iter()
+        .filter(|i| !i.deleting)
+        .filter_map(|i| m.member_of(&i.name, &i.peer_url).map(|mv| (i, mv)))
+        .filter(|(_, mv)| !mv.healthy)
+        .collect();
+    let unhealthy_all = m.members.iter().filter(|mv| !mv.healthy).count();
+    let mut due: Vec<usize> = Vec::new();
+    for (i, mv) in &failed {
+        let prev = active.iter().find(|r| {
+            r.instance == i.name
+                && r.member_id == mv.id.0.to_string()
+                && matches!(r.phase, FailoverPhase::Observing | FailoverPhase::Refused)
+        });
+        let mut r = prev.cloned().unwrap_or_else(|| MemberFailure {
+            instance: i.name.clone(),
+            member_id: mv.id.0.to_string(),
+            since: Time(now),
+            phase: FailoverPhase::Observing,
+            reason: None,
+            message: None,
+            last_transition_time: Time(now),
+        });
+        let unhealthy_for = now.duration_since(r.since.0);
+        if unhealthy_for >= input.settings.period {
+            due.push(kept.len());
+        } else {
+            let left = input.settings.period - unhealthy_for;
+            let wait = std::time::Duration::try_from(left).unwrap_or_default()
+                + std::time::Duration::from_secs(1);
+            recheck_after = Some(recheck_after.map_or(wait, |w| w.min(wait)));
+            set_phase(
+                &mut r,
+                FailoverPhase::Observing,
+                reasons::MEMBER_UNHEALTHY,
+                format!(
+                    "PD member {} is unhealthy; replaced if it stays so for {}s more",
+                    mv.display(),
+                    left.as_secs()
+                ),
+                now,
+            );
+        }
+        kept.push(r);
+    }
+
+    for (n, at) in due.iter().copied().enumerate() {
+        let name = kept[at].instance.clone();
+        let member = failed
+            .iter()
+            .find(|(i, _)| i.name == name)
+            .map(|(_, mv)| *mv);
+        let check = if !input.settings.enabled {
+            Err(blocked(
+                fo::FAILOVER_DISABLED,
+                "failover is disabled for PD (the default; set spec.failover.enabled: true)"
+                    .to_owned(),
+            ))
+        } else if total >= input.settings.max_total {
+            Err(blocked(
+                fo::MAX_TOTAL_REACHED,
+                format!(
+                    "{total} replacement(s) recorded, failover.maxTotal is {}; a person must \
+                     look (then set status.failover.total to 0)",
+                    input.settings.max_total
+                ),
+            ))
+        } else if unhealthy_all > 1 {
+            Err(blocked(
+                fo::TOO_MANY_FAILURES,
+                format!(
+                    "{unhealthy_all} PD members are unhealthy at once ({}); not replacing any \
+                     (a member is removed only while every other member is healthy)",
+                    m.unhealthy_except("").join(", ")
+                ),
+            ))
+        } else if n > 0 || in_flight || replace.is_some() {
+            Err(blocked(
+                fo::FAILOVER_IN_FLIGHT,
+                "another PD member is being replaced first".to_owned(),
+            ))
+        } else if m.is_leader(&name) {
+            Err(blocked(
+                reasons::MEMBER_UNHEALTHY,
+                format!("{name} leads PD while unhealthy; failover waits for a new leader"),
+            ))
+        } else if let Some(other) = input
+            .instances
+            .iter()
+            .find(|i| i.name != name && (i.deleting || !i.ready))
+        {
+            Err(blocked(
+                reasons::WAITING_FOR_MEMBER,
+                format!(
+                    "PD member {} is {}; failover waits until every other member serves",
+                    other.name,
+                    if other.deleting {
+                        "being removed"
+                    } else {
+                        "not ready"
+                    }
+                ),
+            ))
+        } else if !m.quorum_without(member.map(|mv| mv.id)) {
+            Err(blocked(
+                reasons::QUORUM_AT_RISK,
+                format!(
+                    "removing PD member {name} would leave PD without a healthy majority; \
+                     not replacing it"
+                ),
+            ))
+        } else {
+            Ok(())
+        };
+        let r = &mut kept[at];
+        match check {
+            Ok(()) => {
+                total += 1;
+                set_phase(
+                    r,
+                    FailoverPhase::Replacing,
+                    fo::FAILOVER_STARTED,
+                    format!(
+                        "PD member {name} was unhealthy for at least {}s: removing it from PD \
+                         (then its Pod and PVCs); a new member joins once it is gone",
+                        input.settings.period.as_secs()
+                    ),
+                    now,
+                );
+                replace = Some(name);
+            }
+            Err(b) => {
+                let new = r.phase != FailoverPhase::Refused
+                    || r.message.as_deref() != Some(b.message.as_str());
+                if new && b.reason != fo::FAILOVER_IN_FLIGHT {
+                    refusal.get_or_insert(b.clone());
+                }
+                set_phase(r, FailoverPhase::Refused, b.reason, b.message, now);
+            }
+        }
+    }
+    finish(total, kept, done, true, refusal, completed, recheck_after).with_replace(replace)
+}
+
+fn finish(
+    total: i32,
+    active: Vec<MemberFailure>,
+    mut done: Vec<MemberFailure>,
+    pd_reachable: bool,
+    new_refusal: Option<Blocked>,
+    completed: Vec<String>,
+    recheck_after: Option<std::time::Duration>,
+) -> FailoverPlan {
+    done.sort_by_key(|r| std::cmp::Reverse(r.last_transition_time.0));
+    done.truncate(KEEP_FINISHED);
+    let condition = condition_of(&active, pd_reachable);
+    let mut failures = active;
+    failures.extend(done);
+    let status =
+        (total > 0 || !failures.is_empty()).then_some(PdFailoverStatus { total, failures });
+    FailoverPlan {
+        replace: None,
+        status,
+        condition,
+        new_refusal,
+        completed,
+        recheck_after,
+    }
+}
+
+impl FailoverPlan {
+    fn with_replace(mut self, replace: Option<String>) -> Self {
+        self.replace = replace;
+        self
+    }
+}
+
+fn condition_of(active: &[MemberFailure], pd_reachable: bool) -> (bool, String, String) {
+    let of = |phase: FailoverPhase| -> Option<(String, String)> {
+        let matching: Vec<&MemberFailure> = active.iter().filter(|r| r.phase == phase).collect();
+        let first = matching.first()?;
+        Some((
+            first.reason.clone().unwrap_or_default(),
+            matching
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}: {}",
+                        r.instance,
+                        r.message.as_deref().unwrap_or("no details")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        ))
+    };
+    if let Some((reason, message)) = of(FailoverPhase::Replacing) {
+        return (true, reason, message);
+    }
+    if !pd_reachable {
+        return (
+            false,
+            reasons::PD_UNAVAILABLE.to_owned(),
+            "PD is unreachable (a PD that lost its quorum answers nothing); failover takes no \
+             action"
+                .to_owned(),
+        );
+    }
+    for phase in [FailoverPhase::Refused, FailoverPhase::Observing] {
+        if let Some((reason, message)) = of(phase) {
+            return (false, reason, message);
+        }
+    }
+    (
+        false,
+        fo::NO_FAILURE.to_owned(),
+        "every PD member is healthy".to_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests;
