@@ -11,6 +11,7 @@ use tikv_operator_api::common::condition;
 use tikv_operator_api::{PD, PDGroup, labels};
 use tikv_operator_core::component::naming::SuffixSource;
 use tikv_operator_core::conditions;
+use tikv_operator_core::failover::reasons as fo_reasons;
 use tikv_operator_core::fake::{FakeClock, FakeKube, KubeCall, KubeOp};
 use tikv_operator_core::{KubeWriter, ObjectKey, RequeuePolicy};
 use tikv_operator_pd_layer::pd_view::Membership;
@@ -1531,4 +1532,78 @@ async fn a_rendering_generation_bump_is_announced_before_the_first_restart() {
     // Then the members restart, one at a time.
     let restarted = drive_restarts(&mut w).await;
     assert_eq!(restarted.len(), 3, "{restarted:?}");
+}
+
+/// PD failover (issue 18 item 3), with the fakes: a non-leader member unhealthy past the period
+/// is removed through PD before its Pod and PVCs go, and only then does a new member join; the
+/// group never has more members in PD than `replicas` (adding first would make the majority 3
+/// of 4 with 2 running). Off by default: without `enabled: true` nothing is removed, and the
+/// refusal is reported.
+#[tokio::test]
+async fn an_unhealthy_member_is_replaced_remove_first_when_failover_is_enabled() {
+    for enabled in [false, true] {
+        let mut w = World::bootstrapped(3).await;
+        let mut g = w.kube.get(&group_key()).unwrap();
+        g["spec"]["failover"] = json!({"enabled": enabled, "periodSeconds": 60});
+        w.kube.insert(group_key(), g);
+        let leader = w.pd.leader_name().unwrap();
+        let names = w.pd.member_names();
+        let sick = names.iter().find(|n| **n != leader).unwrap().clone();
+        w.pd.set_member_healthy(&sick, false);
+        w.reconcile_group().await;
+        assert_eq!(
+            w.condition(fo_reasons::CONDITION_FAILOVER),
+            ("False".to_owned(), reasons::MEMBER_UNHEALTHY.to_owned())
+        );
+        w.clock.advance(std::time::Duration::from_secs(61));
+        w.kube.clear_calls();
+        w.reconcile_group().await;
+        if !enabled {
+            assert!(w.deletes().is_empty(), "failover is off by default for PD");
+            assert_eq!(
+                w.condition(fo_reasons::CONDITION_FAILOVER).1,
+                fo_reasons::FAILOVER_DISABLED
+            );
+            continue;
+        }
+        assert_eq!(w.deletes(), vec![pd_key(&sick)]);
+        assert_eq!(
+            w.condition(fo_reasons::CONDITION_FAILOVER),
+            ("True".to_owned(), fo_reasons::FAILOVER_STARTED.to_owned())
+        );
+        // The finalizer removes the member through PD while its Pod still exists; the group
+        // creates nothing meanwhile.
+        for _ in 0..10 {
+            if w.kube.get(&pd_key(&sick)).is_none() {
+                break;
+            }
+            w.reconcile_instance(&sick).await;
+            w.reconcile_group().await;
+            if w.pd.member_names().contains(&sick) {
+                assert!(w.kube.get(&pod_key(&sick)).is_some());
+            }
+            assert!(w.instance_names().len() <= 3);
+            assert!(w.pd.member_names().len() <= 3);
+        }
+        assert!(w.kube.get(&pd_key(&sick)).is_none(), "finalizer dropped");
+        assert!(!w.pd.member_names().contains(&sick));
+        // A new member joins in its place.
+        w.reconcile_group().await;
+        w.reconcile_all_instances().await;
+        w.run_pods();
+        w.reconcile_group().await;
+        let now = w.instance_names();
+        assert_eq!(now.len(), 3, "{now:?}");
+        assert!(!now.contains(&sick));
+        let st = w.group().status.unwrap().failover.unwrap();
+        assert_eq!(st.total, 1);
+        assert_eq!(
+            st.failures[0].phase,
+            tikv_operator_api::FailoverPhase::Completed
+        );
+        let reasons_seen: Vec<String> = w.kube.events().into_iter().map(|e| e.reason).collect();
+        for want in [fo_reasons::FAILOVER_STARTED, fo_reasons::FAILOVER_COMPLETED] {
+            assert!(reasons_seen.iter().any(|r| r == want), "{reasons_seen:?}");
+        }
+    }
 }
