@@ -138,11 +138,13 @@ pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
         return finish(total, kept, done, false, None, completed, None);
     };
 
-    // Unhealthy members of live instances.
+    // Unhealthy members of live instances (one whose replacement started is
+    // not watched again, even on a cache that does not show it deleting yet).
+    let replacing: Vec<String> = kept.iter().map(|r| r.instance.clone()).collect();
     let failed: Vec<(&InstanceState, &crate::pd_view::MemberView)> = input
         .instances
         .iter()
-        .filter(|i| !i.deleting)
+        .filter(|i| !i.deleting && !replacing.contains(&i.name))
         .filter_map(|i| m.member_of(&i.name, &i.peer_url).map(|mv| (i, mv)))
         .filter(|(_, mv)| !mv.healthy)
         .collect();

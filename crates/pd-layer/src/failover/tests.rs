@@ -99,6 +99,10 @@ fn an_unhealthy_member_past_the_period_is_removed_then_completed() {
     assert!(p.condition.0);
     assert_eq!(p.status.as_ref().unwrap().total, 1);
     assert_eq!(c.record("pd-c").phase, FailoverPhase::Replacing);
+    // A cache that does not show the deletion yet: no second record, no second removal.
+    let p = c.step(605);
+    assert_eq!(p.replace, None);
+    assert_eq!(p.status.as_ref().unwrap().failures.len(), 1, "{p:?}");
     // The instance is being deleted (its finalizer removes the member): nothing more.
     c.instances[2].deleting = true;
     let p = c.step(610);
