@@ -15,7 +15,8 @@
 //! quorum answers nothing, so it is reported, never repaired); more than one
 //! member unhealthy; the failed member leads; another instance of the group
 //! being removed or not ready; the members left would not keep a majority;
-//! `maxTotal` replacements recorded; failover disabled (the default for PD).
+//! `maxTotal` replacements recorded. Off (the default for PD), nothing is
+//! tracked at all.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -96,6 +97,29 @@ pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
         .failures
         .into_iter()
         .partition(|r| r.phase == FailoverPhase::Completed);
+    if !input.settings.enabled {
+        // Off (the default for PD): nothing is tracked, so a PD rollout's
+        // restarts write no records and the condition does not flap. What
+        // was recorded while it was on stays as history.
+        let status = (total > 0 || !done.is_empty()).then(|| PdFailoverStatus {
+            total,
+            failures: done,
+        });
+        return FailoverPlan {
+            replace: None,
+            status,
+            condition: (
+                false,
+                fo::FAILOVER_DISABLED.to_owned(),
+                "failover is off for this PDGroup (spec.failover.enabled); unhealthy members \
+                 are not replaced"
+                    .to_owned(),
+            ),
+            new_refusal: None,
+            completed: Vec::new(),
+            recheck_after: None,
+        };
+    }
     let instance = |n: &str| input.instances.iter().find(|i| i.name == n);
     let mut completed = Vec::new();
     let mut replace = None;
@@ -194,13 +218,7 @@ pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
             .iter()
             .find(|(i, _)| i.name == name)
             .map(|(_, mv)| *mv);
-        let check = if !input.settings.enabled {
-            Err(blocked(
-                fo::FAILOVER_DISABLED,
-                "failover is disabled for PD (the default; set spec.failover.enabled: true)"
-                    .to_owned(),
-            ))
-        } else if total >= input.settings.max_total {
+        let check = if total >= input.settings.max_total {
             Err(blocked(
                 fo::MAX_TOTAL_REACHED,
                 format!(

@@ -1553,7 +1553,15 @@ async fn an_unhealthy_member_is_replaced_remove_first_when_failover_is_enabled()
         w.reconcile_group().await;
         assert_eq!(
             w.condition(fo_reasons::CONDITION_FAILOVER),
-            ("False".to_owned(), reasons::MEMBER_UNHEALTHY.to_owned())
+            (
+                "False".to_owned(),
+                if enabled {
+                    reasons::MEMBER_UNHEALTHY
+                } else {
+                    fo_reasons::FAILOVER_DISABLED
+                }
+                .to_owned()
+            )
         );
         w.clock.advance(std::time::Duration::from_secs(61));
         w.kube.clear_calls();

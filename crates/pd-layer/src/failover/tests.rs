@@ -78,12 +78,13 @@ fn pd_failover_is_off_unless_enabled() {
     assert!(!settings_of(None).enabled);
     let mut c = Case::new([true, true, false]);
     c.settings.enabled = false;
-    c.step(0);
-    let p = c.step(600);
-    assert_eq!(p.replace, None);
-    assert_eq!(p.condition.1, fo::FAILOVER_DISABLED);
-    assert_eq!(p.new_refusal.unwrap().reason, fo::FAILOVER_DISABLED);
-    assert!(c.step(700).new_refusal.is_none(), "one Event per refusal");
+    for now in [0, 600, 700] {
+        let p = c.step(now);
+        assert_eq!(p.replace, None);
+        assert_eq!(p.condition.1, fo::FAILOVER_DISABLED);
+        assert!(p.new_refusal.is_none());
+        assert!(p.status.is_none(), "nothing tracked while off: {p:?}");
+    }
 }
 
 #[test]
