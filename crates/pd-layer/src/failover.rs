@@ -101,7 +101,7 @@ pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
         // Off (the default for PD): nothing is tracked, so a PD rollout's
         // restarts write no records and the condition does not flap. What
         // was recorded while it was on stays as history.
-        let status = (total > 0 || !done.is_empty()).then(|| PdFailoverStatus {
+        let status = (total > 0 || !done.is_empty()).then_some(PdFailoverStatus {
             total,
             failures: done,
         });
