@@ -719,6 +719,23 @@ async fn pd_failover(w: &World, stopped: &std::sync::Mutex<Option<String>>) -> R
     )
     .await?;
     w.wait_ready(3, Duration::from_secs(180)).await?;
+    // The new member runs: PD's own health check reports all three healthy.
+    wait_until(
+        &w.env,
+        "PD reports 3 healthy members",
+        Duration::from_secs(120),
+        || async {
+            let h = w.env.pd_get(&w.pd_addr(), "/pd/api/v1/health").await?;
+            let healthy = h
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["health"].as_bool() == Some(true))
+                .count();
+            Ok((healthy == 3).then_some(()))
+        },
+    )
+    .await?;
     let g = w.api::<PDGroup>().get("pd").await?;
     let fo = g
         .status
