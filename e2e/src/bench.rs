@@ -1201,13 +1201,19 @@ async fn scale_in(b: &Bench, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-async fn scale_in_run(b: &Bench, op: &Operator, ns: &str, timeout: Duration) -> Result<Value> {
-    let m0 = op.metrics(b).await?;
-    b.env.apply(Some(ns), &small_cluster(4)).await?;
+/// Waits until the Cluster `basic` of `ns` is Ready and PD lists `stores` stores Up (`what`
+/// names the scenario in the error).
+async fn wait_ready_with_stores(
+    b: &Bench,
+    ns: &str,
+    stores: usize,
+    what: &str,
+    timeout: Duration,
+) -> Result<()> {
     let addr = pd_addr(ns);
     let clusters: Api<DynamicObject> =
         Api::namespaced_with(b.env.client.clone(), ns, &core_ar("Cluster", "clusters"));
-    let t_setup = Instant::now();
+    let started = Instant::now();
     loop {
         let ready = clusters
             .get("basic")
@@ -1219,14 +1225,22 @@ async fn scale_in_run(b: &Bench, op: &Operator, ns: &str, timeout: Duration) -> 
             .await
             .map(|s| s.iter().filter(|s| s.state == "Up").count())
             .unwrap_or(0);
-        if ready && up == 4 {
-            break;
+        if ready && up == stores {
+            return Ok(());
         }
-        if t_setup.elapsed() > timeout {
-            bail!("scale-in setup: 4 stores Up and Cluster Ready not reached in {timeout:?}");
+        if started.elapsed() > timeout {
+            bail!("{what} setup: {stores} stores Up and Cluster Ready not reached in {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+async fn scale_in_run(b: &Bench, op: &Operator, ns: &str, timeout: Duration) -> Result<Value> {
+    let m0 = op.metrics(b).await?;
+    b.env.apply(Some(ns), &small_cluster(4)).await?;
+    let addr = pd_addr(ns);
+    let t_setup = Instant::now();
+    wait_ready_with_stores(b, ns, 4, "scale-in", timeout).await?;
     // Let PD spread the replicas, so that the removed store has peers to move.
     let replicated = tokio::time::timeout(
         Duration::from_secs(120),
@@ -2039,8 +2053,6 @@ async fn failover_run(
         .apply(Some(ns), &failover_cluster(period_secs)?)
         .await?;
     let addr = pd_addr(ns);
-    let clusters: Api<DynamicObject> =
-        Api::namespaced_with(b.env.client.clone(), ns, &core_ar("Cluster", "clusters"));
     let tikvs: Api<DynamicObject> =
         Api::namespaced_with(b.env.client.clone(), ns, &core_ar("TiKV", "tikvs"));
     let groups: Api<DynamicObject> = Api::namespaced_with(
@@ -2049,25 +2061,7 @@ async fn failover_run(
         &core_ar("TiKVGroup", "tikvgroups"),
     );
     let t_setup = Instant::now();
-    loop {
-        let ready = clusters
-            .get("basic")
-            .await
-            .is_ok_and(|c| condition_true(&c.data, "Ready"));
-        let up = b
-            .env
-            .pd_stores(&addr)
-            .await
-            .map(|s| s.iter().filter(|s| s.state == "Up").count())
-            .unwrap_or(0);
-        if ready && up == 3 {
-            break;
-        }
-        if t_setup.elapsed() > timeout {
-            bail!("failover setup: 3 stores Up and Cluster Ready not reached in {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_ready_with_stores(b, ns, 3, "failover", timeout).await?;
     tokio::time::timeout(
         Duration::from_secs(120),
         crate::harness::replicated(&b.env, &addr),
