@@ -2,8 +2,10 @@
 //! `spec.failover` settings and the reasons of the `Failover` condition and
 //! its Events. Each layer plans its own failover (`docs/failover.md`).
 
-use k8s_openapi::jiff::SignedDuration;
-use tikv_operator_api::Failover;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use tikv_operator_api::tikv::StoreFailure;
+use tikv_operator_api::{Failover, FailoverPhase, MemberFailure};
 
 /// `spec.failover`, defaulted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,79 @@ impl Settings {
                 .max(1),
         }
     }
+}
+
+/// A failure record of either failover (a TiKV store's, a PD member's).
+pub trait FailureRecord {
+    /// Its phase, reason, message and last transition time.
+    fn phase_parts(
+        &mut self,
+    ) -> (
+        &mut FailoverPhase,
+        &mut Option<String>,
+        &mut Option<String>,
+        &mut Time,
+    );
+}
+
+impl FailureRecord for StoreFailure {
+    fn phase_parts(
+        &mut self,
+    ) -> (
+        &mut FailoverPhase,
+        &mut Option<String>,
+        &mut Option<String>,
+        &mut Time,
+    ) {
+        (
+            &mut self.phase,
+            &mut self.reason,
+            &mut self.message,
+            &mut self.last_transition_time,
+        )
+    }
+}
+
+impl FailureRecord for MemberFailure {
+    fn phase_parts(
+        &mut self,
+    ) -> (
+        &mut FailoverPhase,
+        &mut Option<String>,
+        &mut Option<String>,
+        &mut Time,
+    ) {
+        (
+            &mut self.phase,
+            &mut self.reason,
+            &mut self.message,
+            &mut self.last_transition_time,
+        )
+    }
+}
+
+/// Moves `record` to `phase` (its transition time changes only with the
+/// phase) with `reason` and `message`.
+pub fn set_phase(
+    record: &mut impl FailureRecord,
+    phase: FailoverPhase,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) {
+    let (p, r, m, at) = record.phase_parts();
+    if *p != phase {
+        *p = phase;
+        *at = Time(now);
+    }
+    *r = Some(reason.to_owned());
+    *m = Some(message);
+}
+
+/// When to look again at a member unhealthy for `left` less than the
+/// period: just after the period ends.
+pub fn recheck_in(left: SignedDuration) -> std::time::Duration {
+    std::time::Duration::try_from(left).unwrap_or_default() + std::time::Duration::from_secs(1)
 }
 
 /// Reasons shared by both failovers (conditions and Events).

@@ -21,8 +21,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tikv_operator_api::{FailoverPhase, MemberFailure, PdFailoverStatus};
-use tikv_operator_core::failover::Settings;
 use tikv_operator_core::failover::reasons as fo;
+use tikv_operator_core::failover::{Settings, recheck_in, set_phase};
 
 use crate::group::{Blocked, InstanceState};
 use crate::pd_view::PdView;
@@ -71,21 +71,6 @@ pub struct FailoverPlan {
 
 fn blocked(reason: &'static str, message: String) -> Blocked {
     Blocked { reason, message }
-}
-
-fn set_phase(
-    r: &mut MemberFailure,
-    phase: FailoverPhase,
-    reason: &str,
-    message: String,
-    now: Timestamp,
-) {
-    if r.phase != phase {
-        r.phase = phase;
-        r.last_transition_time = Time(now);
-    }
-    r.reason = Some(reason.to_owned());
-    r.message = Some(message);
 }
 
 /// Plans PD failover for one PDGroup. See the module docs.
@@ -194,8 +179,7 @@ pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
             due.push(kept.len());
         } else {
             let left = input.settings.period - unhealthy_for;
-            let wait = std::time::Duration::try_from(left).unwrap_or_default()
-                + std::time::Duration::from_secs(1);
+            let wait = recheck_in(left);
             recheck_after = Some(recheck_after.map_or(wait, |w| w.min(wait)));
             set_phase(
                 &mut r,

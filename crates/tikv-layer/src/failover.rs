@@ -39,7 +39,7 @@ use crate::store_view::{StoreView, Stores, is_serving};
 /// Finished failures (Completed, Cancelled) kept in the status.
 pub const KEEP_FINISHED: usize = 5;
 
-pub use tikv_operator_core::failover::Settings;
+pub use tikv_operator_core::failover::{Settings, recheck_in, set_phase};
 
 /// The settings of a TiKVGroup's `spec.failover` (absent: enabled).
 pub fn settings_of(spec: Option<&Failover>) -> Settings {
@@ -358,21 +358,6 @@ fn liveness_name(s: &Store) -> String {
     .to_owned()
 }
 
-fn set_phase(
-    r: &mut StoreFailure,
-    phase: FailoverPhase,
-    reason: &str,
-    message: String,
-    now: Timestamp,
-) {
-    if r.phase != phase {
-        r.phase = phase;
-        r.last_transition_time = Time(now);
-    }
-    r.reason = Some(reason.to_owned());
-    r.message = Some(message);
-}
-
 fn finished(p: FailoverPhase) -> bool {
     matches!(p, FailoverPhase::Completed | FailoverPhase::Cancelled)
 }
@@ -577,8 +562,7 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
                 due.push(kept.len());
             } else {
                 let left = input.settings.period - now.duration_since(r.since.0);
-                let wait = std::time::Duration::try_from(left).unwrap_or_default()
-                    + std::time::Duration::from_secs(1);
+                let wait = recheck_in(left);
                 recheck_after = Some(recheck_after.map_or(wait, |w| w.min(wait)));
                 let message = format!(
                     "store {} is {}; replaced if it stays so for {}s more",
