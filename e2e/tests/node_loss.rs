@@ -11,8 +11,6 @@ use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use tikv_operator_api::TiKVGroup;
-use tikv_operator_api::tikv::FailoverPhase;
 use tikv_operator_e2e::config::NODES;
 use tikv_operator_e2e::fixtures;
 use tikv_operator_e2e::harness::{Env, TestNamespace, pd_cluster, pod_ip, replicated, wait_until};
@@ -210,40 +208,10 @@ async fn fail_over_lost_node(w: &World, lost: &std::sync::Mutex<Option<String>>)
 
     *kv::lock(lost) = Some(node.clone());
     w.env.take_node_away(&node).await?;
-    wait_until(
-        &w.env,
-        &format!(
-            "{victim} (store {victim_store}, on lost {node}) replaced and its store Tombstone"
-        ),
-        Duration::from_secs(480),
-        || async {
-            let names: BTreeSet<String> =
-                w.tikvs().await?.iter().map(ResourceExt::name_any).collect();
-            let stores = w.stores().await?;
-            let tomb = stores
-                .iter()
-                .any(|s| s.id == victim_store && s.state == "Tombstone");
-            let up = stores.iter().filter(|s| s.state == "Up").count();
-            Ok((tomb && up == 3 && names.len() == 3 && !names.contains(&victim)).then_some(()))
-        },
-    )
-    .await?;
+    wait_replaced(w, &victim, victim_store, Duration::from_secs(480)).await?;
 
     // The replacement runs in the lost store's zone, on its other node.
-    let g = w.api::<TiKVGroup>().get("tikv").await?;
-    let fo = g
-        .status
-        .and_then(|s| s.failover)
-        .context("no status.failover")?;
-    ensure!(fo.total == 1, "status.failover.total {}: {fo:?}", fo.total);
-    let rec = fo
-        .failures
-        .iter()
-        .find(|f| f.instance == victim)
-        .with_context(|| format!("no failure record for {victim}: {fo:?}"))?;
-    ensure!(rec.phase == FailoverPhase::Completed, "{rec:?}");
-    let replacement = rec.replacement.clone().context("no replacement recorded")?;
-    ensure!(!before.contains(&replacement), "{replacement} is not new");
+    let replacement = completed_replacement(w, &victim, &before).await?;
     let pod = w
         .api::<Pod>()
         .list(&ListParams::default().labels(TIKV_PODS))

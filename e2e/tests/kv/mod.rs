@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use tikv_operator_api::tikv::StoreState;
+use tikv_operator_api::tikv::{FailoverPhase, StoreState};
 use tikv_operator_api::{Cluster, TiKV, TiKVGroup};
 use tikv_operator_e2e::fixtures;
 use tikv_operator_e2e::harness::{Env, Invariant, wait_until};
@@ -109,6 +109,51 @@ pub fn failover_cluster() -> String {
             1,
         ),
     )
+}
+
+/// Waits until the failover of `victim` (store `store`) is through: its store Tombstone in PD,
+/// its instance gone, 3 instances and 3 stores Up.
+pub async fn wait_replaced(w: &World, victim: &str, store: u64, timeout: Duration) -> Result<()> {
+    wait_until(
+        &w.env,
+        &format!("{victim} replaced: its store {store} Tombstone, its instance gone, 3 stores Up"),
+        timeout,
+        || async {
+            let names: BTreeSet<String> =
+                w.tikvs().await?.iter().map(ResourceExt::name_any).collect();
+            let stores = w.stores().await?;
+            let tomb = stores
+                .iter()
+                .any(|s| s.id == store && s.state == "Tombstone");
+            let up = stores.iter().filter(|s| s.state == "Up").count();
+            Ok((tomb && up == 3 && names.len() == 3 && !names.contains(victim)).then_some(()))
+        },
+    )
+    .await
+}
+
+/// What the TiKVGroup `tikv` reports after the one replacement of `victim`: `total` 1 and a
+/// Completed record naming a replacement that is not among `before`. The replacement's name.
+pub async fn completed_replacement(
+    w: &World,
+    victim: &str,
+    before: &BTreeSet<String>,
+) -> Result<String> {
+    let g = w.api::<TiKVGroup>().get("tikv").await?;
+    let fo = g
+        .status
+        .and_then(|s| s.failover)
+        .context("no status.failover")?;
+    ensure!(fo.total == 1, "status.failover.total {}: {fo:?}", fo.total);
+    let rec = fo
+        .failures
+        .iter()
+        .find(|f| f.instance == victim)
+        .with_context(|| format!("no failure record for {victim}: {fo:?}"))?;
+    ensure!(rec.phase == FailoverPhase::Completed, "{rec:?}");
+    let replacement = rec.replacement.clone().context("no replacement recorded")?;
+    ensure!(!before.contains(&replacement), "{replacement} is not new");
+    Ok(replacement)
 }
 
 pub fn condition<'a>(conds: &'a [Condition], type_: &str) -> Option<&'a Condition> {
