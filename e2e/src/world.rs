@@ -66,6 +66,20 @@ impl World {
         Ok(self.api::<K>().list(&lp).await?.items)
     }
 
+    /// The reasons of the namespace's Events whose fields match `fields` (a field selector such
+    /// as `involvedObject.kind=PDGroup`).
+    pub async fn event_reasons(&self, fields: &str) -> Result<std::collections::BTreeSet<String>> {
+        let lp = ListParams::default().fields(fields);
+        Ok(self
+            .api::<k8s_openapi::api::core::v1::Event>()
+            .list(&lp)
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect())
+    }
+
     /// The address of the PD client Service of PDGroup `pd` (resolves through the
     /// environment's hosts file).
     pub fn pd_addr(&self) -> String {

@@ -11,9 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
-use kube::api::ListParams;
 use tikv_operator_api::TiKVGroup;
 use tikv_operator_api::tikv::FailoverPhase;
 use tikv_operator_e2e::harness::{replicated, wait_until};
@@ -21,17 +19,6 @@ use tikv_operator_e2e::world::World;
 
 mod kv;
 use kv::*;
-
-async fn group_events(w: &World) -> Result<BTreeSet<String>> {
-    let lp = ListParams::default().fields("involvedObject.kind=TiKVGroup");
-    Ok(w.api::<Event>()
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect())
-}
 
 #[tokio::test]
 #[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
@@ -76,7 +63,7 @@ async fn replace_one(w: &World, victim_out: &std::sync::Mutex<Option<String>>) -
         now.contains(&replacement),
         "replacement {replacement} is not a live instance: {now:?}"
     );
-    let events = group_events(w).await?;
+    let events = w.event_reasons("involvedObject.kind=TiKVGroup").await?;
     for want in ["FailoverStarted", "FailoverCompleted"] {
         ensure!(events.contains(want), "no {want} Event: {events:?}");
     }
@@ -262,7 +249,7 @@ async fn come_back(w: &World, stopped: &std::sync::Mutex<Vec<String>>) -> Result
         "status.failover.total {} (a cancelled replacement still counts)",
         fo.total
     );
-    let events = group_events(w).await?;
+    let events = w.event_reasons("involvedObject.kind=TiKVGroup").await?;
     for want in ["FailoverStarted", "FailoverCancelled"] {
         ensure!(events.contains(want), "no {want} Event: {events:?}");
     }

@@ -669,6 +669,15 @@ fn remove_first_watch(w: &World, victim: &str, most: usize) -> Invariant {
     )
 }
 
+/// The names of the namespace's PD instances.
+async fn pd_instances(w: &World) -> Result<BTreeSet<String>> {
+    Ok(w.list::<PD>(None)
+        .await?
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect())
+}
+
 async fn pd_failover(w: &World, stopped: &std::sync::Mutex<Option<String>>) -> Result<()> {
     let yaml = cluster_yaml(3).replacen(
         "  replicas: 3\n  template:",
@@ -684,14 +693,7 @@ async fn pd_failover(w: &World, stopped: &std::sync::Mutex<Option<String>>) -> R
         .find(|m| **m != leader)
         .context("no follower")?
         .clone();
-    let before: BTreeSet<String> = w
-        .api::<PD>()
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
+    let before = pd_instances(w).await?;
     let quorum = pd_quorum_watch(w);
     let remove_first = remove_first_watch(w, &victim, 3);
     if let Ok(mut s) = stopped.lock() {
@@ -705,14 +707,7 @@ async fn pd_failover(w: &World, stopped: &std::sync::Mutex<Option<String>>) -> R
         Duration::from_secs(300),
         || async {
             let (members, _, _) = pd_members(&w.env, &w.pd_addr()).await?;
-            let now: BTreeSet<String> = w
-                .api::<PD>()
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect();
+            let now = pd_instances(w).await?;
             let new = now.difference(&before).count();
             Ok((!members.contains(&victim) && !now.contains(&victim) && new == 1).then_some(()))
         },
@@ -748,15 +743,7 @@ async fn pd_failover(w: &World, stopped: &std::sync::Mutex<Option<String>>) -> R
             .any(|r| r.instance == victim && r.phase == tikv_operator_api::FailoverPhase::Completed),
         "no completed record for {victim}: {fo:?}"
     );
-    let lp = ListParams::default().fields("involvedObject.kind=PDGroup");
-    let events: BTreeSet<String> = w
-        .api::<k8s_openapi::api::core::v1::Event>()
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    let events = w.event_reasons("involvedObject.kind=PDGroup").await?;
     for want in ["FailoverStarted", "FailoverCompleted"] {
         ensure!(events.contains(want), "no {want} Event: {events:?}");
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -289,22 +289,13 @@ pub async fn check_stores_match(
 
 /// Waits until the Events of TiKV instance `name` include every reason of `want`.
 pub async fn wait_events(w: &World, name: &str, want: &[&str]) -> Result<()> {
-    let events = w.api::<Event>();
-    let lp = ListParams::default().fields(&format!(
-        "involvedObject.kind=TiKV,involvedObject.name={name}"
-    ));
+    let fields = format!("involvedObject.kind=TiKV,involvedObject.name={name}");
     wait_until(
         &w.env,
         &format!("Events {want:?} on {name}"),
         Duration::from_secs(30),
         || async {
-            let got: BTreeSet<String> = events
-                .list(&lp)
-                .await?
-                .items
-                .into_iter()
-                .filter_map(|e| e.reason)
-                .collect();
+            let got = w.event_reasons(&fields).await?;
             if want.iter().all(|r| got.contains(*r)) {
                 Ok(Some(()))
             } else {
