@@ -362,6 +362,85 @@ fn finished(p: FailoverPhase) -> bool {
     matches!(p, FailoverPhase::Completed | FailoverPhase::Cancelled)
 }
 
+/// How long a replacement record may name a replacement that the instances
+/// do not show before it counts as gone (a cache that has not seen the
+/// surge yet shows it within seconds).
+pub const UNSEEN_REPLACEMENT_GRACE: k8s_openapi::jiff::SignedDuration =
+    k8s_openapi::jiff::SignedDuration::from_secs(120);
+
+/// Records of a replacement (Replacing, Removing) whose pair no longer
+/// exists, though this reconcile did not end it: the step that ended it
+/// (a Finish or Cancel that took the annotation off the replacement) ran on
+/// an earlier reconcile whose status this view of the group does not show,
+/// or its status write was lost. Their outcome is read from the instances,
+/// so such a record is finished, never dropped (which would lose what
+/// failover did; found by e2e: `total` 1 with no record). Returns the
+/// failed instances whose replacement is not visible yet: they stay
+/// Replacing within [`UNSEEN_REPLACEMENT_GRACE`] and are not watched as a
+/// new failure meanwhile (which would surge a second time).
+fn resolve_unpaired(
+    active: &mut [StoreFailure],
+    pairs: &[(&str, &Member)],
+    members: &[Member],
+    now: Timestamp,
+) -> Vec<String> {
+    let member = |n: &str| members.iter().find(|m| m.name == n);
+    let mut awaiting = Vec::new();
+    for r in active.iter_mut().filter(|r| {
+        matches!(r.phase, FailoverPhase::Replacing | FailoverPhase::Removing)
+            && !pairs.iter().any(|(f, _)| *f == r.instance)
+    }) {
+        let repl = r.replacement.clone().unwrap_or_default();
+        let (phase, reason, message) = match (member(&r.instance), member(&repl)) {
+            (None, Some(m)) if !m.leaving => (
+                FailoverPhase::Completed,
+                reasons::FAILOVER_COMPLETED,
+                format!("replaced by {repl}; the failed store is removed"),
+            ),
+            (None, _) => (
+                FailoverPhase::Completed,
+                reasons::FAILOVER_COMPLETED,
+                format!("the failed store is removed; its replacement {repl} is gone or leaving too"),
+            ),
+            (Some(_), Some(m)) if m.leaving => (
+                FailoverPhase::Cancelled,
+                reasons::FAILOVER_CANCELLED,
+                format!("{repl} is taken out again; the failed instance stays"),
+            ),
+            (Some(_), Some(_)) => (
+                FailoverPhase::Cancelled,
+                reasons::FAILOVER_CANCELLED,
+                format!("{repl} no longer replaces it (its annotation is gone)"),
+            ),
+            (Some(_), None)
+                if now.duration_since(r.last_transition_time.0)
+                    < UNSEEN_REPLACEMENT_GRACE =>
+            {
+                awaiting.push(r.instance.clone());
+                continue;
+            }
+            (Some(_), None) => (
+                FailoverPhase::Cancelled,
+                reasons::FAILOVER_CANCELLED,
+                format!(
+                    "its replacement {repl} does not exist (not seen for {}s); the failed \
+                     store is watched again",
+                    UNSEEN_REPLACEMENT_GRACE.as_secs()
+                ),
+            ),
+        };
+        tracing::info!(
+            failed = %r.instance,
+            replacement = %repl,
+            ?phase,
+            %message,
+            "failover record of an earlier step finished from what the instances show"
+        );
+        set_phase(r, phase, reason, message, now);
+    }
+    awaiting
+}
+
 /// Plans failover for one TiKVGroup. See the module docs.
 #[allow(clippy::too_many_lines)]
 pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource) -> FailoverPlan {
@@ -529,8 +608,12 @@ pub fn plan_failover(input: &FailoverInput<'_>, suffixes: &mut dyn SuffixSource)
         }
     }
 
+    let awaiting = resolve_unpaired(&mut active, &pairs, &input.members, now);
+
     // Records whose instance is neither failing nor part of a replacement go.
-    let in_pair = |n: &str| pairs.iter().any(|(f, r)| *f == n || r.name == n);
+    let in_pair = |n: &str| {
+        pairs.iter().any(|(f, r)| *f == n || r.name == n) || awaiting.iter().any(|a| a == n)
+    };
     let mut due: Vec<usize> = Vec::new();
     let mut recheck_after: Option<std::time::Duration> = None;
     if let Some(stores) = stores {

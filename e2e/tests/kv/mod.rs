@@ -134,11 +134,23 @@ pub async fn wait_replaced(w: &World, victim: &str, store: u64, timeout: Duratio
 
 /// What the TiKVGroup `tikv` reports after the one replacement of `victim`: `total` 1 and a
 /// Completed record naming a replacement that is not among `before`. The replacement's name.
+/// The group writes the record on its first reconcile after the failed instance is gone, so
+/// this waits for it (a record that never completes, or is lost, fails the test).
 pub async fn completed_replacement(
     w: &World,
     victim: &str,
     before: &BTreeSet<String>,
 ) -> Result<String> {
+    wait_until(
+        &w.env,
+        &format!("a Completed failover record of {victim}"),
+        Duration::from_secs(60),
+        || async { completed_record(w, victim, before).await.map(Some) },
+    )
+    .await
+}
+
+async fn completed_record(w: &World, victim: &str, before: &BTreeSet<String>) -> Result<String> {
     let g = w.api::<TiKVGroup>().get("tikv").await?;
     let fo = g
         .status

@@ -704,3 +704,71 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_replacement_ended_on_an_earlier_reconcile_is_finished_never_dropped() {
+    // Finish ran (the failed instance is gone, the replacement's annotation
+    // removed), but this view of the group shows the status from before it:
+    // the record in Removing. It completes; it is not dropped.
+    let mut c = replacing(true);
+    assert!(matches!(
+        c.step(700).action,
+        FailoverAction::RemoveFailed { .. }
+    ));
+    c.members[2].leaving = true;
+    c.step(710);
+    let removing = c.previous.clone();
+    c.members.remove(2);
+    assert!(matches!(c.step(900).action, FailoverAction::Finish { .. }));
+    c.members[2].replaces = None;
+    c.previous = removing;
+    let p = c.step(901);
+    assert_eq!(p.action, FailoverAction::None);
+    let st = p.status.unwrap();
+    assert_eq!(st.total, 1, "{st:?}");
+    assert_eq!(st.failures.len(), 1, "{st:?}");
+    assert_eq!(st.failures[0].phase, FailoverPhase::Completed, "{st:?}");
+    assert_eq!(st.failures[0].replacement.as_deref(), Some("kv-n00001"));
+
+    // Cancel ran (the replacement lost its annotation and leaves), on a view
+    // from before it: the record is Cancelled, and the failed store, now
+    // healthy, is not watched.
+    let mut c = replacing(false);
+    let replacing_status = c.previous.clone();
+    c.pd = pd(&[1, 2, 3], &[], &[]);
+    c.members[2].disrupted = None;
+    assert!(matches!(c.step(650).action, FailoverAction::Cancel { .. }));
+    c.members[3].replaces = None;
+    c.members[3].leaving = true;
+    c.previous = replacing_status;
+    let st = c.step(651).status.unwrap();
+    assert_eq!(st.total, 1, "{st:?}");
+    assert_eq!(st.failures.len(), 1, "{st:?}");
+    assert_eq!(st.failures[0].phase, FailoverPhase::Cancelled, "{st:?}");
+}
+
+#[test]
+fn a_replacement_not_visible_yet_is_awaited_not_surged_twice() {
+    // The surge's status is written, but the instances do not show the
+    // replacement (a cache behind): no second surge, the record waits.
+    let mut c = down_past_period();
+    assert!(matches!(c.step(600).action, FailoverAction::Surge { .. }));
+    let p = c.step(630);
+    assert_eq!(p.action, FailoverAction::None, "{p:?}");
+    let st = p.status.unwrap();
+    assert_eq!(st.total, 1);
+    assert_eq!(st.failures.len(), 1, "{st:?}");
+    assert_eq!(st.failures[0].phase, FailoverPhase::Replacing);
+    // Still not there after the grace: the replacement is gone. The record
+    // is Cancelled, and the failed store (still down) is watched again.
+    let st = c.step(600 + 121).status.unwrap();
+    assert_eq!(st.total, 1, "{st:?}");
+    let phases: Vec<FailoverPhase> = st.failures.iter().map(|r| r.phase).collect();
+    assert!(phases.contains(&FailoverPhase::Cancelled), "{st:?}");
+    assert!(
+        st.failures
+            .iter()
+            .any(|r| r.instance == "kv-3" && !super::finished(r.phase)),
+        "{st:?}"
+    );
+}
