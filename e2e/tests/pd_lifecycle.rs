@@ -752,3 +752,183 @@ async fn pd_failover(w: &World, stopped: &std::sync::Mutex<Option<String>>) -> R
     a?;
     b
 }
+
+/// PD failover (issue 18 item 3) when PD itself lost its quorum: two of three members stop for
+/// good. PD cannot answer, so the operator cannot tell which member is healthy and no automatic
+/// action can restore a quorum safely. It reports the state (the PDGroup's `Failover` condition
+/// is False with `PDUnavailable`) and deletes nothing: watched from the API server's side, no PD
+/// instance, Pod or PVC is deleted, through three failover periods. Once the members' processes
+/// run again, the same three members serve and nothing was replaced.
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn pd_failover_reports_a_lost_quorum_and_deletes_nothing() -> Result<()> {
+    let w = World::start("pdquorum").await?;
+    let stopped = std::sync::Mutex::new(Vec::<String>::new());
+    let r = lost_quorum(&w, &stopped).await;
+    let victims = stopped
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    for v in &victims {
+        w.env.start_pod_process(&w.ns.name, v)?;
+    }
+    r.map_err(|e| w.explain(e))?;
+    w.finish().await
+}
+
+/// Nothing of the namespace's PD members is deleted: every PD instance, Pod and PVC present at
+/// the start (by uid) stays, without a deletion timestamp.
+fn nothing_deleted_watch(w: &World, before: BTreeSet<String>) -> Invariant {
+    let apis = (
+        w.api::<PD>(),
+        w.api::<Pod>(),
+        w.api::<PersistentVolumeClaim>(),
+    );
+    Invariant::watch(
+        "no PD instance, Pod or PVC deleted",
+        Duration::from_millis(500),
+        move || {
+            let (apis, before) = (apis.clone(), before.clone());
+            async move {
+                let (live, deleting) = pd_objects(&apis).await?;
+                ensure!(deleting.is_empty(), "being deleted: {deleting:?}");
+                let gone: Vec<&String> = before.difference(&live).collect();
+                ensure!(gone.is_empty(), "deleted: {gone:?}");
+                Ok(())
+            }
+        },
+    )
+}
+
+type PdApis = (
+    kube::Api<PD>,
+    kube::Api<Pod>,
+    kube::Api<PersistentVolumeClaim>,
+);
+
+/// Every PD instance, Pod and PVC of the namespace as "kind name uid", and the names of those
+/// being deleted.
+async fn pd_objects((pds, pods, pvcs): &PdApis) -> Result<(BTreeSet<String>, Vec<String>)> {
+    let lp = ListParams::default();
+    let metas = pds
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .map(|o| ("PD", o.metadata))
+        .chain(
+            pods.list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .map(|o| ("Pod", o.metadata)),
+        )
+        .chain(
+            pvcs.list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .map(|o| ("PVC", o.metadata)),
+        );
+    let (mut all, mut deleting) = (BTreeSet::new(), Vec::new());
+    for (kind, meta) in metas {
+        let name = format!("{kind} {}", meta.name.unwrap_or_default());
+        if meta.deletion_timestamp.is_some() {
+            deleting.push(name.clone());
+        }
+        all.insert(format!("{name} {}", meta.uid.unwrap_or_default()));
+    }
+    Ok((all, deleting))
+}
+
+async fn lost_quorum(w: &World, stopped: &std::sync::Mutex<Vec<String>>) -> Result<()> {
+    let yaml = cluster_yaml(3).replacen(
+        "  replicas: 3\n  template:",
+        "  replicas: 3\n  failover:\n    enabled: true\n    periodSeconds: 15\n  template:",
+        1,
+    );
+    ensure!(yaml.contains("periodSeconds: 15"), "cluster_yaml changed");
+    w.ns.apply(&yaml).await?;
+    w.wait_ready(3, Duration::from_secs(180)).await?;
+    let (members, leader, _) = pd_members(&w.env, &w.pd_addr()).await?;
+    let apis = (
+        w.api::<PD>(),
+        w.api::<Pod>(),
+        w.api::<PersistentVolumeClaim>(),
+    );
+    let (before, _) = pd_objects(&apis).await?;
+    ensure!(
+        before.iter().filter(|o| o.starts_with("PVC ")).count() == 3,
+        "expected 3 PD PVCs: {before:?}"
+    );
+    let watch = nothing_deleted_watch(w, before);
+    // The leader and one follower stop: one member of three runs, PD has no quorum.
+    let victims: Vec<String> = std::iter::once(leader.clone())
+        .chain(members.iter().find(|m| **m != leader).cloned())
+        .collect();
+    for v in &victims {
+        if let Ok(mut s) = stopped.lock() {
+            s.push(v.clone());
+        }
+        w.env.stop_pod_process(&w.ns.name, v)?;
+    }
+    let pdgroups = w.api::<PDGroup>();
+    let reported = wait_until(
+        &w.env,
+        "the PDGroup's Failover condition False with PDUnavailable",
+        Duration::from_secs(120),
+        || async {
+            let g = pdgroups.get("pd").await?;
+            let st = g.status.context("no status")?;
+            Ok(st
+                .common
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Failover")
+                .filter(|c| c.status == "False" && c.reason == "PDUnavailable")
+                .map(|c| (Instant::now(), c.message.clone())))
+        },
+    )
+    .await?;
+    // Three periods, re-checked: the state stays reported and nothing is replaced.
+    tokio::time::sleep(Duration::from_secs(45).saturating_sub(reported.0.elapsed())).await;
+    let g = pdgroups.get("pd").await?;
+    let st = g.status.context("no status")?;
+    let cond = st
+        .common
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failover")
+        .context("no Failover condition")?;
+    ensure!(
+        cond.status == "False" && cond.reason == "PDUnavailable",
+        "the Failover condition after three periods: {cond:?}"
+    );
+    let total = st.failover.as_ref().map_or(0, |f| f.total);
+    ensure!(total == 0, "a replacement was recorded: {:?}", st.failover);
+    ensure!(
+        pd_instances(w).await?.len() == 3,
+        "PD instances after three periods: {:?}",
+        pd_instances(w).await?
+    );
+
+    // The processes run again: the same three members, no replacement.
+    for v in &victims {
+        w.env.start_pod_process(&w.ns.name, v)?;
+    }
+    stopped.lock().map(|mut s| s.clear()).ok();
+    w.wait_ready(3, Duration::from_secs(180)).await?;
+    let (after, _, _) = pd_members(&w.env, &w.pd_addr()).await?;
+    ensure!(
+        after == members,
+        "PD members changed: {members:?} -> {after:?}"
+    );
+    let g = pdgroups.get("pd").await?;
+    ensure!(
+        g.status
+            .and_then(|s| s.failover)
+            .is_none_or(|f| f.total == 0),
+        "a replacement was recorded after the quorum came back"
+    );
+    watch.finish().await
+}

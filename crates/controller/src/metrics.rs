@@ -54,8 +54,9 @@ pub struct ManagedLabels {
 /// Labels of the failover gauge.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct FailoverLabels {
-    /// `status.failover.failures[].phase` of TiKVGroups: `Observing`,
-    /// `Refused`, `Replacing`, `Removing`, `Completed`, `Cancelled`.
+    /// `status.failover.failures[].phase` of TiKVGroups or PDGroups:
+    /// `Observing`, `Refused`, `Replacing`, `Removing` (TiKV), `Completed`,
+    /// `Cancelled` (TiKV).
     pub phase: String,
 }
 
@@ -87,6 +88,11 @@ pub struct Metrics {
     /// Store replacements started, summed over TiKVGroups
     /// (`status.failover.total`, reset by hand).
     pub failover_replacements: Gauge,
+    /// Unhealthy PD members recorded in PDGroup statuses, by phase.
+    pub pd_failover_members: Family<FailoverLabels, Gauge>,
+    /// PD member replacements started, summed over PDGroups
+    /// (`status.failover.total`, reset by hand).
+    pub pd_failover_replacements: Gauge,
 }
 
 fn duration_buckets() -> impl Iterator<Item = f64> {
@@ -114,6 +120,8 @@ impl Metrics {
             managed: Family::default(),
             failover_stores: Family::default(),
             failover_replacements: Gauge::default(),
+            pd_failover_members: Family::default(),
+            pd_failover_replacements: Gauge::default(),
         };
         registry.register(
             "reconciles",
@@ -169,6 +177,16 @@ impl Metrics {
             "failover_replacements",
             "TiKV store replacements started, as recorded in TiKVGroup status (status.failover.total)",
             m.failover_replacements.clone(),
+        );
+        registry.register(
+            "pd_failover_members",
+            "Unhealthy PD members recorded by PDGroups, by failover phase",
+            m.pd_failover_members.clone(),
+        );
+        registry.register(
+            "pd_failover_replacements",
+            "PD member replacements started, as recorded in PDGroup status (status.failover.total)",
+            m.pd_failover_replacements.clone(),
         );
         m
     }

@@ -100,6 +100,12 @@ fn operator_registry() -> Registry {
             phase: "Replacing".to_owned(),
         })
         .inc();
+    controllers
+        .pd_failover_members
+        .get_or_create(&FailoverLabels {
+            phase: "Refused".to_owned(),
+        })
+        .inc();
     manager
         .kube_requests
         .get_or_create(&crate::telemetry::KubeRequestLabels {

@@ -400,7 +400,9 @@ fn resolve_unpaired(
             (None, _) => (
                 FailoverPhase::Completed,
                 reasons::FAILOVER_COMPLETED,
-                format!("the failed store is removed; its replacement {repl} is gone or leaving too"),
+                format!(
+                    "the failed store is removed; its replacement {repl} is gone or leaving too"
+                ),
             ),
             (Some(_), Some(m)) if m.leaving => (
                 FailoverPhase::Cancelled,
@@ -413,8 +415,7 @@ fn resolve_unpaired(
                 format!("{repl} no longer replaces it (its annotation is gone)"),
             ),
             (Some(_), None)
-                if now.duration_since(r.last_transition_time.0)
-                    < UNSEEN_REPLACEMENT_GRACE =>
+                if now.duration_since(r.last_transition_time.0) < UNSEEN_REPLACEMENT_GRACE =>
             {
                 awaiting.push(r.instance.clone());
                 continue;
