@@ -225,6 +225,15 @@ struct Bench {
 // ---------------------------------------------------------------------------------------------
 // Operator process
 
+/// Extra operator flags from `BENCH_OPERATOR_ARGS` (split at whitespace).
+fn operator_args() -> Vec<String> {
+    std::env::var("BENCH_OPERATOR_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The operator under measurement: started with `RUST_LOG=info` (the e2e tests' debug logging
 /// would cost CPU of its own), its own process group, killed when dropped.
 struct Operator {
@@ -250,6 +259,8 @@ impl Operator {
         for ns in namespaces {
             cmd.arg("--namespace").arg(ns);
         }
+        // Flags under comparison (e.g. `--pd-refresh-fast 1s`), recorded in the results.
+        cmd.args(operator_args());
         cmd.env("RUST_LOG", "info")
             .process_group(0)
             .stdin(Stdio::null())
@@ -1865,6 +1876,7 @@ fn machine_info() -> Value {
         "cpu_model": model,
         "load_average_at_start": load,
         "operator_binary": crate::operator::binary().display().to_string(),
+        "operator_args": operator_args(),
     })
 }
 

@@ -18,7 +18,22 @@ use crate::metrics::{Metrics, PdErrorLabels, PdLabels};
 pub struct MeteredPd {
     inner: Arc<dyn PdApi>,
     metrics: Arc<Metrics>,
+    after_write: Option<AfterWrite>,
 }
+
+/// Called after every successful request that changes PD's state.
+pub type AfterWrite = Arc<dyn Fn() + Send + Sync>;
+
+/// The operations that change PD's state (the rest only read).
+const WRITES: &[&str] = &[
+    "transfer_leader",
+    "remove_member",
+    "delete_store",
+    "cancel_store_removal",
+    "set_store_labels",
+    "add_evict_leader",
+    "remove_evict_leader",
+];
 
 impl std::fmt::Debug for MeteredPd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -29,7 +44,19 @@ impl std::fmt::Debug for MeteredPd {
 impl MeteredPd {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn PdApi>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+        Self {
+            inner,
+            metrics,
+            after_write: None,
+        }
+    }
+
+    /// Calls `f` after every successful write (e.g. to read PD again at
+    /// once: the state the operator just changed is what it waits on next).
+    #[must_use]
+    pub fn with_after_write(mut self, f: AfterWrite) -> Self {
+        self.after_write = Some(f);
+        self
     }
 
     async fn record<T>(&self, operation: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
@@ -43,14 +70,25 @@ impl MeteredPd {
             .pd_request_duration
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
-        if let Err(e) = &out {
-            self.metrics
-                .pd_request_errors
-                .get_or_create(&PdErrorLabels {
-                    operation: operation.to_owned(),
-                    category: e.category().to_owned(),
-                })
-                .inc();
+        match &out {
+            Err(e) => {
+                self.metrics
+                    .pd_request_errors
+                    .get_or_create(&PdErrorLabels {
+                        operation: operation.to_owned(),
+                        category: e.category().to_owned(),
+                    })
+                    .inc();
+            }
+            Ok(_) => {
+                if let Some(f) = self
+                    .after_write
+                    .as_ref()
+                    .filter(|_| WRITES.contains(&operation))
+                {
+                    f();
+                }
+            }
         }
         out
     }

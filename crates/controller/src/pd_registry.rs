@@ -167,11 +167,19 @@ impl PdRegistry {
         if let Some(e) = entries.get(&key).filter(|e| e.endpoint == endpoint) {
             return Ok(e.clone());
         }
-        let api: Arc<dyn PdApi> = Arc::new(MeteredPd::new(
-            (self.factory)(endpoint)?,
-            self.metrics.clone(),
+        let client = (self.factory)(endpoint)?;
+        let cache = Arc::new(PdStateCache::new(
+            Arc::new(MeteredPd::new(client.clone(), self.metrics.clone())),
+            self.refresh,
         ));
-        let cache = Arc::new(PdStateCache::new(api.clone(), self.refresh));
+        // The reconcilers' client: a change they make to PD is read back at
+        // once, not at the next interval (what they wait on next is its
+        // effect: a store Offline, a leader moved, a member gone).
+        let wake = cache.clone();
+        let api: Arc<dyn PdApi> = Arc::new(
+            MeteredPd::new(client, self.metrics.clone())
+                .with_after_write(Arc::new(move || wake.refresh_soon())),
+        );
         // Subscribe before the first refresh, so no change is missed.
         let mut rx = cache.subscribe();
         let mut last = rx.borrow_and_update().clone();
@@ -330,5 +338,51 @@ mod tests {
         assert_eq!(e.cache.interval(), policy.fast);
         e.hold_fast("PD/pd-a", false);
         assert_eq!(e.cache.interval(), policy.slow);
+    }
+
+    #[tokio::test]
+    async fn a_write_through_the_entry_is_read_back_at_once() {
+        let pd = FakePd::with_cluster(1, 4);
+        let factory: PdFactory =
+            Arc::new(move |_: &str| Ok(Arc::new(pd.clone()) as Arc<dyn PdApi>));
+        // Both intervals far longer than the test: only the write can
+        // trigger the second read.
+        let policy = RefreshPolicy {
+            fast: Duration::from_secs(600),
+            slow: Duration::from_secs(600),
+        };
+        let reg = PdRegistry::new(
+            factory,
+            policy,
+            Arc::new(Metrics::unregistered()),
+            Arc::new(|_: &str, _: &str, _: &BTreeSet<String>, _: &BTreeSet<StoreId>| {}),
+        );
+        let e = reg.ensure("ns", "c", "http://x").unwrap();
+        let store = |e: &PdEntry| {
+            e.snapshot()
+                .stores
+                .iter()
+                .find(|s| s.id == StoreId(1))
+                .map(pd_client::Store::is_removing)
+        };
+        for _ in 0..200 {
+            if store(&e).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(store(&e), Some(false));
+        e.api.delete_store(StoreId(1)).await.unwrap();
+        for _ in 0..200 {
+            if store(&e) == Some(true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            store(&e),
+            Some(true),
+            "the store's removal is not read back"
+        );
     }
 }

@@ -113,9 +113,10 @@ pub fn set_phase(
 }
 
 /// When to look again at a member unhealthy for `left` less than the
-/// period: just after the period ends.
+/// period: just after the period ends (a timer that fires a little early
+/// finds a few milliseconds left and looks again that much later).
 pub fn recheck_in(left: SignedDuration) -> std::time::Duration {
-    std::time::Duration::try_from(left).unwrap_or_default() + std::time::Duration::from_secs(1)
+    std::time::Duration::try_from(left).unwrap_or_default() + std::time::Duration::from_millis(100)
 }
 
 /// Reasons shared by both failovers (conditions and Events).

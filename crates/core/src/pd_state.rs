@@ -228,6 +228,13 @@ impl PdStateCache {
         }
     }
 
+    /// Cuts the current wait short: the next refresh runs now (or right
+    /// after the one running). For a change the operator just made to PD,
+    /// which the next decision waits to see.
+    pub fn refresh_soon(&self) {
+        self.wake.notify_one();
+    }
+
     /// The interval until the next refresh: fast while a guard lives or PD
     /// could not be read, slow otherwise.
     pub fn interval(&self) -> Duration {

@@ -93,7 +93,10 @@ fn an_unhealthy_member_past_the_period_is_removed_then_completed() {
     let p = c.step(0);
     assert_eq!(p.replace, None);
     assert_eq!(p.condition.1, reasons::MEMBER_UNHEALTHY);
-    assert_eq!(p.recheck_after, Some(std::time::Duration::from_secs(601)));
+    assert_eq!(
+        p.recheck_after,
+        Some(std::time::Duration::from_millis(600_100))
+    );
     assert_eq!(c.step(599).replace, None);
     let p = c.step(600);
     assert_eq!(p.replace.as_deref(), Some("pd-c"));
