@@ -193,14 +193,17 @@ fn error_policy<K: Resource<DynamicType = ()>>(
 }
 
 /// Wraps a reconcile with a span, metrics and failure bookkeeping.
-async fn observed<K, F, Fut>(
+/// `latest` reads the object from its watch cache as it is now.
+async fn observed<K, L, F, Fut>(
     controller: &'static str,
     obj: Arc<K>,
     sh: Arc<Shared>,
+    latest: L,
     f: F,
 ) -> Result<Action, ReconcileError>
 where
     K: Resource<DynamicType = ()>,
+    L: FnOnce(&K) -> Option<Arc<K>>,
     F: FnOnce(Arc<K>, Arc<Shared>) -> Fut,
     Fut: Future<Output = Result<Action, ReconcileError>>,
 {
@@ -229,6 +232,16 @@ where
             "reconcile put off: the caches do not show the operator's own writes yet");
         return Ok(Action::requeue(CACHE_LAG_RETRY));
     }
+    // Decide on the object as the cache shows it now, not as it was when
+    // this reconcile was dispatched: waiting for the group lock can take a
+    // while, and the check above passed against the cache, which may have
+    // received one of our own writes (a status) since. The dispatched copy
+    // would miss it: found by e2e, a TiKVGroup reconcile that saw the
+    // failover status from before its own last write.
+    let Some(obj) = latest(obj.as_ref()) else {
+        debug!(controller, object = %key, "gone from the cache; nothing to reconcile");
+        return Ok(Action::await_change());
+    };
     let gauge = sh
         .metrics
         .reconciles_in_flight
@@ -616,18 +629,29 @@ pub(crate) async fn run_scope(
 
     let cfg = kube::runtime::Config::default().concurrency(config.concurrency);
     macro_rules! controller {
-        ($kind:ty, $reader:expr, $rx:expr, $name:literal, $reconcile:expr) => {
-            Controller::for_stream(stream::pending::<Result<$kind, watcher::Error>>(), $reader)
+        ($kind:ty, $reader:expr, $rx:expr, $name:literal, $reconcile:expr) => {{
+            let reader = $reader;
+            let latest = reader.clone();
+            Controller::for_stream(stream::pending::<Result<$kind, watcher::Error>>(), reader)
                 .with_config(cfg.clone())
                 .reconcile_on($rx)
                 .graceful_shutdown_on(shutdown.clone())
                 .run(
-                    |o, sh| observed($name, o, sh, $reconcile),
+                    move |o, sh| {
+                        let latest = latest.clone();
+                        observed(
+                            $name,
+                            o,
+                            sh,
+                            move |o: &$kind| latest.get(&ObjectRef::from_obj(o)),
+                            $reconcile,
+                        )
+                    },
                     error_policy,
                     shared.clone(),
                 )
                 .for_each(|_| std::future::ready(()))
-        };
+        }};
     }
     futures::join!(
         controller!(

@@ -87,12 +87,18 @@ fn group(name: &str) -> Arc<ConfigMap> {
     })
 }
 
+/// A cache that shows the object as it was dispatched.
+fn as_dispatched(o: &ConfigMap) -> Option<Arc<ConfigMap>> {
+    Some(Arc::new(o.clone()))
+}
+
 async fn run(sh: &Arc<Shared>, controller: &'static str, ran: &Arc<AtomicUsize>) -> Action {
     let ran = ran.clone();
     observed(
         controller,
         group("pd"),
         sh.clone(),
+        as_dispatched,
         move |_, _| async move {
             ran.fetch_add(1, Ordering::SeqCst);
             Ok(Action::await_change())
@@ -131,10 +137,16 @@ async fn no_reconcile_runs_until_the_cache_shows_the_pod_it_deleted() {
     let other = ran.clone();
     let mut g = (*group("pd")).clone();
     g.metadata.namespace = Some("elsewhere".into());
-    observed("pdgroup", Arc::new(g), sh.clone(), move |_, _| async move {
-        other.fetch_add(1, Ordering::SeqCst);
-        Ok(Action::await_change())
-    })
+    observed(
+        "pdgroup",
+        Arc::new(g),
+        sh.clone(),
+        as_dispatched,
+        move |_, _| async move {
+            other.fetch_add(1, Ordering::SeqCst);
+            Ok(Action::await_change())
+        },
+    )
     .await
     .unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 1);
@@ -154,13 +166,19 @@ async fn group_reconciles_of_a_namespace_never_overlap() {
     for controller in ["pdgroup", "tikvgroup", "pdgroup", "tikvgroup"] {
         let (sh, active, max) = (sh.clone(), active.clone(), max.clone());
         tasks.push(tokio::spawn(async move {
-            observed(controller, group("g"), sh, move |_, _| async move {
-                let now = active.fetch_add(1, Ordering::SeqCst) + 1;
-                max.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                active.fetch_sub(1, Ordering::SeqCst);
-                Ok(Action::await_change())
-            })
+            observed(
+                controller,
+                group("g"),
+                sh,
+                as_dispatched,
+                move |_, _| async move {
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    Ok(Action::await_change())
+                },
+            )
             .await
             .unwrap()
         }));
@@ -178,13 +196,19 @@ async fn group_reconciles_of_a_namespace_never_overlap() {
     for _ in 0..3 {
         let (sh, active, max) = (sh.clone(), active.clone(), max.clone());
         tasks.push(tokio::spawn(async move {
-            observed("tikv", group("g"), sh, move |_, _| async move {
-                let now = active.fetch_add(1, Ordering::SeqCst) + 1;
-                max.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                active.fetch_sub(1, Ordering::SeqCst);
-                Ok(Action::await_change())
-            })
+            observed(
+                "tikv",
+                group("g"),
+                sh,
+                as_dispatched,
+                move |_, _| async move {
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    Ok(Action::await_change())
+                },
+            )
             .await
             .unwrap()
         }));
@@ -196,4 +220,47 @@ async fn group_reconciles_of_a_namespace_never_overlap() {
         max.load(Ordering::SeqCst) > 1,
         "instance reconciles ran one at a time"
     );
+}
+
+#[tokio::test]
+async fn a_reconcile_decides_on_the_cached_object_not_the_dispatched_copy() {
+    let (sh, _pods, _kube) = scope();
+    // Dispatched with an older copy; by the time it runs, the cache holds
+    // a newer one (e.g. the status this operator wrote last).
+    let mut newer = (*group("g")).clone();
+    newer.data = Some([("status".to_owned(), "written".to_owned())].into());
+    let newer = Arc::new(newer);
+    let seen = Arc::new(Mutex::new(None::<Arc<ConfigMap>>));
+    let got = seen.clone();
+    let cached = newer.clone();
+    observed(
+        "tikvgroup",
+        group("g"),
+        sh.clone(),
+        move |_| Some(cached),
+        move |o, _| async move {
+            *got.lock().unwrap() = Some(o);
+            Ok(Action::await_change())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().as_deref(), Some(newer.as_ref()));
+    // Gone from the cache: nothing runs.
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let action = observed(
+        "tikvgroup",
+        group("g"),
+        sh,
+        |_| None,
+        move |_, _| async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(Action::await_change())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
