@@ -144,7 +144,11 @@ pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
                 .into_iter()
                 .filter(|r| r.phase != FailoverPhase::Replacing),
         );
-        return finish(total, kept, done, false, None, completed, None);
+        let why = match input.pd {
+            PdView::Unreachable { message } => message.as_str(),
+            PdView::Reachable(_) => "no answer",
+        };
+        return finish(total, kept, done, Some(why), None, completed, None);
     };
 
     // Unhealthy members of live instances (one whose replacement started is
@@ -285,21 +289,21 @@ pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
             }
         }
     }
-    finish(total, kept, done, true, refusal, completed, recheck_after).with_replace(replace)
+    finish(total, kept, done, None, refusal, completed, recheck_after).with_replace(replace)
 }
 
 fn finish(
     total: i32,
     active: Vec<MemberFailure>,
     mut done: Vec<MemberFailure>,
-    pd_reachable: bool,
+    unreachable: Option<&str>,
     new_refusal: Option<Blocked>,
     completed: Vec<String>,
     recheck_after: Option<std::time::Duration>,
 ) -> FailoverPlan {
     done.sort_by_key(|r| std::cmp::Reverse(r.last_transition_time.0));
     done.truncate(KEEP_FINISHED);
-    let condition = condition_of(&active, pd_reachable);
+    let condition = condition_of(&active, unreachable);
     let mut failures = active;
     failures.extend(done);
     let status =
@@ -321,7 +325,8 @@ impl FailoverPlan {
     }
 }
 
-fn condition_of(active: &[MemberFailure], pd_reachable: bool) -> (bool, String, String) {
+/// The `Failover` condition; `unreachable`: why PD did not answer.
+fn condition_of(active: &[MemberFailure], unreachable: Option<&str>) -> (bool, String, String) {
     let of = |phase: FailoverPhase| -> Option<(String, String)> {
         let matching: Vec<&MemberFailure> = active.iter().filter(|r| r.phase == phase).collect();
         let first = matching.first()?;
@@ -343,13 +348,14 @@ fn condition_of(active: &[MemberFailure], pd_reachable: bool) -> (bool, String, 
     if let Some((reason, message)) = of(FailoverPhase::Replacing) {
         return (true, reason, message);
     }
-    if !pd_reachable {
+    if let Some(why) = unreachable {
         return (
             false,
             reasons::PD_UNAVAILABLE.to_owned(),
-            "PD is unreachable (a PD that lost its quorum answers nothing); failover takes no \
-             action"
-                .to_owned(),
+            format!(
+                "PD does not answer ({why}); failover takes no action. If a majority of the PD \
+                 members is down, PD lost its quorum: see docs/failover.md for the recovery"
+            ),
         );
     }
     for phase in [FailoverPhase::Refused, FailoverPhase::Observing] {

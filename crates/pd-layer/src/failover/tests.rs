@@ -168,6 +168,8 @@ fn two_unhealthy_members_or_a_lost_quorum_are_reported_not_acted_on() {
     let p = c.step(600);
     assert_eq!(p.replace, None);
     assert_eq!(p.condition.1, reasons::PD_UNAVAILABLE);
+    // The condition says what PD answered, not only that it did not.
+    assert!(p.condition.2.contains("(timeout)"), "{}", p.condition.2);
 }
 
 #[test]
