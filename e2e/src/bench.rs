@@ -1915,6 +1915,8 @@ const FAILOVER_MILESTONES: &[(&str, &str)] = &[
     ("replacement_created", "replacement TiKV object created"),
     ("replacement_up", "replacement store Up in PD"),
     ("failed_offline", "failed store Offline in PD"),
+    // No Region with a peer on the failed store, none with a down or missing peer.
+    ("regions_replicated", "every Region fully replicated again"),
     ("failed_tombstone", "failed store Tombstone in PD"),
     ("failed_instance_gone", "failed TiKV object gone"),
     ("completed", "record Completed"),
@@ -1977,6 +1979,13 @@ async fn failover(b: &Bench, period_secs: u64, timeout: Duration) -> Result<()> 
             "replacement: created -> store Up",
             up - created
         );
+        if let Some(replicated) = ms("regions_replicated") {
+            println!(
+                "{:<48} {:>10.2}",
+                "PD: replacement Up -> Regions replicated",
+                replicated - up
+            );
+        }
         println!("{:<48} {:>10.2}", "operator's own added time", added);
         for (label, v) in parts {
             println!("  {label:<46} {v:>10.2}");
@@ -2052,6 +2061,21 @@ fn failure_record(group: &Value, instance: &str) -> Option<(Option<SystemTime>, 
     Some((since, rec["phase"].as_str().unwrap_or_default().to_owned()))
 }
 
+/// Whether PD reports no Region with a down peer and none with a missing peer.
+async fn region_check_clean(b: &Bench, addr: &str) -> bool {
+    let mut clean = true;
+    for check in ["down-peer", "miss-peer"] {
+        let count = b
+            .env
+            .pd_get(addr, &format!("/pd/api/v1/regions/check/{check}"))
+            .await
+            .ok()
+            .and_then(|v| v["count"].as_u64());
+        clean &= count == Some(0);
+    }
+    clean
+}
+
 async fn failover_run(
     b: &Bench,
     op: &Operator,
@@ -2125,6 +2149,15 @@ async fn failover_run(
                 at.entry("failed_tombstone").or_insert(now);
             }
             last = format!("store {victim_store} {} ({} regions)", s.state, s.regions);
+            // Every Region fully replicated again: no peer left on the failed store, and PD's
+            // checks report no Region with a down or a missing peer.
+            if at.contains_key("store_unhealthy")
+                && !at.contains_key("regions_replicated")
+                && s.regions == 0
+                && region_check_clean(b, &addr).await
+            {
+                at.insert("regions_replicated", now);
+            }
         }
         if let Ok(g) = groups.get("tikv").await
             && let Some((since, phase)) = failure_record(&g.data, &victim)
