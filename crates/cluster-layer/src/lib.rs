@@ -422,15 +422,17 @@ pub async fn reconcile_cluster(ctx: &Ctx, s: &ClusterSnapshot<'_>) -> Result<Req
                     ctx.kube.delete(&gk).await?;
                 }
                 info!(kind = kind.as_str(), ?names, "deleting groups");
-                ctx.kube
-                    .publish_event(&EventSpec {
+                tikv_operator_core::objects::publish(
+                    ctx.kube.as_ref(),
+                    Ok(EventSpec {
                         regarding: key.reference(cluster.metadata.uid.as_deref()),
                         type_: EventType::Normal,
                         reason: "DeletingGroups".into(),
                         action: "Delete".into(),
                         note: format!("deleting {} groups {}", kind.as_str(), names.join(", ")),
-                    })
-                    .await?;
+                    }),
+                )
+                .await?;
             }
             DeletionStep::Wait(_) => {}
             DeletionStep::Done => {

@@ -62,6 +62,19 @@ pub fn event<K: Resource<DynamicType = ()>>(
     })
 }
 
+/// Publishes an Event. A failure is logged, never fatal: Events only inform,
+/// and the API server refuses them in a namespace being deleted, where
+/// finalizers must still go (found by e2e: a deleted namespace holding a
+/// TiKV cluster stayed Terminating forever). Every reconciler publishes
+/// through this one policy.
+pub async fn publish(kube: &dyn KubeWriter, spec: Result<EventSpec>) -> Result<()> {
+    let spec = spec?;
+    if let Err(e) = kube.publish_event(&spec).await {
+        tracing::warn!(reason = %spec.reason, error = %e, "cannot publish an Event; going on without it");
+    }
+    Ok(())
+}
+
 /// Whether `obj` carries the operator's finalizer ([`labels::FINALIZER`]).
 pub fn has_finalizer<K: Resource>(obj: &K) -> bool {
     obj.meta()

@@ -398,6 +398,27 @@ async fn scale_in_removes_the_member_through_pd_before_deleting_pod_and_pvcs() {
     assert_eq!(w.condition(condition::PROGRESSING).0, "False");
 }
 
+/// The API server refuses Events in a namespace being deleted (and may refuse them at any
+/// time); an Event is information, so a refused one never fails a PD reconcile or keeps a
+/// member's removal from finishing (the harness fails on any reconcile error).
+#[tokio::test]
+async fn refused_events_do_not_stop_a_pd_scale_in() {
+    let mut w = World::bootstrapped(3).await;
+    w.set_replicas(2);
+    for _ in 0..100 {
+        w.kube.fail_next(
+            KubeOp::PublishEvent,
+            "unable to create new content in namespace because it is being terminated",
+        );
+    }
+    for _ in 0..6 {
+        w.reconcile_group().await;
+        w.reconcile_all_instances().await;
+    }
+    assert_eq!(w.instance_names().len(), 2, "{:?}", w.instance_names());
+    assert_eq!(w.pd.member_names().len(), 2);
+}
+
 /// Safety rule 3: a new member that PD's etcd lists before its process
 /// started has no name. Scaling back in (or deleting the instance) must remove
 /// that member, found by its peer URL and removed by id, before its Pod and

@@ -58,9 +58,11 @@ async fn run_group_plan(
                     format!("creating PD member {}", names.join(", ")),
                 )
             };
-            ctx.kube
-                .publish_event(&event(group, EventType::Normal, reason, "Create", note)?)
-                .await?;
+            publish(
+                ctx.kube.as_ref(),
+                event(group, EventType::Normal, reason, "Create", note),
+            )
+            .await?;
         }
         GroupPlan::Remove { name, why } => {
             ctx.kube
@@ -70,15 +72,17 @@ async fn run_group_plan(
                 ))
                 .await?;
             info!(instance = %name, %why, "removing PD instance");
-            ctx.kube
-                .publish_event(&event(
+            publish(
+                ctx.kube.as_ref(),
+                event(
                     group,
                     EventType::Normal,
                     "ScalingIn",
                     "Delete",
                     format!("removing PD member {name} ({why})"),
-                )?)
-                .await?;
+                ),
+            )
+            .await?;
         }
         GroupPlan::Restart {
             name,
@@ -89,15 +93,17 @@ async fn run_group_plan(
                 .transfer_leader(to)
                 .await
                 .map_err(|e| Error::pd("transfer_leader", e))?;
-            ctx.kube
-                .publish_event(&event(
+            publish(
+                ctx.kube.as_ref(),
+                event(
                     group,
                     EventType::Normal,
                     "LeaderTransferred",
                     "TransferLeader",
                     format!("PD leadership moved from {name} to {to} before its restart"),
-                )?)
-                .await?;
+                ),
+            )
+            .await?;
         }
         GroupPlan::Restart {
             name,
@@ -123,28 +129,32 @@ async fn run_group_plan(
                     )
                     .await?;
             }
-            ctx.kube
-                .publish_event(&event(
+            publish(
+                ctx.kube.as_ref(),
+                event(
                     group,
                     EventType::Normal,
                     "Restarting",
                     "Delete",
                     format!("restarting PD member {name} with its new configuration"),
-                )?)
-                .await?;
+                ),
+            )
+            .await?;
         }
         GroupPlan::Wait(_) => {}
         GroupPlan::Refuse(b) => {
             warn!(reason = b.reason, message = %b.message, "scale-in refused");
-            ctx.kube
-                .publish_event(&event(
+            publish(
+                ctx.kube.as_ref(),
+                event(
                     group,
                     EventType::Warning,
                     b.reason,
                     "ScaleIn",
                     b.message.clone(),
-                )?)
-                .await?;
+                ),
+            )
+            .await?;
         }
     }
     Ok(())
@@ -380,15 +390,17 @@ pub async fn reconcile_group(
         && (b.reason == reasons::DOWNGRADE_REFUSED || b.reason == reasons::INVALID_CONFIG)
     {
         warn!(reason = b.reason, message = %b.message, "template refused");
-        ctx.kube
-            .publish_event(&event(
+        publish(
+            ctx.kube.as_ref(),
+            event(
                 group,
                 EventType::Warning,
                 b.reason,
                 "Upgrade",
                 b.message.clone(),
-            )?)
-            .await?;
+            ),
+        )
+        .await?;
     }
 
     // Report.
@@ -436,15 +448,17 @@ pub async fn reconcile_group(
         && progressing.status == conditions::TRUE
     {
         info!(notice = n, "Pods outdated only by the rendering generation");
-        ctx.kube
-            .publish_event(&event(
+        publish(
+            ctx.kube.as_ref(),
+            event(
                 group,
                 EventType::Normal,
                 revision::RENDERING_GENERATION_CHANGED,
                 "Restart",
                 n.to_owned(),
-            )?)
-            .await?;
+            ),
+        )
+        .await?;
     }
     conditions::set(&mut conds, progressing, generation, now);
     if let Some(f) = &fo {
@@ -560,38 +574,44 @@ async fn run_failover(
             .and_then(|r| r.message.clone())
             .unwrap_or_default();
         info!(instance = %name, %message, "PD failover");
-        ctx.kube
-            .publish_event(&event(
+        publish(
+            ctx.kube.as_ref(),
+            event(
                 group,
                 EventType::Normal,
                 fo_reasons::FAILOVER_STARTED,
                 "Failover",
                 message,
-            )?)
-            .await?;
+            ),
+        )
+        .await?;
     }
     for name in &plan.completed {
-        ctx.kube
-            .publish_event(&event(
+        publish(
+            ctx.kube.as_ref(),
+            event(
                 group,
                 EventType::Normal,
                 fo_reasons::FAILOVER_COMPLETED,
                 "Failover",
                 format!("failover of PD member {name} completed: it is gone; a new member joins"),
-            )?)
-            .await?;
+            ),
+        )
+        .await?;
     }
     if let Some(b) = &plan.new_refusal {
         warn!(reason = b.reason, message = %b.message, "PD failover refused");
-        ctx.kube
-            .publish_event(&event(
+        publish(
+            ctx.kube.as_ref(),
+            event(
                 group,
                 EventType::Warning,
                 b.reason,
                 "Failover",
                 b.message.clone(),
-            )?)
-            .await?;
+            ),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -56,30 +56,28 @@ async fn finalize_instance(
     info!(?step, "member removal");
     match step {
         RemovalStep::Wait(b) => {
-            ctx.kube
-                .publish_event(&event(
-                    pd,
-                    EventType::Warning,
-                    b.reason,
-                    "RemoveMember",
-                    b.message,
-                )?)
-                .await?;
+            publish(
+                ctx.kube.as_ref(),
+                event(pd, EventType::Warning, b.reason, "RemoveMember", b.message),
+            )
+            .await?;
         }
         RemovalStep::TransferLeader { to } => {
             pd_api
                 .transfer_leader(&to)
                 .await
                 .map_err(|e| Error::pd("transfer_leader", e))?;
-            ctx.kube
-                .publish_event(&event(
+            publish(
+                ctx.kube.as_ref(),
+                event(
                     pd,
                     EventType::Normal,
                     "LeaderTransferred",
                     "TransferLeader",
                     format!("PD leadership moved from {name} to {to}"),
-                )?)
-                .await?;
+                ),
+            )
+            .await?;
         }
         RemovalStep::RemoveMember { id } => {
             match pd_api.remove_member(id).await {
@@ -87,15 +85,17 @@ async fn finalize_instance(
                 Err(e) if e.is_already_gone() => {}
                 Err(e) => return Err(Error::pd("remove_member", e)),
             }
-            ctx.kube
-                .publish_event(&event(
+            publish(
+                ctx.kube.as_ref(),
+                event(
                     pd,
                     EventType::Normal,
                     "MemberRemoved",
                     "RemoveMember",
                     format!("PD member {name} (id {id}) removed from the PD cluster"),
-                )?)
-                .await?;
+                ),
+            )
+            .await?;
         }
         RemovalStep::DeletePod => {
             ctx.kube

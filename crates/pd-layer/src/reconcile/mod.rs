@@ -108,7 +108,7 @@ pub fn ready_since(pod: &Pod) -> Option<k8s_openapi::jiff::Timestamp> {
 
 use tikv_operator_core::objects::{
     cached, desired, ensure_finalizer, event, has_finalizer, name_of, patch_status_if_changed,
-    release_finalizer, started_by_pod,
+    publish, release_finalizer, started_by_pod,
 };
 
 pub use tikv_operator_core::revision::Revisions;

@@ -176,15 +176,10 @@ use tikv_operator_core::objects::{
     patch_status_if_changed, release_finalizer,
 };
 
-/// Publishes an Event. A failure is logged, never fatal: Events only inform, and the API
-/// server refuses them in a namespace being deleted, where finalizers must still go (found by
-/// e2e: a deleted namespace holding a TiKV cluster stayed Terminating forever).
+/// Publishes an Event through the one policy of every reconciler
+/// ([`objects::publish`]: a failure is logged, never fatal).
 async fn publish(ctx: &Ctx, spec: Result<EventSpec>) -> Result<()> {
-    let spec = spec?;
-    if let Err(e) = ctx.kube.publish_event(&spec).await {
-        warn!(reason = %spec.reason, error = %e, "cannot publish an Event; going on without it");
-    }
-    Ok(())
+    objects::publish(ctx.kube.as_ref(), spec).await
 }
 
 pub use tikv_operator_core::component::render::Rendered;
