@@ -169,7 +169,7 @@ fn two_unhealthy_members_or_a_lost_quorum_are_reported_not_acted_on() {
     assert_eq!(p.replace, None);
     assert_eq!(p.condition.1, reasons::PD_UNAVAILABLE);
     // The condition says what PD answered, not only that it did not.
-    assert!(p.condition.2.contains("(timeout)"), "{}", p.condition.2);
+    assert!(p.condition.2.contains("(no leader)"), "{}", p.condition.2);
 }
 
 #[test]
@@ -183,6 +183,7 @@ fn pd_unreachable_keeps_the_records_and_acts_on_nothing() {
     assert_eq!(p.replace, None);
     assert_eq!(c.record("pd-c").since, Time(t(0)));
     assert_eq!(p.condition.1, reasons::PD_UNAVAILABLE);
+    assert!(p.condition.2.contains("(timeout)"), "{}", p.condition.2);
 }
 
 #[test]

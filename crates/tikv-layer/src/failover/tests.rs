@@ -240,7 +240,7 @@ fn the_period_counts_from_the_last_heartbeat_pd_reports() {
     assert_eq!(p.status.unwrap().failures[0].since, Time(t(-500)));
     assert_eq!(
         p.recheck_after,
-        Some(std::time::Duration::from_secs(101)),
+        Some(std::time::Duration::from_millis(100_100)),
         "looks again when the period ends"
     );
     assert_eq!(c.step(99).action, FailoverAction::None);
