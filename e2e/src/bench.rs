@@ -1914,6 +1914,8 @@ const FAILOVER_MILESTONES: &[(&str, &str)] = &[
     ("period_over", "since + period"),
     ("replacement_created", "replacement TiKV object created"),
     ("replacement_up", "replacement store Up in PD"),
+    // PD's node_state: a new store is Preparing until it holds its share of Regions.
+    ("replacement_serving", "replacement store Serving in PD"),
     ("failed_offline", "failed store Offline in PD"),
     // No Region with a peer on the failed store, none with a down or missing peer.
     ("regions_replicated", "every Region fully replicated again"),
@@ -1955,12 +1957,15 @@ async fn failover(b: &Bench, period_secs: u64, timeout: Duration) -> Result<()> 
         ms("failed_tombstone"),
         ms("failed_instance_gone"),
     ) {
+        // The failed store is removed only once PD reports the replacement Serving (not
+        // Preparing); without the Serving reading (an old PD), from Up.
+        let serves = ms("replacement_serving").unwrap_or(up).max(up);
         // What the operator adds on top of the period and of what PD and the stores need.
         let parts = [
             ("starting the replacement after the period", created - due),
             (
-                "taking the failed store offline once the new one is Up",
-                offline - up,
+                "taking the failed store offline once the new one serves",
+                offline - serves,
             ),
             ("deleting the instance after Tombstone", gone - tomb),
         ];
@@ -1978,6 +1983,11 @@ async fn failover(b: &Bench, period_secs: u64, timeout: Duration) -> Result<()> 
             "{:<48} {:>10.2}",
             "replacement: created -> store Up",
             up - created
+        );
+        println!(
+            "{:<48} {:>10.2}",
+            "PD: replacement Up -> Serving",
+            serves - up
         );
         if let Some(replicated) = ms("regions_replicated") {
             println!(
@@ -2198,10 +2208,13 @@ async fn failover_run(
                     .ok()
                     .and_then(|o| o.data["status"]["id"].as_str()?.parse().ok());
             }
-            if let Some(id) = id
-                && stores.iter().any(|s| s.id == *id && s.state == "Up")
-            {
-                at.entry("replacement_up").or_insert(now);
+            if let Some(s) = id.and_then(|id| stores.iter().find(|s| s.id == id)) {
+                if s.state == "Up" {
+                    at.entry("replacement_up").or_insert(now);
+                }
+                if s.state == "Up" && s.serving {
+                    at.entry("replacement_serving").or_insert(now);
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -304,7 +304,7 @@ impl Env {
         Ok(text)
     }
 
-    /// Stores as PD's HTTP API reports them (all states), as (id, state name, leaders, regions).
+    /// Every store PD's HTTP API reports (all states, Tombstone ones included).
     pub async fn pd_stores(&self, addr: &str) -> Result<Vec<PdStore>> {
         let v = self
             .pd_get(addr, "/pd/api/v1/stores?state=0&state=1&state=2")
@@ -325,6 +325,19 @@ impl Env {
                     .to_string(),
                 leaders: s["status"]["leader_count"].as_u64().unwrap_or_default(),
                 regions: s["status"]["region_count"].as_u64().unwrap_or_default(),
+                // Absent means 0, Preparing (Go omitempty); 1 is Serving.
+                serving: s["store"]["node_state"].as_u64() == Some(1),
+                labels: s["store"]["labels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| {
+                        Some((
+                            l["key"].as_str()?.to_owned(),
+                            l["value"].as_str()?.to_owned(),
+                        ))
+                    })
+                    .collect(),
             })
             .collect())
     }
@@ -357,6 +370,11 @@ pub struct PdStore {
     pub leaders: u64,
     /// Region peers PD counts on the store.
     pub regions: u64,
+    /// PD's `node_state` is Serving (a new store is Preparing until PD has given it its share
+    /// of Regions).
+    pub serving: bool,
+    /// The store's labels.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A namespace owned by one test; deleted (without waiting) when dropped.

@@ -151,7 +151,7 @@ pub struct RefreshPolicy {
 impl Default for RefreshPolicy {
     fn default() -> Self {
         Self {
-            fast: Duration::from_secs(2),
+            fast: Duration::from_secs(1),
             slow: Duration::from_secs(30),
         }
     }

@@ -170,7 +170,7 @@ pub struct RunArgs {
 
     /// PD state refresh interval while an operation is in flight (scale-in, eviction, bootstrap).
     #[arg(long, env = "TIKV_OPERATOR_PD_REFRESH_FAST", value_name = "DURATION",
-          default_value = "2s", value_parser = parse_duration)]
+          default_value = "1s", value_parser = parse_duration)]
     pub pd_refresh_fast: Duration,
 
     /// PD state refresh interval at rest.
@@ -618,7 +618,7 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.controller.concurrency, 4);
         assert_eq!(s.controller.pd.timeout, secs(5));
-        assert_eq!(s.controller.pd.refresh.fast, secs(2));
+        assert_eq!(s.controller.pd.refresh.fast, secs(1));
         assert_eq!(s.controller.pd.refresh.slow, secs(30));
         assert_eq!(s.controller.pd.endpoint, PdEndpoint::Service);
         let le = s.leader_election.unwrap();
@@ -725,7 +725,7 @@ mod tests {
             "--pd-timeout",
             "3s",
             "--pd-refresh-fast",
-            "1s",
+            "500ms",
             "--pd-refresh-slow",
             "1m",
             "--pd-endpoint-template",
@@ -747,7 +747,7 @@ mod tests {
         assert_eq!(s.log_level, "debug,kube=info");
         assert_eq!(s.controller.concurrency, 16);
         assert_eq!(s.controller.pd.timeout, secs(3));
-        assert_eq!(s.controller.pd.refresh.fast, secs(1));
+        assert_eq!(s.controller.pd.refresh.fast, Duration::from_millis(500));
         assert_eq!(s.controller.pd.refresh.slow, secs(60));
         assert_eq!(
             s.controller.pd.endpoint,

@@ -20,15 +20,7 @@ use tikv_operator_e2e::harness::{Env, Invariant, wait_until};
 use tikv_operator_e2e::watchers::TIKV_PODS;
 use tikv_operator_e2e::world::World;
 
-/// A store as PD's HTTP API shows it, with its labels.
-#[derive(Debug, Clone)]
-pub struct Store {
-    pub id: u64,
-    pub address: String,
-    pub state: String,
-    pub regions: u64,
-    pub labels: BTreeMap<String, String>,
-}
+pub use tikv_operator_e2e::harness::PdStore as Store;
 
 /// What the TiKV tests need on top of the shared [`World`].
 pub trait KvWorld {
@@ -55,7 +47,7 @@ impl KvWorld for World {
     }
 
     async fn stores(&self) -> Result<Vec<Store>> {
-        pd_stores(&self.env, &self.pd_addr()).await
+        self.env.pd_stores(&self.pd_addr()).await
     }
 
     /// Waits until the Cluster is Ready, reports `tikv` TiKV instances all ready, and PD lists
@@ -190,41 +182,6 @@ pub fn group_of(kv: &TiKV) -> String {
         .get("core.tikv.org/group")
         .cloned()
         .unwrap_or_default()
-}
-
-/// Every store PD knows (Tombstone ones included), with labels.
-pub async fn pd_stores(env: &Env, addr: &str) -> Result<Vec<Store>> {
-    let v = env
-        .pd_get(addr, "/pd/api/v1/stores?state=0&state=1&state=2")
-        .await?;
-    Ok(v["stores"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| Store {
-            id: s["store"]["id"].as_u64().unwrap_or_default(),
-            address: s["store"]["address"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            state: s["store"]["state_name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            regions: s["status"]["region_count"].as_u64().unwrap_or_default(),
-            labels: s["store"]["labels"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| {
-                    Some((
-                        l["key"].as_str()?.to_owned(),
-                        l["value"].as_str()?.to_owned(),
-                    ))
-                })
-                .collect(),
-        })
-        .collect())
 }
 
 /// Store ids PD's evict-leader scheduler holds (both namings: one scheduler with a store list,
@@ -423,7 +380,7 @@ fn removal_watch_of(w: &World, with_pods: bool) -> Invariant {
                 if gone.is_empty() {
                     return Ok(());
                 }
-                let stores = match pd_stores(&env, &addr).await {
+                let stores = match env.pd_stores(&addr).await {
                     Ok(s) if !s.is_empty() => s,
                     other => {
                         // PD did not answer: check at the next tick, but not for long.
@@ -489,7 +446,7 @@ pub fn one_removal_at_a_time(w: &World) -> Invariant {
             let (env, addr) = (env.clone(), addr.clone());
             async move {
                 let evicting = evicting_stores(&env, &addr).await.ok();
-                let Ok(stores) = pd_stores(&env, &addr).await else {
+                let Ok(stores) = env.pd_stores(&addr).await else {
                     return Ok(());
                 };
                 let removing: Vec<u64> = stores
