@@ -14,7 +14,9 @@
 //!   ([`crate::simulator`]);
 //! - injects process faults: a pod named in [`Layout::faults`] has its process stopped
 //!   and not started again while the marker exists, although the Pod stays Running; so has
-//!   every pod bound to a node taken away.
+//!   every pod bound to a node taken away. A marker reading [`config::NOT_READY_FAULT`] (a
+//!   crash the kubelet's probe would notice) also turns the Pod NotReady and takes it out of
+//!   its Services' addresses.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -27,7 +29,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::config::{self, Layout};
@@ -79,6 +81,9 @@ struct Agent {
     /// the new pd-server found its ports or data directory still held, exited, and came back
     /// only after the restart back-off.
     stopping: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// UIDs of pods this agent turned NotReady for a fault (`Env::kill_pod_process`); only
+    /// those are turned Ready again.
+    unready: std::collections::HashSet<String>,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -96,6 +101,7 @@ pub async fn run(layout: Layout) -> Result<()> {
         hosts_base,
         hosts_last: String::new(),
         stopping: std::sync::Arc::default(),
+        unready: std::collections::HashSet::new(),
     };
     log("agent started");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -163,6 +169,62 @@ impl Agent {
                 )
                 .exists()
     }
+
+    /// Whether a test killed this pod's process as a crash its readiness probe would notice
+    /// (`Env::kill_pod_process`): the Pod must be NotReady.
+    fn not_ready_by_fault(&self, pod: &Pod) -> bool {
+        fs::read_to_string(self.layout.stopped_marker(
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+        ))
+        .is_ok_and(|c| c.trim() == config::NOT_READY_FAULT)
+    }
+
+    /// Pod readiness follows killed processes: a PD or TiKV pod whose process a test killed
+    /// turns NotReady (kwok never does this by itself), and Ready again once the marker goes.
+    async fn sync_readiness(&mut self, pods: &[Pod]) {
+        for pod in pods {
+            if !(is_component(pod, "pd") || is_component(pod, "tikv")) || running_ip(pod).is_none()
+            {
+                continue;
+            }
+            let id = uid(pod);
+            let want = !self.not_ready_by_fault(pod);
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if want == ready || (want && !self.unready.contains(&id)) {
+                continue;
+            }
+            let status = if want { "True" } else { "False" };
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let patch = json!({"status": {"conditions": [
+                {"type": "Ready", "status": status, "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": status, "lastTransitionTime": now},
+            ]}});
+            let api: Api<Pod> = Api::namespaced(
+                self.client.clone(),
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+            );
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
+                .await
+            {
+                Ok(_) => {
+                    log(format!("pod {} Ready={status} (fault)", key(pod)));
+                    if want {
+                        self.unready.remove(&id);
+                    } else {
+                        self.unready.insert(id);
+                    }
+                }
+                Err(e) => log(format!("pod {}: cannot set Ready={status}: {e}", key(pod))),
+            }
+        }
+    }
 }
 
 fn uid(pod: &Pod) -> String {
@@ -209,6 +271,7 @@ impl Agent {
         if let Err(e) = self.provision(&pvcs, &pvs).await {
             log(format!("provisioner: {e:#}"));
         }
+        self.sync_readiness(&pods).await;
         self.write_hosts(&pods, &services)?;
         self.sync_pds(&pods, &pvcs, &pvs).await;
         self.sync_stores(&pods, &pvcs, &pvs).await;
@@ -338,6 +401,8 @@ impl Agent {
                     let l = labels(p);
                     selector.iter().all(|(k, v)| l.get(k) == Some(v))
                 })
+                // A Service sends nothing to a Pod that is not Ready.
+                .filter(|p| !self.not_ready_by_fault(p))
                 .filter_map(|p| {
                     let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
                     Some((created, p.metadata.name.as_deref()?, running_ip(p)?))

@@ -146,7 +146,8 @@ impl Layout {
     pub fn faults(&self) -> PathBuf {
         self.root.join("faults")
     }
-    /// The fault file that stops the process of one pod (see [`Layout::faults`]).
+    /// The fault file that stops the process of one pod (see [`Layout::faults`]); its content
+    /// [`NOT_READY_FAULT`] also makes the Pod NotReady.
     pub fn stopped_marker(&self, namespace: &str, pod: &str) -> PathBuf {
         self.faults().join(format!("{namespace}_{pod}.stopped"))
     }
@@ -156,3 +157,7 @@ impl Layout {
         self.faults().join(format!("node_{node}.lost"))
     }
 }
+
+/// Content of a pod's stop marker when its Pod must also turn NotReady (`Env::kill_pod_process`);
+/// an empty marker keeps the Pod Ready (a hung process whose probe still passes).
+pub const NOT_READY_FAULT: &str = "notready";

@@ -200,6 +200,19 @@ impl Env {
         Ok(())
     }
 
+    /// Kills the process behind a Pod as a crash the kubelet notices: like
+    /// [`Env::stop_pod_process`], and the agent also turns the Pod's `Ready` and
+    /// `ContainersReady` conditions False (as a failing readiness probe would) and drops it from
+    /// its Services' addresses, until [`Env::start_pod_process`].
+    pub fn kill_pod_process(&self, namespace: &str, pod: &str) -> Result<()> {
+        std::fs::create_dir_all(self.layout.faults())?;
+        std::fs::write(
+            self.layout.stopped_marker(namespace, pod),
+            crate::config::NOT_READY_FAULT,
+        )?;
+        Ok(())
+    }
+
     /// Lets the agent start the process behind a Pod again (see [`Env::stop_pod_process`]).
     pub fn start_pod_process(&self, namespace: &str, pod: &str) -> Result<()> {
         match std::fs::remove_file(self.layout.stopped_marker(namespace, pod)) {

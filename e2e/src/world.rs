@@ -66,6 +66,28 @@ impl World {
         Ok(self.api::<K>().list(&lp).await?.items)
     }
 
+    /// Waits until the Pod `name` of the namespace reports `Ready` as `ready` (e.g. the Pod of a
+    /// process killed with `Env::kill_pod_process` turning NotReady).
+    pub async fn wait_pod_ready(&self, name: &str, ready: bool, timeout: Duration) -> Result<()> {
+        let pods = self.api::<k8s_openapi::api::core::v1::Pod>();
+        wait_until(
+            &self.env,
+            &format!("Pod {name} Ready={ready}"),
+            timeout,
+            || async {
+                let p = pods.get(name).await?;
+                let is_ready = p
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                Ok((is_ready == ready).then_some(()))
+            },
+        )
+        .await
+    }
+
     /// The reasons of the namespace's Events whose fields match `fields` (a field selector such
     /// as `involvedObject.kind=PDGroup`).
     pub async fn event_reasons(&self, fields: &str) -> Result<std::collections::BTreeSet<String>> {

@@ -48,7 +48,10 @@ async fn replace_one(w: &World, victim_out: &std::sync::Mutex<Option<String>>) -
     let before: BTreeSet<String> = kvs.iter().map(ResourceExt::name_any).collect();
     *kv::lock(victim_out) = Some(victim.clone());
     let stopped = Instant::now();
-    w.env.stop_pod_process(&w.ns.name, &victim)?;
+    w.env.kill_pod_process(&w.ns.name, &victim)?;
+    // The crash as the kubelet reports it: the Pod turns NotReady.
+    w.wait_pod_ready(&victim, false, Duration::from_secs(30))
+        .await?;
 
     // A replacement joins, PD re-replicates, the failed store goes Tombstone, its instance goes.
     wait_replaced(w, &victim, victim_store, Duration::from_secs(420)).await?;
@@ -97,7 +100,7 @@ async fn two_down(w: &World, stopped: &std::sync::Mutex<Vec<String>>) -> Result<
     let victims: Vec<String> = kvs.iter().take(2).map(ResourceExt::name_any).collect();
     for v in &victims {
         kv::lock(stopped).push(v.clone());
-        w.env.stop_pod_process(&w.ns.name, v)?;
+        w.env.kill_pod_process(&w.ns.name, v)?;
     }
     // Past PD's Disconnected (20 s) and the period (20 s): reported as too many failures.
     wait_until(
@@ -179,7 +182,7 @@ async fn come_back(w: &World, stopped: &std::sync::Mutex<Vec<String>>) -> Result
         .and_then(store_id)
         .context("the victim has no store id")?;
     kv::lock(stopped).push(victim.clone());
-    w.env.stop_pod_process(&w.ns.name, &victim)?;
+    w.env.kill_pod_process(&w.ns.name, &victim)?;
 
     // The replacement appears after the period; its process is kept from starting (or stopped
     // at once, if the agent was faster than this poll).

@@ -699,7 +699,9 @@ async fn pd_failover(w: &World, stopped: &std::sync::Mutex<Option<String>>) -> R
     if let Ok(mut s) = stopped.lock() {
         *s = Some(victim.clone());
     }
-    w.env.stop_pod_process(&w.ns.name, &victim)?;
+    w.env.kill_pod_process(&w.ns.name, &victim)?;
+    w.wait_pod_ready(&victim, false, Duration::from_secs(30))
+        .await?;
 
     wait_until(
         &w.env,
@@ -870,7 +872,7 @@ async fn lost_quorum(w: &World, stopped: &std::sync::Mutex<Vec<String>>) -> Resu
         if let Ok(mut s) = stopped.lock() {
             s.push(v.clone());
         }
-        w.env.stop_pod_process(&w.ns.name, v)?;
+        w.env.kill_pod_process(&w.ns.name, v)?;
     }
     let pdgroups = w.api::<PDGroup>();
     let reported = wait_until(
