@@ -137,12 +137,19 @@ pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
     let in_flight = !kept.is_empty();
 
     let Some(m) = input.pd.membership() else {
-        // Safety rule 5: without PD's answer nothing is decided; what was
-        // seen is kept as it was.
+        // Safety rule 5: without PD's answer nothing is decided. The records
+        // stay, but what a member did while PD did not answer is unknown, so
+        // its period starts over when PD answers again: found by e2e, after a
+        // lost quorum came back, a member still catching up was replaced at
+        // once because its record's clock had run through the outage.
         kept.extend(
             active
                 .into_iter()
-                .filter(|r| r.phase != FailoverPhase::Replacing),
+                .filter(|r| r.phase != FailoverPhase::Replacing)
+                .map(|mut r| {
+                    r.since = Time(now);
+                    r
+                }),
         );
         let why = match input.pd {
             PdView::Unreachable { message } => message.as_str(),

@@ -181,9 +181,16 @@ fn pd_unreachable_keeps_the_records_and_acts_on_nothing() {
     };
     let p = c.step(900);
     assert_eq!(p.replace, None);
-    assert_eq!(c.record("pd-c").since, Time(t(0)));
     assert_eq!(p.condition.1, reasons::PD_UNAVAILABLE);
     assert!(p.condition.2.contains("(timeout)"), "{}", p.condition.2);
+    // The record stays, but its period starts over: nothing is known of the
+    // member while PD did not answer (a quorum that came back with this
+    // member still catching up must not lose it at once).
+    assert_eq!(c.record("pd-c").since, Time(t(900)));
+    c.pd = Case::new([true, true, false]).pd;
+    assert_eq!(c.step(901).replace, None);
+    assert_eq!(c.step(1499).replace, None);
+    assert_eq!(c.step(1500).replace.as_deref(), Some("pd-c"));
 }
 
 #[test]
