@@ -846,10 +846,10 @@ async fn pd_objects((pds, pods, pvcs): &PdApis) -> Result<(BTreeSet<String>, Vec
 async fn lost_quorum(w: &World, stopped: &std::sync::Mutex<Vec<String>>) -> Result<()> {
     let yaml = cluster_yaml(3).replacen(
         "  replicas: 3\n  template:",
-        "  replicas: 3\n  failover:\n    enabled: true\n    periodSeconds: 15\n  template:",
+        "  replicas: 3\n  failover:\n    enabled: true\n    periodSeconds: 20\n  template:",
         1,
     );
-    ensure!(yaml.contains("periodSeconds: 15"), "cluster_yaml changed");
+    ensure!(yaml.contains("periodSeconds: 20"), "cluster_yaml changed");
     w.ns.apply(&yaml).await?;
     w.wait_ready(3, Duration::from_secs(180)).await?;
     let (members, leader, _) = pd_members(&w.env, &w.pd_addr()).await?;
@@ -893,7 +893,7 @@ async fn lost_quorum(w: &World, stopped: &std::sync::Mutex<Vec<String>>) -> Resu
     )
     .await?;
     // Three periods, re-checked: the state stays reported and nothing is replaced.
-    tokio::time::sleep(Duration::from_secs(45).saturating_sub(reported.0.elapsed())).await;
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(reported.0.elapsed())).await;
     let g = pdgroups.get("pd").await?;
     let st = g.status.context("no status")?;
     let cond = st
@@ -920,6 +920,23 @@ async fn lost_quorum(w: &World, stopped: &std::sync::Mutex<Vec<String>>) -> Resu
     }
     stopped.lock().map(|mut s| s.clear()).ok();
     w.wait_ready(3, Duration::from_secs(180)).await?;
+    // Every member caught up (PD's own health check), then: the same members, none replaced.
+    wait_until(
+        &w.env,
+        "PD reports 3 healthy members",
+        Duration::from_secs(120),
+        || async {
+            let h = w.env.pd_get(&w.pd_addr(), "/pd/api/v1/health").await?;
+            let healthy = h
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["health"].as_bool() == Some(true))
+                .count();
+            Ok((healthy == 3).then_some(()))
+        },
+    )
+    .await?;
     let (after, _, _) = pd_members(&w.env, &w.pd_addr()).await?;
     ensure!(
         after == members,
