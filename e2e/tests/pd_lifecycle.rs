@@ -669,6 +669,26 @@ fn remove_first_watch(w: &World, victim: &str, most: usize) -> Invariant {
     )
 }
 
+/// Waits until PD's own health check reports `n` healthy members.
+async fn wait_pd_healthy(w: &World, n: usize) -> Result<()> {
+    wait_until(
+        &w.env,
+        &format!("PD reports {n} healthy members"),
+        Duration::from_secs(120),
+        || async {
+            let h = w.env.pd_get(&w.pd_addr(), "/pd/api/v1/health").await?;
+            let healthy = h
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["health"].as_bool() == Some(true))
+                .count();
+            Ok((healthy == n).then_some(()))
+        },
+    )
+    .await
+}
+
 /// The names of the namespace's PD instances.
 async fn pd_instances(w: &World) -> Result<BTreeSet<String>> {
     Ok(w.list::<PD>(None)
@@ -717,22 +737,7 @@ async fn pd_failover(w: &World, stopped: &std::sync::Mutex<Option<String>>) -> R
     .await?;
     w.wait_ready(3, Duration::from_secs(180)).await?;
     // The new member runs: PD's own health check reports all three healthy.
-    wait_until(
-        &w.env,
-        "PD reports 3 healthy members",
-        Duration::from_secs(120),
-        || async {
-            let h = w.env.pd_get(&w.pd_addr(), "/pd/api/v1/health").await?;
-            let healthy = h
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|m| m["health"].as_bool() == Some(true))
-                .count();
-            Ok((healthy == 3).then_some(()))
-        },
-    )
-    .await?;
+    wait_pd_healthy(w, 3).await?;
     let g = w.api::<PDGroup>().get("pd").await?;
     let fo = g
         .status
@@ -921,22 +926,7 @@ async fn lost_quorum(w: &World, stopped: &std::sync::Mutex<Vec<String>>) -> Resu
     stopped.lock().map(|mut s| s.clear()).ok();
     w.wait_ready(3, Duration::from_secs(180)).await?;
     // Every member caught up (PD's own health check), then: the same members, none replaced.
-    wait_until(
-        &w.env,
-        "PD reports 3 healthy members",
-        Duration::from_secs(120),
-        || async {
-            let h = w.env.pd_get(&w.pd_addr(), "/pd/api/v1/health").await?;
-            let healthy = h
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|m| m["health"].as_bool() == Some(true))
-                .count();
-            Ok((healthy == 3).then_some(()))
-        },
-    )
-    .await?;
+    wait_pd_healthy(w, 3).await?;
     let (after, _, _) = pd_members(&w.env, &w.pd_addr()).await?;
     ensure!(
         after == members,
