@@ -83,11 +83,19 @@ pub enum UpgradePolicy {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsCluster {
-    /// Enable mutual TLS. Immutable: it cannot be switched on or off on a
-    /// running cluster. Not implemented yet: a Cluster with `enabled: true`
-    /// reports `Synced=False` (reason `TLSNotSupported`) and gets no members.
+    /// Enable mutual TLS between PD, TiKV and the operator. Immutable: it
+    /// cannot be switched on or off on a running cluster. Each group's
+    /// members mount the Secret `<group>-pd-tls` / `<group>-tikv-tls` (or the
+    /// template's `tlsSecretName`); see docs/tls.md for the keys and the
+    /// names the certificates must cover.
     #[serde(default)]
     pub enabled: bool,
+    /// Secret (`ca.crt`, `tls.crt`, `tls.key`) the operator uses to reach PD
+    /// (default `<cluster>-client-tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = rules::object_reference("clientSecretName")))]
+    pub client_secret_name: Option<String>,
 }
 
 /// An optional behaviour, enabled by name.

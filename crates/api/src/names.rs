@@ -57,6 +57,21 @@ pub fn tikv_peer_service(group: &str) -> String {
     format!("{group}-tikv-peer")
 }
 
+/// Default name of the Secret the members of a PDGroup mount when the Cluster enables TLS.
+pub fn pd_tls_secret(group: &str) -> String {
+    format!("{group}-pd-tls")
+}
+
+/// Default name of the Secret the members of a TiKVGroup mount when the Cluster enables TLS.
+pub fn tikv_tls_secret(group: &str) -> String {
+    format!("{group}-tikv-tls")
+}
+
+/// Default name of the Secret the operator uses to reach PD when the Cluster enables TLS.
+pub fn client_tls_secret(cluster: &str) -> String {
+    format!("{cluster}-client-tls")
+}
+
 /// Every name derived from a group name, for length checks.
 pub fn all_group_derived(group: &str) -> Vec<String> {
     vec![

@@ -138,7 +138,12 @@ pub struct TiKVTemplateSpec {
     pub volumes: Vec<Volume>,
     /// Overrides applied last to the rendered Pod and PVCs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overlay: Option<Overlay>,
+    pub overlay: Option<Overlay>,    /// Secret with `ca.crt`, `tls.crt` and `tls.key` the members mount when
+    /// the Cluster enables TLS (default `<group>-tikv-tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = rules::object_reference("tlsSecretName")))]
+    pub tls_secret_name: Option<String>,
 }
 
 /// TiKV server settings.
@@ -280,6 +285,11 @@ pub struct TiKVSpec {
     #[schemars(length(max = 63))]
     #[schemars(extend("x-kubernetes-validations" = rules::subdomain()))]
     pub subdomain: String,
+    /// Whether this member speaks TLS (the Cluster's `tlsCluster.enabled`
+    /// when the member was created). Immutable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(extend("x-kubernetes-validations" = rules::immutable("tlsCluster")))]
+    pub tls_cluster: bool,
     /// Set by the group to take this store out of the cluster: its leaders
     /// are evicted and PD removes the store. Clearing it before the store is
     /// removed cancels the removal.
