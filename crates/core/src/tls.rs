@@ -336,7 +336,7 @@ pub fn check(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use rcgen::{
@@ -344,7 +344,7 @@ mod tests {
         IsCa, KeyPair, KeyUsagePurpose,
     };
 
-    fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    pub(crate) fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -373,7 +373,10 @@ mod tests {
         (cert.pem(), key.serialize_pem())
     }
 
-    fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, sans: &[&str]) -> (String, String) {
+    pub(crate) fn leaf(
+        issuer: &CertifiedIssuer<'static, KeyPair>,
+        sans: &[&str],
+    ) -> (String, String) {
         leaf_with(
             issuer,
             sans,
@@ -385,7 +388,7 @@ mod tests {
         )
     }
 
-    fn secret(ca: &str, cert: &str, key: &str) -> Secret {
+    pub(crate) fn secret(ca: &str, cert: &str, key: &str) -> Secret {
         let mut data = BTreeMap::new();
         for (k, v) in [(CA_KEY, ca), (CERT_KEY, cert), (KEY_KEY, key)] {
             data.insert(k.to_owned(), ByteString(v.as_bytes().to_vec()));
@@ -396,7 +399,7 @@ mod tests {
         }
     }
 
-    fn now() -> Timestamp {
+    pub(crate) fn now() -> Timestamp {
         "2026-12-07T10:00:00Z".parse().unwrap()
     }
 

@@ -387,4 +387,98 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn tls_names_are_every_member_and_the_dialed_services() {
+        assert_eq!(
+            tls_names::<TestPd>("basic", "ns1", ["basic-pd-a", "basic-pd-b"]),
+            [
+                "basic-pd-a.basic-pd-peer.ns1.svc",
+                "basic-pd-b.basic-pd-peer.ns1.svc",
+                "basic-pd.ns1.svc",
+                "basic-pd-peer.ns1.svc",
+            ]
+        );
+    }
+
+    /// The group's Secret (the template's name, else the default) is checked
+    /// for every member; a member not covered is named with the wildcard
+    /// that covers them all; the client Secret is told first.
+    #[test]
+    fn tls_refusals_name_the_secret_and_the_fix() {
+        use crate::tls::tests::{ca, leaf, now, secret};
+        let g = group(false);
+        let mut template = g.spec.template.spec.clone();
+        let ca = ca("ca");
+        let services = ["basic-pd.ns1.svc", "basic-pd-peer.ns1.svc"];
+        let (cert, key) = leaf(&ca, &services);
+        let no_members = secret(&ca.pem(), &cert, &key);
+        let b = tls_refusal::<TestPd>(
+            "basic",
+            "ns1",
+            &template,
+            Some(&no_members),
+            ["basic-pd-a"],
+            now(),
+        )
+        .unwrap();
+        assert_eq!(b.reason, crate::tls::CERTIFICATE_MISSING_SAN);
+        assert!(b.message.contains("ns1/basic-pd-tls"), "{}", b.message);
+        assert!(
+            b.message.contains("basic-pd-a.basic-pd-peer.ns1.svc"),
+            "{}",
+            b.message
+        );
+        assert!(
+            b.message
+                .contains("*.basic-pd-peer.ns1.svc covers them all"),
+            "{}",
+            b.message
+        );
+        // No member yet: only the Services count.
+        assert_eq!(
+            tls_refusal::<TestPd>("basic", "ns1", &template, Some(&no_members), [], now()),
+            None
+        );
+        let (cert, key) = leaf(&ca, &["*.basic-pd-peer.ns1.svc", services[0], services[1]]);
+        let good = secret(&ca.pem(), &cert, &key);
+        assert_eq!(
+            tls_refusal::<TestPd>(
+                "basic",
+                "ns1",
+                &template,
+                Some(&good),
+                ["basic-pd-a"],
+                now()
+            ),
+            None
+        );
+        template.tls_secret_name = Some("mine".into());
+        let b = tls_refusal::<TestPd>("basic", "ns1", &template, None, [], now()).unwrap();
+        assert_eq!(b.reason, crate::tls::SECRET_MISSING);
+        assert!(b.message.contains("ns1/mine"), "{}", b.message);
+        // The client Secret first, then the group's.
+        let both = TlsSecrets {
+            client: Some(("ns1/basic-client-tls".into(), None)),
+            group: Some(good.clone()),
+        };
+        let b = both
+            .refusal::<TestPd>("basic", "ns1", &g.spec.template.spec, ["basic-pd-a"], now())
+            .unwrap();
+        assert!(b.message.contains("ns1/basic-client-tls"), "{}", b.message);
+        assert!(is_tls_refusal(b.reason));
+        let (cert, key) = leaf(&ca, &["tikv-operator"]);
+        let fixed = TlsSecrets {
+            client: Some((
+                "ns1/basic-client-tls".into(),
+                Some(secret(&ca.pem(), &cert, &key)),
+            )),
+            group: Some(good),
+        };
+        assert_eq!(
+            fixed.refusal::<TestPd>("basic", "ns1", &g.spec.template.spec, ["basic-pd-a"], now()),
+            None
+        );
+        assert!(!is_tls_refusal(render::INVALID_CONFIG));
+    }
 }
