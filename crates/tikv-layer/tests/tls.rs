@@ -148,3 +148,57 @@ async fn a_broken_secret_keeps_template_changes_from_the_stores() {
             .all(|i| i.spec.template.config.is_some())
     );
 }
+
+/// A failover replacement is a new store: one the certificate does not
+/// cover is not created (the failed store stays, nothing is removed).
+#[tokio::test]
+async fn a_failover_replacement_the_certificate_does_not_cover_is_not_created() {
+    let mut w = tls_world(3);
+    let ca = TestCa::new("ca");
+    w.kube
+        .insert_tls_secret(NS, "kv-tikv-tls", &ca.pem(), &ca.member(&[PEER]));
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    w.run_pods();
+    w.reconcile_all_instances().await;
+    w.reconcile_group().await;
+    assert_eq!(w.pd.stores().await.unwrap().len(), 3);
+
+    // A certificate naming exactly the three stores there are.
+    let names = w.instance_names();
+    let hosts: Vec<String> = names
+        .iter()
+        .map(|n| format!("{n}.kv-tikv-peer.ns.svc"))
+        .collect();
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    w.kube
+        .insert_tls_secret(NS, "kv-tikv-tls", &ca.pem(), &ca.member(&hosts));
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["failover"] = json!({"periodSeconds": 60});
+    w.kube.insert(group_key(), g);
+    let victim = names[2].clone();
+    let store = w.store_of(&victim);
+    let all: Vec<StoreId> = names.iter().map(|n| w.store_of(n)).collect();
+    w.pd.set_store_counts(store, 20, 0);
+    w.pd.set_store_liveness(store, pd_client::StoreLiveness::Down);
+    w.pd.set_unhealthy_regions(vec![pd_client::UnhealthyRegion {
+        id: 1,
+        voters: all,
+        down: vec![store],
+        pending: vec![],
+    }]);
+    w.round().await;
+    assert_eq!(synced(&w).0, "True", "{}", synced(&w).2);
+    w.clock.advance(Duration::from_secs(61));
+    w.kube.clear_calls();
+    w.round().await;
+    assert_eq!(w.instances().len(), 3, "no replacement created");
+    assert!(w.deletes().is_empty());
+    let (status, reason, message) = synced(&w);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", tls::CERTIFICATE_MISSING_SAN),
+        "{message}"
+    );
+    assert!(message.contains(PEER), "{message}");
+}

@@ -287,3 +287,33 @@ mod groups;
 mod instance;
 pub use groups::{GroupSnapshot, reconcile_group};
 pub use instance::{InstanceSnapshot, Rendered, reconcile_instance, render_instance_objects};
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A member speaking TLS is asked at the name its certificate covers,
+    /// never at its Pod IP (no certificate covers it) nor in plaintext.
+    #[test]
+    fn members_are_asked_at_a_url_they_answer_on() {
+        let mut pd: PD = serde_json::from_value(serde_json::json!({
+            "apiVersion": "core.tikv.org/v1alpha1",
+            "kind": "PD",
+            "metadata": {"name": "pd-abc", "namespace": "ns"},
+            "spec": {
+                "cluster": {"name": "basic"},
+                "subdomain": "pd-pd-peer",
+                "version": "v8.5.5",
+                "volumes": [{"name": "data", "mounts": [{"type": "data"}], "storage": "1Gi"}]
+            }
+        }))
+        .unwrap();
+        assert_eq!(member_probe_url(&pd, "10.0.0.7"), "http://10.0.0.7:2379");
+        pd.spec.tls_cluster = true;
+        assert_eq!(
+            member_probe_url(&pd, "10.0.0.7"),
+            "https://pd-abc.pd-pd-peer.ns.svc:2379"
+        );
+    }
+}

@@ -303,7 +303,8 @@ impl World {
                 .get_typed(&ObjectKey::new::<ConfigMap>(Some(NS), &name))
                 .unwrap();
             let cfg: toml::Table = cm.data.unwrap()["tikv.toml"].parse().unwrap();
-            assert_eq!(cfg["pd"]["endpoints"][0].as_str(), Some(PD_URL));
+            let pd_url = self.cluster.pd_url.as_deref().unwrap_or(PD_URL);
+            assert_eq!(cfg["pd"]["endpoints"][0].as_str(), Some(pd_url));
             let address = cfg["server"]["advertise-addr"].as_str().unwrap().to_owned();
             let known = (1..self.next_store).any(|id| {
                 self.pd
