@@ -140,3 +140,20 @@ pub struct ComponentStatus {
     #[serde(default)]
     pub ready_replicas: i32,
 }
+
+impl Cluster {
+    /// Whether the Cluster asks for mutual TLS (`spec.tlsCluster.enabled`).
+    pub fn tls_enabled(&self) -> bool {
+        self.spec.tls_cluster.as_ref().is_some_and(|t| t.enabled)
+    }
+
+    /// The Secret the operator reaches PD with when the Cluster asks for
+    /// TLS: `spec.tlsCluster.clientSecretName`, default
+    /// [`crate::names::client_tls_secret`]. `None` without TLS.
+    pub fn client_tls_secret(&self) -> Option<String> {
+        let tls = self.spec.tls_cluster.as_ref().filter(|t| t.enabled)?;
+        Some(tls.client_secret_name.clone().unwrap_or_else(|| {
+            crate::names::client_tls_secret(self.metadata.name.as_deref().unwrap_or_default())
+        }))
+    }
+}

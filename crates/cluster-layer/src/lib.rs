@@ -134,17 +134,14 @@ impl GroupSummary {
 
 /// Whether the Cluster asks for mutual TLS between its components.
 pub fn tls_requested(cluster: &Cluster) -> bool {
-    cluster.spec.tls_cluster.as_ref().is_some_and(|t| t.enabled)
+    cluster.tls_enabled()
 }
 
 /// The client TLS Secret the operator reaches the Cluster's PD with
 /// (`spec.tlsCluster.clientSecretName`, default `<cluster>-client-tls`);
 /// `None` when the Cluster does not ask for TLS.
 pub fn client_tls_secret(cluster: &Cluster) -> Option<String> {
-    let tls = cluster.spec.tls_cluster.as_ref().filter(|t| t.enabled)?;
-    Some(tls.client_secret_name.clone().unwrap_or_else(|| {
-        names::client_tls_secret(cluster.metadata.name.as_deref().unwrap_or_default())
-    }))
+    cluster.client_tls_secret()
 }
 
 /// Reason of `Synced=False` when PD reports another cluster id than the one recorded.

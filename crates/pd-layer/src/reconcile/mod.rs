@@ -94,11 +94,7 @@ impl ClusterFacts {
                 missing: false,
                 pd_cluster_id_known: c.status.as_ref().is_some_and(|s| s.id.is_some()),
                 revision_history_limit: history::limit_of(c.spec.revision_history_limit),
-                client_tls_secret: c.spec.tls_cluster.as_ref().filter(|t| t.enabled).map(|t| {
-                    t.client_secret_name.clone().unwrap_or_else(|| {
-                        names::client_tls_secret(c.metadata.name.as_deref().unwrap_or_default())
-                    })
-                }),
+                client_tls_secret: c.client_tls_secret(),
             },
         }
     }
@@ -314,6 +310,35 @@ mod tests {
         assert_eq!(
             member_probe_url(&pd, "10.0.0.7"),
             "https://pd-abc.pd-pd-peer.ns.svc:2379"
+        );
+    }
+
+    #[test]
+    fn a_cluster_asking_for_tls_names_its_client_secret() {
+        let mut c: Cluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "core.tikv.org/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "basic", "namespace": "ns"},
+            "spec": {}
+        }))
+        .unwrap();
+        assert_eq!(ClusterFacts::from_cluster(Some(&c)).client_tls_secret, None);
+        c.spec.tls_cluster = serde_json::from_value(serde_json::json!({"enabled": true})).unwrap();
+        assert_eq!(
+            ClusterFacts::from_cluster(Some(&c))
+                .client_tls_secret
+                .as_deref(),
+            Some("basic-client-tls")
+        );
+        c.spec.tls_cluster = serde_json::from_value(
+            serde_json::json!({"enabled": true, "clientSecretName": "mine"}),
+        )
+        .unwrap();
+        assert_eq!(
+            ClusterFacts::from_cluster(Some(&c))
+                .client_tls_secret
+                .as_deref(),
+            Some("mine")
         );
     }
 }

@@ -154,7 +154,7 @@ impl ClusterFacts {
                 pd_url: c.status.as_ref().and_then(|s| s.pd.clone()),
                 pd_upgrading: None,
                 revision_history_limit: history::limit_of(c.spec.revision_history_limit),
-                tls: c.spec.tls_cluster.as_ref().is_some_and(|t| t.enabled),
+                tls: c.tls_enabled(),
             },
         }
     }
