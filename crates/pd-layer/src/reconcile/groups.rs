@@ -417,6 +417,15 @@ pub async fn reconcile_group(
                 });
             }
         }
+        if let GroupPlan::Restart { name, .. } = &plan
+            && let Some(message) =
+                too_young_to_restart(pd_api, s.instances, s.pods, name, now).await
+        {
+            plan = GroupPlan::Wait(crate::group::Blocked {
+                reason: reasons::WAITING_FOR_MEMBER,
+                message,
+            });
+        }
         // A restart due only to a rendering generation bump is announced
         // (Progressing, an Event) one reconcile before the first Pod goes.
         if announce
