@@ -134,3 +134,39 @@ pub async fn pd_members_not_answering(
     }
     Ok(out)
 }
+
+/// At every poll (1 s) PD lists exactly `n` stores that are not Tombstone, every one of them
+/// Up (not Disconnected, Down or Offline). Reads that fail are tolerated twice in a row: PD's
+/// availability is the quorum watcher's to judge.
+pub fn stores_up_watch(w: &World, n: usize) -> Invariant {
+    let env = w.env.clone();
+    let addr = w.pd_addr();
+    let failed = Arc::new(AtomicU32::new(0));
+    Invariant::watch(
+        &format!("{n} TiKV stores Up in PD"),
+        Duration::from_secs(1),
+        move || {
+            let (env, addr, failed) = (env.clone(), addr.clone(), failed.clone());
+            async move {
+                let stores = match env.pd_stores(&addr).await {
+                    Ok(s) => {
+                        failed.store(0, Ordering::SeqCst);
+                        s
+                    }
+                    Err(e) if failed.fetch_add(1, Ordering::SeqCst) >= 2 => return Err(e),
+                    Err(_) => return Ok(()),
+                };
+                let live: Vec<String> = stores
+                    .iter()
+                    .filter(|s| s.state != "Tombstone")
+                    .map(|s| format!("{} {}", s.id, s.state))
+                    .collect();
+                let up = stores.iter().filter(|s| s.state == "Up").count();
+                if live.len() != n || up != n {
+                    bail!("PD's stores: {live:?}");
+                }
+                Ok(())
+            }
+        },
+    )
+}
