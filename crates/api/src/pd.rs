@@ -129,7 +129,8 @@ pub struct PDTemplateSpec {
     pub volumes: Vec<Volume>,
     /// Overrides applied last to the rendered Pod and PVCs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overlay: Option<Overlay>,    /// Secret with `ca.crt`, `tls.crt` and `tls.key` the members mount when
+    pub overlay: Option<Overlay>,
+    /// Secret with `ca.crt`, `tls.crt` and `tls.key` the members mount when
     /// the Cluster enables TLS (default `<group>-pd-tls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
@@ -239,7 +240,7 @@ pub struct MemberFailure {
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = rules::topology_immutable()))]
+#[schemars(extend("x-kubernetes-validations" = rules::instance_immutable()))]
 pub struct PDSpec {
     /// The Cluster this member belongs to. Immutable.
     #[schemars(extend("x-kubernetes-validations" = rules::immutable("cluster")))]
@@ -258,9 +259,8 @@ pub struct PDSpec {
     #[schemars(extend("x-kubernetes-validations" = rules::subdomain()))]
     pub subdomain: String,
     /// Whether this member speaks TLS (the Cluster's `tlsCluster.enabled`
-    /// when the member was created). Immutable.
+    /// when the member was created). Immutable (absent means false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    #[schemars(extend("x-kubernetes-validations" = rules::immutable("tlsCluster")))]
     pub tls_cluster: bool,
     /// The member's specification (copied from the group template).
     #[serde(flatten)]

@@ -77,12 +77,19 @@ pub fn object_name(kind: &str, max: usize) -> ValidationRule {
     }
 }
 
-/// Instance spec: `topology` can be neither changed, added nor removed.
-pub fn topology_immutable() -> Value {
-    json!([rule(
-        "has(self.topology) == has(oldSelf.topology) && (!has(self.topology) || self.topology == oldSelf.topology)",
-        "topology is immutable",
-    )])
+/// Instance spec: `topology` can be neither changed, added nor removed;
+/// `tlsCluster` (absent means false) cannot change.
+pub fn instance_immutable() -> Value {
+    json!([
+        rule(
+            "has(self.topology) == has(oldSelf.topology) && (!has(self.topology) || self.topology == oldSelf.topology)",
+            "topology is immutable",
+        ),
+        rule(
+            "(has(self.tlsCluster) && self.tlsCluster) == (has(oldSelf.tlsCluster) && oldSelf.tlsCluster)",
+            "tlsCluster is immutable",
+        )
+    ])
 }
 
 /// Cluster spec: `tlsCluster.enabled` (absent means false) is immutable.
@@ -124,7 +131,8 @@ impl OwnedKeys {
     }
 }
 
-/// PD configuration keys the operator sets itself.
+/// PD configuration keys the operator sets itself (the `[security]` paths
+/// point at the mounted TLS Secret when the Cluster enables TLS).
 pub const PD_OWNED_KEYS: OwnedKeys = OwnedKeys {
     top: &[
         "name",
@@ -137,11 +145,12 @@ pub const PD_OWNED_KEYS: OwnedKeys = OwnedKeys {
         "initial-cluster-state",
         "join",
     ],
-    tables: &[],
+    tables: &[("security", &["cacert-path", "cert-path", "key-path"])],
 };
 
 /// TiKV configuration keys the operator sets itself (`server.labels` come from
-/// `spec.server.labels` and the node's topology).
+/// `spec.server.labels` and the node's topology; the `[security]` paths point
+/// at the mounted TLS Secret when the Cluster enables TLS).
 pub const TIKV_OWNED_KEYS: OwnedKeys = OwnedKeys {
     top: &[],
     tables: &[
@@ -157,6 +166,7 @@ pub const TIKV_OWNED_KEYS: OwnedKeys = OwnedKeys {
         ),
         ("storage", &["data-dir"]),
         ("pd", &["endpoints"]),
+        ("security", &["ca-path", "cert-path", "key-path"]),
     ],
 };
 
@@ -278,11 +288,16 @@ pub const OWNED_LABEL_KEYS: &[&str] = &[labels::MANAGED_BY, labels::COMPONENT];
 /// Name of the Pod volume holding the rendered configuration (the operator's own).
 pub const CONFIG_VOLUME_NAME: &str = "config";
 
+/// Name of the Pod volume holding the TLS Secret of a member of a Cluster
+/// that enables TLS (the operator's own).
+pub const TLS_VOLUME_NAME: &str = "tls";
+
 /// Directories the operator uses inside the PD container.
 pub const PD_PATHS: ComponentPaths = ComponentPaths {
     component: "PD",
     config_dir: "/etc/pd",
     data_dir: "/var/lib/pd",
+    tls_dir: "/var/lib/pd-tls",
 };
 
 /// Directories the operator uses inside the TiKV container.
@@ -290,6 +305,7 @@ pub const TIKV_PATHS: ComponentPaths = ComponentPaths {
     component: "TiKV",
     config_dir: "/etc/tikv",
     data_dir: "/var/lib/tikv",
+    tls_dir: "/var/lib/tikv-tls",
 };
 
 /// Container directories of one component: where the operator mounts the
@@ -302,6 +318,8 @@ pub struct ComponentPaths {
     pub config_dir: &'static str,
     /// Default data directory.
     pub data_dir: &'static str,
+    /// Directory the TLS Secret is mounted at when the Cluster enables TLS.
+    pub tls_dir: &'static str,
 }
 
 /// Maximum length of a path (`mountPath`, `subPath`).
@@ -401,12 +419,13 @@ pub fn volume() -> Value {
     ])
 }
 
-/// `volumes[].name` may not take the name of the operator's configuration volume.
+/// `volumes[].name` may not take the name of the operator's configuration
+/// volume or of its TLS Secret volume.
 pub fn volume_name_not_reserved() -> Value {
     json!(rule(
-        format!("self != '{CONFIG_VOLUME_NAME}'"),
+        format!("self != '{CONFIG_VOLUME_NAME}' && self != '{TLS_VOLUME_NAME}'"),
         format!(
-            "volume name '{CONFIG_VOLUME_NAME}' is reserved: the operator mounts the configuration under that name"
+            "volume names '{CONFIG_VOLUME_NAME}' and '{TLS_VOLUME_NAME}' are reserved: the operator mounts the configuration and the TLS Secret under those names"
         ),
     ))
 }
@@ -458,13 +477,14 @@ pub fn sub_path() -> Value {
 }
 
 /// Rules over a component's whole volume list: a `data` volume, unique names,
-/// unique mount paths, no mount over the configuration directory, at most one
+/// unique mount paths, no mount over the configuration or TLS directory, at most one
 /// `data` mount.
 pub fn volumes(paths: &ComponentPaths) -> Value {
     let ComponentPaths {
         component,
         config_dir,
         data_dir,
+        tls_dir,
     } = *paths;
     let path = |m: &str| format!("(has({m}.mountPath) ? {m}.mountPath : '{data_dir}')");
     let is_data = |m: &str| format!("(has({m}.type) && {m}.type == 'data')");
@@ -493,6 +513,10 @@ pub fn volumes(paths: &ComponentPaths) -> Value {
                 path("m")
             ),
             format!("mountPath {config_dir} is reserved for the {component} configuration"),
+        ),
+        rule(
+            format!("self.all(v, v.mounts.all(m, {} != '{tls_dir}'))", path("m")),
+            format!("mountPath {tls_dir} is reserved for the {component} TLS Secret"),
         ),
         rule(
             format!(

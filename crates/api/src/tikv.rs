@@ -138,7 +138,8 @@ pub struct TiKVTemplateSpec {
     pub volumes: Vec<Volume>,
     /// Overrides applied last to the rendered Pod and PVCs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overlay: Option<Overlay>,    /// Secret with `ca.crt`, `tls.crt` and `tls.key` the members mount when
+    pub overlay: Option<Overlay>,
+    /// Secret with `ca.crt`, `tls.crt` and `tls.key` the members mount when
     /// the Cluster enables TLS (default `<group>-tikv-tls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
@@ -267,7 +268,7 @@ pub struct StoreFailure {
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = rules::topology_immutable()))]
+#[schemars(extend("x-kubernetes-validations" = rules::instance_immutable()))]
 pub struct TiKVSpec {
     /// The Cluster this store belongs to. Immutable.
     #[schemars(extend("x-kubernetes-validations" = rules::immutable("cluster")))]
@@ -286,9 +287,8 @@ pub struct TiKVSpec {
     #[schemars(extend("x-kubernetes-validations" = rules::subdomain()))]
     pub subdomain: String,
     /// Whether this member speaks TLS (the Cluster's `tlsCluster.enabled`
-    /// when the member was created). Immutable.
+    /// when the member was created). Immutable (absent means false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    #[schemars(extend("x-kubernetes-validations" = rules::immutable("tlsCluster")))]
     pub tls_cluster: bool,
     /// Set by the group to take this store out of the cluster: its leaders
     /// are evicted and PD removes the store. Clearing it before the store is
