@@ -77,18 +77,23 @@ pub async fn probe_pd_quorum(env: &Env, pods: &Api<Pod>) -> Result<()> {
             }
         };
         let listed = members["members"].as_array().map_or(0, Vec::len);
-        let healthy = health
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|h| h["health"].as_bool() == Some(true))
-            .count();
+        let healthy = healthy_members(&health);
         if listed == 0 || healthy * 2 <= listed {
             bail!("only {healthy} of {listed} PD members healthy");
         }
         return Ok(());
     }
     bail!("no PD member answered: {last}")
+}
+
+/// How many members PD's `/pd/api/v1/health` answer reports healthy.
+pub fn healthy_members(health: &serde_json::Value) -> usize {
+    health
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["health"].as_bool() == Some(true))
+        .count()
 }
 
 /// The PD Pods (not being deleted) whose member does not answer itself, with the reason:
