@@ -353,7 +353,7 @@ async fn a_cluster_asking_for_tls_gets_no_plaintext_members() -> Result<()> {
         let clusters = w.api::<Cluster>();
         wait_until(
             &w.env,
-            "Synced=False/TLSNotSupported",
+            "Synced=False/TLSSecretMissing",
             Duration::from_secs(60),
             || {
                 let clusters = clusters.clone();
@@ -365,7 +365,7 @@ async fn a_cluster_asking_for_tls_gets_no_plaintext_members() -> Result<()> {
                             s.common.conditions.iter().any(|c| {
                                 c.type_ == "Synced"
                                     && c.status == "False"
-                                    && c.reason == "TLSNotSupported"
+                                    && c.reason == "TLSSecretMissing"
                             })
                         })
                         .then_some(()))

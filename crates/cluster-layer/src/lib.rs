@@ -1,7 +1,8 @@
 //! The Cluster layer of tikv-operator.
 //!
-//! - [`plan_status`] (pure): the Cluster's status from its groups and the PD
-//!   state cache: `components[]`, `status.pd` (PD client URL), `status.id`
+//! - [`plan_status`] (pure): the Cluster's status from its groups, the PD
+//!   state cache and the check of its client TLS Secret (a Cluster asking
+//!   for TLS): `components[]`, `status.pd` (PD client URL), `status.id`
 //!   (the PD cluster id, recorded once and never overwritten; it is how the PD
 //!   layer knows PD was bootstrapped), and conditions Ready, Progressing,
 //!   Suspended, Synced.
@@ -24,8 +25,9 @@ use tikv_operator_core::objects::{
     ensure_finalizer, has_finalizer, patch_status_if_changed, release_finalizer,
 };
 use tikv_operator_core::pd_state::PdSnapshot;
+use tikv_operator_core::tls::{self, SecretError};
 use tikv_operator_core::{Clock, EventSpec, EventType, KubeWriter, ObjectKey, Requeue, Result};
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 /// Component kind of a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -130,46 +132,33 @@ impl GroupSummary {
     }
 }
 
-/// Reason of `Synced=False` when the Cluster asks for mutual TLS, which this
-/// operator version does not implement: no PD or TiKV member is created.
-pub const REASON_TLS_NOT_SUPPORTED: &str = "TLSNotSupported";
-
 /// Whether the Cluster asks for mutual TLS between its components.
 pub fn tls_requested(cluster: &Cluster) -> bool {
     cluster.spec.tls_cluster.as_ref().is_some_and(|t| t.enabled)
 }
 
-/// A group of a Cluster that asks for mutual TLS is not reconciled: running
-/// its members without TLS would silently ignore what was asked. The Cluster
-/// reports `Synced=False` ([`REASON_TLS_NOT_SUPPORTED`]); the group gets this
-/// Warning Event. `None`: the group is reconciled.
-pub fn tls_refusal<K: kube::Resource<DynamicType = ()>>(
-    cluster: Option<&Cluster>,
-    group: &K,
-) -> Option<Result<EventSpec>> {
-    if !cluster.is_some_and(tls_requested) {
-        return None;
-    }
-    Some(tikv_operator_core::objects::event(
-        group,
-        EventType::Warning,
-        REASON_TLS_NOT_SUPPORTED,
-        "Reconcile",
-        "the Cluster sets spec.tlsCluster.enabled; this operator version cannot run \
-         members with mutual TLS, so it creates none"
-            .into(),
-    ))
+/// The client TLS Secret the operator reaches the Cluster's PD with
+/// (`spec.tlsCluster.clientSecretName`, default `<cluster>-client-tls`);
+/// `None` when the Cluster does not ask for TLS.
+pub fn client_tls_secret(cluster: &Cluster) -> Option<String> {
+    let tls = cluster.spec.tls_cluster.as_ref().filter(|t| t.enabled)?;
+    Some(tls.client_secret_name.clone().unwrap_or_else(|| {
+        names::client_tls_secret(cluster.metadata.name.as_deref().unwrap_or_default())
+    }))
 }
 
 /// Reason of `Synced=False` when PD reports another cluster id than the one recorded.
 pub const REASON_CLUSTER_ID_MISMATCH: &str = "ClusterIdMismatch";
 
-/// The Cluster's status from its groups and PD. Conditions keep their
-/// transition times unless their status changes.
+/// The Cluster's status from its groups, PD and, for a Cluster asking for
+/// TLS, why its client Secret is refused (`client_tls`; `None` when it
+/// passes or TLS is off). Conditions keep their transition times unless
+/// their status changes.
 pub fn plan_status(
     cluster: &Cluster,
     groups: &[GroupSummary],
     pd: &PdSnapshot,
+    client_tls: Option<&SecretError>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> ClusterStatus {
     let old = cluster.status.clone().unwrap_or_default();
@@ -194,9 +183,14 @@ pub fn plan_status(
 
     let mut pd_groups: Vec<&GroupSummary> = groups.iter().filter(|g| g.kind == Kind::PD).collect();
     pd_groups.sort_by(|a, b| a.name.cmp(&b.name));
+    let scheme = if tls_requested(cluster) {
+        "https"
+    } else {
+        "http"
+    };
     let pd_url = pd_groups.first().map(|g| {
         format!(
-            "http://{}.{namespace}.svc:{}",
+            "{scheme}://{}.{namespace}.svc:{}",
             names::pd_client_service(&g.name),
             g.client_port.unwrap_or(2379)
         )
@@ -238,13 +232,13 @@ pub fn plan_status(
             ),
         ),
     };
-    let synced = if tls_requested(cluster) {
+    let synced = if let Some(e) = client_tls {
+        // The operator could not reach PD: its PDGroup creates no member.
         ConditionUpdate::new(
             condition::SYNCED,
             false,
-            REASON_TLS_NOT_SUPPORTED,
-            "spec.tlsCluster.enabled is set, but this operator version cannot run PD and TiKV \
-             with mutual TLS yet; it creates no members rather than run them without TLS",
+            e.reason(),
+            format!("the client TLS Secret is refused, no PD member is created: {e}"),
         )
     } else if let Some((g, (reason, message))) = groups
         .iter()
@@ -444,7 +438,37 @@ pub async fn reconcile_cluster(ctx: &Ctx, s: &ClusterSnapshot<'_>) -> Result<Req
     }
 
     ensure_finalizer(ctx.kube.as_ref(), &key, cluster).await?;
-    let status = plan_status(cluster, s.groups, s.pd, ctx.clock.now());
+    let now = ctx.clock.now();
+    // The client Secret is read (Secrets are not cached) and checked at
+    // every reconcile of a Cluster asking for TLS.
+    let client_tls = match (client_tls_secret(cluster), ns) {
+        (Some(name), Some(ns)) => {
+            let secret = ctx.kube.get_secret(ns, &name).await?;
+            tls::check(
+                &format!("{ns}/{name}"),
+                secret.as_ref(),
+                tls::Usage::Client,
+                now,
+            )
+            .err()
+        }
+        _ => None,
+    };
+    if let Some(e) = &client_tls {
+        warn!(reason = e.reason(), error = %e, "client TLS Secret refused");
+        tikv_operator_core::objects::publish(
+            ctx.kube.as_ref(),
+            tikv_operator_core::objects::event(
+                cluster,
+                EventType::Warning,
+                e.reason(),
+                "CheckTLSSecret",
+                e.to_string(),
+            ),
+        )
+        .await?;
+    }
+    let status = plan_status(cluster, s.groups, s.pd, client_tls.as_ref(), now);
     patch_status_if_changed(
         ctx.kube.as_ref(),
         &key,
@@ -455,7 +479,12 @@ pub async fn reconcile_cluster(ctx: &Ctx, s: &ClusterSnapshot<'_>) -> Result<Req
     .await?;
     let in_flight = status.id.is_none()
         || conditions::is_true(&status.common.conditions, condition::PROGRESSING);
-    Ok(ctx.policy.after_success(in_flight))
+    Ok(match ctx.policy.after_success(in_flight) {
+        // A refused client Secret is polled (Secrets are not watched): a
+        // fixed one is seen within `tls::RECHECK`.
+        Requeue::After(d) if client_tls.is_some() => Requeue::After(d.min(tls::RECHECK)),
+        r => r,
+    })
 }
 
 #[cfg(test)]

@@ -73,13 +73,16 @@ fn cond(status: &ClusterStatus, type_: &str) -> (String, String) {
 fn records_the_pd_cluster_id_once_and_never_overwrites_it() {
     let groups = [group(Kind::PD, "pd", 3, 3)];
     let c = cluster(None, false);
-    assert_eq!(plan_status(&c, &groups, &unreachable(), t0()).id, None);
-    let s = plan_status(&c, &groups, &reachable(7), t0());
+    assert_eq!(
+        plan_status(&c, &groups, &unreachable(), None, t0()).id,
+        None
+    );
+    let s = plan_status(&c, &groups, &reachable(7), None, t0());
     assert_eq!(s.id.as_deref(), Some("7"));
     assert_eq!(cond(&s, condition::SYNCED).0, "True");
 
     let c = cluster(Some(serde_json::to_value(&s).unwrap()), false);
-    let s2 = plan_status(&c, &groups, &reachable(8), t0());
+    let s2 = plan_status(&c, &groups, &reachable(8), None, t0());
     assert_eq!(
         s2.id.as_deref(),
         Some("7"),
@@ -91,7 +94,9 @@ fn records_the_pd_cluster_id_once_and_never_overwrites_it() {
     );
     // An outage keeps the recorded id.
     assert_eq!(
-        plan_status(&c, &groups, &unreachable(), t0()).id.as_deref(),
+        plan_status(&c, &groups, &unreachable(), None, t0())
+            .id
+            .as_deref(),
         Some("7")
     );
 }
@@ -107,7 +112,7 @@ fn a_group_with_a_rejected_template_makes_the_cluster_not_synced() {
         "InvalidConfig".into(),
         "config is not valid TOML: line 2, column 1: ...".into(),
     ));
-    let s = plan_status(&cluster(None, false), &groups, &reachable(1), t0());
+    let s = plan_status(&cluster(None, false), &groups, &reachable(1), None, t0());
     assert_eq!(
         cond(&s, condition::SYNCED),
         ("False".into(), "InvalidConfig".into())
@@ -121,7 +126,7 @@ fn a_group_with_a_rejected_template_makes_the_cluster_not_synced() {
     );
     // Also before PD ever answered (a PDGroup whose template is rejected never
     // brings PD up).
-    let s = plan_status(&cluster(None, false), &groups, &unreachable(), t0());
+    let s = plan_status(&cluster(None, false), &groups, &unreachable(), None, t0());
     assert_eq!(
         cond(&s, condition::SYNCED),
         ("False".into(), "InvalidConfig".into())
@@ -137,7 +142,7 @@ fn components_sum_groups_and_ready_needs_every_group_and_pd() {
     ];
     groups[2].progressing = Some(("WaitingForStore".into(), "store 4 joining".into()));
     let c = cluster(None, false);
-    let s = plan_status(&c, &groups, &reachable(1), t0());
+    let s = plan_status(&c, &groups, &reachable(1), None, t0());
     assert_eq!(
         s.components,
         vec![
@@ -164,46 +169,87 @@ fn components_sum_groups_and_ready_needs_every_group_and_pd() {
     assert_eq!(s.pd.as_deref(), Some("http://pd-pd.ns.svc:2379"));
 
     groups[2] = group(Kind::TiKV, "hdd", 2, 2);
-    let s = plan_status(&c, &groups, &reachable(1), t0());
+    let s = plan_status(&c, &groups, &reachable(1), None, t0());
     assert_eq!(cond(&s, condition::READY).0, "True");
     assert_eq!(cond(&s, condition::PROGRESSING).0, "False");
     // PD unreachable: not Ready, whatever the groups say.
-    let s = plan_status(&c, &groups, &unreachable(), t0());
+    let s = plan_status(&c, &groups, &unreachable(), None, t0());
     assert_eq!(
         cond(&s, condition::READY),
         ("False".into(), "PDUnavailable".into())
     );
     // No PD group at all.
-    let s = plan_status(&c, &groups[1..], &reachable(1), t0());
+    let s = plan_status(&c, &groups[1..], &reachable(1), None, t0());
     assert_eq!(cond(&s, condition::READY), ("False".into(), "NoPD".into()));
 }
 
 #[test]
 fn suspended_follows_suspend_compute() {
     let mut c = cluster(None, false);
-    let s = plan_status(&c, &[], &reachable(1), t0());
+    let s = plan_status(&c, &[], &reachable(1), None, t0());
     assert_eq!(cond(&s, condition::SUSPENDED).0, "False");
     c.spec.suspend_action = Some(tikv_operator_api::cluster::SuspendAction {
         suspend_compute: true,
     });
-    let s = plan_status(&c, &[], &reachable(1), t0());
+    let s = plan_status(&c, &[], &reachable(1), None, t0());
     assert_eq!(cond(&s, condition::SUSPENDED).0, "True");
 }
 
 #[test]
-fn a_cluster_asking_for_tls_is_told_it_is_not_supported() {
+fn a_cluster_asking_for_tls_names_its_client_secret_and_speaks_https() {
     let mut c = cluster(None, false);
     assert!(!tls_requested(&c));
+    assert_eq!(client_tls_secret(&c), None);
+    let groups = [group(Kind::PD, "pd", 3, 3)];
+    let st = plan_status(&c, &groups, &reachable(7), None, t0());
+    assert_eq!(st.pd.as_deref(), Some("http://pd-pd.ns.svc:2379"));
     c.spec.tls_cluster = serde_json::from_value(json!({"enabled": true})).unwrap();
     assert!(tls_requested(&c));
-    let st = plan_status(&c, &[group(Kind::PD, "pd", 3, 3)], &reachable(7), t0());
-    let (status, reason) = cond(&st, condition::SYNCED);
+    assert_eq!(client_tls_secret(&c).as_deref(), Some("basic-client-tls"));
+    let st = plan_status(&c, &groups, &reachable(7), None, t0());
+    assert_eq!(st.pd.as_deref(), Some("https://pd-pd.ns.svc:2379"));
+    // A Secret that passes: synced as any other Cluster.
     assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", REASON_TLS_NOT_SUPPORTED)
+        cond(&st, condition::SYNCED),
+        ("True".into(), "Synced".into())
     );
-    c.spec.tls_cluster = serde_json::from_value(json!({"enabled": false})).unwrap();
-    assert!(!tls_requested(&c));
+    c.spec.tls_cluster =
+        serde_json::from_value(json!({"enabled": true, "clientSecretName": "mine"})).unwrap();
+    assert_eq!(client_tls_secret(&c).as_deref(), Some("mine"));
+}
+
+#[test]
+fn a_refused_client_secret_is_reported_on_synced_before_anything_else() {
+    let mut c = cluster(Some(json!({"id": "7"})), false);
+    c.spec.tls_cluster = serde_json::from_value(json!({"enabled": true})).unwrap();
+    let mut pd_group = group(Kind::PD, "pd", 3, 0);
+    pd_group.not_synced = Some(("InvalidConfig".into(), "bad".into()));
+    for e in [
+        tikv_operator_core::tls::SecretError::NotFound {
+            secret: "ns/basic-client-tls".into(),
+        },
+        tikv_operator_core::tls::SecretError::KeyMismatch {
+            secret: "ns/basic-client-tls".into(),
+        },
+    ] {
+        let st = plan_status(
+            &c,
+            std::slice::from_ref(&pd_group),
+            &reachable(7),
+            Some(&e),
+            t0(),
+        );
+        let synced = conditions::find(&st.common.conditions, condition::SYNCED).unwrap();
+        assert_eq!(
+            (synced.status.as_str(), synced.reason.as_str()),
+            ("False", e.reason())
+        );
+        assert!(
+            synced.message.contains("ns/basic-client-tls"),
+            "{}",
+            synced.message
+        );
+    }
 }
 
 #[test]
@@ -286,6 +332,75 @@ async fn reconcile_adds_finalizer_reports_status_then_stays_quiet() {
     assert!(c.finalizers().contains(&labels::FINALIZER.to_owned()));
     // First pass: finalizer + status; second pass: nothing.
     assert_eq!(kube.calls().len(), 2, "{:?}", kube.calls());
+}
+
+/// A Cluster asking for TLS reads its client Secret at every reconcile: a
+/// missing one is reported (Synced, a Warning Event) and polled; once it is
+/// there and valid, the Cluster is synced.
+#[tokio::test]
+async fn reconcile_checks_the_client_secret_and_polls_it_while_refused() {
+    let kube = FakeKube::new();
+    let key = ObjectKey::new::<Cluster>(Some("ns"), "basic");
+    let mut c = cluster(Some(json!({"id": "42"})), false);
+    c.spec.tls_cluster = serde_json::from_value(json!({"enabled": true})).unwrap();
+    kube.insert(key.clone(), serde_json::to_value(&c).unwrap());
+    let groups = [group(Kind::PD, "pd", 3, 3)];
+    let left = BTreeMap::new();
+    let pd = reachable(42);
+    let run = || async {
+        let c: Cluster = kube.get_typed(&key).unwrap();
+        reconcile_cluster(
+            &ctx(&kube),
+            &ClusterSnapshot {
+                cluster: &c,
+                groups: &groups,
+                instances_left: &left,
+                pd: &pd,
+            },
+        )
+        .await
+        .unwrap()
+    };
+    let synced = || {
+        let c: Cluster = kube.get_typed(&key).unwrap();
+        let s = c.status.unwrap();
+        let cond = conditions::find(&s.common.conditions, condition::SYNCED).unwrap();
+        (cond.reason.clone(), cond.message.clone())
+    };
+
+    let requeue = run().await;
+    assert_eq!(synced().0, tikv_operator_core::tls::SECRET_MISSING);
+    assert!(synced().1.contains("ns/basic-client-tls"), "{}", synced().1);
+    assert!(
+        matches!(requeue, Requeue::After(d) if d <= tikv_operator_core::tls::RECHECK),
+        "{requeue:?}"
+    );
+    let events = kube.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].type_, EventType::Warning);
+    assert_eq!(events[0].reason, tikv_operator_core::tls::SECRET_MISSING);
+    assert!(
+        kube.calls()
+            .iter()
+            .any(|c| matches!(c, KubeCall::GetSecret(k) if k.name == "basic-client-tls"))
+    );
+
+    // A certificate of another CA than its ca.crt: invalid.
+    let ca = tikv_operator_core::fake::pki::TestCa::new("ca");
+    let other = tikv_operator_core::fake::pki::TestCa::new("other");
+    kube.insert_tls_secret("ns", "basic-client-tls", &ca.pem(), &other.client());
+    run().await;
+    assert_eq!(synced().0, tikv_operator_core::tls::SECRET_INVALID);
+
+    kube.insert_tls_secret("ns", "basic-client-tls", &ca.pem(), &ca.client());
+    kube.clear_calls();
+    let requeue = run().await;
+    assert_eq!(synced().0, "Synced");
+    assert!(kube.events().is_empty());
+    assert_eq!(
+        requeue,
+        Requeue::After(tikv_operator_core::RequeuePolicy::default().at_rest)
+    );
 }
 
 #[tokio::test]

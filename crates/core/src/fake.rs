@@ -1,10 +1,13 @@
 //! In-memory fakes of the side-effect traits, for reconciler tests (feature `fake`).
 
+pub mod pki;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -23,6 +26,7 @@ pub enum KubeOp {
     AddFinalizer,
     RemoveFinalizer,
     PublishEvent,
+    GetSecret,
 }
 
 /// One recorded call of [`FakeKube`].
@@ -40,6 +44,8 @@ pub enum KubeCall {
     RemoveFinalizer(ObjectKey, String),
     /// `publish_event`.
     PublishEvent(EventSpec),
+    /// `get_secret` (the Secret's key).
+    GetSecret(ObjectKey),
 }
 
 impl KubeCall {
@@ -52,6 +58,7 @@ impl KubeCall {
             Self::AddFinalizer(..) => KubeOp::AddFinalizer,
             Self::RemoveFinalizer(..) => KubeOp::RemoveFinalizer,
             Self::PublishEvent(..) => KubeOp::PublishEvent,
+            Self::GetSecret(..) => KubeOp::GetSecret,
         }
     }
 
@@ -62,7 +69,8 @@ impl KubeCall {
             | Self::Delete(k)
             | Self::PatchStatus(k, _)
             | Self::AddFinalizer(k, _)
-            | Self::RemoveFinalizer(k, _) => Some(k),
+            | Self::RemoveFinalizer(k, _)
+            | Self::GetSecret(k) => Some(k),
             Self::PublishEvent(_) => None,
         }
     }
@@ -186,6 +194,28 @@ impl FakeKube {
     /// The next call of `op` fails (once) with a Kubernetes error.
     pub fn fail_next(&self, op: KubeOp, message: &str) {
         self.lock().injected.push_back((op, message.to_owned()));
+    }
+
+    /// Stores the Secret `name` in `namespace` with `data` (test setup; no
+    /// call recorded), as [`KubeWriter::get_secret`] reads it.
+    pub fn insert_secret(&self, namespace: &str, name: &str, data: &[(&str, &[u8])]) {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), k8s_openapi::ByteString(v.to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        self.insert(
+            ObjectKey::new::<Secret>(Some(namespace), name),
+            serde_json::to_value(&secret).unwrap_or_default(),
+        );
     }
 
     /// Events published so far.
@@ -312,6 +342,20 @@ impl KubeWriter for FakeKube {
     async fn publish_event(&self, event: &EventSpec) -> Result<()> {
         let _s = self.enter(KubeCall::PublishEvent(event.clone()))?;
         Ok(())
+    }
+
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
+        let key = ObjectKey::new::<Secret>(Some(namespace), name);
+        let s = self.enter(KubeCall::GetSecret(key.clone()))?;
+        s.objects
+            .get(&key)
+            .map(|v| {
+                serde_json::from_value(v.clone()).map_err(|source| Error::Serialization {
+                    what: key.to_string(),
+                    source,
+                })
+            })
+            .transpose()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The production [`KubeWriter`]: a `kube::Client`.
 
 use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::{Api, Client};
@@ -248,6 +249,13 @@ impl KubeWriter for KubeClientWriter {
             );
         }
         Ok(())
+    }
+
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
+        Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| fail("get", &ObjectKey::new::<Secret>(Some(namespace), name), e))
     }
 }
 

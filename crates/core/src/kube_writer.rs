@@ -3,7 +3,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::Resource;
 use kube::core::ApiResource;
 use serde::Serialize;
@@ -177,7 +177,8 @@ pub struct EventSpec {
 }
 
 /// The Kubernetes writes a reconciler makes. Reads come from watch caches,
-/// never from here. Object safe: hold it as `Arc<dyn KubeWriter>`.
+/// never from here, with one exception: [`KubeWriter::get_secret`] (the
+/// operator caches no Secret). Object safe: hold it as `Arc<dyn KubeWriter>`.
 #[async_trait]
 pub trait KubeWriter: Send + Sync {
     /// Server-side apply of `object` (the full body of `key`) with field manager
@@ -207,6 +208,12 @@ pub trait KubeWriter: Send + Sync {
 
     /// Publishes an Event.
     async fn publish_event(&self, event: &EventSpec) -> Result<()>;
+
+    /// Reads the Secret `name` in `namespace`; `None` when it does not
+    /// exist. The one read outside the watch caches: the operator caches no
+    /// Secret (it would hold every credential of a namespace), so a group or
+    /// Cluster reads the TLS Secrets it uses by name when it reconciles.
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>>;
 
     /// Applies `desired` unless `cached` (the object as the watch cache holds
     /// it) already carries the same [`labels::APPLIED_HASH`] and contains every
@@ -251,6 +258,9 @@ impl<T: KubeWriter + ?Sized> KubeWriter for std::sync::Arc<T> {
     }
     async fn publish_event(&self, event: &EventSpec) -> Result<()> {
         (**self).publish_event(event).await
+    }
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
+        (**self).get_secret(namespace, name).await
     }
 }
 

@@ -306,6 +306,14 @@ impl<W: KubeWriter> KubeWriter for LedgerWriter<W> {
     async fn publish_event(&self, event: &EventSpec) -> Result<()> {
         self.inner.publish_event(event).await
     }
+
+    async fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::Secret>> {
+        self.inner.get_secret(namespace, name).await
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@
 //!   changes only with the status; observedGeneration).
 //! - [`revision`]: which changes need a running Pod recreated (the user's
 //!   inputs and the rendering generation) and which apply in place.
+//! - [`tls`]: what a TLS Secret must hold (keys, PEM, key match, chain,
+//!   validity, usage, names), checked before anything uses it.
 //! - [`test_hooks`]: test-only rendering changes (end-to-end tests of an
 //!   operator upgrade).
 //! - [`Error`]: the one error type of the effectful stages, with a stable
@@ -48,6 +50,7 @@ pub mod pd_state;
 mod requeue;
 pub mod revision;
 pub mod test_hooks;
+pub mod tls;
 pub mod version;
 
 pub use clock::{Clock, SystemClock};

@@ -145,6 +145,19 @@ pub fn template_inputs(mut template: Value) -> Value {
     template
 }
 
+/// An instance's spec inputs (see [`RevisionInputs::spec`]) with
+/// `"tlsCluster": true` when the instance speaks TLS, unchanged otherwise:
+/// a plaintext instance keeps the revision it had before TLS existed, so an
+/// operator upgrade restarts none of its Pods. (`tlsCluster` is immutable;
+/// the TLS Secret's contents are never an input: a rotation restarts
+/// nothing.)
+pub fn with_tls(mut spec: Value, tls: bool) -> Value {
+    if tls && let Some(o) = spec.as_object_mut() {
+        o.insert("tlsCluster".to_owned(), Value::Bool(true));
+    }
+    spec
+}
+
 /// Removes `key` from `object` when it holds an empty object (or null): what
 /// is left of it after removing fields that do not count says nothing, and
 /// its absence must hash the same.
@@ -540,6 +553,21 @@ mod tests {
         assert!(!r.runs(None));
         let stale = running(&inputs("v0", "a"), false, "pd:v1");
         assert!(!r.runs(Some(&stale)));
+    }
+
+    #[test]
+    fn tls_counts_only_when_on() {
+        let plain = inputs("v1", "a");
+        let mut same = plain.clone();
+        same.spec = with_tls(same.spec, false);
+        assert_eq!(same, plain);
+        let mut tls = plain.clone();
+        tls.spec = with_tls(tls.spec, true);
+        assert_eq!(tls.spec["tlsCluster"], json!(true));
+        assert_ne!(
+            tls.revision(RENDERING_GENERATION, true),
+            plain.revision(RENDERING_GENERATION, true)
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ impl Component for Pd {
     const CONFIG_DIR: &'static str = CONFIG_DIR;
     const CONFIG_FILE: &'static str = CONFIG_FILE;
     const DEFAULT_DATA_DIR: &'static str = DEFAULT_DATA_DIR;
+    const TLS_DIR: &'static str = TLS_DIR;
     const OWNED_KEYS: tikv_operator_api::rules::OwnedKeys = PD_OWNED_KEYS;
     const OWNED_KEYS_HINT: &'static str = "";
     const TERMINATION_GRACE_PERIOD_SECONDS: Option<i64> = None;
@@ -52,6 +53,23 @@ impl Component for Pd {
     }
     fn subdomain(i: &PD) -> &str {
         &i.spec.subdomain
+    }
+    fn tls_cluster(i: &PD) -> bool {
+        i.spec.tls_cluster
+    }
+    fn default_tls_secret(group: &str) -> String {
+        names::pd_tls_secret(group)
+    }
+    fn peer_service(group: &str) -> String {
+        names::pd_peer_service(group)
+    }
+    /// Clients (TiKV, the operator) dial the client Service; a joining
+    /// member dials the peer Service.
+    fn dialed_services(group: &str) -> Vec<String> {
+        vec![
+            names::pd_client_service(group),
+            names::pd_peer_service(group),
+        ]
     }
 }
 
@@ -69,6 +87,9 @@ pub const CONFIG_DIR: &str = "/etc/pd";
 pub const CONFIG_FILE: &str = "pd.toml";
 /// Data directory when the `data` mount names no path.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/pd";
+/// Directory the TLS Secret (`ca.crt`, `tls.crt`, `tls.key`) is mounted at
+/// in a member speaking TLS.
+pub const TLS_DIR: &str = tikv_operator_api::rules::PD_PATHS.tls_dir;
 
 /// Client and peer ports of a PD template.
 pub fn ports(spec: &PDTemplateSpec) -> (i32, i32) {
@@ -93,13 +114,14 @@ pub fn member_host(instance: &str, subdomain: &str, namespace: &str) -> String {
     common::pod_host(instance, subdomain, namespace)
 }
 
-/// URL clients reach a group's PD on: its client Service.
-/// The client URL a PD instance advertises (`advertise-client-urls`).
+/// The client URL a PD instance advertises (`advertise-client-urls`);
+/// `https` when it speaks TLS.
 pub fn member_client_url(pd: &PD) -> String {
     member_url(pd, ports(&pd.spec.template).0)
 }
 
-/// The peer URL a PD instance advertises (`advertise-peer-urls`).
+/// The peer URL a PD instance advertises (`advertise-peer-urls`); `https`
+/// when it speaks TLS. Members are told apart by it in PD.
 pub fn member_peer_url(pd: &PD) -> String {
     member_url(pd, ports(&pd.spec.template).1)
 }
@@ -110,13 +132,20 @@ fn member_url(pd: &PD, port: i32) -> String {
         &pd.spec.subdomain,
         pd.metadata.namespace.as_deref().unwrap_or_default(),
     );
-    format!("http://{host}:{port}")
+    format!("{}://{host}:{port}", common::scheme(pd.spec.tls_cluster))
 }
 
-/// The URL of a group's client Service.
+/// The URL of a group's client Service, plaintext (see [`client_url`]).
 pub fn client_service_url(group: &str, namespace: &str, client_port: i32) -> String {
+    client_url(group, namespace, client_port, false)
+}
+
+/// The URL clients reach a group's PD on: its client Service, `https` when
+/// the Cluster speaks TLS (`tls`).
+pub fn client_url(group: &str, namespace: &str, client_port: i32, tls: bool) -> String {
     format!(
-        "http://{}.{namespace}.svc:{client_port}",
+        "{}://{}.{namespace}.svc:{client_port}",
+        common::scheme(tls),
         names::pd_client_service(group)
     )
 }
@@ -137,11 +166,13 @@ pub fn selector_string(cluster: &str, group: &str) -> String {
     common::selector_string::<Pd>(cluster, group)
 }
 
-/// The PD instance object a group creates for `new`. A rolling restart
+/// The PD instance object a group creates for `new`; `tls_cluster`: whether
+/// it speaks TLS (the Cluster's `tlsCluster.enabled` for a new instance, the
+/// instance's own, immutable, value for an existing one). A rolling restart
 /// requested on the group reaches every instance, and through it every Pod's
 /// revision: the group then restarts them the safe way, one member at a
 /// time, the leader last.
-pub fn render_instance(group: &PDGroup, new: &NewInstance) -> PD {
+pub fn render_instance(group: &PDGroup, new: &NewInstance, tls_cluster: bool) -> PD {
     let group_name = group.metadata.name.clone().unwrap_or_default();
     let cluster = &group.spec.cluster.name;
     let mut metadata = common::instance_meta::<Pd>(
@@ -165,6 +196,7 @@ pub fn render_instance(group: &PDGroup, new: &NewInstance) -> PD {
             },
             topology: new.topology.clone(),
             subdomain: names::pd_peer_service(&group_name),
+            tls_cluster,
             template: group.spec.template.spec.clone(),
         },
         status: None,
@@ -173,18 +205,23 @@ pub fn render_instance(group: &PDGroup, new: &NewInstance) -> PD {
 
 /// What the revision of a PD instance's Pod is computed from (see
 /// [`tikv_operator_core::revision`]): the template as far as it reaches the
-/// Pod spec, topology and subdomain; the `config` text and the initial
-/// members written into `pd.toml`; the restart request. Never the rendered
+/// Pod spec (with `tlsSecretName`), topology, subdomain and, only when it
+/// speaks TLS, `tlsCluster`; the `config` text and the initial members
+/// written into `pd.toml`; the restart request. Never the TLS Secret's
+/// contents (a rotation restarts nothing), never the rendered
 /// Pod: a new operator version that renders differently restarts nothing
 /// unless it bumps the rendering generation.
 pub fn revision_inputs(pd: &PD) -> RevisionInputs {
     let template = serde_json::to_value(&pd.spec.template).unwrap_or_default();
     RevisionInputs {
-        spec: serde_json::json!({
-            "template": revision::template_inputs(template),
-            "topology": pd.spec.topology.as_ref().filter(|t| !t.is_empty()),
-            "subdomain": pd.spec.subdomain,
-        }),
+        spec: revision::with_tls(
+            serde_json::json!({
+                "template": revision::template_inputs(template),
+                "topology": pd.spec.topology.as_ref().filter(|t| !t.is_empty()),
+                "subdomain": pd.spec.subdomain,
+            }),
+            pd.spec.tls_cluster,
+        ),
         config: serde_json::json!({
             "config": pd.spec.template.config,
             "bootstrapMembers": bootstrap_members(pd),
@@ -227,7 +264,10 @@ pub fn check_config(config: Option<&str>) -> Result<toml::Table, RenderError> {
 }
 
 /// Renders `pd.toml`: the user's `config` with the operator-owned keys added.
-/// A user setting an owned key is an error (never silently overridden).
+/// A user setting an owned key is an error (never silently overridden). A
+/// member speaking TLS gets `https` URLs and `[security]` paths to its
+/// mounted TLS Secret (PD reads the files again for new connections: a
+/// rotated Secret needs no restart).
 pub fn render_config(pd: &PD) -> Result<String, RenderError> {
     let c = common::parts::<Pd>(pd)?;
     let spec = &pd.spec.template;
@@ -235,13 +275,17 @@ pub fn render_config(pd: &PD) -> Result<String, RenderError> {
 
     let (client, peer) = ports(spec);
     let host = member_host(c.name, &pd.spec.subdomain, c.namespace);
+    let scheme = common::scheme(pd.spec.tls_cluster);
     let mut owned: Vec<(&str, String)> = vec![
         ("name", c.name.to_owned()),
         ("data-dir", data_dir(spec)?),
-        ("client-urls", format!("http://0.0.0.0:{client}")),
-        ("peer-urls", format!("http://0.0.0.0:{peer}")),
-        ("advertise-client-urls", format!("http://{host}:{client}")),
-        ("advertise-peer-urls", format!("http://{host}:{peer}")),
+        ("client-urls", format!("{scheme}://0.0.0.0:{client}")),
+        ("peer-urls", format!("{scheme}://0.0.0.0:{peer}")),
+        (
+            "advertise-client-urls",
+            format!("{scheme}://{host}:{client}"),
+        ),
+        ("advertise-peer-urls", format!("{scheme}://{host}:{peer}")),
     ];
     match bootstrap_members(pd) {
         Some(members) => {
@@ -249,7 +293,7 @@ pub fn render_config(pd: &PD) -> Result<String, RenderError> {
                 .iter()
                 .map(|m| {
                     format!(
-                        "{m}=http://{}:{peer}",
+                        "{m}={scheme}://{}:{peer}",
                         member_host(m, &pd.spec.subdomain, c.namespace)
                     )
                 })
@@ -263,11 +307,29 @@ pub fn render_config(pd: &PD) -> Result<String, RenderError> {
         // with membership, so the rendered config stays stable.
         None => owned.push((
             "join",
-            format!("http://{}.{}.svc:{client}", pd.spec.subdomain, c.namespace),
+            format!(
+                "{scheme}://{}.{}.svc:{client}",
+                pd.spec.subdomain, c.namespace
+            ),
         )),
     }
     for (k, v) in owned {
         table.insert(k.to_owned(), toml::Value::String(v));
+    }
+    if pd.spec.tls_cluster {
+        let (ca, cert, key) = common::tls_files::<Pd>();
+        // Into the user's `[security]` table, if any (its other keys stay).
+        let toml::Value::Table(security) = table
+            .entry("security".to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        else {
+            return Err(RenderError::InvalidToml(
+                "`security` must be a table: the operator sets the TLS paths in it".to_owned(),
+            ));
+        };
+        for (k, v) in [("cacert-path", ca), ("cert-path", cert), ("key-path", key)] {
+            security.insert(k.to_owned(), toml::Value::String(v));
+        }
     }
     toml::to_string(&table).map_err(|e| RenderError::InvalidToml(e.to_string()))
 }
@@ -361,7 +423,7 @@ mod tests {
             bootstrap_members: bootstrap
                 .then(|| vec!["pd-abc123".into(), "pd-def456".into(), "pd-ghi789".into()]),
         };
-        let mut pd = render_instance(&group(), &new);
+        let mut pd = render_instance(&group(), &new, false);
         pd.metadata.uid = Some("i-uid".into());
         pd
     }
@@ -419,6 +481,126 @@ mod tests {
         let cfg: toml::Table = render_config(&instance(false)).unwrap().parse().unwrap();
         assert_eq!(cfg["join"].as_str(), Some("http://pd-pd-peer.ns.svc:2379"));
         assert!(!cfg.contains_key("initial-cluster"));
+    }
+
+    fn tls_instance(bootstrap: bool) -> PD {
+        let mut pd = instance(bootstrap);
+        pd.spec.tls_cluster = true;
+        pd
+    }
+
+    #[test]
+    fn a_member_speaking_tls_uses_https_everywhere_and_its_secret() {
+        for bootstrap in [true, false] {
+            let mut pd = tls_instance(bootstrap);
+            pd.spec.template.config = Some("[security]\nredact-info-log = true\n".into());
+            let cfg: toml::Table = render_config(&pd).unwrap().parse().unwrap();
+            for key in [
+                "client-urls",
+                "peer-urls",
+                "advertise-client-urls",
+                "advertise-peer-urls",
+            ] {
+                assert!(
+                    cfg[key].as_str().unwrap().starts_with("https://"),
+                    "{key}: {}",
+                    cfg[key]
+                );
+            }
+            if bootstrap {
+                let initial = cfg["initial-cluster"].as_str().unwrap();
+                assert_eq!(initial.matches("=https://").count(), 3, "{initial}");
+                assert!(!initial.contains("http://"), "{initial}");
+            } else {
+                assert_eq!(cfg["join"].as_str(), Some("https://pd-pd-peer.ns.svc:2379"));
+            }
+            let security = cfg["security"].as_table().unwrap();
+            assert_eq!(
+                security["cacert-path"].as_str(),
+                Some("/var/lib/pd-tls/ca.crt")
+            );
+            assert_eq!(
+                security["cert-path"].as_str(),
+                Some("/var/lib/pd-tls/tls.crt")
+            );
+            assert_eq!(
+                security["key-path"].as_str(),
+                Some("/var/lib/pd-tls/tls.key")
+            );
+            assert_eq!(security["redact-info-log"].as_bool(), Some(true));
+        }
+        let pd = tls_instance(false);
+        assert_eq!(
+            member_client_url(&pd),
+            "https://pd-abc123.pd-pd-peer.ns.svc:2379"
+        );
+        assert_eq!(
+            member_peer_url(&pd),
+            "https://pd-abc123.pd-pd-peer.ns.svc:2380"
+        );
+        assert_eq!(
+            member_peer_url(&instance(false)),
+            "http://pd-abc123.pd-pd-peer.ns.svc:2380"
+        );
+        assert_eq!(
+            client_url("pd", "ns", 2379, true),
+            "https://pd-pd.ns.svc:2379"
+        );
+        assert_eq!(
+            client_service_url("pd", "ns", 2379),
+            "http://pd-pd.ns.svc:2379"
+        );
+        // The Pod mounts the group's Secret read-only, the whole directory.
+        let pod = render_pod(&pd, "h").unwrap();
+        let spec = pod.spec.unwrap();
+        let v = spec
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "tls")
+            .unwrap();
+        assert_eq!(v.secret.unwrap().secret_name.as_deref(), Some("pd-pd-tls"));
+        let m = spec.containers[0]
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "tls")
+            .unwrap();
+        assert_eq!((m.mount_path.as_str(), m.read_only), (TLS_DIR, Some(true)));
+        assert_eq!(TLS_DIR, "/var/lib/pd-tls");
+        assert_eq!(m.sub_path, None);
+        // The user may not set the paths.
+        let mut pd = tls_instance(false);
+        pd.spec.template.config = Some("[security]\ncert-path = \"/mine\"\n".into());
+        assert_eq!(
+            render_config(&pd).unwrap_err(),
+            RenderError::OwnedKeys {
+                keys: vec!["security.cert-path".into()],
+                hint: Pd::OWNED_KEYS_HINT
+            }
+        );
+    }
+
+    #[test]
+    fn a_plaintext_member_renders_as_before_tls_existed() {
+        let pd = instance(true);
+        let cfg: toml::Table = render_config(&pd).unwrap().parse().unwrap();
+        assert!(!cfg.contains_key("security"));
+        let pod = render_pod(&pd, "h").unwrap();
+        assert!(
+            !pod.spec
+                .unwrap()
+                .volumes
+                .unwrap()
+                .iter()
+                .any(|v| v.name == "tls")
+        );
+        let inputs = revision_inputs(&pd);
+        assert!(inputs.spec.get("tlsCluster").is_none());
+        let tls = revision_inputs(&tls_instance(true));
+        assert_eq!(tls.spec["tlsCluster"], json!(true));
+        assert_ne!(tls.spec, inputs.spec);
     }
 
     #[test]

@@ -12,8 +12,9 @@ use tikv_operator_api::{PD, PDGroup, labels};
 use tikv_operator_core::component::naming::SuffixSource;
 use tikv_operator_core::conditions;
 use tikv_operator_core::failover::reasons as fo_reasons;
+use tikv_operator_core::fake::pki::TestCa;
 use tikv_operator_core::fake::{FakeClock, FakeKube, KubeCall, KubeOp};
-use tikv_operator_core::{KubeWriter, ObjectKey, RequeuePolicy};
+use tikv_operator_core::{KubeWriter, ObjectKey, Requeue, RequeuePolicy, tls};
 use tikv_operator_pd_layer::pd_view::Membership;
 use tikv_operator_pd_layer::reconcile::{
     ClusterFacts, Ctx, GroupSnapshot, InstanceSnapshot, reconcile_group, reconcile_instance,
@@ -124,15 +125,15 @@ impl World {
         }
     }
 
-    async fn reconcile_group(&mut self) {
+    async fn reconcile_group(&mut self) -> Requeue {
         let instances = self.instances();
         let pods: Vec<Pod> = self.kube.list("Pod", NS);
-        self.reconcile_group_on(instances, pods).await;
+        self.reconcile_group_on(instances, pods).await
     }
 
     /// A group reconcile on caches that show `instances` and `pods` (possibly
     /// older than the objects).
-    async fn reconcile_group_on(&mut self, instances: Vec<PD>, pods: Vec<Pod>) {
+    async fn reconcile_group_on(&mut self, instances: Vec<PD>, pods: Vec<Pod>) -> Requeue {
         let group = self.group();
         let services: Vec<Service> = self.kube.list("Service", NS);
         let revisions: Vec<k8s_openapi::api::apps::v1::ControllerRevision> =
@@ -140,7 +141,7 @@ impl World {
         let view = self.view().await;
         let snap = GroupSnapshot {
             group: &group,
-            cluster: self.cluster,
+            cluster: self.cluster.clone(),
             instances: &instances,
             pods: &pods,
             services: &services,
@@ -150,7 +151,7 @@ impl World {
         };
         reconcile_group(&self.ctx, &snap, &self.pd, &mut self.suffixes)
             .await
-            .unwrap();
+            .unwrap()
     }
 
     async fn reconcile_instance(&self, name: &str) {
@@ -170,7 +171,7 @@ impl World {
         let view = self.view().await;
         let snap = InstanceSnapshot {
             instance: &instance,
-            cluster: self.cluster,
+            cluster: self.cluster.clone(),
             pod: pod.as_ref(),
             config_map: cm.as_ref(),
             pvcs: &pvcs,
@@ -1635,4 +1636,231 @@ async fn an_unhealthy_member_is_replaced_remove_first_when_failover_is_enabled()
             assert!(reasons_seen.iter().any(|r| r == want), "{reasons_seen:?}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// TLS: the group's Secret and the Cluster's client Secret gate every member
+// created or updated.
+
+/// DNS names a good PD certificate of group `pd` in `ns` holds.
+const PD_SANS: [&str; 3] = ["*.pd-pd-peer.ns.svc", "pd-pd.ns.svc", "pd-pd-peer.ns.svc"];
+
+impl World {
+    /// The Cluster asks for TLS (client Secret `basic-client-tls`).
+    fn with_tls(mut self) -> Self {
+        self.cluster.client_tls_secret = Some("basic-client-tls".into());
+        self
+    }
+
+    /// A condition's message.
+    fn message(&self, type_: &str) -> String {
+        let g = self.group();
+        conditions::find(&g.status.as_ref().unwrap().common.conditions, type_)
+            .unwrap()
+            .message
+            .clone()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.kube
+            .events()
+            .into_iter()
+            .filter(|e| e.type_ == tikv_operator_core::EventType::Warning)
+            .map(|e| e.reason)
+            .collect()
+    }
+
+    /// The group is refused with `reason`: Synced and Ready False with it,
+    /// a Warning Event, and the Secret polled soon.
+    fn assert_refused(&self, reason: &str, requeue: Requeue) {
+        assert_eq!(
+            self.condition(condition::SYNCED),
+            ("False".to_owned(), reason.to_owned()),
+            "{}",
+            self.message(condition::SYNCED)
+        );
+        assert_eq!(
+            self.condition(condition::READY),
+            ("False".to_owned(), reason.to_owned())
+        );
+        assert!(
+            self.warnings().iter().any(|r| r == reason),
+            "{:?}",
+            self.kube.events()
+        );
+        assert!(
+            matches!(requeue, Requeue::After(d) if d <= tls::RECHECK),
+            "{requeue:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_tls_group_creates_no_member_until_both_secrets_pass() {
+    let mut w = World::new(3, None).with_tls();
+    let ca = TestCa::new("ca");
+
+    // No client Secret: nothing created, and the Secret was read.
+    let r = w.reconcile_group().await;
+    assert!(w.instances().is_empty());
+    w.assert_refused(tls::SECRET_MISSING, r);
+    assert!(w.message(condition::SYNCED).contains("ns/basic-client-tls"));
+    assert!(
+        w.kube
+            .calls()
+            .iter()
+            .any(|c| matches!(c, KubeCall::GetSecret(k) if k.name == "basic-client-tls"))
+    );
+
+    // The client Secret passes; the group's own is missing.
+    w.kube
+        .insert_tls_secret(NS, "basic-client-tls", &ca.pem(), &ca.client());
+    let r = w.reconcile_group().await;
+    assert!(w.instances().is_empty());
+    w.assert_refused(tls::SECRET_MISSING, r);
+    assert!(
+        w.message(condition::SYNCED).contains("ns/pd-pd-tls"),
+        "{}",
+        w.message(condition::SYNCED)
+    );
+
+    // Signed by another CA than its ca.crt.
+    let other = TestCa::new("other");
+    w.kube
+        .insert_tls_secret(NS, "pd-pd-tls", &ca.pem(), &other.member(&PD_SANS));
+    let r = w.reconcile_group().await;
+    assert!(w.instances().is_empty());
+    w.assert_refused(tls::SECRET_INVALID, r);
+
+    // Without the client Service's name.
+    w.kube.insert_tls_secret(
+        NS,
+        "pd-pd-tls",
+        &ca.pem(),
+        &ca.member(&["*.pd-pd-peer.ns.svc", "pd-pd-peer.ns.svc"]),
+    );
+    let r = w.reconcile_group().await;
+    assert!(w.instances().is_empty());
+    w.assert_refused(tls::CERTIFICATE_MISSING_SAN, r);
+    assert!(w.message(condition::SYNCED).contains("pd-pd.ns.svc"));
+
+    // Fixed: the members are created speaking TLS.
+    w.kube
+        .insert_tls_secret(NS, "pd-pd-tls", &ca.pem(), &ca.member(&PD_SANS));
+    w.reconcile_group().await;
+    let instances = w.instances();
+    assert_eq!(instances.len(), 3);
+    assert!(instances.iter().all(|i| i.spec.tls_cluster));
+    assert_eq!(w.condition(condition::SYNCED).0, "True");
+    w.reconcile_all_instances().await;
+    let name = &w.instance_names()[0];
+    let cm: ConfigMap = w
+        .kube
+        .get_typed(&ObjectKey::new::<ConfigMap>(Some(NS), name))
+        .unwrap();
+    let toml = &cm.data.unwrap()["pd.toml"];
+    assert!(
+        toml.contains("cacert-path = \"/var/lib/pd-tls/ca.crt\""),
+        "{toml}"
+    );
+    assert!(!toml.contains("http://"), "{toml}");
+    let pod: Pod = w.kube.get_typed(&pod_key(name)).unwrap();
+    assert!(
+        pod.spec.unwrap().volumes.unwrap().iter().any(|v| v
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref())
+            == Some("pd-pd-tls"))
+    );
+}
+
+/// A certificate that covers the Services but no member: the members the
+/// group would create are named, with the wildcard that covers them all.
+#[tokio::test]
+async fn a_member_the_certificate_does_not_cover_is_not_created() {
+    let mut w = World::new(3, None).with_tls();
+    let ca = TestCa::new("ca");
+    w.kube
+        .insert_tls_secret(NS, "basic-client-tls", &ca.pem(), &ca.client());
+    w.kube.insert_tls_secret(
+        NS,
+        "pd-pd-tls",
+        &ca.pem(),
+        &ca.member(&["pd-pd.ns.svc", "pd-pd-peer.ns.svc"]),
+    );
+    let r = w.reconcile_group().await;
+    assert!(w.instances().is_empty());
+    w.assert_refused(tls::CERTIFICATE_MISSING_SAN, r);
+    let message = w.message(condition::SYNCED);
+    assert!(message.contains(".pd-pd-peer.ns.svc"), "{message}");
+    assert!(message.contains("*.pd-pd-peer.ns.svc"), "{message}");
+}
+
+/// A Secret that breaks after the members run: they keep running, a
+/// template change reaches none of them until it is fixed.
+#[tokio::test]
+async fn a_broken_secret_leaves_running_members_alone_until_fixed() {
+    let mut w = World::new(3, None).with_tls();
+    let ca = TestCa::new("ca");
+    w.kube
+        .insert_tls_secret(NS, "basic-client-tls", &ca.pem(), &ca.client());
+    let good = ca.member(&PD_SANS);
+    w.kube.insert_tls_secret(NS, "pd-pd-tls", &ca.pem(), &good);
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    w.run_pods();
+    w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    w.cluster.pd_cluster_id_known = true;
+    assert_eq!(w.pd.member_names().len(), 3);
+
+    // The key disappears, then the template changes.
+    w.kube.insert_secret(
+        NS,
+        "pd-pd-tls",
+        &[
+            ("ca.crt", ca.pem().as_bytes()),
+            ("tls.crt", good.cert.as_bytes()),
+        ],
+    );
+    let mut g = w.kube.get(&group_key()).unwrap();
+    g["spec"]["template"]["spec"]["config"] = "[log]\nlevel = \"debug\"\n".into();
+    w.kube.insert(group_key(), g);
+    w.kube.clear_calls();
+    let r = w.reconcile_group().await;
+    w.reconcile_all_instances().await;
+    w.assert_refused(tls::SECRET_MISSING, r);
+    assert!(w.message(condition::SYNCED).contains("no key tls.key"));
+    assert!(w.deletes().is_empty(), "nothing deleted: {:?}", w.deletes());
+    assert!(
+        w.instances()
+            .iter()
+            .all(|i| i.spec.template.config.is_none())
+    );
+    assert_eq!(w.missing_pods(), Vec::<String>::new());
+
+    // Fixed: the template rolls out as usual.
+    w.kube.insert_tls_secret(NS, "pd-pd-tls", &ca.pem(), &good);
+    w.reconcile_group().await;
+    assert_eq!(w.condition(condition::SYNCED).0, "True");
+    assert!(
+        w.instances()
+            .iter()
+            .all(|i| i.spec.template.config.is_some())
+    );
+}
+
+/// A plaintext Cluster never reads a Secret.
+#[tokio::test]
+async fn a_plaintext_group_reads_no_secret() {
+    let mut w = World::new(3, None);
+    w.reconcile_group().await;
+    assert_eq!(w.instances().len(), 3);
+    assert!(w.instances().iter().all(|i| !i.spec.tls_cluster));
+    assert!(
+        !w.kube
+            .calls()
+            .iter()
+            .any(|c| matches!(c, KubeCall::GetSecret(_)))
+    );
 }

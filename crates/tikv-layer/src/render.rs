@@ -38,6 +38,7 @@ impl Component for Kv {
     const CONFIG_DIR: &'static str = CONFIG_DIR;
     const CONFIG_FILE: &'static str = CONFIG_FILE;
     const DEFAULT_DATA_DIR: &'static str = DEFAULT_DATA_DIR;
+    const TLS_DIR: &'static str = TLS_DIR;
     const OWNED_KEYS: tikv_operator_api::rules::OwnedKeys = TIKV_OWNED_KEYS;
     const OWNED_KEYS_HINT: &'static str = " (store labels go in spec.server.labels)";
     // TiKV flushes on SIGTERM; give it time.
@@ -55,6 +56,19 @@ impl Component for Kv {
     fn subdomain(i: &TiKV) -> &str {
         &i.spec.subdomain
     }
+    fn tls_cluster(i: &TiKV) -> bool {
+        i.spec.tls_cluster
+    }
+    fn default_tls_secret(group: &str) -> String {
+        names::tikv_tls_secret(group)
+    }
+    fn peer_service(group: &str) -> String {
+        names::tikv_peer_service(group)
+    }
+    /// Stores are dialed at their own address only.
+    fn dialed_services(_group: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Name of the TiKV container.
@@ -71,6 +85,9 @@ pub const CONFIG_DIR: &str = "/etc/tikv";
 pub const CONFIG_FILE: &str = "tikv.toml";
 /// Data directory when the `data` mount names no path.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/tikv";
+/// Directory the TLS Secret (`ca.crt`, `tls.crt`, `tls.key`) is mounted at
+/// in a store speaking TLS.
+pub const TLS_DIR: &str = tikv_operator_api::rules::TIKV_PATHS.tls_dir;
 
 /// Client and status ports of a TiKV template.
 pub fn ports(spec: &TiKVTemplateSpec) -> (i32, i32) {
@@ -149,10 +166,17 @@ fn restarted_at(meta: &ObjectMeta) -> Option<&String> {
 }
 
 /// The TiKV instance object a group creates (or re-applies) for `new`, with
-/// `offline` as given (the group's scale-in decision). It carries the
-/// group's template revision and restart request; the restart grant
+/// `offline` as given (the group's scale-in decision) and `tls_cluster`
+/// (the Cluster's `tlsCluster.enabled` for a new instance, the instance's
+/// own, immutable, value for an existing one). It carries the group's
+/// template revision and restart request; the restart grant
 /// ([`labels::RESTART_ALLOWED`]) is added by the caller.
-pub fn render_instance(group: &TiKVGroup, new: &NewInstance, offline: bool) -> TiKV {
+pub fn render_instance(
+    group: &TiKVGroup,
+    new: &NewInstance,
+    offline: bool,
+    tls_cluster: bool,
+) -> TiKV {
     let group_name = group.metadata.name.clone().unwrap_or_default();
     let cluster = &group.spec.cluster.name;
     TiKV {
@@ -169,6 +193,7 @@ pub fn render_instance(group: &TiKVGroup, new: &NewInstance, offline: bool) -> T
             },
             topology: new.topology.clone(),
             subdomain: names::tikv_peer_service(&group_name),
+            tls_cluster,
             offline,
             template: group.spec.template.spec.clone(),
         },
@@ -178,9 +203,11 @@ pub fn render_instance(group: &TiKVGroup, new: &NewInstance, offline: bool) -> T
 
 /// What the revision of a TiKV instance's Pod is computed from (see
 /// [`tikv_operator_core::revision`]): the template as far as it reaches the
-/// Pod spec, topology and subdomain; the `config` text, the store labels
+/// Pod spec (with `tlsSecretName`), topology, subdomain and, only when it
+/// speaks TLS, `tlsCluster`; the `config` text, the store labels
 /// (`spec.server.labels`) and `pd_url`, all written into `tikv.toml`; the
-/// restart request. Never the rendered Pod, nor `offline`: a new operator
+/// restart request. Never the TLS Secret's contents (a rotation restarts
+/// nothing), the rendered Pod, nor `offline`: a new operator
 /// version that renders differently restarts nothing unless it bumps the
 /// rendering generation.
 pub fn revision_inputs(kv: &TiKV, pd_url: Option<&str>) -> RevisionInputs {
@@ -194,11 +221,14 @@ pub fn revision_inputs(kv: &TiKV, pd_url: Option<&str>) -> RevisionInputs {
         revision::remove_if_empty(t, "server");
     }
     RevisionInputs {
-        spec: serde_json::json!({
-            "template": template,
-            "topology": kv.spec.topology.as_ref().filter(|t| !t.is_empty()),
-            "subdomain": kv.spec.subdomain,
-        }),
+        spec: revision::with_tls(
+            serde_json::json!({
+                "template": template,
+                "topology": kv.spec.topology.as_ref().filter(|t| !t.is_empty()),
+                "subdomain": kv.spec.subdomain,
+            }),
+            kv.spec.tls_cluster,
+        ),
         config: serde_json::json!({
             "config": kv.spec.template.config,
             "storeLabels": kv
@@ -229,8 +259,10 @@ pub fn check_config(config: Option<&str>) -> Result<toml::Table, RenderError> {
 /// Renders `tikv.toml`: the user's `config` with the operator-owned keys
 /// added (`server.addr`, `server.advertise-addr`, `server.status-addr`,
 /// `server.advertise-status-addr`, `server.labels` from `spec.server.labels`,
-/// `storage.data-dir`, `pd.endpoints` = `pd_url`). A user setting an owned
-/// key is an error, never silently overridden.
+/// `storage.data-dir`, `pd.endpoints` = `pd_url`; for a store speaking TLS
+/// `security.ca-path`, `cert-path`, `key-path` in its mounted TLS Secret and
+/// `pd_url` with `https`). A user setting an owned key is an error, never
+/// silently overridden.
 pub fn render_config(kv: &TiKV, pd_url: Option<&str>) -> Result<String, RenderError> {
     let p = common::parts::<Kv>(kv)?;
     let spec = &kv.spec.template;
@@ -271,9 +303,31 @@ pub fn render_config(kv: &TiKV, pd_url: Option<&str>) -> Result<String, RenderEr
     set(
         "pd",
         "endpoints",
-        toml::Value::Array(vec![s(pd_url.to_owned())]),
+        toml::Value::Array(vec![s(pd_endpoint(pd_url, kv.spec.tls_cluster))]),
     );
+    if kv.spec.tls_cluster {
+        // TiKV reads the files again for new connections: a rotated Secret
+        // needs no restart.
+        let (ca, cert, key) = common::tls_files::<Kv>();
+        set("security", "ca-path", s(ca));
+        set("security", "cert-path", s(cert));
+        set("security", "key-path", s(key));
+    }
     toml::to_string(&table).map_err(|e| RenderError::InvalidToml(e.to_string()))
+}
+
+/// The PD endpoint a store dials: `pd_url` as it is for a plaintext store;
+/// for a store speaking TLS with `https`, whatever scheme it came with (a
+/// store speaking TLS never dials PD in plaintext).
+pub fn pd_endpoint(pd_url: &str, tls: bool) -> String {
+    if !tls {
+        return pd_url.to_owned();
+    }
+    let rest = pd_url
+        .strip_prefix("http://")
+        .or_else(|| pd_url.strip_prefix("https://"))
+        .unwrap_or(pd_url);
+    format!("https://{rest}")
 }
 
 /// The instance's ConfigMap holding `config` (from [`render_config`]).
@@ -354,7 +408,7 @@ mod tests {
             name: "ssd-abc123".into(),
             topology: Some([("topology.kubernetes.io/zone".to_owned(), "a".to_owned())].into()),
         };
-        let mut kv = render_instance(&group(), &new, false);
+        let mut kv = render_instance(&group(), &new, false, false);
         kv.metadata.uid = Some("i-uid".into());
         kv
     }
@@ -385,6 +439,133 @@ mod tests {
             "ssd-abc123.ssd-tikv-peer.ns.svc:20160",
             "the address PD sees is the advertised one"
         );
+    }
+
+    fn tls_instance() -> TiKV {
+        let new = NewInstance {
+            name: "ssd-abc123".into(),
+            topology: None,
+        };
+        render_instance(&group(), &new, false, true)
+    }
+
+    #[test]
+    fn a_store_speaking_tls_gets_security_paths_and_dials_pd_with_https() {
+        let mut kv = tls_instance();
+        assert!(kv.spec.tls_cluster);
+        kv.spec.template.config = Some("[security]\nredact-info-log = true\n".into());
+        let cfg: toml::Table = render_config(&kv, Some(PD)).unwrap().parse().unwrap();
+        let security = cfg["security"].as_table().unwrap();
+        assert_eq!(
+            security["ca-path"].as_str(),
+            Some("/var/lib/tikv-tls/ca.crt")
+        );
+        assert_eq!(
+            security["cert-path"].as_str(),
+            Some("/var/lib/tikv-tls/tls.crt")
+        );
+        assert_eq!(
+            security["key-path"].as_str(),
+            Some("/var/lib/tikv-tls/tls.key")
+        );
+        // The user's other security settings stay.
+        assert_eq!(security["redact-info-log"].as_bool(), Some(true));
+        // Never plaintext to PD, whatever URL it is given.
+        assert_eq!(
+            cfg["pd"]["endpoints"][0].as_str(),
+            Some("https://pd-pd.ns.svc:2379")
+        );
+        assert_eq!(
+            pd_endpoint("https://pd-pd.ns.svc:2379", true),
+            "https://pd-pd.ns.svc:2379"
+        );
+        assert_eq!(
+            pd_endpoint("pd-pd.ns.svc:2379", true),
+            "https://pd-pd.ns.svc:2379"
+        );
+        assert_eq!(pd_endpoint(PD, false), PD);
+        // A plaintext store has no security section and dials what it is given.
+        let plain: toml::Table = render_config(&instance(), Some(PD))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(!plain.contains_key("security"));
+        // The user may not set the paths.
+        let mut kv = tls_instance();
+        kv.spec.template.config = Some("[security]\nca-path = \"/mine\"\n".into());
+        assert_eq!(
+            render_config(&kv, Some(PD)).unwrap_err(),
+            RenderError::OwnedKeys {
+                keys: vec!["security.ca-path".into()],
+                hint: Kv::OWNED_KEYS_HINT
+            }
+        );
+        kv.spec.template.config = Some("security = 1\n".into());
+        assert!(matches!(
+            render_config(&kv, Some(PD)).unwrap_err(),
+            RenderError::OwnedKeys { .. }
+        ));
+    }
+
+    #[test]
+    fn a_store_speaking_tls_mounts_its_secret_read_only() {
+        let volume = |kv: &TiKV| {
+            let pod = render_pod(kv, "h").unwrap();
+            let spec = pod.spec.unwrap();
+            let v = spec.volumes.unwrap().into_iter().find(|v| v.name == "tls");
+            let m = spec.containers[0]
+                .volume_mounts
+                .clone()
+                .unwrap()
+                .into_iter()
+                .find(|m| m.name == "tls");
+            (v, m)
+        };
+        let (v, m) = volume(&tls_instance());
+        let secret = v.unwrap().secret.unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("ssd-tikv-tls"));
+        let m = m.unwrap();
+        assert_eq!(m.mount_path, TLS_DIR);
+        assert_eq!(m.mount_path, "/var/lib/tikv-tls");
+        assert_eq!(m.read_only, Some(true));
+        assert_eq!(m.sub_path, None, "a subPath mount would not see a rotation");
+        // The template's Secret name wins.
+        let mut kv = tls_instance();
+        kv.spec.template.tls_secret_name = Some("mine".into());
+        let (v, _) = volume(&kv);
+        assert_eq!(
+            v.unwrap().secret.unwrap().secret_name.as_deref(),
+            Some("mine")
+        );
+        // A plaintext store mounts nothing, even with a Secret name set.
+        let mut plain = instance();
+        plain.spec.template.tls_secret_name = Some("mine".into());
+        assert_eq!(volume(&plain), (None, None));
+        // A user volume named `tls` collides only where the operator mounts one.
+        let mut v = plain.spec.template.volumes[0].clone();
+        v.name = "tls".into();
+        v.mounts[0].type_ = None;
+        v.mounts[0].mount_path = Some("/x".into());
+        plain.spec.template.volumes.push(v.clone());
+        render_pod(&plain, "h").unwrap();
+        let mut kv = tls_instance();
+        kv.spec.template.volumes.push(v);
+        assert_eq!(
+            render_pod(&kv, "h").unwrap_err(),
+            RenderError::ReservedVolumeName("tls".into())
+        );
+    }
+
+    #[test]
+    fn tls_reaches_the_revision_only_when_on() {
+        let plain = revision_inputs(&instance(), Some(PD));
+        assert!(plain.spec.get("tlsCluster").is_none());
+        let tls = revision_inputs(&tls_instance(), Some(PD));
+        assert_eq!(tls.spec["tlsCluster"], json!(true));
+        // The Secret's name is part of the template: changing it rolls.
+        let mut renamed = tls_instance();
+        renamed.spec.template.tls_secret_name = Some("other".into());
+        assert_ne!(revision_inputs(&renamed, Some(PD)).spec, tls.spec);
     }
 
     #[test]
@@ -489,7 +670,8 @@ mod tests {
                     name: "x".into(),
                     topology: None
                 },
-                true
+                true,
+                false
             )
             .spec
             .offline
@@ -551,6 +733,7 @@ mod tests {
                         name: format!("{}-abc123", g.metadata.name.clone().unwrap()),
                         topology: None,
                     },
+                    false,
                     false,
                 );
                 let config = render_config(&kv, Some(PD)).unwrap();

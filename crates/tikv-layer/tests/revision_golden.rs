@@ -111,6 +111,7 @@ fn rendered_pods() -> BTreeMap<String, Pod> {
                                 topology: topology(i),
                                 bootstrap_members: Some(members.clone()),
                             },
+                            false,
                         );
                         let r = render_pd(&pd, None).unwrap();
                         out.insert(format!("{example} PDGroup/{name}/{m}"), r.pod);
@@ -127,6 +128,7 @@ fn rendered_pods() -> BTreeMap<String, Pod> {
                                 name: m.clone(),
                                 topology: topology(i),
                             },
+                            false,
                             false,
                         );
                         let r = render_kv(&kv, pd_url.as_deref(), None).unwrap();
@@ -259,6 +261,7 @@ fn user_inputs_change_the_revisions() {
                                 topology: None,
                                 bootstrap_members: Some(members.clone()),
                             },
+                            false,
                         );
                         let key = format!("basic/cluster.yaml PDGroup/{name}/{m}");
                         out.insert(key, revision(&render_pd(&pd, None).unwrap().pod));
@@ -275,6 +278,7 @@ fn user_inputs_change_the_revisions() {
                                 name: m.clone(),
                                 topology: None,
                             },
+                            false,
                             false,
                         );
                         let url = tikv_operator_pd_layer::render::client_service_url(

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use tikv_operator_api::{Cluster, PD, PDGroup, TiKV, TiKVGroup, labels, names};
 use tikv_operator_cluster_layer::{ClusterSnapshot, GroupSummary, Kind as ClusterKind};
 use tikv_operator_core::Error;
@@ -75,20 +75,6 @@ pub(super) async fn reconcile_cluster(
     Ok(r.into())
 }
 
-/// Publishes the Event of a group the layers refuse to reconcile because its
-/// Cluster asks for mutual TLS (see `tikv_operator_cluster_layer::tls_refusal`).
-async fn refuse_tls<K: Resource<DynamicType = ()>>(
-    sh: &Shared,
-    group: &K,
-    cluster: Option<&Cluster>,
-) -> Result<Option<Action>, ReconcileError> {
-    let Some(event) = tikv_operator_cluster_layer::tls_refusal(cluster, group) else {
-        return Ok(None);
-    };
-    sh.ctx.kube.publish_event(&event?).await?;
-    Ok(Some(Action::requeue(sh.ctx.policy.at_rest)))
-}
-
 pub(super) async fn reconcile_pd_group(
     obj: Arc<PDGroup>,
     sh: Arc<Shared>,
@@ -97,9 +83,6 @@ pub(super) async fn reconcile_pd_group(
     let name = obj.name_any();
     let cluster_name = obj.spec.cluster.name.clone();
     let cluster = sh.stores.cluster(&ns, &cluster_name);
-    if let Some(a) = refuse_tls(&sh, obj.as_ref(), cluster.as_deref()).await? {
-        return Ok(a);
-    }
     let instances: Vec<PD> =
         Stores::instances_of_group(&sh.stores.pds, &ns, &cluster_name, &name, |i| {
             &i.spec.cluster.name
@@ -196,9 +179,6 @@ pub(super) async fn reconcile_tikv_group(
     let name = obj.name_any();
     let cluster_name = obj.spec.cluster.name.clone();
     let cluster = sh.stores.cluster(&ns, &cluster_name);
-    if let Some(a) = refuse_tls(&sh, obj.as_ref(), cluster.as_deref()).await? {
-        return Ok(a);
-    }
     let instances: Vec<TiKV> =
         Stores::instances_of_group(&sh.stores.tikvs, &ns, &cluster_name, &name, |i| {
             &i.spec.cluster.name

@@ -1,9 +1,10 @@
 //! What a PD or TiKV group does the same way with its template: refuse one
-//! that must not roll out, and roll it out to the group's Services and
-//! revision history.
+//! that must not roll out, refuse a TLS Secret its members must not use, and
+//! roll the template out to the group's Services and revision history.
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
 use super::render::{self, RenderError};
@@ -41,6 +42,165 @@ pub fn template_refusal<'a, C: Component>(
                 "the template is not rolled out (the instances keep the last good one): {e}"
             ),
         })
+}
+
+/// The names a member's certificate must cover in a group speaking TLS: the
+/// DNS name of each of `members` (`<pod>.<peer service>.<namespace>.svc`,
+/// what it advertises) and the group's Services dialed by name
+/// ([`Component::dialed_services`]).
+pub fn tls_names<'a, C: Component>(
+    group: &str,
+    namespace: &str,
+    members: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let peer = C::peer_service(group);
+    let mut names: Vec<String> = members
+        .into_iter()
+        .map(|m| render::pod_host(m, &peer, namespace))
+        .collect();
+    names.extend(
+        C::dialed_services(group)
+            .iter()
+            .map(|s| format!("{s}.{namespace}.svc")),
+    );
+    names
+}
+
+/// Why a group speaking TLS must neither create a member nor move one onto
+/// a new revision: its TLS Secret (named by `template`, read as `secret`,
+/// `None` when absent) fails [`crate::tls::check`] for `members` (the live
+/// members and those about to be created) at `now`. `None`: it may. The
+/// members running already are left alone either way.
+pub fn tls_refusal<'a, C: Component>(
+    group: &str,
+    namespace: &str,
+    template: &C::Template,
+    secret: Option<&Secret>,
+    members: impl IntoIterator<Item = &'a str>,
+    now: Timestamp,
+) -> Option<Blocked> {
+    let name = format!(
+        "{namespace}/{}",
+        render::tls_secret_name::<C>(group, template)
+    );
+    let names = tls_names::<C>(group, namespace, members);
+    let err = crate::tls::check(
+        &name,
+        secret,
+        crate::tls::Usage::Member { names: &names },
+        now,
+    )
+    .err()?;
+    let peer = C::peer_service(group);
+    let hint = match &err {
+        crate::tls::SecretError::MissingSan { name, .. }
+            if name.ends_with(&format!(".{peer}.{namespace}.svc")) =>
+        {
+            format!(
+                "; every member is reached at <pod>.{peer}.{namespace}.svc: the DNS name \
+                 *.{peer}.{namespace}.svc covers them all"
+            )
+        }
+        _ => String::new(),
+    };
+    Some(Blocked {
+        reason: err.reason(),
+        message: format!(
+            "no {kind} member is created or updated until the TLS Secret is fixed (running \
+             members are left alone): {err}{hint}",
+            kind = C::KIND
+        ),
+    })
+}
+
+/// Why no member may be created while the Cluster's client Secret `name`
+/// (`<namespace>/<name>`, read as `secret`) fails [`crate::tls::check`] as a
+/// client certificate at `now`: the operator could not reach the members.
+/// `None`: it passes.
+pub fn client_tls_refusal(name: &str, secret: Option<&Secret>, now: Timestamp) -> Option<Blocked> {
+    let err = crate::tls::check(name, secret, crate::tls::Usage::Client, now).err()?;
+    Some(Blocked {
+        reason: err.reason(),
+        message: format!(
+            "no member is created until the Cluster's client TLS Secret is fixed (the operator \
+             reaches PD with it): {err}"
+        ),
+    })
+}
+
+/// The TLS Secrets a group of a Cluster speaking TLS reads when it
+/// reconciles (the operator caches no Secret: one `get` each).
+#[derive(Debug, Clone)]
+pub struct TlsSecrets {
+    /// `<namespace>/<name>` of the Cluster's client Secret and the Secret,
+    /// when the group checks it (PD: no member is created while the
+    /// operator could not reach it).
+    pub client: Option<(String, Option<Secret>)>,
+    /// The group's Secret (`None`: absent).
+    pub group: Option<Secret>,
+}
+
+impl TlsSecrets {
+    /// Reads the Secret the members of `group` (named as `template` says)
+    /// mount and, when `client_secret` names one, the Cluster's client
+    /// Secret.
+    pub async fn read<C: Component>(
+        ctx: &Ctx,
+        group: &str,
+        namespace: &str,
+        template: &C::Template,
+        client_secret: Option<&str>,
+    ) -> Result<Self> {
+        let client = match client_secret {
+            Some(name) => Some((
+                format!("{namespace}/{name}"),
+                ctx.kube.get_secret(namespace, name).await?,
+            )),
+            None => None,
+        };
+        let name = render::tls_secret_name::<C>(group, template);
+        Ok(Self {
+            client,
+            group: ctx.kube.get_secret(namespace, &name).await?,
+        })
+    }
+
+    /// Why the group must neither create a member nor move one onto a new
+    /// revision now: the client Secret is refused ([`client_tls_refusal`]),
+    /// else the group's Secret is refused for `members`
+    /// ([`tls_refusal`]). `None`: it may.
+    pub fn refusal<'a, C: Component>(
+        &self,
+        group: &str,
+        namespace: &str,
+        template: &C::Template,
+        members: impl IntoIterator<Item = &'a str>,
+        now: Timestamp,
+    ) -> Option<Blocked> {
+        if let Some((name, secret)) = &self.client
+            && let Some(b) = client_tls_refusal(name, secret.as_ref(), now)
+        {
+            return Some(b);
+        }
+        tls_refusal::<C>(
+            group,
+            namespace,
+            template,
+            self.group.as_ref(),
+            members,
+            now,
+        )
+    }
+}
+
+/// Whether `reason` is one of a refused TLS Secret.
+pub fn is_tls_refusal(reason: &str) -> bool {
+    [
+        crate::tls::SECRET_MISSING,
+        crate::tls::SECRET_INVALID,
+        crate::tls::CERTIFICATE_MISSING_SAN,
+    ]
+    .contains(&reason)
 }
 
 /// A group's template revision, for its revision history.
@@ -123,6 +283,7 @@ mod tests {
         const CONFIG_DIR: &'static str = "/etc/pd";
         const CONFIG_FILE: &'static str = "pd.toml";
         const DEFAULT_DATA_DIR: &'static str = "/var/lib/pd";
+        const TLS_DIR: &'static str = "/var/lib/pd-tls";
         const OWNED_KEYS: OwnedKeys = PD_OWNED_KEYS;
         const OWNED_KEYS_HINT: &'static str = "";
         const TERMINATION_GRACE_PERIOD_SECONDS: Option<i64> = None;
@@ -137,6 +298,18 @@ mod tests {
         }
         fn subdomain(i: &PD) -> &str {
             &i.spec.subdomain
+        }
+        fn tls_cluster(i: &PD) -> bool {
+            i.spec.tls_cluster
+        }
+        fn default_tls_secret(group: &str) -> String {
+            format!("{group}-pd-tls")
+        }
+        fn peer_service(group: &str) -> String {
+            format!("{group}-pd-peer")
+        }
+        fn dialed_services(group: &str) -> Vec<String> {
+            vec![format!("{group}-pd"), format!("{group}-pd-peer")]
         }
     }
 

@@ -47,6 +47,8 @@ pub trait InstanceTemplate: Serialize {
     fn volumes(&self) -> &[Volume];
     /// `overlay`.
     fn overlay(&self) -> Option<&Overlay>;
+    /// `tlsSecretName`.
+    fn tls_secret_name(&self) -> Option<&str>;
 
     /// Whether a configuration change applies without a restart.
     fn hot_reload(&self) -> bool {
@@ -77,6 +79,9 @@ macro_rules! instance_template {
             }
             fn overlay(&self) -> Option<&Overlay> {
                 self.overlay.as_ref()
+            }
+            fn tls_secret_name(&self) -> Option<&str> {
+                self.tls_secret_name.as_deref()
             }
         }
     };
@@ -112,6 +117,8 @@ pub trait Component {
     const CONFIG_FILE: &'static str;
     /// Data directory when the `data` mount names no path.
     const DEFAULT_DATA_DIR: &'static str;
+    /// Directory the TLS Secret is mounted at when the member speaks TLS.
+    const TLS_DIR: &'static str;
     /// Configuration keys the operator sets itself.
     const OWNED_KEYS: OwnedKeys;
     /// Appended to the message refusing a configuration that sets owned keys.
@@ -127,4 +134,14 @@ pub trait Component {
     fn topology(i: &Self::Instance) -> Option<&Topology>;
     /// The headless Service giving an instance's Pod its DNS name.
     fn subdomain(i: &Self::Instance) -> &str;
+    /// Whether an instance speaks TLS (`spec.tlsCluster`).
+    fn tls_cluster(i: &Self::Instance) -> bool;
+    /// The TLS Secret of a group's members when its template names none.
+    fn default_tls_secret(group: &str) -> String;
+    /// The headless peer Service of a group (every member's DNS name is
+    /// `<pod>.<peer service>.<namespace>.svc`).
+    fn peer_service(group: &str) -> String;
+    /// The group's Services that clients or members dial by their own name
+    /// (`<service>.<namespace>.svc`): a member's certificate must cover them.
+    fn dialed_services(group: &str) -> Vec<String>;
 }

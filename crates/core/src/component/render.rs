@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe,
-    ResourceRequirements as K8sResources, Service, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume as PodVolume, VolumeMount as PodVolumeMount, VolumeResourceRequirements,
+    ResourceRequirements as K8sResources, SecretVolumeSource, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume as PodVolume, VolumeMount as PodVolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -91,6 +92,41 @@ pub fn image<C: Component>(spec: &C::Template) -> String {
 /// DNS name of an instance's Pod: `<pod>.<peer service>.<namespace>.svc`.
 pub fn pod_host(instance: &str, subdomain: &str, namespace: &str) -> String {
     format!("{}.{subdomain}.{namespace}.svc", names::pod(instance))
+}
+
+/// The URL scheme of a member that does (`https`) or does not (`http`)
+/// speak TLS.
+pub fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
+}
+
+/// The TLS Secret of a group's members: the template's `tlsSecretName`,
+/// else the component's default for the group.
+pub fn tls_secret_name<C: Component>(group: &str, template: &C::Template) -> String {
+    template
+        .tls_secret_name()
+        .map_or_else(|| C::default_tls_secret(group), str::to_owned)
+}
+
+/// The TLS Secret an instance mounts: `None` for an instance that does not
+/// speak TLS.
+pub fn instance_tls_secret<C: Component>(i: &C::Instance) -> Result<Option<String>, RenderError> {
+    if !C::tls_cluster(i) {
+        return Ok(None);
+    }
+    let p = parts::<C>(i)?;
+    Ok(Some(tls_secret_name::<C>(p.group, C::template(i))))
+}
+
+/// Where the member finds its CA bundle, certificate and key (the files of
+/// the mounted TLS Secret): `(ca, cert, key)`.
+pub fn tls_files<C: Component>() -> (String, String, String) {
+    let file = |key: &str| format!("{}/{key}", C::TLS_DIR);
+    (
+        file(crate::tls::CA_KEY),
+        file(crate::tls::CERT_KEY),
+        file(crate::tls::KEY_KEY),
+    )
 }
 
 /// Labels selecting every instance (and Pod) of a group of component `C`.
@@ -382,16 +418,21 @@ fn resources(spec: &impl InstanceTemplate) -> Option<K8sResources> {
     })
 }
 
-/// The Pod volumes (one per PVC, then the ConfigMap) and the container's
-/// mounts of an instance.
+/// The Pod volumes (one per PVC, then the ConfigMap, then for a member
+/// speaking TLS its Secret `tls_secret`) and the container's mounts of an
+/// instance.
 fn volumes_and_mounts<C: Component>(
     spec: &C::Template,
     instance: &str,
+    tls_secret: Option<&str>,
 ) -> Result<(Vec<PodVolume>, Vec<PodVolumeMount>), RenderError> {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     for v in spec.volumes() {
-        if v.name == CONFIG_VOLUME {
+        // `tls` is refused only where the operator mounts its own volume of
+        // that name: an older plaintext instance using it keeps rendering
+        // (the API refuses the name for new objects).
+        if v.name == CONFIG_VOLUME || (tls_secret.is_some() && v.name == TLS_VOLUME) {
             return Err(RenderError::ReservedVolumeName(v.name.clone()));
         }
         volumes.push(PodVolume {
@@ -425,11 +466,34 @@ fn volumes_and_mounts<C: Component>(
         read_only: Some(true),
         ..PodVolumeMount::default()
     });
+    if let Some(secret) = tls_secret {
+        volumes.push(PodVolume {
+            name: TLS_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_owned()),
+                ..SecretVolumeSource::default()
+            }),
+            ..PodVolume::default()
+        });
+        // The whole directory, never a `subPath`: the kubelet then replaces
+        // the files when the Secret is updated in place (a rotation), and the
+        // member reads the new ones without a restart.
+        mounts.push(PodVolumeMount {
+            name: TLS_VOLUME.to_owned(),
+            mount_path: C::TLS_DIR.to_owned(),
+            read_only: Some(true),
+            ..PodVolumeMount::default()
+        });
+    }
     Ok((volumes, mounts))
 }
 
 /// Pod volume name of the ConfigMap; no user volume may use it.
-pub const CONFIG_VOLUME: &str = "config";
+pub const CONFIG_VOLUME: &str = tikv_operator_api::rules::CONFIG_VOLUME_NAME;
+
+/// Pod volume name of the TLS Secret of a member speaking TLS; no user
+/// volume may use it.
+pub const TLS_VOLUME: &str = tikv_operator_api::rules::TLS_VOLUME_NAME;
 
 /// The instance's Pod: one container running [`Component::BINARY`] with the
 /// configuration file, the named `ports`, ready once the port named
@@ -444,7 +508,8 @@ pub fn render_pod<C: Component>(
 ) -> Result<Pod, RenderError> {
     let p = parts::<C>(i)?;
     let spec = C::template(i);
-    let (volumes, mounts) = volumes_and_mounts::<C>(spec, p.name)?;
+    let tls_secret = instance_tls_secret::<C>(i)?;
+    let (volumes, mounts) = volumes_and_mounts::<C>(spec, p.name, tls_secret.as_deref())?;
     let container = Container {
         name: C::CONTAINER.to_owned(),
         image: Some(image::<C>(spec)),

@@ -5,7 +5,7 @@ use super::*;
 use tikv_operator_core::failover::reasons as fo_reasons;
 
 /// A PDGroup and what the caches hold about it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GroupSnapshot<'a> {
     /// The group.
     pub group: &'a PDGroup,
@@ -40,7 +40,7 @@ async fn run_group_plan(
         GroupPlan::Steady => {}
         GroupPlan::Create(new) => {
             for n in new {
-                let pd = render::render_instance(group, n);
+                let pd = render::render_instance(group, n, s.cluster.client_tls_secret.is_some());
                 ctx.kube
                     .apply(&ObjectKey::of(&pd)?, &desired(&pd)?.stamped())
                     .await?;
@@ -234,12 +234,45 @@ pub async fn reconcile_group(
 
     // Nothing is created or removed for a group whose Cluster is missing or
     // being deleted (the Cluster deletes its groups in order).
-    let mut fo: Option<crate::failover::FailoverPlan> = None;
-    let plan = if s.cluster.paused
+    let acts = !(s.cluster.paused
         || s.cluster.deleting
         || s.cluster.missing
-        || group.metadata.deletion_timestamp.is_some()
-    {
+        || group.metadata.deletion_timestamp.is_some());
+    // A Cluster speaking TLS: the Secrets are read now (they are not
+    // cached) and checked before any member is created or updated.
+    let namespace = group.metadata.namespace.clone().unwrap_or_default();
+    let tls = match &s.cluster.client_tls_secret {
+        Some(client) if acts => Some(
+            TlsSecrets::read::<render::Pd>(
+                ctx,
+                &group_name,
+                &namespace,
+                &group.spec.template.spec,
+                Some(client),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    let live_names: Vec<&str> = s
+        .instances
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .map(name_of)
+        .collect();
+    let tls_refusal = |new: &[&str]| {
+        tls.as_ref().and_then(|t| {
+            t.refusal::<render::Pd>(
+                &group_name,
+                &namespace,
+                &group.spec.template.spec,
+                live_names.iter().chain(new).copied(),
+                now,
+            )
+        })
+    };
+    let mut fo: Option<crate::failover::FailoverPlan> = None;
+    let plan = if !acts {
         None
     } else if let Some(first) = s.cluster_pd_group.filter(|first| *first != group_name) {
         // Safety rule 7: a second PDGroup would bootstrap a second PD cluster.
@@ -259,6 +292,10 @@ pub async fn reconcile_group(
         // created at a lower version; with a rejected config the last good
         // template keeps running) until it is fixed or the downgrade
         // explicitly allowed.
+        Some(GroupPlan::Refuse(blocked))
+    } else if let Some(blocked) = tls_refusal(&[]) {
+        // Likewise with a refused TLS Secret: nothing reaches the
+        // instances, the running members are left alone.
         Some(GroupPlan::Refuse(blocked))
     } else {
         let revisions_now = revision_status(group, &currency);
@@ -298,6 +335,7 @@ pub async fn reconcile_group(
                     topology: i.spec.topology.clone(),
                     bootstrap_members: render::bootstrap_members(i),
                 },
+                i.spec.tls_cluster,
             );
             ctx.kube
                 .apply_if_changed(&desired(&want)?, cached(Some(i)).as_ref())
@@ -332,6 +370,13 @@ pub async fn reconcile_group(
         } else {
             plan_group(&input, suffixes)
         };
+        // New members must be covered by the certificate too.
+        if let GroupPlan::Create(new) = &plan
+            && let Some(blocked) =
+                tls_refusal(&new.iter().map(|n| n.name.as_str()).collect::<Vec<_>>())
+        {
+            plan = GroupPlan::Refuse(blocked);
+        }
         fo = Some(failover);
         // Restarts only once every member's instance visibly carries the
         // current template: the order of restarts is then the same at every
@@ -383,11 +428,15 @@ pub async fn reconcile_group(
                 message: n.clone(),
             });
         }
-        run_group_plan(ctx, s, pd_api, &plan).await?;
+        if !matches!(&plan, GroupPlan::Refuse(b) if is_tls_refusal(b.reason)) {
+            run_group_plan(ctx, s, pd_api, &plan).await?;
+        }
         Some(plan)
     };
     if let Some(GroupPlan::Refuse(b)) = &plan
-        && (b.reason == reasons::DOWNGRADE_REFUSED || b.reason == reasons::INVALID_CONFIG)
+        && (b.reason == reasons::DOWNGRADE_REFUSED
+            || b.reason == reasons::INVALID_CONFIG
+            || is_tls_refusal(b.reason))
     {
         warn!(reason = b.reason, message = %b.message, "template refused");
         publish(
@@ -396,7 +445,11 @@ pub async fn reconcile_group(
                 group,
                 EventType::Warning,
                 b.reason,
-                "Upgrade",
+                if is_tls_refusal(b.reason) {
+                    "CheckTLSSecret"
+                } else {
+                    "Upgrade"
+                },
                 b.message.clone(),
             ),
         )
@@ -470,12 +523,16 @@ pub async fn reconcile_group(
             now,
         );
     }
+    // A rejected config or TLS Secret: not Synced, not Ready.
     let config_refused = match &plan {
-        Some(GroupPlan::Refuse(b)) if b.reason == reasons::INVALID_CONFIG => {
+        Some(GroupPlan::Refuse(b))
+            if b.reason == reasons::INVALID_CONFIG || is_tls_refusal(b.reason) =>
+        {
             Some((b.reason, b.message.as_str()))
         }
         _ => None,
     };
+    let tls_refused = config_refused.is_some_and(|(r, _)| is_tls_refusal(r));
     let all_ready = ready == group.spec.replicas && replicas == group.spec.replicas;
     for update in conditions::group_sync_and_ready(
         config_refused,
@@ -546,8 +603,16 @@ pub async fn reconcile_group(
     let requeue = ctx
         .policy
         .after_success(plan.as_ref().is_some_and(GroupPlan::in_flight) || awaiting_ready);
-    Ok(match (requeue, fo.and_then(|f| f.recheck_after)) {
+    // A refused TLS Secret is polled (Secrets are not watched): a fixed
+    // one is seen within `tls::RECHECK`.
+    let recheck = fo
+        .and_then(|f| f.recheck_after)
+        .into_iter()
+        .chain(tls_refused.then_some(tikv_operator_core::tls::RECHECK))
+        .min();
+    Ok(match (requeue, recheck) {
         (Requeue::After(d), Some(r)) if r < d => Requeue::After(r),
+        (Requeue::AwaitChange, Some(r)) => Requeue::After(r),
         (q, _) => q,
     })
 }

@@ -4,7 +4,7 @@
 use super::*;
 
 /// A PD instance and what the caches hold about it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct InstanceSnapshot<'a> {
     /// The instance.
     pub instance: &'a PD,

@@ -41,7 +41,7 @@ use crate::removal::{RemovalInput, RemovalStep, next_removal_step};
 use crate::render::{self, RenderError};
 use tikv_operator_core::component::apply;
 use tikv_operator_core::component::group::{
-    TemplateRevision, apply_group_objects, template_refusal,
+    TemplateRevision, TlsSecrets, apply_group_objects, is_tls_refusal, template_refusal,
 };
 use tikv_operator_core::component::naming::SuffixSource;
 use tikv_operator_core::component::pods::{pod_available, pod_ready};
@@ -51,7 +51,7 @@ use tikv_operator_core::component::spread::Spread;
 pub use tikv_operator_core::Ctx;
 
 /// What the PD layer needs to know about its Cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterFacts {
     /// `spec.paused`: report status, change nothing.
     pub paused: bool,
@@ -68,6 +68,11 @@ pub struct ClusterFacts {
     pub pd_cluster_id_known: bool,
     /// `spec.revisionHistoryLimit`, defaulted.
     pub revision_history_limit: usize,
+    /// `spec.tlsCluster.enabled`: the name of the Cluster's client TLS
+    /// Secret (`spec.tlsCluster.clientSecretName`, defaulted). New members
+    /// speak TLS; none is created or updated while this Secret or the
+    /// group's is refused. `None`: plaintext.
+    pub client_tls_secret: Option<String>,
 }
 
 impl ClusterFacts {
@@ -89,6 +94,11 @@ impl ClusterFacts {
                 missing: false,
                 pd_cluster_id_known: c.status.as_ref().is_some_and(|s| s.id.is_some()),
                 revision_history_limit: history::limit_of(c.spec.revision_history_limit),
+                client_tls_secret: c.spec.tls_cluster.as_ref().filter(|t| t.enabled).map(|t| {
+                    t.client_secret_name.clone().unwrap_or_else(|| {
+                        names::client_tls_secret(c.metadata.name.as_deref().unwrap_or_default())
+                    })
+                }),
             },
         }
     }
@@ -131,6 +141,7 @@ fn as_the_group_renders<'a>(
                     topology: i.spec.topology.clone(),
                     bootstrap_members: render::bootstrap_members(i),
                 },
+                i.spec.tls_cluster,
             );
             let running = pods.iter().find(|p| {
                 name_of(*p) == names::pod(name_of(i)) && p.metadata.deletion_timestamp.is_none()
@@ -234,7 +245,7 @@ async fn members_not_answering(
             out.push(format!("{} (no running Pod)", name_of(i)));
             continue;
         };
-        let url = format!("http://{ip}:{}", render::ports(&i.spec.template).0);
+        let url = member_probe_url(i, &ip);
         match pd_api.member_ready(&url).await {
             Ok(pd_client::Readiness::Ready | pd_client::Readiness::Unsupported) => {}
             Ok(pd_client::Readiness::NotReady) => {
@@ -257,6 +268,19 @@ async fn members_not_answering(
         }
     }
     out
+}
+
+/// The URL a member is asked at whether it serves: its current Pod's IP
+/// (its DNS name may still lead to the old process while it shuts down). A
+/// member speaking TLS is asked at its DNS name instead, the name its
+/// certificate covers (an IP is not one of them); the start time check
+/// ([`started_by_pod`]) still tells an old process apart.
+fn member_probe_url(pd: &PD, pod_ip: &str) -> String {
+    if pd.spec.tls_cluster {
+        render::member_client_url(pd)
+    } else {
+        format!("http://{pod_ip}:{}", render::ports(&pd.spec.template).0)
+    }
 }
 
 mod groups;

@@ -115,7 +115,7 @@ pub(super) async fn run(
     let (reason, message) = match &plan.action {
         FailoverAction::None => (None, String::new()),
         FailoverAction::Surge { failed, new } => {
-            let mut kv = render::render_instance(group, new, false);
+            let mut kv = render::render_instance(group, new, false, s.cluster.tls);
             kv.metadata
                 .annotations
                 .get_or_insert_default()

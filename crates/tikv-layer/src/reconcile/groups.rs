@@ -124,7 +124,7 @@ async fn run_group_plan(
         }
         GroupPlan::Create(new) => {
             for n in new {
-                let kv = render::render_instance(group, n, false);
+                let kv = render::render_instance(group, n, false, s.cluster.tls);
                 ctx.kube
                     .apply(&ObjectKey::of(&kv)?, &desired(&kv)?.stamped())
                     .await?;
@@ -271,11 +271,41 @@ pub async fn reconcile_group(
 
     let mut restart = RestartPlan::None;
     let mut fo: Option<crate::failover::FailoverPlan> = None;
-    let plan = if s.cluster.paused
+    let acts = !(s.cluster.paused
         || s.cluster.deleting
         || s.cluster.missing
-        || group.metadata.deletion_timestamp.is_some()
-    {
+        || group.metadata.deletion_timestamp.is_some());
+    // A Cluster speaking TLS: the group's Secret is read now (it is not
+    // cached) and checked before any store is created or updated.
+    let namespace = group.metadata.namespace.clone().unwrap_or_default();
+    let tls = if s.cluster.tls && acts {
+        Some(
+            TlsSecrets::read::<render::Kv>(
+                ctx,
+                &group_name,
+                &namespace,
+                &group.spec.template.spec,
+                None,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let tls_refusal = |new: &[&str]| {
+        tls.as_ref().and_then(|t| {
+            t.refusal::<render::Kv>(
+                &group_name,
+                &namespace,
+                &group.spec.template.spec,
+                live.iter()
+                    .map(|l| name_of(l.kv))
+                    .chain(new.iter().copied()),
+                now,
+            )
+        })
+    };
+    let plan = if !acts {
         None
     } else if let Some(blocked) = template_refusal::<render::Kv>(
         group,
@@ -292,6 +322,10 @@ pub async fn reconcile_group(
         // created at a lower version; with a rejected config the last good
         // template keeps running) until it is fixed or the downgrade
         // explicitly allowed.
+        Some(GroupPlan::Refuse(blocked))
+    } else if let Some(blocked) = tls_refusal(&[]) {
+        // Likewise with a refused TLS Secret: nothing reaches the
+        // instances, the running stores are left alone.
         Some(GroupPlan::Refuse(blocked))
     } else {
         let update_revision = render::group_revision(group);
@@ -337,10 +371,18 @@ pub async fn reconcile_group(
             .collect();
         let failover = failover::plan(s, &restarting_now, min_ready, now, suffixes);
         info!(action = ?failover.action, held = ?failover.held, "TiKVGroup failover plan");
-        failover::run(ctx, s, &failover, &grant_of).await?;
-        let acted = failover.action != FailoverAction::None;
+        // A replacement store must be covered by the certificate too; a
+        // refused one is not created (the failover status stays as it was).
+        let surge_refused = match &failover.action {
+            FailoverAction::Surge { new, .. } => tls_refusal(&[new.name.as_str()]),
+            _ => None,
+        };
+        let acted = surge_refused.is_none() && failover.action != FailoverAction::None;
         let held = failover.held.clone();
-        fo = Some(failover);
+        if surge_refused.is_none() {
+            failover::run(ctx, s, &failover, &grant_of).await?;
+            fo = Some(failover);
+        }
         let input = GroupInput {
             group: &group_name,
             replicas: group.spec.replicas,
@@ -359,7 +401,9 @@ pub async fn reconcile_group(
                 .collect(),
             held,
         };
-        let plan = if acted {
+        let mut plan = if let Some(blocked) = surge_refused {
+            GroupPlan::Refuse(blocked)
+        } else if acted {
             GroupPlan::Wait(Blocked {
                 reason: reasons::CONDITION_FAILOVER,
                 message: "a failover step was taken; the group looks again".to_owned(),
@@ -367,9 +411,18 @@ pub async fn reconcile_group(
         } else {
             plan_group(&input, suffixes)
         };
+        // New stores must be covered by the certificate too.
+        if let GroupPlan::Create(new) = &plan
+            && let Some(blocked) =
+                tls_refusal(&new.iter().map(|n| n.name.as_str()).collect::<Vec<_>>())
+        {
+            plan = GroupPlan::Refuse(blocked);
+        }
         info!(?plan, "TiKVGroup plan");
         let find = |n: &str| s.instances.iter().find(|i| name_of(*i) == n);
-        run_group_plan(ctx, s, &plan, &grant_of, old_progressing.as_ref()).await?;
+        if !matches!(&plan, GroupPlan::Refuse(b) if is_tls_refusal(b.reason)) {
+            run_group_plan(ctx, s, &plan, &grant_of, old_progressing.as_ref()).await?;
+        }
         if plan == GroupPlan::Steady {
             restart = plan_restart(&restart_input(group, s, &live, min_ready, now));
             // A restart due only to a rendering generation bump is
@@ -412,7 +465,9 @@ pub async fn reconcile_group(
         Some(plan)
     };
     if let Some(GroupPlan::Refuse(b)) = &plan
-        && (b.reason == reasons::DOWNGRADE_REFUSED || b.reason == reasons::INVALID_CONFIG)
+        && (b.reason == reasons::DOWNGRADE_REFUSED
+            || b.reason == reasons::INVALID_CONFIG
+            || is_tls_refusal(b.reason))
         && old_progressing
             .as_ref()
             .is_none_or(|c| c.reason != b.reason || c.message != b.message)
@@ -424,7 +479,11 @@ pub async fn reconcile_group(
                 group,
                 EventType::Warning,
                 b.reason,
-                "Upgrade",
+                if is_tls_refusal(b.reason) {
+                    "CheckTLSSecret"
+                } else {
+                    "Upgrade"
+                },
                 b.message.clone(),
             ),
         )
@@ -589,12 +648,16 @@ pub async fn reconcile_group(
             now,
         );
     }
+    // A rejected config or TLS Secret: not Synced, not Ready.
     let config_refused = match &plan {
-        Some(GroupPlan::Refuse(b)) if b.reason == reasons::INVALID_CONFIG => {
+        Some(GroupPlan::Refuse(b))
+            if b.reason == reasons::INVALID_CONFIG || is_tls_refusal(b.reason) =>
+        {
             Some((b.reason, b.message.as_str()))
         }
         _ => None,
     };
+    let tls_refused = config_refused.is_some_and(|(r, _)| is_tls_refusal(r));
     let all_ready = ready == group.spec.replicas
         && i32::try_from(serving.len()).unwrap_or(i32::MAX) == group.spec.replicas;
     for update in conditions::group_sync_and_ready(
@@ -642,7 +705,14 @@ pub async fn reconcile_group(
         || restart != RestartPlan::None
         || !restarting.is_empty();
     let requeue = ctx.policy.after_success(in_flight);
-    Ok(match (requeue, fo.and_then(|f| f.recheck_after)) {
+    // A refused TLS Secret is polled (Secrets are not watched): a fixed
+    // one is seen within `tls::RECHECK`.
+    let recheck = fo
+        .and_then(|f| f.recheck_after)
+        .into_iter()
+        .chain(tls_refused.then_some(tikv_operator_core::tls::RECHECK))
+        .min();
+    Ok(match (requeue, recheck) {
         (Requeue::After(d), Some(r)) if r < d => Requeue::After(r),
         (q, _) => q,
     })

@@ -38,7 +38,7 @@ use tikv_operator_api::{
 };
 use tikv_operator_core::component::apply;
 use tikv_operator_core::component::group::{
-    TemplateRevision, apply_group_objects, template_refusal,
+    TemplateRevision, TlsSecrets, apply_group_objects, is_tls_refusal, template_refusal,
 };
 use tikv_operator_core::component::naming::SuffixSource;
 use tikv_operator_core::component::pods::{pod_available, pod_ready};
@@ -77,7 +77,8 @@ pub struct ClusterFacts {
     /// stripped by hand): nothing is created, and removals wait (only a
     /// Cluster being deleted may skip PD).
     pub missing: bool,
-    /// PD client URL TiKV dials (`status.pd`: `http://<pdgroup>-pd.<ns>.svc:<port>`).
+    /// PD client URL TiKV dials (`status.pd`: `http://<pdgroup>-pd.<ns>.svc:<port>`,
+    /// `https://` when the Cluster speaks TLS).
     pub pd_url: Option<String>,
     /// Why TiKV version upgrades must wait for PD: a PDGroup of the Cluster
     /// has not finished its own update (see [`pd_upgrading`]). `None` when
@@ -85,6 +86,9 @@ pub struct ClusterFacts {
     pub pd_upgrading: Option<String>,
     /// `spec.revisionHistoryLimit`, defaulted.
     pub revision_history_limit: usize,
+    /// `spec.tlsCluster.enabled`: new stores speak TLS; none is created or
+    /// updated while the group's TLS Secret is refused.
+    pub tls: bool,
 }
 
 /// Why TiKV version upgrades of `cluster` must wait for its PD groups: the
@@ -150,6 +154,7 @@ impl ClusterFacts {
                 pd_url: c.status.as_ref().and_then(|s| s.pd.clone()),
                 pd_upgrading: None,
                 revision_history_limit: history::limit_of(c.spec.revision_history_limit),
+                tls: c.spec.tls_cluster.as_ref().is_some_and(|t| t.enabled),
             },
         }
     }
@@ -217,6 +222,7 @@ fn desired_instance(group: &TiKVGroup, kv: &TiKV, offline: bool, grant: Option<&
             topology: kv.spec.topology.clone(),
         },
         offline,
+        kv.spec.tls_cluster,
     );
     if let Some(g) = grant {
         want.metadata

@@ -16,7 +16,7 @@ pub use tikv_operator_api::{TiKV, TiKVGroup, labels};
 pub use tikv_operator_core::component::naming::SuffixSource;
 pub use tikv_operator_core::conditions;
 pub use tikv_operator_core::fake::{FakeClock, FakeKube, KubeCall, KubeOp};
-pub use tikv_operator_core::{KubeWriter, ObjectKey, RequeuePolicy};
+pub use tikv_operator_core::{KubeWriter, ObjectKey, Requeue, RequeuePolicy};
 pub use tikv_operator_tikv_layer::reconcile::{
     ClusterFacts, Ctx, EvictionGate, GroupSnapshot, InstanceSnapshot, Options, RegionHealth,
     needs_region_health, reconcile_group, reconcile_instance,
@@ -173,8 +173,8 @@ impl World {
         StoreView::observe(&self.pd).await
     }
 
-    pub async fn reconcile_group(&mut self) {
-        self.reconcile_group_named("kv").await;
+    pub async fn reconcile_group(&mut self) -> Requeue {
+        self.reconcile_group_named("kv").await
     }
 
     /// Adds another TiKVGroup of the same Cluster (heterogeneous stores).
@@ -188,7 +188,7 @@ impl World {
             .insert(ObjectKey::new::<TiKVGroup>(Some(NS), name), g);
     }
 
-    pub async fn reconcile_group_named(&mut self, name: &str) {
+    pub async fn reconcile_group_named(&mut self, name: &str) -> Requeue {
         let group: TiKVGroup = self
             .kube
             .get_typed(&ObjectKey::new::<TiKVGroup>(Some(NS), name))
@@ -221,7 +221,7 @@ impl World {
         };
         reconcile_group(&self.ctx, &snap, &mut self.suffixes)
             .await
-            .unwrap();
+            .unwrap()
     }
 
     pub async fn reconcile_instance(&self, name: &str) {
