@@ -166,6 +166,7 @@ pub fn render_instance(group: &PDGroup, new: &NewInstance) -> PD {
             topology: new.topology.clone(),
             subdomain: names::pd_peer_service(&group_name),
             template: group.spec.template.spec.clone(),
+            tls_cluster: false,
         },
         status: None,
     }

@@ -171,6 +171,7 @@ pub fn render_instance(group: &TiKVGroup, new: &NewInstance, offline: bool) -> T
             subdomain: names::tikv_peer_service(&group_name),
             offline,
             template: group.spec.template.spec.clone(),
+            tls_cluster: false,
         },
         status: None,
     }
