@@ -25,7 +25,7 @@ use crate::secrets::SecretSource;
 use crate::{PdEndpoint, PdSettings};
 use switchable::SwitchablePd;
 pub use tls::{
-    CA_KEY, CERT_KEY, ClientTls, KEY_KEY, PdAccessError, PdTarget, TlsMaterial, client_tls,
+    CA_KEY, CERT_KEY, ClientTls, KEY_KEY, PdAccessError, PdTarget, TlsMaterial, read_material,
     with_scheme,
 };
 
@@ -199,41 +199,57 @@ impl PdRegistry {
         target: &PdTarget,
     ) -> Result<Arc<PdEntry>, PdAccessError> {
         let key = (namespace.to_owned(), cluster.to_owned());
-        let tls = match &target.client_secret {
+        let refuse = |e: PdAccessError, entries: &mut HashMap<_, _>| {
+            if entries.remove(&key).is_some() {
+                warn!(namespace, cluster, error = %e, "PD client dropped: its TLS Secret is refused");
+            }
+            Err(e)
+        };
+        let material = match &target.client_secret {
             None => None,
-            Some(secret) => match client_tls(self.secrets.as_ref(), namespace, cluster, secret) {
-                Ok(tls) => Some(tls),
-                Err(e) => {
-                    if lock(&self.entries).remove(&key).is_some() {
-                        warn!(namespace, cluster, error = %e, "PD client dropped: its TLS Secret is refused");
-                    }
-                    return Err(e);
+            Some(secret) => {
+                match read_material(self.secrets.as_ref(), namespace, cluster, secret) {
+                    Ok(m) => Some((secret, m)),
+                    Err(e) => return refuse(e, &mut lock(&self.entries)),
                 }
+            }
+        };
+        let mut entries = lock(&self.entries);
+        let existing = entries
+            .get(&key)
+            .filter(|e| e.endpoint == target.endpoint)
+            .cloned();
+        if let Some(e) = &existing {
+            let current = lock(&e.tls);
+            match (current.as_ref(), &material) {
+                (None, None) => return Ok(e.clone()),
+                (Some(now), Some((_, new))) if now == new => return Ok(e.clone()),
+                _ => {}
+            }
+        }
+        // New or changed client TLS: parsed and checked only now.
+        let tls = match material {
+            None => None,
+            Some((secret, m)) => match ClientTls::parse(namespace, secret, m) {
+                Ok(t) => Some(t),
+                Err(e) => return refuse(e, &mut entries),
             },
         };
         let client_error = |source| PdAccessError::Client {
             endpoint: target.endpoint.clone(),
             source,
         };
-        let mut entries = lock(&self.entries);
-        if let Some(e) = entries.get(&key).filter(|e| e.endpoint == target.endpoint) {
+        if let (Some(e), Some(new)) = (existing, tls.as_ref()) {
             let mut current = lock(&e.tls);
-            match (current.as_ref(), tls.as_ref()) {
-                (None, None) => return Ok(e.clone()),
-                (Some(now), Some(new)) if *now == new.material => return Ok(e.clone()),
-                (Some(_), Some(new)) => {
-                    let client =
-                        (self.factory)(&target.endpoint, Some(new)).map_err(client_error)?;
-                    e.client.replace(client);
-                    *current = Some(new.material.clone());
-                    info!(namespace, cluster, secret = %new.secret, "PD client TLS Secret changed: new connections use its certificate");
-                    return Ok(e.clone());
-                }
-                // Plaintext to TLS or back (tlsCluster.enabled is immutable:
-                // only a Cluster deleted and recreated under the same name):
-                // a new entry.
-                _ => {}
+            if current.is_some() {
+                let client = (self.factory)(&target.endpoint, Some(new)).map_err(client_error)?;
+                e.client.replace(client);
+                *current = Some(new.material.clone());
+                info!(namespace, cluster, secret = %new.secret, "PD client TLS Secret changed: new connections use its certificate");
+                return Ok(e.clone());
             }
+            // Plaintext to TLS (tlsCluster.enabled is immutable: only a
+            // Cluster deleted and recreated under the same name): a new entry.
         }
         let client = (self.factory)(&target.endpoint, tls.as_ref()).map_err(client_error)?;
         let switch = Arc::new(SwitchablePd::new(client));

@@ -153,13 +153,14 @@ impl PdAccessError {
     }
 }
 
-/// Reads the client TLS material of a Cluster from its Secret.
-pub fn client_tls(
+/// The client TLS material of a Cluster as its Secret holds it now, not
+/// parsed yet (reading it is cheap; parsing is done only when it changed).
+pub fn read_material(
     source: &dyn SecretSource,
     namespace: &str,
     cluster: &str,
     secret: &str,
-) -> Result<ClientTls, PdAccessError> {
+) -> Result<TlsMaterial, PdAccessError> {
     let s = match source.read(namespace, secret, cluster) {
         SecretRead::Present(s) => s,
         SecretRead::Absent => {
@@ -188,26 +189,36 @@ pub fn client_tls(
                 key,
             })
     };
-    let material = TlsMaterial {
+    Ok(TlsMaterial {
         ca: key(CA_KEY)?,
         cert: key(CERT_KEY)?,
         key: key(KEY_KEY)?,
-    };
-    let config = TlsConfig::from_pem(
-        material.ca.clone(),
-        material.cert.clone(),
-        material.key.clone(),
-    )
-    .map_err(|source| PdAccessError::SecretInvalid {
-        namespace: namespace.to_owned(),
-        secret: secret.to_owned(),
-        source,
-    })?;
-    Ok(ClientTls {
-        secret: secret.to_owned(),
-        material,
-        config,
     })
+}
+
+impl ClientTls {
+    /// Parses and checks `material`, read from `namespace`/`secret`.
+    pub fn parse(
+        namespace: &str,
+        secret: &str,
+        material: TlsMaterial,
+    ) -> Result<Self, PdAccessError> {
+        let config = TlsConfig::from_pem(
+            material.ca.clone(),
+            material.cert.clone(),
+            material.key.clone(),
+        )
+        .map_err(|source| PdAccessError::SecretInvalid {
+            namespace: namespace.to_owned(),
+            secret: secret.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            secret: secret.to_owned(),
+            material,
+            config,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -434,6 +445,18 @@ mod tests {
             secrets.users("ns", SECRET),
             BTreeSet::from(["basic".to_owned()])
         );
+        // Renewed into something unusable (a key that is not the
+        // certificate's): no client, rather than the old one.
+        let mut broken = client_secret(&ca, "3");
+        broken.data.as_mut().unwrap().insert(
+            KEY_KEY.into(),
+            first.data.as_ref().unwrap()[KEY_KEY].clone(),
+        );
+        secrets.set("ns", SECRET, SecretRead::Present(Arc::new(broken)));
+        let e = reg.ensure("ns", "basic", &tls_target()).unwrap_err();
+        assert!(matches!(e, PdAccessError::SecretInvalid { .. }), "{e:?}");
+        assert!(reg.get("ns", "basic").is_none(), "kept the old client");
+        assert_eq!(made.lock().unwrap().len(), 2);
         reg.remove("ns", "basic");
         assert!(
             secrets.users("ns", SECRET).is_empty(),
