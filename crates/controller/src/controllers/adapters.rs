@@ -343,11 +343,11 @@ pub(super) fn tikv_pd_entry(
     cluster: Option<&Cluster>,
     cluster_name: &str,
 ) -> Result<Option<Arc<PdEntry>>, ReconcileError> {
-    if let Some(e) = sh
-        .pd_entry(ns, cluster_name, None)
-        .map_err(pd_access_error)?
-    {
-        return Ok(Some(e));
+    match sh.pd_entry(ns, cluster_name, None) {
+        Ok(Some(e)) => return Ok(Some(e)),
+        Err(e) if e.is_secret() => return Err(pd_access_error(e).into()),
+        // No PDGroup, or no client for its URL: try the published one.
+        Ok(None) | Err(_) => {}
     }
     let Some(url) = cluster.and_then(|c| c.status.as_ref()?.pd.clone()) else {
         return Ok(None);

@@ -207,11 +207,11 @@ impl Shared {
 }
 
 /// The reconcile error of a Cluster without PD access: a refused client
-/// Secret is the user's to fix (`InvalidSpec`, shown as is); a Secret not
-/// read yet or a client that could not be built is a PD outage, retried.
+/// Secret, or a client that cannot be built for the URL, is the user's to
+/// fix (`InvalidSpec`, shown as is); a Secret whose watch has not listed
+/// yet is a passing PD outage, retried with backoff.
 pub(crate) fn pd_access_error(e: PdAccessError) -> Error {
     match e {
-        PdAccessError::Client { source, .. } => Error::pd("connect", source),
         e @ PdAccessError::SecretNotRead { .. } => {
             Error::pd("connect", pd_client::PdError::unavailable(e.to_string()))
         }

@@ -464,3 +464,24 @@ fn a_secret_change_wakes_the_tls_clusters_that_use_it() {
     );
     assert!(st.clusters_using_secret("ns", "unrelated").is_empty());
 }
+
+#[test]
+fn a_refused_client_secret_waits_for_the_user_and_one_not_read_yet_is_retried() {
+    let missing = pd_access_error(PdAccessError::SecretMissing {
+        namespace: "ns".into(),
+        secret: "basic-client-tls".into(),
+    });
+    assert_eq!(missing.category(), "invalid_spec");
+    assert!(!missing.is_transient());
+    let not_read = pd_access_error(PdAccessError::SecretNotRead {
+        namespace: "ns".into(),
+        secret: "basic-client-tls".into(),
+        why: None,
+    });
+    assert!(not_read.is_transient(), "{not_read}");
+    assert!(
+        not_read
+            .to_string()
+            .contains("ns/basic-client-tls is not read yet")
+    );
+}
