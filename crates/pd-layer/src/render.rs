@@ -198,7 +198,6 @@ pub fn render_instance(group: &PDGroup, new: &NewInstance, tls_cluster: bool) ->
             subdomain: names::pd_peer_service(&group_name),
             tls_cluster,
             template: group.spec.template.spec.clone(),
-            tls_cluster: false,
         },
         status: None,
     }

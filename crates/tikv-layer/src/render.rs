@@ -196,7 +196,6 @@ pub fn render_instance(
             tls_cluster,
             offline,
             template: group.spec.template.spec.clone(),
-            tls_cluster: false,
         },
         status: None,
     }
