@@ -100,10 +100,15 @@ async fn pd_healthy_over_tls(w: &World, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Key prefix of a store simulator's PD session count in [`processes`].
+const SESSION: &str = "store session ";
+
 /// Everything that would change if a Pod or its process restarted: Pod UIDs and container
 /// restart counts (PD and TiKV Pods), each pd-server's `start_timestamp` (PD's
 /// `/pd/api/v1/status` at the member's Pod IP) and each store's `start_timestamp` (a store
-/// simulator registers its start time, as TiKV does).
+/// simulator registers its start time, as TiKV does); and how many PD sessions each store
+/// simulator opened (one more when its connection to PD broke: its established TLS
+/// connections must survive a rotation).
 async fn processes(w: &World) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for p in w.list::<Pod>(Some(MANAGED)).await? {
@@ -128,6 +133,16 @@ async fn processes(w: &World) -> Result<BTreeMap<String, String>> {
         out.insert(
             format!("pd-server {name}"),
             format!("started {}", st["start_timestamp"]),
+        );
+    }
+    for p in w.list::<Pod>(Some(TIKV_PODS)).await? {
+        let st = w
+            .env
+            .store_status(&w.ns.name, &p.name_any())
+            .unwrap_or_default();
+        out.insert(
+            format!("{SESSION}{}", p.name_any()),
+            format!("sessions {}", st.sessions),
         );
     }
     let pods = w.api::<Pod>();
@@ -180,7 +195,7 @@ async fn fresh_client_reaches_pd(w: &World) -> Result<()> {
 /// `GET /pd/api/v1/members` at `url` with `http`: PD's answer or why there is none.
 async fn members_answer(http: reqwest::Client, url: &str) -> Result<(u16, String), String> {
     match http.get(format!("{url}/pd/api/v1/members")).send().await {
-        Err(e) => Err(format!("{e:#}")),
+        Err(e) => Err(format!("{:#}", anyhow::Error::from(e))),
         Ok(resp) => Ok((
             resp.status().as_u16(),
             resp.text().await.unwrap_or_default(),
@@ -267,9 +282,11 @@ async fn a_tls_cluster_reaches_ready_and_pd_refuses_plaintext() -> Result<()> {
     w.finish().await
 }
 
-/// The part of [`processes`] that belongs to PD (`pd` true) or TiKV.
+/// The part of [`processes`] that belongs to PD (`pd` true) or TiKV (without the store
+/// sessions: a restart of PD ends them).
 fn part(all: &BTreeMap<String, String>, pd: bool) -> BTreeMap<String, String> {
     all.iter()
+        .filter(|(k, _)| !k.starts_with(SESSION))
         .filter(|(k, _)| (k.starts_with("pd-server ") || k.starts_with("pod pd-")) == pd)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
@@ -363,7 +380,19 @@ async fn leaf_and_ca_rotation_keep_the_cluster_ready_without_restarts() -> Resul
         support::wait_pd_rolled_out(&w, support::OLD, rev.as_deref(), READY).await?;
         disruption.finish().await?;
         let quorum = pd_quorum_watch(&w);
-        let restarted = processes(&w).await?;
+        // The stores' sessions to PD broke with the restart of their PD member; they open
+        // new ones within seconds. What runs once that settled is the reference from here on.
+        let restarted = wait_until(
+            &w.env,
+            "processes and store sessions settled after PD's restart",
+            Duration::from_secs(60),
+            || async {
+                let a = processes(&w).await?;
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                Ok((processes(&w).await? == a).then_some(a))
+            },
+        )
+        .await?;
         ensure!(
             part(&restarted, false) == part(&before, false),
             "TiKV restarted:\nbefore {before:#?}\nafter {restarted:#?}"
