@@ -275,6 +275,65 @@ impl Agent {
         self.write_hosts(&pods, &services)?;
         self.sync_pds(&pods, &pvcs, &pvs).await;
         self.sync_stores(&pods, &pvcs, &pvs).await;
+        if let Err(e) = self.refresh_secret_volumes(&pods).await {
+            log(format!("secret volumes: {e:#}"));
+        }
+        Ok(())
+    }
+
+    /// Secret volumes follow their Secret, as a kubelet's do: the files of every Secret volume
+    /// of a pod this agent runs a process for are rewritten (each atomically) when the Secret's
+    /// data changes, so a certificate rotated in place reaches pd-server and the store
+    /// simulator without a restart. A Secret that is gone leaves the last files (as a kubelet
+    /// does); keys dropped from a Secret are not deleted.
+    async fn refresh_secret_volumes(&self, pods: &[Pod]) -> Result<()> {
+        let backed: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| self.pds.contains_key(&uid(p)) || self.stores.contains_key(&uid(p)))
+            .collect();
+        let wants_secrets = backed.iter().any(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.volumes.as_ref())
+                .is_some_and(|v| v.iter().any(|v| v.secret.is_some()))
+        });
+        if !wants_secrets {
+            return Ok(());
+        }
+        let secrets = Api::<Secret>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
+        for pod in backed {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+            let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+            for vol in volumes.into_iter().flatten() {
+                let Some(src) = &vol.secret else { continue };
+                let dir = self
+                    .layout
+                    .pods()
+                    .join(uid(pod))
+                    .join("volumes")
+                    .join(&vol.name);
+                let name = src.secret_name.as_deref().unwrap_or_default();
+                let Some(sec) = secrets.iter().find(|s| {
+                    s.metadata.namespace.as_deref() == Some(ns)
+                        && s.metadata.name.as_deref() == Some(name)
+                }) else {
+                    continue;
+                };
+                if !dir.is_dir() {
+                    continue;
+                }
+                if write_items(&dir, &secret_data(sec), src.items.as_deref())? {
+                    log(format!(
+                        "Secret {ns}/{name} changed: volume {} of pod {} rewritten",
+                        vol.name,
+                        key(pod)
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -504,13 +563,7 @@ impl Agent {
                     .get(&name)
                     .await
                     .with_context(|| format!("Secret {ns}/{name}"))?;
-                let data: BTreeMap<String, String> = sec
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                    .collect();
-                write_items(&dir, &data, sec_src.items.as_deref())?;
+                write_items(&dir, &secret_data(&sec), sec_src.items.as_deref())?;
                 dir
             } else {
                 let dir = pod_dir.join("volumes").join(&vol.name);
@@ -823,6 +876,7 @@ impl Agent {
             .as_deref()
             .and_then(podspec::image_version)
             .unwrap_or_else(|| config::DEFAULT_TIKV_VERSION.to_string());
+        let tls = security_files(&cfg, &mounts, &env)?;
         Ok(StoreParams {
             pd_endpoints,
             address,
@@ -834,6 +888,7 @@ impl Agent {
             heartbeat: Duration::from_secs(5),
             capacity_bytes: 100 << 30,
             world: self.world.clone(),
+            tls,
         })
     }
 
@@ -873,28 +928,143 @@ fn config_files(mounts: &Mounts, args: &[String], env: &BTreeMap<String, String>
     out
 }
 
+/// A Secret's data as text (PEM files, tokens).
+fn secret_data(sec: &Secret) -> BTreeMap<String, String> {
+    sec.data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+        .collect()
+}
+
 fn write_items(
     dir: &std::path::Path,
     data: &BTreeMap<String, String>,
     items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
-) -> Result<()> {
-    match items {
-        Some(items) if !items.is_empty() => {
-            for it in items {
-                if let Some(v) = data.get(&it.key) {
-                    let path = dir.join(&it.path);
-                    if let Some(parent) = path.parent() {
-                        fs::create_dir_all(parent)?;
-                    }
-                    fs::write(path, v)?;
-                }
-            }
-        }
-        _ => {
-            for (k, v) in data {
-                fs::write(dir.join(k), v)?;
-            }
-        }
+) -> Result<bool> {
+    let files: Vec<(&str, &String)> = match items {
+        Some(items) if !items.is_empty() => items
+            .iter()
+            .filter_map(|it| Some((it.path.as_str(), data.get(&it.key)?)))
+            .collect(),
+        _ => data.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+    };
+    let mut changed = false;
+    for (rel, v) in files {
+        changed |= write_if_changed(&dir.join(rel), v.as_bytes())?;
     }
-    Ok(())
+    Ok(changed)
+}
+
+/// Writes `content` to `path` unless it already holds it; atomically (a temporary file renamed
+/// over it), so a process reading the file meanwhile sees the old or the new content, never a
+/// part. Returns whether it wrote.
+fn write_if_changed(path: &std::path::Path, content: &[u8]) -> Result<bool> {
+    if fs::read(path).is_ok_and(|old| old == content) {
+        return Ok(false);
+    }
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".agent-tmp");
+    fs::write(&tmp, content)?;
+    fs::rename(&tmp, path)?;
+    Ok(true)
+}
+
+/// Host paths of TiKV's `[security] ca-path`, `cert-path`, `key-path` (container paths mapped
+/// through the mounts); `None` when none is set (plaintext); an error when only some are set
+/// or one lies outside every mount.
+fn security_files(
+    cfg: &toml::Table,
+    mounts: &Mounts,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<simulator::TlsFiles>> {
+    let get = |k: &str| {
+        cfg.get("security")
+            .and_then(|s| s.get(k))
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+            .map(|v| podspec::expand(v, env))
+    };
+    let (ca, cert, key) = (get("ca-path"), get("cert-path"), get("key-path"));
+    if ca.is_none() && cert.is_none() && key.is_none() {
+        return Ok(None);
+    }
+    let host = |k: &str, p: Option<String>| {
+        let p = p.with_context(|| format!("[security] {k} missing (the others are set)"))?;
+        mounts
+            .host_path(&p)
+            .with_context(|| format!("[security] {k} {p} is on no volume mount"))
+    };
+    Ok(Some(simulator::TlsFiles {
+        ca: host("ca-path", ca)?,
+        cert: host("cert-path", cert)?,
+        key: host("key-path", key)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_files_are_rewritten_only_when_they_change() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("agent-secret-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut data = BTreeMap::from([("tls.crt".to_owned(), "one".to_owned())]);
+        assert!(write_items(&dir, &data, None)?);
+        assert!(!write_items(&dir, &data, None)?);
+        data.insert("tls.crt".to_owned(), "two".to_owned());
+        assert!(write_items(&dir, &data, None)?);
+        assert_eq!(fs::read_to_string(dir.join("tls.crt"))?, "two");
+        let leftovers: Vec<_> = fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".agent-tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+        fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn tikv_security_paths_map_through_the_mounts() -> Result<()> {
+        let mut mounts = Mounts::default();
+        mounts.add("/var/lib/tikv", PathBuf::from("/h/data"));
+        mounts.add("/var/lib/tikv-tls", PathBuf::from("/h/tls"));
+        let env = BTreeMap::new();
+        let cfg: toml::Table = r#"
+            [security]
+            ca-path = "/var/lib/tikv-tls/ca.crt"
+            cert-path = "/var/lib/tikv-tls/tls.crt"
+            key-path = "/var/lib/tikv-tls/tls.key"
+        "#
+        .parse()?;
+        assert_eq!(
+            security_files(&cfg, &mounts, &env)?,
+            Some(simulator::TlsFiles {
+                ca: PathBuf::from("/h/tls/ca.crt"),
+                cert: PathBuf::from("/h/tls/tls.crt"),
+                key: PathBuf::from("/h/tls/tls.key"),
+            })
+        );
+        assert_eq!(security_files(&toml::Table::new(), &mounts, &env)?, None);
+        let partial: toml::Table = "[security]\nca-path = \"/var/lib/tikv-tls/ca.crt\"".parse()?;
+        assert!(security_files(&partial, &mounts, &env).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn pd_security_paths_are_rewritten_in_its_config() {
+        let mut mounts = Mounts::default();
+        mounts.add("/var/lib/pd", PathBuf::from("/h/data"));
+        mounts.add("/var/lib/pd-tls", PathBuf::from("/h/tls"));
+        let text =
+            "data-dir = \"/var/lib/pd\"\n[security]\ncacert-path = \"/var/lib/pd-tls/ca.crt\"\n";
+        assert_eq!(
+            mounts.rewrite(text),
+            "data-dir = \"/h/data\"\n[security]\ncacert-path = \"/h/tls/ca.crt\"\n"
+        );
+    }
 }

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use crate::cluster;
 use crate::config::{self, Layout};
 use crate::harness::Env;
+use crate::operator::Metrics;
 
 /// Set in the re-run of the command inside the environment's mount namespace.
 const WRAPPED_ENV: &str = "TIKV_OPERATOR_BENCH_WRAPPED";
@@ -124,10 +125,7 @@ pub fn run(args: Args) -> Result<()> {
     rt.block_on(async {
         let client = cluster::client(&layout).await?;
         let b = Bench {
-            env: Env {
-                client,
-                layout: layout.clone(),
-            },
+            env: Env::new(client, layout.clone()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()?,
@@ -396,80 +394,6 @@ impl RssSampler {
 
 // ---------------------------------------------------------------------------------------------
 // Metrics
-
-/// One scrape of `/metrics`: `(name, labels, value)` per sample.
-#[derive(Debug, Clone, Default)]
-struct Metrics(Vec<(String, BTreeMap<String, String>, f64)>);
-
-impl Metrics {
-    fn parse(text: &str) -> Self {
-        let mut out = Vec::new();
-        for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            let (head, value) = match line.find('}') {
-                Some(i) => (&line[..=i], line[i + 1..].trim()),
-                None => match line.split_once(' ') {
-                    Some((h, v)) => (h, v.trim()),
-                    None => continue,
-                },
-            };
-            let value = value.split_whitespace().next().unwrap_or_default();
-            let Ok(value) = value.parse::<f64>() else {
-                continue;
-            };
-            let (name, labels) = match head.split_once('{') {
-                Some((n, l)) => (n, parse_labels(l.trim_end_matches('}'))),
-                None => (head, BTreeMap::new()),
-            };
-            out.push((name.to_owned(), labels, value));
-        }
-        Self(out)
-    }
-
-    /// Sum of `name` grouped by the value of `label`.
-    fn by(&self, name: &str, label: &str) -> BTreeMap<String, f64> {
-        let mut out = BTreeMap::new();
-        for (n, l, v) in &self.0 {
-            if n == name {
-                *out.entry(l.get(label).cloned().unwrap_or_default())
-                    .or_insert(0.0) += v;
-            }
-        }
-        out
-    }
-
-    /// Sum of `name` grouped by the values of two labels (`a/b`).
-    fn by2(&self, name: &str, a: &str, b: &str) -> BTreeMap<String, f64> {
-        let mut out = BTreeMap::new();
-        for (n, l, v) in &self.0 {
-            if n == name {
-                let key = format!(
-                    "{} {}",
-                    l.get(a).map_or("", String::as_str),
-                    l.get(b).map_or("", String::as_str)
-                );
-                *out.entry(key).or_insert(0.0) += v;
-            }
-        }
-        out
-    }
-}
-
-fn parse_labels(s: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut rest = s;
-    while let Some((k, after)) = rest.split_once("=\"") {
-        let Some(end) = after.find('"') else { break };
-        out.insert(
-            k.trim_start_matches(',').trim().to_owned(),
-            after[..end].to_owned(),
-        );
-        rest = &after[end + 1..];
-    }
-    out
-}
 
 /// `after - before` per key, dropping zeros.
 fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {

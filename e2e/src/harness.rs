@@ -31,6 +31,29 @@ pub struct Env {
     pub client: Client,
     /// Where the environment keeps its state.
     pub layout: Layout,
+    /// Mutual TLS of the PD requests ([`Env::pd_get`] and the other `pd_*` helpers), shared by
+    /// every clone (watchers included); see [`Env::set_pd_tls`].
+    pd_tls: Arc<std::sync::RwLock<Option<PdTls>>>,
+}
+
+/// What the harness's PD requests present and trust when PD speaks TLS.
+#[derive(Clone)]
+pub struct PdTls {
+    /// The CA bundle (`ca.crt`).
+    pub ca_bundle: String,
+    /// The client certificate and key.
+    pub leaf: crate::pki::Leaf,
+    /// The name PD's certificate is checked against when a request goes to a Pod IP (e.g.
+    /// the PD client Service, `<group>-pd.<ns>.svc`).
+    pub name_for_ips: String,
+}
+
+impl std::fmt::Debug for PdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PdTls")
+            .field("name_for_ips", &self.name_for_ips)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Env {
@@ -52,7 +75,45 @@ impl Env {
             );
         }
         let client = cluster::client(&layout).await?;
-        Ok(Self { client, layout })
+        Ok(Self::new(client, layout))
+    }
+
+    /// An environment handle from its parts (PD requests in plaintext).
+    pub fn new(client: Client, layout: Layout) -> Self {
+        Self {
+            client,
+            layout,
+            pd_tls: Arc::default(),
+        }
+    }
+
+    /// From now on the PD requests of this handle and of all its clones use `https` with this
+    /// material (`None`: plain `http`). Every request builds a new client, so a new TLS
+    /// connection: after a rotation, the next request shows whether PD accepts the new
+    /// certificates.
+    pub fn set_pd_tls(&self, tls: Option<PdTls>) {
+        if let Ok(mut g) = self.pd_tls.write() {
+            *g = tls;
+        }
+    }
+
+    /// An HTTP client for one PD request and the URL scheme to use.
+    fn pd_http(&self, timeout: Duration) -> Result<(reqwest::Client, &'static str)> {
+        let tls = self.pd_tls.read().ok().and_then(|g| g.clone());
+        let builder = reqwest::Client::builder().timeout(timeout);
+        Ok(match tls {
+            None => (builder.build()?, "http"),
+            Some(t) => (
+                builder
+                    .tls_backend_preconfigured(crate::pki::client_config(
+                        &t.ca_bundle,
+                        Some(&t.leaf),
+                        &t.name_for_ips,
+                    )?)
+                    .build()?,
+                "https",
+            ),
+        })
     }
 
     /// Creates a namespace `e2e-<prefix>-<suffix>` (deleted when the value is dropped) and waits
@@ -271,10 +332,8 @@ impl Env {
 
     /// GET on a PD member's HTTP API (`path` starts with `/pd/api/...`).
     pub async fn pd_get(&self, addr: &str, path: &str) -> Result<serde_json::Value> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        let resp = http.get(format!("http://{addr}{path}")).send().await?;
+        let (http, scheme) = self.pd_http(Duration::from_secs(5))?;
+        let resp = http.get(format!("{scheme}://{addr}{path}")).send().await?;
         let status = resp.status();
         let text = resp.text().await?;
         if !status.is_success() {
@@ -283,13 +342,40 @@ impl Env {
         Ok(serde_json::from_str(&text)?)
     }
 
+    /// The certificate (DER) a PD member presents on a new TLS connection (with
+    /// [`Env::set_pd_tls`]'s material), read from a GET of `/pd/api/v1/version`.
+    pub async fn pd_served_certificate(&self, addr: &str) -> Result<Vec<u8>> {
+        let tls = self
+            .pd_tls
+            .read()
+            .ok()
+            .and_then(|g| g.clone())
+            .context("no PD TLS material set (Env::set_pd_tls)")?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .tls_info(true)
+            .tls_backend_preconfigured(crate::pki::client_config(
+                &tls.ca_bundle,
+                Some(&tls.leaf),
+                &tls.name_for_ips,
+            )?)
+            .build()?;
+        let resp = http
+            .get(format!("https://{addr}/pd/api/v1/version"))
+            .send()
+            .await?;
+        resp.extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|i| i.peer_certificate())
+            .map(<[u8]>::to_vec)
+            .context("no peer certificate in the TLS session")
+    }
+
     /// Status code of a GET on a PD member's client port, body ignored (e.g. the embedded
     /// etcd's `/health`).
     pub async fn pd_status(&self, addr: &str, path: &str) -> Result<u16> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()?;
-        let resp = http.get(format!("http://{addr}{path}")).send().await?;
+        let (http, scheme) = self.pd_http(Duration::from_secs(3))?;
+        let resp = http.get(format!("{scheme}://{addr}{path}")).send().await?;
         Ok(resp.status().as_u16())
     }
 
@@ -300,11 +386,9 @@ impl Env {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
+        let (http, scheme) = self.pd_http(Duration::from_secs(5))?;
         let resp = http
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{scheme}://{addr}{path}"))
             .header("content-type", "application/json")
             .body(serde_json::to_vec(body)?)
             .send()
@@ -357,10 +441,11 @@ impl Env {
 
     /// DELETE on a PD member's HTTP API.
     pub async fn pd_delete(&self, addr: &str, path: &str) -> Result<String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        let resp = http.delete(format!("http://{addr}{path}")).send().await?;
+        let (http, scheme) = self.pd_http(Duration::from_secs(5))?;
+        let resp = http
+            .delete(format!("{scheme}://{addr}{path}"))
+            .send()
+            .await?;
         let status = resp.status();
         let text = resp.text().await?;
         if !status.is_success() {

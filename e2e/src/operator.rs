@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result, bail};
 
 use crate::config::Layout;
@@ -141,10 +143,98 @@ impl OperatorProcess {
         }
     }
 
+    /// One scrape of its `/metrics`.
+    pub async fn metrics(&self) -> Result<Metrics> {
+        let text = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?
+            .get(format!("http://{}/metrics", self.http))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(Metrics::parse(&text))
+    }
+
     /// The last `lines` lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
         crate::process::tail(&self.log, lines)
     }
+}
+
+/// One scrape of the operator's `/metrics`: `(name, labels, value)` per sample.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics(Vec<(String, BTreeMap<String, String>, f64)>);
+
+impl Metrics {
+    pub fn parse(text: &str) -> Self {
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (head, value) = match line.find('}') {
+                Some(i) => (&line[..=i], line[i + 1..].trim()),
+                None => match line.split_once(' ') {
+                    Some((h, v)) => (h, v.trim()),
+                    None => continue,
+                },
+            };
+            let value = value.split_whitespace().next().unwrap_or_default();
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = match head.split_once('{') {
+                Some((n, l)) => (n, parse_labels(l.trim_end_matches('}'))),
+                None => (head, BTreeMap::new()),
+            };
+            out.push((name.to_owned(), labels, value));
+        }
+        Self(out)
+    }
+
+    /// Sum of `name` grouped by the value of `label`.
+    pub fn by(&self, name: &str, label: &str) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for (n, l, v) in &self.0 {
+            if n == name {
+                *out.entry(l.get(label).cloned().unwrap_or_default())
+                    .or_insert(0.0) += v;
+            }
+        }
+        out
+    }
+
+    /// Sum of `name` grouped by the values of two labels (`a/b`).
+    pub fn by2(&self, name: &str, a: &str, b: &str) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for (n, l, v) in &self.0 {
+            if n == name {
+                let key = format!(
+                    "{} {}",
+                    l.get(a).map_or("", String::as_str),
+                    l.get(b).map_or("", String::as_str)
+                );
+                *out.entry(key).or_insert(0.0) += v;
+            }
+        }
+        out
+    }
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = s;
+    while let Some((k, after)) = rest.split_once("=\"") {
+        let Some(end) = after.find('"') else { break };
+        out.insert(
+            k.trim_start_matches(',').trim().to_owned(),
+            after[..end].to_owned(),
+        );
+        rest = &after[end + 1..];
+    }
+    out
 }
 
 impl Drop for OperatorProcess {

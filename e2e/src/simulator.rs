@@ -37,6 +37,35 @@ pub struct StoreParams {
     pub capacity_bytes: u64,
     /// Regions shared with the other simulated stores of the agent.
     pub world: World,
+    /// Mutual TLS to PD (TiKV's `[security]`), host paths of the pod's mounted files.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Host paths of the PEM files of TiKV's `[security] ca-path`, `cert-path`, `key-path`. They
+/// are read again for every new connection, as TiKV does, so a rotated Secret (rewritten in
+/// place by the agent, as a kubelet does) is used from the next connection on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `ca-path`: the CA bundle PD's certificate must chain to.
+    pub ca: PathBuf,
+    /// `cert-path`: the store's certificate, presented to PD.
+    pub cert: PathBuf,
+    /// `key-path`: its key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The files' current contents as tonic's client TLS configuration.
+    pub fn load(&self) -> Result<tonic::transport::ClientTlsConfig> {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        Ok(tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(&self.ca)?))
+            .identity(tonic::transport::Identity::from_pem(
+                read(&self.cert)?,
+                read(&self.key)?,
+            )))
+    }
 }
 
 /// Observable state of a simulated store (written as JSON to `status_file`).
@@ -106,24 +135,36 @@ fn pd_error_kind(e: &anyhow::Error) -> Option<pdpb::ErrorType> {
     e.downcast_ref::<PdError>().map(|p| p.kind)
 }
 
-fn url(endpoint: &str) -> String {
+fn url(endpoint: &str, tls: bool) -> String {
     if endpoint.contains("://") {
         endpoint.to_string()
+    } else if tls {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     }
 }
 
-async fn connect(endpoint: &str) -> Result<Pd> {
-    connect_with(endpoint, Some(Duration::from_secs(10))).await
+async fn connect(endpoint: &str, tls: Option<&TlsFiles>) -> Result<Pd> {
+    connect_with(endpoint, tls, Some(Duration::from_secs(10))).await
 }
 
 /// A client whose requests time out after `timeout` (`None`: never, for long-lived streams:
 /// a request timeout covers the wait for the response headers, and PD sends those on the
 /// region heartbeat stream only with its first answer, so a store that leads no region would
 /// lose its stream, and restart its session, every `timeout`).
-async fn connect_with(endpoint: &str, timeout: Option<Duration>) -> Result<Pd> {
-    let mut ep = Channel::from_shared(url(endpoint))?.connect_timeout(Duration::from_secs(3));
+///
+/// With `tls`, the files are read now: a new connection uses the certificates of the moment.
+async fn connect_with(
+    endpoint: &str,
+    tls: Option<&TlsFiles>,
+    timeout: Option<Duration>,
+) -> Result<Pd> {
+    let mut ep =
+        Channel::from_shared(url(endpoint, tls.is_some()))?.connect_timeout(Duration::from_secs(3));
+    if let Some(files) = tls {
+        ep = ep.tls_config(files.load()?)?;
+    }
     if let Some(t) = timeout {
         ep = ep.timeout(t);
     }
@@ -136,11 +177,11 @@ async fn connect_with(endpoint: &str, timeout: Option<Duration>) -> Result<Pd> {
 
 /// Finds the PD leader through any endpoint; returns (cluster id, client to the leader, the
 /// leader's URL).
-async fn connect_leader(endpoints: &[String]) -> Result<(u64, Pd, String)> {
+async fn connect_leader(endpoints: &[String], tls: Option<&TlsFiles>) -> Result<(u64, Pd, String)> {
     let mut errors = Vec::new();
     for ep in endpoints {
         let attempt = async {
-            let mut c = connect(ep).await?;
+            let mut c = connect(ep, tls).await?;
             let resp = c
                 .get_members(pdpb::GetMembersRequest { header: None })
                 .await?
@@ -151,7 +192,7 @@ async fn connect_leader(endpoints: &[String]) -> Result<(u64, Pd, String)> {
                 .leader
                 .and_then(|l| l.client_urls.into_iter().next())
                 .ok_or_else(|| anyhow!("PD at {ep} has no leader yet"))?;
-            let leader_client = connect(&leader).await?;
+            let leader_client = connect(&leader, tls).await?;
             anyhow::Ok((cluster_id, leader_client, leader))
         };
         match attempt.await {
@@ -311,7 +352,8 @@ impl Sim {
     }
 
     async fn session(&mut self) -> Result<bool> {
-        let (cluster_id, mut pd, leader_url) = connect_leader(&self.p.pd_endpoints).await?;
+        let (cluster_id, mut pd, leader_url) =
+            connect_leader(&self.p.pd_endpoints, self.p.tls.as_ref()).await?;
         self.status.cluster_id = Some(cluster_id);
         let ident = self.register(&mut pd, cluster_id).await?;
         self.status.store_id = Some(ident.store_id);
@@ -338,7 +380,7 @@ impl Sim {
         // Region heartbeats go over one stream per store, as in TiKV; PD answers on it with
         // scheduling steps, which are applied to the shared regions at once.
         let (tx, rx) = futures::channel::mpsc::unbounded::<pdpb::RegionHeartbeatRequest>();
-        let mut reader_client = connect_with(&leader_url, None).await?;
+        let mut reader_client = connect_with(&leader_url, self.p.tls.as_ref(), None).await?;
         let mut split_client = pd.clone();
         let world = self.p.world.clone();
         let reader = AbortOnDrop(tokio::spawn(async move {

@@ -77,18 +77,23 @@ pub async fn probe_pd_quorum(env: &Env, pods: &Api<Pod>) -> Result<()> {
             }
         };
         let listed = members["members"].as_array().map_or(0, Vec::len);
-        let healthy = health
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|h| h["health"].as_bool() == Some(true))
-            .count();
+        let healthy = healthy_members(&health);
         if listed == 0 || healthy * 2 <= listed {
             bail!("only {healthy} of {listed} PD members healthy");
         }
         return Ok(());
     }
     bail!("no PD member answered: {last}")
+}
+
+/// How many members PD's `/pd/api/v1/health` answer reports healthy.
+pub fn healthy_members(health: &serde_json::Value) -> usize {
+    health
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["health"].as_bool() == Some(true))
+        .count()
 }
 
 /// The PD Pods (not being deleted) whose member does not answer itself, with the reason:
@@ -133,4 +138,40 @@ pub async fn pd_members_not_answering(
         }
     }
     Ok(out)
+}
+
+/// At every poll (1 s) PD lists exactly `n` stores that are not Tombstone, every one of them
+/// Up (not Disconnected, Down or Offline). Reads that fail are tolerated twice in a row: PD's
+/// availability is the quorum watcher's to judge.
+pub fn stores_up_watch(w: &World, n: usize) -> Invariant {
+    let env = w.env.clone();
+    let addr = w.pd_addr();
+    let failed = Arc::new(AtomicU32::new(0));
+    Invariant::watch(
+        &format!("{n} TiKV stores Up in PD"),
+        Duration::from_secs(1),
+        move || {
+            let (env, addr, failed) = (env.clone(), addr.clone(), failed.clone());
+            async move {
+                let stores = match env.pd_stores(&addr).await {
+                    Ok(s) => {
+                        failed.store(0, Ordering::SeqCst);
+                        s
+                    }
+                    Err(e) if failed.fetch_add(1, Ordering::SeqCst) >= 2 => return Err(e),
+                    Err(_) => return Ok(()),
+                };
+                let live: Vec<String> = stores
+                    .iter()
+                    .filter(|s| s.state != "Tombstone")
+                    .map(|s| format!("{} {}", s.id, s.state))
+                    .collect();
+                let up = stores.iter().filter(|s| s.state == "Up").count();
+                if live.len() != n || up != n {
+                    bail!("PD's stores: {live:?}");
+                }
+                Ok(())
+            }
+        },
+    )
 }

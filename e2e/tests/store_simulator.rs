@@ -34,6 +34,7 @@ async fn simulated_stores_keep_their_sessions_and_take_leaders() -> Result<()> {
             heartbeat: Duration::from_secs(5),
             capacity_bytes: 100 << 30,
             world: world.clone(),
+            tls: None,
         };
         tasks.push(tokio::spawn(run(p)));
         if i == 0 {

@@ -46,7 +46,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{/*
 The operator's rules on its own kinds and on what its instances own. The same rules as
 manifests/operator/clusterrole.yaml and manifests/operator/namespaced/role.yaml (compared by
-xtask/src/chart.rs); no Secrets, no wildcards.
+xtask/src/chart.rs); Secrets only read (the client Secrets of TLS Clusters), no wildcards.
 */}}
 {{- define "tikv-operator.rules" -}}
 - apiGroups: [core.tikv.org]
@@ -67,6 +67,9 @@ xtask/src/chart.rs); no Secrets, no wildcards.
 - apiGroups: [""]
   resources: [pods, configmaps, services, persistentvolumeclaims]
   verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch]
 - apiGroups: [apps]
   resources: [controllerrevisions]
   verbs: [get, list, watch, create, patch, delete]

@@ -4,13 +4,18 @@
 //!
 //! Memory: Pods, ConfigMaps, PVCs and Services are watched with the label
 //! selector `app.kubernetes.io/managed-by=tikv-operator`, so the operator
-//! caches only its own objects, never every Pod of the cluster.
+//! caches only its own objects, never every Pod of the cluster. Secrets are
+//! never listed: each client Secret a TLS Cluster names is watched by name
+//! ([`secrets`]).
 
 mod controllers;
 pub mod metered;
 pub mod metrics;
 pub mod pd_registry;
 pub mod routing;
+pub mod secrets;
+#[cfg(test)]
+mod test_pki;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

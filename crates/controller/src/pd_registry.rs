@@ -3,6 +3,9 @@
 //! through its entry; a published PD state change wakes the affected objects
 //! through the registry's change callback.
 
+mod switchable;
+mod tls;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -14,14 +17,21 @@ pub const MAX_SNAPSHOT_AGE: std::time::Duration = std::time::Duration::from_secs
 use pd_client::{PdApi, PdClient, PdClientConfig, StoreId};
 use tikv_operator_core::pd_state::{FastRefresh, PdSnapshot, PdStateCache, RefreshPolicy};
 use tokio::task::AbortHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::metered::MeteredPd;
 use crate::metrics::Metrics;
+use crate::secrets::SecretSource;
 use crate::{PdEndpoint, PdSettings};
+use switchable::SwitchablePd;
+pub use tls::{
+    CA_KEY, CERT_KEY, ClientTls, KEY_KEY, PdAccessError, PdTarget, TlsMaterial, read_material,
+    with_scheme,
+};
 
 /// The URL the operator uses for the PD of `cluster`, whose (first) PDGroup is
-/// `group` with client port `port`.
+/// `group` with client port `port` (see [`PdTarget::of_cluster`] for the
+/// scheme of a TLS Cluster).
 pub fn endpoint_url(
     how: &PdEndpoint,
     namespace: &str,
@@ -40,18 +50,24 @@ pub fn endpoint_url(
     }
 }
 
-/// Builds the PD client for an endpoint.
-pub type PdFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn PdApi>, pd_client::PdError> + Send + Sync>;
+/// Builds the PD client for an endpoint, with the client TLS of a TLS Cluster.
+pub type PdFactory = Arc<
+    dyn Fn(&str, Option<&ClientTls>) -> Result<Arc<dyn PdApi>, pd_client::PdError> + Send + Sync,
+>;
 
 /// Called with (namespace, cluster, changed member names, changed store ids)
 /// on every published PD state change.
 pub type OnChange = Arc<dyn Fn(&str, &str, &BTreeSet<String>, &BTreeSet<StoreId>) + Send + Sync>;
 
-/// The production factory: a [`PdClient`] with the configured request timeout.
+/// The production factory: a [`PdClient`] with the configured request
+/// timeout, speaking mutual TLS when given client TLS.
 pub fn client_factory(settings: &PdSettings) -> PdFactory {
     let timeout = settings.timeout;
-    Arc::new(move |endpoint: &str| {
-        let config = PdClientConfig::new([endpoint]).with_request_timeout(timeout);
+    Arc::new(move |endpoint: &str, tls: Option<&ClientTls>| {
+        let mut config = PdClientConfig::new([endpoint]).with_request_timeout(timeout);
+        if let Some(tls) = tls {
+            config = config.with_tls(tls.config.clone());
+        }
         Ok(Arc::new(PdClient::new(config)?) as Arc<dyn PdApi>)
     })
 }
@@ -66,6 +82,9 @@ pub struct PdEntry {
     pub cache: Arc<PdStateCache>,
     /// Serializes the start of TiKV leader evictions in this Cluster.
     pub eviction_gate: tikv_operator_tikv_layer::reconcile::EvictionGate,
+    client: Arc<SwitchablePd>,
+    /// The client TLS material in use (`None`: plaintext).
+    tls: Mutex<Option<TlsMaterial>>,
     tasks: Vec<AbortHandle>,
     fast: Mutex<HashMap<String, FastRefresh>>,
 }
@@ -74,6 +93,7 @@ impl std::fmt::Debug for PdEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PdEntry")
             .field("endpoint", &self.endpoint)
+            .field("tls", &lock(&self.tls).is_some())
             .finish_non_exhaustive()
     }
 }
@@ -111,12 +131,18 @@ impl PdEntry {
             fast.remove(key);
         }
     }
+
+    /// Whether this entry talks TLS.
+    pub fn is_tls(&self) -> bool {
+        lock(&self.tls).is_some()
+    }
 }
 
 /// Every Cluster's PD access.
 pub struct PdRegistry {
     entries: Mutex<HashMap<(String, String), Arc<PdEntry>>>,
     factory: PdFactory,
+    secrets: Arc<dyn SecretSource>,
     refresh: RefreshPolicy,
     metrics: Arc<Metrics>,
     on_change: OnChange,
@@ -131,9 +157,11 @@ impl std::fmt::Debug for PdRegistry {
 }
 
 impl PdRegistry {
-    /// A registry creating clients with `factory`.
+    /// A registry creating clients with `factory`, reading the client
+    /// Secrets of TLS Clusters from `secrets`.
     pub fn new(
         factory: PdFactory,
+        secrets: Arc<dyn SecretSource>,
         refresh: RefreshPolicy,
         metrics: Arc<Metrics>,
         on_change: OnChange,
@@ -141,6 +169,7 @@ impl PdRegistry {
         Self {
             entries: Mutex::new(HashMap::new()),
             factory,
+            secrets,
             refresh,
             metrics,
             on_change,
@@ -154,20 +183,77 @@ impl PdRegistry {
             .cloned()
     }
 
-    /// The entry of a Cluster talking to `endpoint`; created (or replaced,
+    /// The entry of a Cluster talking to `target`; created (or replaced,
     /// when the endpoint changed) as needed. Must run inside a Tokio runtime.
+    ///
+    /// A TLS target reads its client Secret every time: when the Secret's
+    /// content changed, the entry's client is replaced by one built from the
+    /// new content (new connections use the new certificate; the state
+    /// cache stays). A missing or unusable Secret is an error and removes
+    /// the entry: the Cluster has no PD client until the Secret is fixed,
+    /// never a plaintext one.
     pub fn ensure(
         &self,
         namespace: &str,
         cluster: &str,
-        endpoint: &str,
-    ) -> Result<Arc<PdEntry>, pd_client::PdError> {
+        target: &PdTarget,
+    ) -> Result<Arc<PdEntry>, PdAccessError> {
         let key = (namespace.to_owned(), cluster.to_owned());
+        let refuse = |e: PdAccessError, entries: &mut HashMap<_, _>| {
+            if entries.remove(&key).is_some() {
+                warn!(namespace, cluster, error = %e, "PD client dropped: its TLS Secret is refused");
+            }
+            Err(e)
+        };
+        let material = match &target.client_secret {
+            None => None,
+            Some(secret) => {
+                match read_material(self.secrets.as_ref(), namespace, cluster, secret) {
+                    Ok(m) => Some((secret, m)),
+                    Err(e) => return refuse(e, &mut lock(&self.entries)),
+                }
+            }
+        };
         let mut entries = lock(&self.entries);
-        if let Some(e) = entries.get(&key).filter(|e| e.endpoint == endpoint) {
-            return Ok(e.clone());
+        let existing = entries
+            .get(&key)
+            .filter(|e| e.endpoint == target.endpoint)
+            .cloned();
+        if let Some(e) = &existing {
+            let current = lock(&e.tls);
+            match (current.as_ref(), &material) {
+                (None, None) => return Ok(e.clone()),
+                (Some(now), Some((_, new))) if now == new => return Ok(e.clone()),
+                _ => {}
+            }
         }
-        let client = (self.factory)(endpoint)?;
+        // New or changed client TLS: parsed and checked only now.
+        let tls = match material {
+            None => None,
+            Some((secret, m)) => match ClientTls::parse(namespace, secret, m) {
+                Ok(t) => Some(t),
+                Err(e) => return refuse(e, &mut entries),
+            },
+        };
+        let client_error = |source| PdAccessError::Client {
+            endpoint: target.endpoint.clone(),
+            source,
+        };
+        if let (Some(e), Some(new)) = (existing, tls.as_ref()) {
+            let mut current = lock(&e.tls);
+            if current.is_some() {
+                let client = (self.factory)(&target.endpoint, Some(new)).map_err(client_error)?;
+                e.client.replace(client);
+                *current = Some(new.material.clone());
+                info!(namespace, cluster, secret = %new.secret, "PD client TLS Secret changed: new connections use its certificate");
+                return Ok(e.clone());
+            }
+            // Plaintext to TLS (tlsCluster.enabled is immutable: only a
+            // Cluster deleted and recreated under the same name): a new entry.
+        }
+        let client = (self.factory)(&target.endpoint, tls.as_ref()).map_err(client_error)?;
+        let switch = Arc::new(SwitchablePd::new(client));
+        let client: Arc<dyn PdApi> = switch.clone();
         let cache = Arc::new(PdStateCache::new(
             Arc::new(MeteredPd::new(client.clone(), self.metrics.clone())),
             self.refresh,
@@ -198,12 +284,14 @@ impl PdRegistry {
             }
         })
         .abort_handle();
-        info!(namespace, cluster, endpoint, "PD client created");
+        info!(namespace, cluster, endpoint = %target.endpoint, tls = tls.is_some(), "PD client created");
         let entry = Arc::new(PdEntry {
-            endpoint: endpoint.to_owned(),
+            endpoint: target.endpoint.clone(),
             api,
             cache,
             eviction_gate: tikv_operator_tikv_layer::reconcile::EvictionGate::default(),
+            client: switch,
+            tls: Mutex::new(tls.map(|t| t.material)),
             tasks: vec![refresh, fanout],
             fast: Mutex::new(HashMap::new()),
         });
@@ -211,7 +299,8 @@ impl PdRegistry {
         Ok(entry)
     }
 
-    /// Drops a Cluster's entry (its refresh stops once no reconcile holds it).
+    /// Drops a Cluster's entry (its refresh stops once no reconcile holds
+    /// it) and its use of Secrets.
     pub fn remove(&self, namespace: &str, cluster: &str) {
         if lock(&self.entries)
             .remove(&(namespace.to_owned(), cluster.to_owned()))
@@ -219,6 +308,7 @@ impl PdRegistry {
         {
             info!(namespace, cluster, "PD client dropped");
         }
+        self.secrets.release(namespace, cluster);
     }
 
     /// How many Clusters have PD access now.
@@ -236,8 +326,30 @@ impl PdRegistry {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::secrets::FakeSecrets;
     use pd_client::FakePd;
     use std::time::Duration;
+
+    fn plain(endpoint: &str) -> PdTarget {
+        PdTarget {
+            endpoint: endpoint.to_owned(),
+            client_secret: None,
+        }
+    }
+
+    fn registry(
+        factory: PdFactory,
+        secrets: Arc<FakeSecrets>,
+        policy: RefreshPolicy,
+    ) -> PdRegistry {
+        PdRegistry::new(
+            factory,
+            secrets,
+            policy,
+            Arc::new(Metrics::unregistered()),
+            Arc::new(|_: &str, _: &str, _: &BTreeSet<String>, _: &BTreeSet<StoreId>| {}),
+        )
+    }
 
     #[test]
     fn endpoints_follow_the_service_or_the_template() {
@@ -255,6 +367,8 @@ mod tests {
             ),
             "https://basic-pd.ns.example.com"
         );
+        assert_eq!(with_scheme("pd:2379", true), "https://pd:2379");
+        assert_eq!(with_scheme("http://pd:2379", true), "https://pd:2379");
     }
 
     #[tokio::test]
@@ -263,7 +377,7 @@ mod tests {
         let fake = pd.clone();
         let made = Arc::new(Mutex::new(Vec::<String>::new()));
         let made2 = made.clone();
-        let factory: PdFactory = Arc::new(move |e: &str| {
+        let factory: PdFactory = Arc::new(move |e: &str, _: Option<&ClientTls>| {
             lock(&made2).push(e.to_owned());
             Ok(Arc::new(fake.clone()) as Arc<dyn PdApi>)
         });
@@ -276,6 +390,7 @@ mod tests {
         );
         let reg = PdRegistry::new(
             factory,
+            Arc::new(FakeSecrets::default()),
             RefreshPolicy {
                 fast: Duration::from_millis(10),
                 slow: Duration::from_millis(10),
@@ -283,12 +398,12 @@ mod tests {
             Arc::new(Metrics::unregistered()),
             on_change,
         );
-        let a = reg.ensure("ns", "basic", "http://a").unwrap();
-        let again = reg.ensure("ns", "basic", "http://a").unwrap();
+        let a = reg.ensure("ns", "basic", &plain("http://a")).unwrap();
+        let again = reg.ensure("ns", "basic", &plain("http://a")).unwrap();
         assert!(Arc::ptr_eq(&a, &again));
-        reg.ensure("ns", "other", "http://a").unwrap();
+        reg.ensure("ns", "other", &plain("http://a")).unwrap();
         assert_eq!(reg.len(), 2);
-        let b = reg.ensure("ns", "basic", "http://b").unwrap();
+        let b = reg.ensure("ns", "basic", &plain("http://b")).unwrap();
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(lock(&made).len(), 3);
 
@@ -314,19 +429,15 @@ mod tests {
     #[tokio::test]
     async fn fast_refresh_is_held_per_object_until_it_settles() {
         let pd = FakePd::with_cluster(1, 0);
-        let factory: PdFactory =
-            Arc::new(move |_: &str| Ok(Arc::new(pd.clone()) as Arc<dyn PdApi>));
+        let factory: PdFactory = Arc::new(move |_: &str, _: Option<&ClientTls>| {
+            Ok(Arc::new(pd.clone()) as Arc<dyn PdApi>)
+        });
         let policy = RefreshPolicy {
             fast: Duration::from_secs(1),
             slow: Duration::from_secs(60),
         };
-        let reg = PdRegistry::new(
-            factory,
-            policy,
-            Arc::new(Metrics::unregistered()),
-            Arc::new(|_: &str, _: &str, _: &BTreeSet<String>, _: &BTreeSet<StoreId>| {}),
-        );
-        let e = reg.ensure("ns", "c", "http://x").unwrap();
+        let reg = registry(factory, Arc::default(), policy);
+        let e = reg.ensure("ns", "c", &plain("http://x")).unwrap();
         // Until PD was read once, the cache refreshes fast anyway.
         e.cache.refresh().await;
         assert_eq!(e.cache.interval(), policy.slow);
@@ -343,21 +454,17 @@ mod tests {
     #[tokio::test]
     async fn a_write_through_the_entry_is_read_back_at_once() {
         let pd = FakePd::with_cluster(1, 4);
-        let factory: PdFactory =
-            Arc::new(move |_: &str| Ok(Arc::new(pd.clone()) as Arc<dyn PdApi>));
+        let factory: PdFactory = Arc::new(move |_: &str, _: Option<&ClientTls>| {
+            Ok(Arc::new(pd.clone()) as Arc<dyn PdApi>)
+        });
         // Both intervals far longer than the test: only the write can
         // trigger the second read.
         let policy = RefreshPolicy {
             fast: Duration::from_secs(600),
             slow: Duration::from_secs(600),
         };
-        let reg = PdRegistry::new(
-            factory,
-            policy,
-            Arc::new(Metrics::unregistered()),
-            Arc::new(|_: &str, _: &str, _: &BTreeSet<String>, _: &BTreeSet<StoreId>| {}),
-        );
-        let e = reg.ensure("ns", "c", "http://x").unwrap();
+        let reg = registry(factory, Arc::default(), policy);
+        let e = reg.ensure("ns", "c", &plain("http://x")).unwrap();
         let store = |e: &PdEntry| {
             e.snapshot()
                 .stores

@@ -1,5 +1,5 @@
 //! Checks of `manifests/operator/`: RBAC grants nothing beyond what the operator uses (no
-//! wildcards, no Secrets, only listed resources and verbs), both variants grant the same
+//! wildcards, Secrets only read, only listed resources and verbs), both variants grant the same
 //! namespaced permissions, every binding points at a defined role, the Deployment is hardened,
 //! and every manifest file is part of its kustomization.
 
@@ -98,6 +98,8 @@ fn allowed() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static str>> {
             set(&["get", "list", "watch", "create", "patch", "delete"]),
         );
     }
+    // TLS Clusters: the client Secret is read (each watched by name), never written.
+    m.insert(("", "secrets"), set(&["get", "list", "watch"]));
     m.insert(("events.k8s.io", "events"), set(&["create", "patch"]));
     m.insert(("", "nodes"), set(&["get", "list", "watch"]));
     m.insert(
@@ -184,8 +186,13 @@ fn rbac_grants_nothing_broader_than_what_the_operator_uses() {
         }
         for (group, resource, verb, _) in grants(&rules) {
             assert!(
-                !resource.starts_with("secrets"),
-                "{name} in {} grants {verb} on Secrets",
+                resource != "secrets" || matches!(verb.as_str(), "get" | "list" | "watch"),
+                "{name} in {} grants {verb} on Secrets (the operator only reads them)",
+                path.display()
+            );
+            assert!(
+                !resource.starts_with("secrets/"),
+                "{name} in {} grants {verb} on {resource}",
                 path.display()
             );
             let ok = allowed
@@ -229,6 +236,28 @@ fn leases_only_in_namespaced_roles_and_narrowed_to_the_lease_name() {
         }
     }
     assert_eq!(lease_grants, 3, "expected create, get, update on leases");
+}
+
+/// TLS Clusters: the operator reads the client Secret it reaches PD with (a watch per Secret
+/// name), in every namespace it manages, and can write no Secret.
+#[test]
+fn the_operator_reads_secrets_and_writes_none() {
+    for kind in ["ClusterRole", "Role"] {
+        let (path, role) = roles(kind)
+            .into_iter()
+            .find(|(_, r)| r.metadata.name.as_deref() == Some("tikv-operator"))
+            .unwrap_or_else(|| panic!("{kind} tikv-operator"));
+        let on_secrets: BTreeSet<(String, Vec<String>)> = grants(&role.rules.unwrap_or_default())
+            .into_iter()
+            .filter(|(g, r, _, _)| g.is_empty() && r == "secrets")
+            .map(|(_, _, v, names)| (v, names))
+            .collect();
+        let expected: BTreeSet<(String, Vec<String>)> = ["get", "list", "watch"]
+            .into_iter()
+            .map(|v| (v.to_owned(), Vec::new()))
+            .collect();
+        assert_eq!(on_secrets, expected, "{kind} in {}", path.display());
+    }
 }
 
 #[test]

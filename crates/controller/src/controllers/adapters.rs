@@ -23,7 +23,7 @@ use tikv_operator_tikv_layer::reconcile::{
 use tracing::debug;
 
 use super::caches::{Stores, label, unreachable_snapshot};
-use super::{ReconcileError, Shared, key_of};
+use super::{ReconcileError, Shared, key_of, pd_access_error};
 use crate::pd_registry::PdEntry;
 
 pub(super) async fn reconcile_cluster(
@@ -54,11 +54,16 @@ pub(super) async fn reconcile_cluster(
             sh.stores.tikv_instances_of_cluster(&ns, &name).len(),
         ),
     ]);
-    let entry = sh.pd_entry(&ns, &name, None);
-    let pd = entry.as_ref().map_or_else(
-        || unreachable_snapshot("the Cluster has no PDGroup yet"),
-        |e| e.snapshot(),
-    );
+    // Without PD access (no PDGroup yet, or a refused client Secret) the
+    // Cluster reconciles on a PD that does not answer, with the reason.
+    let (entry, pd) = match sh.pd_entry(&ns, &name, None) {
+        Ok(Some(e)) => {
+            let pd = e.snapshot();
+            (Some(e), pd)
+        }
+        Ok(None) => (None, unreachable_snapshot("the Cluster has no PDGroup yet")),
+        Err(e) => (None, unreachable_snapshot(&e.to_string())),
+    };
     let r = tikv_operator_cluster_layer::reconcile_cluster(
         &sh.ctx,
         &ClusterSnapshot {
@@ -92,7 +97,10 @@ pub(super) async fn reconcile_pd_group(
     let services = Stores::of_group(&sh.stores.services, pd, &ns, &cluster_name, &name);
     let revisions = Stores::of_group(&sh.stores.revisions, pd, &ns, &cluster_name, &name);
     let port = tikv_operator_pd_layer::render::ports(&obj.spec.template.spec).0;
-    let Some(entry) = sh.pd_entry(&ns, &cluster_name, Some((name.clone(), port))) else {
+    let Some(entry) = sh
+        .pd_entry(&ns, &cluster_name, Some((name.clone(), port)))
+        .map_err(pd_access_error)?
+    else {
         return Err(Error::InvalidSpec {
             message: "cannot build a PD client for this group".into(),
         }
@@ -146,7 +154,10 @@ pub(super) async fn reconcile_pd(obj: Arc<PD>, sh: Arc<Shared>) -> Result<Action
             tikv_operator_pd_layer::render::ports(&obj.spec.template).0,
         )
     });
-    let Some(entry) = sh.pd_entry(&ns, &cluster_name, fallback) else {
+    let Some(entry) = sh
+        .pd_entry(&ns, &cluster_name, fallback)
+        .map_err(pd_access_error)?
+    else {
         return Err(Error::InvalidSpec {
             message: format!("PD instance without the {} label", labels::GROUP),
         }
@@ -187,7 +198,7 @@ pub(super) async fn reconcile_tikv_group(
     let pods = Stores::of_group(&sh.stores.pods, tikv, &ns, &cluster_name, &name);
     let services = Stores::of_group(&sh.stores.services, tikv, &ns, &cluster_name, &name);
     let revisions = Stores::of_group(&sh.stores.revisions, tikv, &ns, &cluster_name, &name);
-    let entry = tikv_pd_entry(&sh, &ns, cluster.as_deref(), &cluster_name);
+    let entry = tikv_pd_entry(&sh, &ns, cluster.as_deref(), &cluster_name)?;
     let view = store_view(&sh, entry.as_ref(), &ns, &cluster_name, cluster.as_deref());
     let pd_groups: Vec<PDGroup> = sh
         .stores
@@ -265,7 +276,7 @@ pub(super) async fn reconcile_tikv(
         .and_then(|p| p.spec.as_ref()?.node_name.clone())
         .and_then(|n| sh.stores.nodes.get(&ObjectRef::new(&n)));
     let node_labels = node.as_ref().and_then(|n| n.metadata.labels.clone());
-    let entry = tikv_pd_entry(&sh, &ns, cluster.as_deref(), &cluster_name);
+    let entry = tikv_pd_entry(&sh, &ns, cluster.as_deref(), &cluster_name)?;
     let view = store_view(&sh, entry.as_ref(), &ns, &cluster_name, cluster.as_deref());
     let facts = TikvClusterFacts::from_cluster(cluster.as_deref());
     let max_unavailable = label(obj.as_ref(), labels::GROUP)
@@ -304,17 +315,30 @@ pub(super) async fn reconcile_tikv(
 
 /// PD access for a TiKV object: the Cluster's first PDGroup or, when the
 /// cache has none (deletion), the URL the Cluster published in `status.pd`.
-fn tikv_pd_entry(
+/// A refused client Secret is an error: nothing of a TLS Cluster is decided
+/// without its PD.
+pub(super) fn tikv_pd_entry(
     sh: &Shared,
     ns: &str,
     cluster: Option<&Cluster>,
     cluster_name: &str,
-) -> Option<Arc<PdEntry>> {
-    if let Some(e) = sh.pd_entry(ns, cluster_name, None) {
-        return Some(e);
+) -> Result<Option<Arc<PdEntry>>, ReconcileError> {
+    match sh.pd_entry(ns, cluster_name, None) {
+        Ok(Some(e)) => return Ok(Some(e)),
+        Err(e) if e.is_secret() => return Err(pd_access_error(e).into()),
+        // No PDGroup, or no client for its URL: try the published one.
+        Ok(None) | Err(_) => {}
     }
-    let url = cluster.and_then(|c| c.status.as_ref()?.pd.clone())?;
-    sh.registry.ensure(ns, cluster_name, &url).ok()
+    let Some(url) = cluster.and_then(|c| c.status.as_ref()?.pd.clone()) else {
+        return Ok(None);
+    };
+    match sh.pd_entry_at(ns, cluster_name, &url) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if e.is_secret() => Err(pd_access_error(e).into()),
+        // As before: a client that cannot be built for the published URL
+        // is no PD known.
+        Err(_) => Ok(None),
+    }
 }
 
 fn store_view(

@@ -10,7 +10,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use pd_client::StoreId;
-use tikv_operator_api::{Cluster, PD, PDGroup, TiKV, TiKVGroup, labels};
+use tikv_operator_api::{Cluster, PD, PDGroup, TiKV, TiKVGroup, labels, names};
 use tikv_operator_cluster_layer::GroupSummary;
 use tikv_operator_core::ObjectKey;
 use tikv_operator_core::pd_state::PdSnapshot;
@@ -81,6 +81,44 @@ impl Stores {
         // refused, safety rule 7), whatever names come later.
         v.sort_by_key(|g| (g.metadata.creation_timestamp.clone(), g.name_any()));
         v
+    }
+
+    /// The Clusters of `ns` that use the Secret `secret` (TLS Clusters
+    /// only): as their PD client Secret, or as the Secret of one of their
+    /// groups.
+    pub(super) fn clusters_using_secret(&self, ns: &str, secret: &str) -> Vec<String> {
+        let uses = |c: &Cluster| {
+            let Some(tls) = c.spec.tls_cluster.as_ref().filter(|t| t.enabled) else {
+                return false;
+            };
+            let name = c.name_any();
+            let client = tls
+                .client_secret_name
+                .clone()
+                .unwrap_or_else(|| names::client_tls_secret(&name));
+            let pd = || {
+                self.pd_groups_of(ns, &name).iter().any(|g| {
+                    let s = g.spec.template.spec.tls_secret_name.clone();
+                    s.unwrap_or_else(|| names::pd_tls_secret(&g.name_any())) == secret
+                })
+            };
+            let tikv = || {
+                self.tikv_groups_of(ns, &name).iter().any(|g| {
+                    let s = g.spec.template.spec.tls_secret_name.clone();
+                    s.unwrap_or_else(|| names::tikv_tls_secret(&g.name_any())) == secret
+                })
+            };
+            client == secret || pd() || tikv()
+        };
+        let mut out: Vec<String> = self
+            .clusters
+            .state()
+            .into_iter()
+            .filter(|c| in_ns(c.as_ref(), ns) && uses(c))
+            .map(|c| c.name_any())
+            .collect();
+        out.sort();
+        out
     }
 
     /// TiKV groups of a Cluster, by name.

@@ -37,8 +37,9 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::Config;
 use crate::metrics::{ControllerLabels, Metrics};
-use crate::pd_registry::{self, OnChange, PdEntry, PdRegistry};
+use crate::pd_registry::{self, OnChange, PdAccessError, PdEntry, PdRegistry, PdTarget};
 use crate::routing::{self, Component, Kind, Trigger};
+use crate::secrets::{OnSecretChange, SecretSource, SecretWatches};
 
 use adapters::{
     reconcile_cluster, reconcile_pd, reconcile_pd_group, reconcile_tikv, reconcile_tikv_group,
@@ -162,23 +163,61 @@ impl Shared {
         matches!(r, Requeue::After(d) if *d <= self.ctx.policy.in_flight)
     }
 
-    /// PD access of a Cluster (created on first use).
+    /// PD access of a Cluster (created on first use): `Ok(None)` when no PD
+    /// is known (no PDGroup and no `fallback`), an error when the Cluster
+    /// speaks TLS and its client Secret is refused, or no client could be
+    /// built.
     fn pd_entry(
         &self,
         ns: &str,
         cluster: &str,
         fallback: Option<(String, i32)>,
-    ) -> Option<Arc<PdEntry>> {
-        let endpoint = self
-            .stores
-            .pd_endpoint(&self.config.pd.endpoint, ns, cluster, fallback)?;
-        match self.registry.ensure(ns, cluster, &endpoint) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                warn!(namespace = ns, cluster, %endpoint, error = %e, "cannot create a PD client");
-                None
+    ) -> Result<Option<Arc<PdEntry>>, PdAccessError> {
+        let Some(endpoint) =
+            self.stores
+                .pd_endpoint(&self.config.pd.endpoint, ns, cluster, fallback)
+        else {
+            return Ok(None);
+        };
+        self.pd_entry_at(ns, cluster, &endpoint).map(Some)
+    }
+
+    /// PD access of a Cluster through `endpoint` (with the Cluster's scheme).
+    fn pd_entry_at(
+        &self,
+        ns: &str,
+        cluster: &str,
+        endpoint: &str,
+    ) -> Result<Arc<PdEntry>, PdAccessError> {
+        let Some(c) = self.stores.cluster(ns, cluster) else {
+            // Without the Cluster its TLS setting is unknown: keep the
+            // client it has (never replace a TLS client by a plaintext one);
+            // a Cluster never seen is taken as plaintext.
+            if let Some(e) = self.registry.get(ns, cluster) {
+                return Ok(e);
             }
+            let target = PdTarget::of_cluster(None, endpoint);
+            return self.registry.ensure(ns, cluster, &target);
+        };
+        let target = PdTarget::of_cluster(Some(&c), endpoint);
+        self.registry
+            .ensure(ns, cluster, &target)
+            .inspect_err(|e| warn!(namespace = ns, cluster, endpoint = %target.endpoint, error = %e, "no PD client"))
+    }
+}
+
+/// The reconcile error of a Cluster without PD access: a refused client
+/// Secret, or a client that cannot be built for the URL, is the user's to
+/// fix (`InvalidSpec`, shown as is); a Secret whose watch has not listed
+/// yet is a passing PD outage, retried with backoff.
+pub(crate) fn pd_access_error(e: PdAccessError) -> Error {
+    match e {
+        e @ PdAccessError::SecretNotRead { .. } => {
+            Error::pd("connect", pd_client::PdError::unavailable(e.to_string()))
         }
+        e => Error::InvalidSpec {
+            message: e.to_string(),
+        },
     }
 }
 
@@ -510,8 +549,11 @@ fn caches(
 }
 
 /// The PD clients and state caches of one scope; a change in a Cluster's PD
-/// state wakes the objects it concerns.
+/// state wakes the objects it concerns. The client Secrets of TLS Clusters
+/// are watched by name; a change of one wakes the Clusters that use it
+/// (whose next reconcile rebuilds the PD client from it).
 fn pd_registry(
+    client: &kube::Client,
     config: &Config,
     metrics: &Arc<Metrics>,
     senders: &Senders,
@@ -538,8 +580,23 @@ fn pd_registry(
             ));
         })
     };
+    let on_secret: OnSecretChange = {
+        let s = senders.clone();
+        let st = stores.clone();
+        Arc::new(move |ns: &str, secret: &str| {
+            for cluster in st.clusters_using_secret(ns, secret) {
+                s.send(routing::for_cluster(
+                    ns,
+                    &cluster,
+                    &st.cluster_objects(ns, &cluster),
+                ));
+            }
+        })
+    };
+    let secrets: Arc<dyn SecretSource> = Arc::new(SecretWatches::new(client.clone(), on_secret));
     let registry = Arc::new(PdRegistry::new(
         pd_registry::client_factory(&config.pd),
+        secrets,
         config.pd.refresh,
         metrics.clone(),
         on_change,
@@ -606,7 +663,14 @@ pub(crate) async fn run_scope(
     };
     let registry_cell: Arc<OnceLock<Arc<PdRegistry>>> = Arc::new(OnceLock::new());
     let (stores, futs) = caches(&client, ns, nodes, &senders, &registry_cell);
-    let registry = pd_registry(&config, &metrics, &senders, &stores, &registry_cell);
+    let registry = pd_registry(
+        &client,
+        &config,
+        &metrics,
+        &senders,
+        &stores,
+        &registry_cell,
+    );
     let shared = shared(&client, &stores, registry, &metrics, &config);
 
     let reflectors = tokio::spawn(async move {

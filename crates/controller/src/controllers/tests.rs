@@ -1,10 +1,15 @@
 #![allow(clippy::unwrap_used)]
+use super::adapters::tikv_pd_entry;
 use super::*;
 use pd_client::StoreId;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicUsize;
 use tikv_operator_core::fake::FakeKube;
 use tikv_operator_core::pd_state::RefreshPolicy;
+
+use crate::pd_registry::{ClientTls, TlsMaterial};
+use crate::secrets::{FakeSecrets, SecretRead};
+use crate::test_pki;
 
 fn empty_store<K>() -> Store<K>
 where
@@ -34,13 +39,22 @@ fn scope() -> (Arc<Shared>, reflector::store::Writer<Pod>, FakeKube) {
         revisions: empty_store(),
         nodes: empty_store(),
     };
-    let metrics = Arc::new(Metrics::unregistered());
-    let factory: pd_registry::PdFactory = Arc::new(|_: &str| {
+    let factory: pd_registry::PdFactory = Arc::new(|_: &str, _| {
         Err(pd_client::PdError::Unavailable {
             message: "no PD in this test".into(),
             source: None,
         })
     });
+    let (shared, kube) = shared_of(stores, factory, Arc::default());
+    (shared, pod_writer, kube)
+}
+
+fn shared_of(
+    stores: Stores,
+    factory: pd_registry::PdFactory,
+    secrets: Arc<FakeSecrets>,
+) -> (Arc<Shared>, FakeKube) {
+    let metrics = Arc::new(Metrics::unregistered());
     let on_change: OnChange =
         Arc::new(|_: &str, _: &str, _: &BTreeSet<String>, _: &BTreeSet<StoreId>| {});
     let ledger = Arc::new(WriteLedger::default());
@@ -54,6 +68,7 @@ fn scope() -> (Arc<Shared>, reflector::store::Writer<Pod>, FakeKube) {
         stores,
         registry: Arc::new(PdRegistry::new(
             factory,
+            secrets,
             RefreshPolicy::default(),
             metrics.clone(),
             on_change,
@@ -64,7 +79,7 @@ fn scope() -> (Arc<Shared>, reflector::store::Writer<Pod>, FakeKube) {
         ledger,
         group_locks: Mutex::new(HashMap::new()),
     });
-    (shared, pod_writer, kube)
+    (shared, kube)
 }
 
 fn pod(name: &str, uid: &str) -> Pod {
@@ -263,4 +278,210 @@ async fn a_reconcile_decides_on_the_cached_object_not_the_dispatched_copy() {
     .unwrap();
     assert_eq!(action, Action::await_change());
     assert_eq!(ran.load(Ordering::SeqCst), 0);
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+fn tls_cluster(name: &str, tls: serde_json::Value) -> Cluster {
+    from_json(serde_json::json!({
+        "apiVersion": "core.tikv.org/v1alpha1", "kind": "Cluster",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"tlsCluster": tls},
+    }))
+}
+
+fn pd_group(name: &str, cluster: &str, tls_secret: Option<&str>) -> PDGroup {
+    let mut spec = serde_json::json!({"version": "v8.5.5", "volumes": [{"name": "data", "mounts": [{"type": "data"}], "storage": "1Gi"}]});
+    if let Some(s) = tls_secret {
+        spec["tlsSecretName"] = serde_json::json!(s);
+    }
+    from_json(serde_json::json!({
+        "apiVersion": "core.tikv.org/v1alpha1", "kind": "PDGroup",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"cluster": {"name": cluster}, "replicas": 3, "template": {"spec": spec}},
+    }))
+}
+
+fn store_of<K>(objs: Vec<K>) -> (Store<K>, reflector::store::Writer<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = reflector::store::<K>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for o in objs {
+        writer.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    (store, writer)
+}
+
+type Made = Arc<Mutex<Vec<(String, Option<TlsMaterial>)>>>;
+
+/// A scope holding `clusters` and `pd_groups`, whose PD clients are fakes
+/// (recorded in the returned list).
+fn tls_scope(
+    clusters: Vec<Cluster>,
+    pd_groups: Vec<PDGroup>,
+    secrets: Arc<FakeSecrets>,
+) -> (Arc<Shared>, reflector::store::Writer<Cluster>, Made) {
+    let (clusters, cluster_writer) = store_of(clusters);
+    let stores = Stores {
+        clusters,
+        pd_groups: store_of(pd_groups).0,
+        pds: empty_store(),
+        tikv_groups: empty_store(),
+        tikvs: empty_store(),
+        pods: empty_store(),
+        config_maps: empty_store(),
+        pvcs: empty_store(),
+        services: empty_store(),
+        revisions: empty_store(),
+        nodes: empty_store(),
+    };
+    let made: Made = Arc::default();
+    let seen = made.clone();
+    let factory: pd_registry::PdFactory = Arc::new(move |e: &str, tls: Option<&ClientTls>| {
+        seen.lock()
+            .unwrap()
+            .push((e.to_owned(), tls.map(|t| t.material.clone())));
+        Ok(Arc::new(pd_client::FakePd::with_cluster(1, 0)) as Arc<dyn pd_client::PdApi>)
+    });
+    let (shared, _kube) = shared_of(stores, factory, secrets);
+    (shared, cluster_writer, made)
+}
+
+#[tokio::test]
+async fn a_tls_cluster_without_its_client_secret_has_no_pd_access_and_says_why() {
+    let secrets = Arc::new(FakeSecrets::default());
+    let (sh, _clusters, made) = tls_scope(
+        vec![tls_cluster("basic", serde_json::json!({"enabled": true}))],
+        vec![pd_group("pd", "basic", None)],
+        secrets.clone(),
+    );
+    let e = sh.pd_entry("ns", "basic", None).unwrap_err();
+    let e = pd_access_error(e);
+    assert_eq!(e.category(), "invalid_spec");
+    assert!(
+        e.to_string()
+            .contains("the PD client TLS Secret ns/basic-client-tls does not exist"),
+        "{e}"
+    );
+    // The TiKV objects' PD access says the same (no plaintext fallback on
+    // the published URL either).
+    let cluster = sh.stores.cluster("ns", "basic");
+    assert!(tikv_pd_entry(&sh, "ns", cluster.as_deref(), "basic").is_err());
+    assert!(made.lock().unwrap().is_empty(), "a PD client was built");
+
+    // The Secret appears: a TLS client to the https URL.
+    let ca = test_pki::ca();
+    secrets.set(
+        "ns",
+        test_pki::SECRET,
+        SecretRead::Present(Arc::new(test_pki::client_secret(&ca, "1"))),
+    );
+    let e = sh.pd_entry("ns", "basic", None).unwrap().unwrap();
+    assert!(e.is_tls());
+    let made = made.lock().unwrap();
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0].0, "https://pd-pd.ns.svc:2379");
+    assert!(made[0].1.is_some());
+}
+
+#[tokio::test]
+async fn a_plaintext_cluster_keeps_its_plaintext_client() {
+    let secrets = Arc::new(FakeSecrets::default());
+    let mut plain = tls_cluster("basic", serde_json::json!({"enabled": false}));
+    plain.spec.tls_cluster = None;
+    let (sh, _clusters, made) = tls_scope(
+        vec![plain],
+        vec![pd_group("pd", "basic", None)],
+        secrets.clone(),
+    );
+    let e = sh.pd_entry("ns", "basic", None).unwrap().unwrap();
+    assert!(!e.is_tls());
+    assert_eq!(
+        *made.lock().unwrap(),
+        vec![("http://pd-pd.ns.svc:2379".to_owned(), None)]
+    );
+    assert!(secrets.users("ns", test_pki::SECRET).is_empty());
+}
+
+#[tokio::test]
+async fn a_tls_client_is_never_replaced_by_a_plaintext_one_when_the_cluster_leaves_the_cache() {
+    let secrets = Arc::new(FakeSecrets::default());
+    let ca = test_pki::ca();
+    secrets.set(
+        "ns",
+        test_pki::SECRET,
+        SecretRead::Present(Arc::new(test_pki::client_secret(&ca, "1"))),
+    );
+    let cluster = tls_cluster("basic", serde_json::json!({"enabled": true}));
+    let (sh, mut clusters, made) = tls_scope(
+        vec![cluster.clone()],
+        vec![pd_group("pd", "basic", None)],
+        secrets,
+    );
+    let a = sh.pd_entry("ns", "basic", None).unwrap().unwrap();
+    clusters.apply_watcher_event(&watcher::Event::Delete(cluster));
+    let b = sh.pd_entry("ns", "basic", None).unwrap().unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert!(b.is_tls());
+    assert_eq!(made.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_secret_change_wakes_the_tls_clusters_that_use_it() {
+    let (sh, _clusters, _made) = tls_scope(
+        vec![
+            tls_cluster("a", serde_json::json!({"enabled": true})),
+            tls_cluster(
+                "b",
+                serde_json::json!({"enabled": true, "clientSecretName": "shared"}),
+            ),
+            tls_cluster(
+                "c",
+                serde_json::json!({"enabled": false, "clientSecretName": "shared"}),
+            ),
+            tls_cluster("d", serde_json::json!({"enabled": true})),
+        ],
+        vec![
+            pd_group("pd", "d", None),
+            pd_group("other", "b", Some("custom-pd")),
+        ],
+        Arc::default(),
+    );
+    let st = &sh.stores;
+    assert_eq!(st.clusters_using_secret("ns", "a-client-tls"), ["a"]);
+    assert_eq!(st.clusters_using_secret("ns", "shared"), ["b"]);
+    assert_eq!(st.clusters_using_secret("ns", "pd-pd-tls"), ["d"]);
+    assert_eq!(st.clusters_using_secret("ns", "custom-pd"), ["b"]);
+    assert!(st.clusters_using_secret("ns", "other-pd-tls").is_empty());
+    assert!(
+        st.clusters_using_secret("elsewhere", "a-client-tls")
+            .is_empty()
+    );
+    assert!(st.clusters_using_secret("ns", "unrelated").is_empty());
+}
+
+#[test]
+fn a_refused_client_secret_waits_for_the_user_and_one_not_read_yet_is_retried() {
+    let missing = pd_access_error(PdAccessError::SecretMissing {
+        namespace: "ns".into(),
+        secret: "basic-client-tls".into(),
+    });
+    assert_eq!(missing.category(), "invalid_spec");
+    assert!(!missing.is_transient());
+    let not_read = pd_access_error(PdAccessError::SecretNotRead {
+        namespace: "ns".into(),
+        secret: "basic-client-tls".into(),
+        why: None,
+    });
+    assert!(not_read.is_transient(), "{not_read}");
+    assert!(
+        not_read
+            .to_string()
+            .contains("ns/basic-client-tls is not read yet")
+    );
 }
