@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::Api;
-use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use tikv_operator_e2e::config;
 use tikv_operator_e2e::harness::{Env, TestNamespace, wait_until};
@@ -441,17 +441,48 @@ async fn operator_namespaced_rbac_holds_the_lease() -> Result<()> {
     let env = Env::get().await?;
     let ns = env.namespace("op-rbac").await?;
     let kubeconfig = service_account_kubeconfig(&env, &ns).await?;
-    // The token really is restricted: it cannot read Secrets or list namespaces.
+    // The token really is restricted: it may read Secrets (a TLS Cluster's client Secret,
+    // watched by name) but never write one.
     let sa_client = {
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
         kube::Client::try_from(cfg)?
     };
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(sa_client.clone(), &ns.name);
-    match secrets.list(&ListParams::default()).await {
+    let secrets: Api<Secret> = Api::namespaced(sa_client.clone(), &ns.name);
+    secrets
+        .list(&ListParams::default())
+        .await
+        .context("listing Secrets with the operator's token")?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "written-by-the-operator"},
+        "stringData": {"k": "v"},
+    }))?;
+    match secrets.create(&PostParams::default(), &secret).await {
         Err(kube::Error::Api(e)) if e.code == 403 => {}
-        other => bail!("listing Secrets with the operator's token: {other:?}"),
+        other => bail!("creating a Secret with the operator's token: {other:?}"),
+    }
+    // One that exists (created with the admin client): neither patched nor deleted.
+    Api::<Secret>::namespaced(env.client.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let patch = serde_json::json!({"stringData": {"k": "w"}});
+    match secrets
+        .patch(
+            "written-by-the-operator",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => bail!("patching a Secret with the operator's token: {other:?}"),
+    }
+    match secrets
+        .delete("written-by-the-operator", &DeleteParams::default())
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => bail!("deleting a Secret with the operator's token: {other:?}"),
     }
     let mut op = OperatorProcess::start(
         &env.layout,
