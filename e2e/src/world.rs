@@ -29,10 +29,16 @@ pub struct World {
 impl World {
     /// Creates a namespace `e2e-<prefix>-...` and starts an operator for it.
     pub async fn start(prefix: &str) -> Result<Self> {
+        Self::start_with(prefix, &[]).await
+    }
+
+    /// [`Self::start`], with `args` added to the operator's command line.
+    pub async fn start_with(prefix: &str, args: &[&str]) -> Result<Self> {
         let env = Env::get().await?;
         let ns = env.namespace(prefix).await?;
-        let operator =
-            OperatorProcess::start(&env.layout, &OperatorOptions::for_namespace(&ns.name))?;
+        let mut opts = OperatorOptions::for_namespace(&ns.name);
+        opts.extra_args.extend(args.iter().map(|a| (*a).to_owned()));
+        let operator = OperatorProcess::start(&env.layout, &opts)?;
         Ok(Self { env, ns, operator })
     }
 

@@ -137,7 +137,12 @@ async fn basic_ready_and_refusal(w: &World) -> Result<()> {
 #[tokio::test]
 #[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
 async fn tikv_scale_out_and_in_safely_with_a_cancelled_scale_in() -> Result<()> {
-    let w = World::start("kvscale").await?;
+    // Leader eviction bounded at 20 s (default 5 min): in about one run in three here PD's
+    // evict-leader scheduler moved none of the chosen store's leaders with the schedule
+    // limits this test sets to 0 (the operator waited on "evicting 5 Region leader(s)" for
+    // the whole 120 s wait below). The removal proceeding after the timeout is the
+    // operator's designed behaviour; the stall itself is noted in issue #20's notes.
+    let w = World::start_with("kvscale", &["--tikv-evict-leader-timeout", "20s"]).await?;
     let r = scale_in_out_cancel(&w).await;
     r.map_err(|e| w.explain(e))?;
     w.finish().await

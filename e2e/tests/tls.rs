@@ -360,7 +360,11 @@ async fn leaf_and_ca_rotation_keep_the_cluster_ready_without_restarts() -> Resul
         // TiKV does) does not restart.
         // PD's quorum watcher (two failed probes tolerated) is not made for a restart of the
         // leader; during the restart the disruption watcher judges PD (one member at a time).
+        // Nor is the stores watcher: a new PD leader reports every store Disconnected until
+        // the store's next heartbeat reaches it (seen in a run: all three at once, seconds
+        // after the leader's restart). Both watch again once the restart settled.
         quorum.finish().await?;
+        stores.finish().await?;
         let members: std::collections::BTreeSet<String> = pd_ips(&w).await?.into_keys().collect();
         let disruption = support::pd_disruption_watch(&w, members);
         let rev = w
@@ -397,6 +401,17 @@ async fn leaf_and_ca_rotation_keep_the_cluster_ready_without_restarts() -> Resul
             part(&restarted, false) == part(&before, false),
             "TiKV restarted:\nbefore {before:#?}\nafter {restarted:#?}"
         );
+        wait_until(
+            &w.env,
+            "3 stores Up in PD after its restart",
+            Duration::from_secs(60),
+            || async {
+                let s = w.env.pd_stores(&w.pd_addr()).await?;
+                Ok((s.iter().filter(|s| s.state == "Up").count() == 3).then_some(()))
+            },
+        )
+        .await?;
+        let stores = stores_up_watch(&w, 3);
         fresh_client_reaches_pd(&w).await?;
 
         // Step 2: leaves from the new CA (the bundle still holds both).
