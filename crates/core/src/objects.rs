@@ -40,6 +40,36 @@ pub fn started_by_pod(
     }
 }
 
+/// How long a process must have run before its Pod is deleted for a restart.
+/// After the restart the old process may still be reported for a moment (PD
+/// keeps a store Up from its last heartbeats; a PD member may answer at its
+/// DNS name or at a reused IP), and it is told apart from the new process only
+/// by its start time ([`started_by_pod`], which tolerates
+/// [`START_SKEW_SECONDS`] of clock skew). A process younger than that
+/// tolerance would pass as the new Pod's, and the next instance would go while
+/// this one is down. Twice the tolerance, plus the second the creation
+/// timestamp truncates, keeps the old process recognisable.
+pub const MIN_PROCESS_AGE_TO_RESTART: i64 = 2 * START_SKEW_SECONDS + 2;
+
+/// Why a process that reports having started at `started` (unix seconds)
+/// must not be restarted yet at `now`: it is younger than
+/// [`MIN_PROCESS_AGE_TO_RESTART`]. An unknown start time holds nothing back:
+/// no old process can then be mistaken for the new one.
+pub fn too_young_to_restart(
+    what: &str,
+    started: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<String> {
+    let age = now.as_second().saturating_sub(started?);
+    (age < MIN_PROCESS_AGE_TO_RESTART).then(|| {
+        format!(
+            "the restart of {what} waits until its process has run {MIN_PROCESS_AGE_TO_RESTART}s \
+             (it started {age}s ago; a younger one could not be told apart from its \
+             replacement)"
+        )
+    })
+}
+
 /// An object's name (empty when unnamed).
 pub fn name_of<K: Resource>(obj: &K) -> &str {
     obj.meta().name.as_deref().unwrap_or_default()

@@ -1365,7 +1365,7 @@ async fn a_member_whose_process_just_started_is_restarted_only_once_it_could_be_
     for m in &members {
         w.pd.set_member_started(
             m,
-            Some(now - tikv_operator_pd_layer::reconcile::MIN_PROCESS_AGE_TO_RESTART),
+            Some(now - tikv_operator_core::objects::MIN_PROCESS_AGE_TO_RESTART),
         );
     }
     assert!(

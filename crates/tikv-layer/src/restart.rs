@@ -25,7 +25,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use pd_client::{DownPeer, Store, StoreId, StoreLiveness};
 
-use tikv_operator_core::objects::started_by_pod;
+use tikv_operator_core::objects::{started_by_pod, too_young_to_restart};
 
 use crate::group::Blocked;
 use crate::reasons;
@@ -358,6 +358,19 @@ pub fn next_restart_step(input: &StepInput<'_>) -> RestartStep {
     // when the restart was granted: a store that went down meanwhile (a node
     // died) uses the budget, and this Pod waits.
     let down = others_down(stores, store.id);
+    // A store whose process started moments ago could not be told apart
+    // from its replacement (PD reports it Up from the old heartbeats for a
+    // while, and only the start time tells the new process serves): its Pod
+    // goes once it is old enough.
+    if ready_to_go
+        && let Some(why) = too_young_to_restart(
+            &format!("store {}", store.id),
+            store.start_timestamp,
+            input.now,
+        )
+    {
+        return wait(reasons::RESTARTING, why);
+    }
     if ready_to_go && down.len() >= input.max_unavailable.max(1) {
         return wait(
             reasons::WAITING_FOR_STORES,
@@ -646,6 +659,40 @@ mod tests {
         let mut i = step(&pd, Some(&drained));
         i.eviction_started_at = Some(Timestamp::from_second(900).unwrap());
         assert!(matches!(next_restart_step(&i), RestartStep::Wait(_)));
+    }
+
+    /// A store whose process started less than
+    /// `MIN_PROCESS_AGE_TO_RESTART` ago keeps its Pod: after the restart PD
+    /// would still report it Up from the old heartbeats, and the old
+    /// process's start time would pass as the new Pod's.
+    #[test]
+    fn a_store_whose_process_just_started_keeps_its_pod_until_it_could_be_told_apart() {
+        use tikv_operator_core::objects::MIN_PROCESS_AGE_TO_RESTART;
+        let mut drained = up(1, 0);
+        drained.start_timestamp = Some(1_000 - 3);
+        let pd = view(vec![drained.clone(), up(2, 3), up(3, 3)]);
+        let mut i = step(&pd, Some(&drained));
+        i.eviction_started_at = Some(Timestamp::from_second(999).unwrap());
+        let s = next_restart_step(&i);
+        assert!(
+            matches!(&s, RestartStep::Wait(b) if b.reason == reasons::RESTARTING
+                && b.message.contains("started 3s ago")),
+            "{s:?}"
+        );
+        // Also when the eviction timed out.
+        i.evict_leader_timeout = Duration::from_secs(1);
+        assert!(matches!(next_restart_step(&i), RestartStep::Wait(_)));
+        // Old enough (or no start time reported): the Pod goes.
+        for started in [Some(1_000 - MIN_PROCESS_AGE_TO_RESTART), None] {
+            drained.start_timestamp = started;
+            let pd = view(vec![drained.clone(), up(2, 3), up(3, 3)]);
+            let mut i = step(&pd, Some(&drained));
+            i.eviction_started_at = Some(Timestamp::from_second(999).unwrap());
+            assert!(
+                matches!(next_restart_step(&i), RestartStep::DeletePod { .. }),
+                "{started:?}"
+            );
+        }
     }
 
     #[test]

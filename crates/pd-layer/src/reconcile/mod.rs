@@ -114,7 +114,7 @@ pub fn ready_since(pod: &Pod) -> Option<k8s_openapi::jiff::Timestamp> {
 
 use k8s_openapi::jiff::Timestamp;
 use tikv_operator_core::objects::{
-    START_SKEW_SECONDS, cached, desired, ensure_finalizer, event, has_finalizer, name_of,
+    self, cached, desired, ensure_finalizer, event, has_finalizer, name_of,
     patch_status_if_changed, publish, release_finalizer, started_by_pod,
 };
 
@@ -267,22 +267,11 @@ async fn members_not_answering(
     out
 }
 
-/// How long a member's process must have run before its Pod is deleted for
-/// a restart. After the restart, the old process may still answer for a
-/// moment (at the member's DNS name, or at the new Pod's IP when it reuses
-/// the old one), and it is told apart from the new process only by its start
-/// time ([`started_by_pod`], which tolerates [`START_SKEW_SECONDS`] of clock
-/// skew): a process younger than that tolerance would pass as the new Pod's,
-/// and the next member would go while this one is down (found by the TLS
-/// rotation e2e test: a restart right after the Cluster became Ready deleted
-/// two PD Pods 0.45 s apart). Twice the tolerance, plus the second the
-/// creation timestamp truncates, keeps the old process recognisable.
-pub const MIN_PROCESS_AGE_TO_RESTART: i64 = 2 * START_SKEW_SECONDS + 2;
-
 /// Why `name` must not be restarted yet: its process answers with a start
-/// time less than [`MIN_PROCESS_AGE_TO_RESTART`] before `now`. A member that
-/// does not answer (or reports no start time) is not held back: no old
-/// process of it can be mistaken for the new one.
+/// time less than [`objects::MIN_PROCESS_AGE_TO_RESTART`] before `now` (found by the
+/// TLS rotation e2e test: a restart right after the Cluster became Ready
+/// deleted two PD Pods 0.45 s apart). A member that does not answer is not
+/// held back.
 async fn too_young_to_restart(
     pd_api: &dyn PdApi,
     instances: &[PD],
@@ -301,15 +290,8 @@ async fn too_young_to_restart(
     let started = pd_api
         .member_started(&member_probe_url(instance, &ip))
         .await
-        .ok()??;
-    let age = now.as_second().saturating_sub(started);
-    (age < MIN_PROCESS_AGE_TO_RESTART).then(|| {
-        format!(
-            "the restart of {name} waits until its process has run {MIN_PROCESS_AGE_TO_RESTART}s \
-             (it started {age}s ago; a younger one could not be told apart from its \
-             replacement)"
-        )
-    })
+        .ok()?;
+    objects::too_young_to_restart(name, started, now)
 }
 
 /// The URL a member is asked at whether it serves: its current Pod's IP
