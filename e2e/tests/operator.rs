@@ -856,3 +856,131 @@ spec:
     result.map_err(|e| fail_with_logs(e, &[&a, &b]))?;
     ns.cleanup().await
 }
+
+/// How many namespaces the many-namespaces test populates.
+const MANY_NAMESPACES: usize = 200;
+
+/// A platform team scopes the operator to many namespaces (`--namespace` once per namespace):
+/// with 200 populated namespaces the operator is ready within seconds, reconciles Clusters in
+/// the first and the last of them, and leaves a Cluster in a namespace it was not given alone.
+/// Found by the fleet benchmark: with one set of watches per namespace, 50 namespaces never
+/// became ready.
+#[tokio::test]
+#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
+async fn an_operator_given_200_namespaces_is_ready_within_seconds() -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Namespace;
+    let env = Env::get().await?;
+    let tag = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos()
+            ^ std::process::id()
+    );
+    let names: Vec<String> = (0..=MANY_NAMESPACES)
+        .map(|i| format!("e2e-many-{tag}-{i}"))
+        .collect();
+    // The last one is not given to the operator.
+    let (watched, outside) = names.split_at(MANY_NAMESPACES);
+    let outside = &outside[0];
+    let namespaces: Api<Namespace> = Api::all(env.client.clone());
+    let populate = |ns: String| {
+        let env = env.clone();
+        let namespaces = namespaces.clone();
+        async move {
+            let obj: Namespace = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"e2e.tikv.org/test": "many"}},
+            }))?;
+            namespaces.create(&PostParams::default(), &obj).await?;
+            env.apply(
+                Some(&ns),
+                "apiVersion: core.tikv.org/v1alpha1\nkind: Cluster\nmetadata:\n  name: c\nspec: {}\n\
+                 ---\napiVersion: core.tikv.org/v1alpha1\nkind: TiKVGroup\nmetadata:\n  name: kv\n\
+                 spec:\n  cluster:\n    name: c\n  replicas: 0\n  template:\n    spec:\n      \
+                 version: v8.5.5\n      volumes:\n        - name: data\n          mounts:\n            \
+                 - type: data\n          storage: 1Gi\n",
+            )
+            .await?;
+            anyhow::Ok(())
+        }
+    };
+    let result = async {
+        futures::stream::iter(names.iter().cloned().map(populate))
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await
+            .context("populating the namespaces")?;
+        let mut opts = OperatorOptions::for_namespace(&watched[0]);
+        opts.name = format!("many-{tag}");
+        opts.namespaces = watched.to_vec();
+        let started = Instant::now();
+        let mut op = OperatorProcess::start(&env.layout, &opts)?;
+        let checked = async {
+            wait_until(&env, "/readyz 200", Duration::from_secs(60), || {
+                let addr = op.http.clone();
+                async move {
+                    Ok(http_get(&addr, "/readyz")
+                        .await
+                        .ok()
+                        .filter(|(c, _)| *c == 200))
+                }
+            })
+            .await?;
+            let ready_after = started.elapsed();
+            println!("ready {ready_after:?} after start with {MANY_NAMESPACES} --namespace flags");
+            ensure!(
+                ready_after <= Duration::from_secs(15),
+                "ready only {ready_after:?} after start"
+            );
+            // Reconciled in the first and the last namespace: the Cluster has its finalizer.
+            for ns in [&watched[0], &watched[MANY_NAMESPACES - 1]] {
+                let clusters = api(&env, ns, "Cluster");
+                wait_until(
+                    &env,
+                    &format!("{ns}: Cluster finalized"),
+                    Duration::from_secs(60),
+                    || {
+                        let clusters = clusters.clone();
+                        async move {
+                            let c = clusters.get("c").await?;
+                            Ok(c.metadata.finalizers.filter(|f| !f.is_empty()).map(|_| ()))
+                        }
+                    },
+                )
+                .await?;
+            }
+            let c = api(&env, outside, "Cluster").get("c").await?;
+            ensure!(
+                c.metadata.finalizers.is_none_or(|f| f.is_empty())
+                    && c.data.get("status").is_none(),
+                "the operator touched a Cluster in {outside}, which it was not given"
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        op.stop(Duration::from_secs(10));
+        checked.map_err(|e| fail_with_logs(e, &[&op]))
+    }
+    .await;
+    // Teardown with the operator stopped: these objects never had PD members or Pods, so
+    // their finalizers are dropped by hand and the namespaces go with them.
+    futures::stream::iter(names.iter().cloned())
+        .for_each_concurrent(16, |ns| {
+            let env = env.clone();
+            let namespaces = namespaces.clone();
+            async move {
+                let unfinalize =
+                    Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+                for (kind, name) in [("TiKVGroup", "kv"), ("Cluster", "c")] {
+                    let _ = api(&env, &ns, kind)
+                        .patch(name, &PatchParams::default(), &unfinalize)
+                        .await;
+                }
+                let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
+            }
+        })
+        .await;
+    result
+}

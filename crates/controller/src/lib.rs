@@ -13,6 +13,7 @@ pub mod metered;
 pub mod metrics;
 pub mod pd_registry;
 pub mod routing;
+pub mod scope;
 pub mod secrets;
 #[cfg(test)]
 mod test_pki;
@@ -109,11 +110,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     use futures::FutureExt;
     let shutdown = shutdown.boxed().shared();
-    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.namespaces.iter().cloned().map(Some).collect()
-    };
+    let scopes = scope::choose(&config.namespaces, || scope::may_watch_everywhere(&client)).await;
     let flags: Vec<Arc<AtomicBool>> = scopes.iter().map(|_| Arc::default()).collect();
     let all_synced = {
         let flags = flags.clone();

@@ -39,6 +39,7 @@ use crate::Config;
 use crate::metrics::{ControllerLabels, Metrics};
 use crate::pd_registry::{self, OnChange, PdAccessError, PdEntry, PdRegistry, PdTarget};
 use crate::routing::{self, Component, Kind, Trigger};
+use crate::scope::WatchScope;
 use crate::secrets::{OnSecretChange, SecretSource, SecretWatches};
 
 use adapters::{
@@ -357,9 +358,11 @@ where
     }
 }
 
+/// The watch of one kind over `scope`: objects outside it (a filtered scope
+/// watches every namespace) never reach the cache.
 fn watch<K>(
     client: &kube::Client,
-    ns: Option<&str>,
+    scope: &WatchScope,
     config: watcher::Config,
 ) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
@@ -370,7 +373,15 @@ where
         + Send
         + 'static,
 {
-    watcher(api::<K>(client, ns), config)
+    let keep = scope.clone();
+    watcher(api::<K>(client, scope.api_namespace()), config).filter(move |ev| {
+        std::future::ready(match ev {
+            Ok(
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o),
+            ) => keep.keeps(o.meta().namespace.as_deref()),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) | Err(_) => true,
+        })
+    })
 }
 
 /// The operator's own objects of one scope (Pods, ConfigMaps, PVCs,
@@ -386,7 +397,7 @@ struct ChildCaches {
 
 fn child_caches(
     client: &kube::Client,
-    ns: Option<&str>,
+    ns: &WatchScope,
     senders: &Senders,
     futs: &mut Vec<BoxFuture<'static, ()>>,
 ) -> ChildCaches {
@@ -449,7 +460,7 @@ fn child_caches(
 /// registry built after them: late-bound cells.
 fn caches(
     client: &kube::Client,
-    ns: Option<&str>,
+    ns: &WatchScope,
     nodes: Store<PartialObjectMeta<Node>>,
     senders: &Senders,
     registry_cell: &Arc<OnceLock<Arc<PdRegistry>>>,
@@ -641,14 +652,13 @@ fn shared(
 /// Runs the Controllers of one scope until `shutdown` resolves.
 pub(crate) async fn run_scope(
     client: kube::Client,
-    namespace: Option<String>,
+    scope: WatchScope,
     nodes: Store<PartialObjectMeta<Node>>,
     config: Config,
     metrics: Arc<Metrics>,
     synced: Arc<AtomicBool>,
     shutdown: futures::future::Shared<BoxFuture<'static, ()>>,
 ) -> anyhow::Result<()> {
-    let ns = namespace.as_deref();
     let (cluster_tx, cluster_rx) = unbounded();
     let (pd_group_tx, pd_group_rx) = unbounded();
     let (pd_tx, pd_rx) = unbounded();
@@ -662,7 +672,7 @@ pub(crate) async fn run_scope(
         tikv: tikv_tx,
     };
     let registry_cell: Arc<OnceLock<Arc<PdRegistry>>> = Arc::new(OnceLock::new());
-    let (stores, futs) = caches(&client, ns, nodes, &senders, &registry_cell);
+    let (stores, futs) = caches(&client, &scope, nodes, &senders, &registry_cell);
     let registry = pd_registry(
         &client,
         &config,
@@ -679,7 +689,7 @@ pub(crate) async fn run_scope(
     // Safety: no reconcile before every cache has listed. A planner that
     // saw an empty instance cache would take an existing group for a new
     // one (and, for PD, bootstrap a second cluster).
-    let scope = namespace.clone().unwrap_or_else(|| "<all>".into());
+    let scope = scope.describe();
     tokio::select! {
         ready = stores.wait_until_ready() => ready?,
         () = shutdown.clone() => {
