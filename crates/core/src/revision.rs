@@ -445,9 +445,12 @@ impl Revisions {
     }
 
     /// Instances still on `current` (`currentReplicas`): all updated ones
-    /// when the update is complete, the others meanwhile.
+    /// when the update is complete or no revision was recorded yet, the
+    /// others meanwhile.
     pub fn current_replicas(&self, current: Option<&str>) -> i32 {
-        if self.all_updated || current == Some(self.update.as_str()) {
+        // No revision recorded yet (the group's first instances): there is
+        // no older revision to count, only the instances created so far.
+        if self.all_updated || current.is_none_or(|c| c == self.update) {
             self.updated
         } else {
             self.live - self.updated
@@ -728,6 +731,9 @@ mod tests {
         let r = Revisions::count("new".into(), 3, &[Some(true), Some(false), None]);
         assert_eq!((r.live, r.updated, r.all_updated), (3, 1, false));
         assert_eq!(r.current_replicas(Some("old")), 2);
+        // The group's first instances (no revision recorded): none runs an
+        // older revision.
+        assert_eq!(r.current_replicas(None), 1);
         let done = Revisions::count("new".into(), 3, &[Some(true); 3]);
         assert!(done.all_updated);
         assert_eq!(done.current_replicas(Some("old")), 3);

@@ -39,17 +39,41 @@ pub struct PodPolicy {
     pub restart_pending: &'static str,
 }
 
+/// What [`apply_instance_objects`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// For humans (the Synced condition's message).
+    pub message: String,
+    /// The revision of the Pod created just now (its instance records it as
+    /// current at once, instead of one status write later).
+    pub created_revision: Option<String>,
+}
+
+impl Applied {
+    fn said(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            created_revision: None,
+        }
+    }
+}
+
+/// The synced message of an instance whose Pod runs its current rendering.
+/// A Pod created just now says the same: it is up to date, and a message
+/// that changed one reconcile later would cost a status write.
+pub const UP_TO_DATE: &str = "up to date";
+
 /// Applies ConfigMap, PVCs and the Pod (see [`PodPolicy`]); under
 /// `suspend_compute` the Pod is deleted and PVCs and config are kept. The
 /// outer error is a failed write; the inner one why the instance is not in
-/// sync: (reason, message). Ok: what was done, for humans.
+/// sync: (reason, message). Ok: what was done.
 pub async fn apply_instance_objects(
     kube: &dyn KubeWriter,
     rendered: &std::result::Result<Rendered, RenderError>,
     now: Cached<'_>,
     suspend_compute: bool,
     policy: PodPolicy,
-) -> Result<std::result::Result<String, (&'static str, String)>> {
+) -> Result<std::result::Result<Applied, (&'static str, String)>> {
     let Rendered {
         config_map,
         pvcs,
@@ -70,16 +94,19 @@ pub async fn apply_instance_objects(
         if let Some(p) = now.pod {
             kube.delete(&ObjectKey::of(p)?).await?;
         }
-        return Ok(Ok(
-            "compute suspended: Pod deleted, PVCs and config kept".to_owned()
-        ));
+        return Ok(Ok(Applied::said(
+            "compute suspended: Pod deleted, PVCs and config kept",
+        )));
     }
     match now.pod {
         None if policy.create => {
             kube.apply_if_changed(&desired(pod)?, None).await?;
-            Ok(Ok("Pod created".to_owned()))
+            Ok(Ok(Applied {
+                message: UP_TO_DATE.to_owned(),
+                created_revision: Some(revision.revision.clone()),
+            }))
         }
-        None => Ok(Ok(policy.missing.to_owned())),
+        None => Ok(Ok(Applied::said(policy.missing))),
         Some(current)
             if policy.wait_terminating && current.metadata.deletion_timestamp.is_some() =>
         {
@@ -97,7 +124,7 @@ pub async fn apply_instance_objects(
             let pod = crate::revision::in_place(pod, current);
             kube.apply_if_changed(&desired(&pod)?, cached(Some(current)).as_ref())
                 .await?;
-            Ok(Ok("up to date".to_owned()))
+            Ok(Ok(Applied::said(UP_TO_DATE)))
         }
         Some(_) => Ok(Err((RESTART_PENDING, policy.restart_pending.to_owned()))),
     }

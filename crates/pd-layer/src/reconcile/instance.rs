@@ -147,12 +147,16 @@ pub async fn reconcile_instance(
         .map(|st| st.common.conditions.clone())
         .unwrap_or_default();
 
+    let mut created_revision = None;
     let synced = if s.cluster.paused {
         ConditionUpdate::new(condition::SYNCED, false, "Paused", "the Cluster is paused")
     } else {
         ensure_finalizer(ctx.kube.as_ref(), &key, pd).await?;
         match apply_instance_objects(ctx, s).await? {
-            Ok(message) => ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, message),
+            Ok(applied) => {
+                created_revision = applied.created_revision;
+                ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, applied.message)
+            }
             Err((reason, message)) => {
                 ConditionUpdate::new(condition::SYNCED, false, reason, message)
             }
@@ -203,6 +207,7 @@ pub async fn reconcile_instance(
             .pod
             .and_then(|p| p.metadata.annotations.as_ref())
             .and_then(|a| a.get(labels::INSTANCE_REVISION).cloned())
+            .or(created_revision)
             .or_else(|| {
                 pd.status
                     .as_ref()
@@ -242,7 +247,7 @@ pub fn render_instance_objects(pd: &PD, running: Option<&Pod>) -> Result<Rendere
 async fn apply_instance_objects(
     ctx: &Ctx,
     s: &InstanceSnapshot<'_>,
-) -> Result<Result<String, (&'static str, String)>> {
+) -> Result<Result<apply::Applied, (&'static str, String)>> {
     apply::apply_instance_objects(
         ctx.kube.as_ref(),
         &render_instance_objects(s.instance, s.pod),

@@ -472,6 +472,7 @@ pub async fn reconcile_instance(
     let rendered = render_instance_objects(kv, s.cluster.pd_url.as_deref(), running);
 
     // Apply the instance's objects (not while it is going away).
+    let mut created_revision = None;
     let synced = if !acting {
         Some(ConditionUpdate::new(
             condition::SYNCED,
@@ -501,7 +502,10 @@ pub async fn reconcile_instance(
             !store_gone && (request == Request::Keep || store.is_some_and(|st| !st.is_removed()));
         Some(
             match apply_instance_objects(ctx, s, &rendered, pod_allowed).await? {
-                Ok(m) => ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, m),
+                Ok(applied) => {
+                    created_revision = applied.created_revision;
+                    ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, applied.message)
+                }
                 Err((reason, m)) => ConditionUpdate::new(condition::SYNCED, false, reason, m),
             },
         )
@@ -653,6 +657,7 @@ pub async fn reconcile_instance(
         .pod
         .and_then(|p| p.metadata.annotations.as_ref())
         .and_then(|a| a.get(labels::INSTANCE_REVISION).cloned())
+        .or(created_revision)
         .or(status.current_revision);
     if kv.status.as_ref() != Some(&status) {
         patch_status(ctx, &key, &name, &status).await?;
@@ -682,7 +687,7 @@ async fn apply_instance_objects(
     s: &InstanceSnapshot<'_>,
     rendered: &std::result::Result<Rendered, RenderError>,
     pod_allowed: bool,
-) -> Result<Result<String, (&'static str, String)>> {
+) -> Result<Result<apply::Applied, (&'static str, String)>> {
     apply::apply_instance_objects(
         ctx.kube.as_ref(),
         rendered,
