@@ -649,6 +649,15 @@ fn shared(
     })
 }
 
+/// How long a Cluster's reconcile waits for more changes of its groups and
+/// instances before it runs (trailing edge: a further change within the
+/// window moves it). A Cluster's status aggregates its groups', which change
+/// in bursts while instances come up: without the wait each change of the
+/// burst was a status write of the Cluster. The Cluster's reconcile touches
+/// neither PD nor Pods: the wait delays its status, finalizer and ordered
+/// deletion by at most this much per burst.
+const CLUSTER_DEBOUNCE: Duration = Duration::from_millis(250);
+
 /// Runs the Controllers of one scope until `shutdown` resolves.
 pub(crate) async fn run_scope(
     client: kube::Client,
@@ -703,11 +712,14 @@ pub(crate) async fn run_scope(
 
     let cfg = kube::runtime::Config::default().concurrency(config.concurrency);
     macro_rules! controller {
-        ($kind:ty, $reader:expr, $rx:expr, $name:literal, $reconcile:expr) => {{
+        ($kind:ty, $reader:expr, $rx:expr, $name:literal, $reconcile:expr) => {
+            controller!($kind, $reader, $rx, $name, $reconcile, cfg.clone())
+        };
+        ($kind:ty, $reader:expr, $rx:expr, $name:literal, $reconcile:expr, $cfg:expr) => {{
             let reader = $reader;
             let latest = reader.clone();
             Controller::for_stream(stream::pending::<Result<$kind, watcher::Error>>(), reader)
-                .with_config(cfg.clone())
+                .with_config($cfg)
                 .reconcile_on($rx)
                 .graceful_shutdown_on(shutdown.clone())
                 .run(
@@ -733,7 +745,8 @@ pub(crate) async fn run_scope(
             stores.clusters.clone(),
             cluster_rx,
             "cluster",
-            reconcile_cluster
+            reconcile_cluster,
+            cfg.clone().debounce(CLUSTER_DEBOUNCE)
         ),
         controller!(
             PDGroup,
