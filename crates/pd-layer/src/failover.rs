@@ -25,7 +25,7 @@ use tikv_operator_core::failover::reasons as fo;
 use tikv_operator_core::failover::{Settings, recheck_in, set_phase};
 
 use crate::group::{Blocked, InstanceState};
-use crate::pd_view::PdView;
+use crate::pd_view::{Membership, PdView};
 use crate::reasons;
 
 /// Finished failures (Completed) kept in the status.
@@ -83,35 +83,105 @@ pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
         .into_iter()
         .partition(|r| r.phase == FailoverPhase::Completed);
     if !input.settings.enabled {
-        // Off (the default for PD): nothing is tracked, so a PD rollout's
-        // restarts write no records and the condition does not flap. What
-        // was recorded while it was on stays as history.
-        let status = (total > 0 || !done.is_empty()).then_some(PdFailoverStatus {
-            total,
-            failures: done,
-        });
-        return FailoverPlan {
-            replace: None,
-            status,
-            condition: (
-                false,
-                fo::FAILOVER_DISABLED.to_owned(),
-                "failover is off for this PDGroup (spec.failover.enabled); unhealthy members \
-                 are not replaced"
-                    .to_owned(),
-            ),
-            new_refusal: None,
-            completed: Vec::new(),
-            recheck_after: None,
-        };
+        return disabled_plan(total, done);
     }
-    let instance = |n: &str| input.instances.iter().find(|i| i.name == n);
     let mut completed = Vec::new();
     let mut replace = None;
     let mut refusal: Option<Blocked> = None;
-    let mut recheck_after: Option<std::time::Duration> = None;
-    let mut kept: Vec<MemberFailure> = Vec::new();
+    let mut kept = finish_replacements(input, &active, &mut done, &mut completed);
+    let in_flight = !kept.is_empty();
 
+    let Some(m) = input.pd.membership() else {
+        return unreachable_plan(input, total, active, kept, done, completed);
+    };
+
+    // Unhealthy members of live instances (one whose replacement started is
+    // not watched again, even on a cache that does not show it deleting yet).
+    let replacing: Vec<String> = kept.iter().map(|r| r.instance.clone()).collect();
+    let failed: Vec<(&InstanceState, &crate::pd_view::MemberView)> = input
+        .instances
+        .iter()
+        .filter(|i| !i.deleting && !replacing.contains(&i.name))
+        .filter_map(|i| m.member_of(&i.name, &i.peer_url).map(|mv| (i, mv)))
+        .filter(|(_, mv)| !mv.healthy)
+        .collect();
+    let unhealthy_all = m.members.iter().filter(|mv| !mv.healthy).count();
+    let (due, recheck_after) = watch_failed_members(input, &failed, &active, &mut kept);
+
+    for (n, at) in due.iter().copied().enumerate() {
+        let name = kept[at].instance.clone();
+        let member = failed
+            .iter()
+            .find(|(i, _)| i.name == name)
+            .map(|(_, mv)| *mv);
+        let busy = n > 0 || in_flight || replace.is_some();
+        let check = replace_check(input, m, &name, member, busy, total, unhealthy_all);
+        let r = &mut kept[at];
+        match check {
+            Ok(()) => {
+                total += 1;
+                set_phase(
+                    r,
+                    FailoverPhase::Replacing,
+                    fo::FAILOVER_STARTED,
+                    format!(
+                        "PD member {name} was unhealthy for at least {}s: removing it from PD \
+                         (then its Pod and PVCs); a new member joins once it is gone",
+                        input.settings.period.as_secs()
+                    ),
+                    now,
+                );
+                replace = Some(name);
+            }
+            Err(b) => {
+                let new = r.phase != FailoverPhase::Refused
+                    || r.message.as_deref() != Some(b.message.as_str());
+                if new && b.reason != fo::FAILOVER_IN_FLIGHT {
+                    refusal.get_or_insert(b.clone());
+                }
+                set_phase(r, FailoverPhase::Refused, b.reason, b.message, now);
+            }
+        }
+    }
+    finish(total, kept, done, None, refusal, completed, recheck_after).with_replace(replace)
+}
+
+/// Decides the plan when failover is off: nothing tracked, history kept.
+fn disabled_plan(total: i32, done: Vec<MemberFailure>) -> FailoverPlan {
+    // Off (the default for PD): nothing is tracked, so a PD rollout's
+    // restarts write no records and the condition does not flap. What
+    // was recorded while it was on stays as history.
+    let status = (total > 0 || !done.is_empty()).then_some(PdFailoverStatus {
+        total,
+        failures: done,
+    });
+    FailoverPlan {
+        replace: None,
+        status,
+        condition: (
+            false,
+            fo::FAILOVER_DISABLED.to_owned(),
+            "failover is off for this PDGroup (spec.failover.enabled); unhealthy members \
+             are not replaced"
+                .to_owned(),
+        ),
+        new_refusal: None,
+        completed: Vec::new(),
+        recheck_after: None,
+    }
+}
+
+/// Decides which replacements in flight are done (the failed instance is
+/// gone: moved to `done`, named in `completed`); returns the others.
+fn finish_replacements(
+    input: &FailoverInput<'_>,
+    active: &[MemberFailure],
+    done: &mut Vec<MemberFailure>,
+    completed: &mut Vec<String>,
+) -> Vec<MemberFailure> {
+    let now = input.now;
+    let instance = |n: &str| input.instances.iter().find(|i| i.name == n);
+    let mut kept: Vec<MemberFailure> = Vec::new();
     // Replacements in flight: done once the failed instance is gone.
     for mut r in active
         .iter()
@@ -134,43 +204,53 @@ pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
             kept.push(r);
         }
     }
-    let in_flight = !kept.is_empty();
+    kept
+}
 
-    let Some(m) = input.pd.membership() else {
-        // Safety rule 5: without PD's answer nothing is decided. The records
-        // stay, but what a member did while PD did not answer is unknown, so
-        // its period starts over when PD answers again: found by e2e, after a
-        // lost quorum came back, a member still catching up was replaced at
-        // once because its record's clock had run through the outage.
-        kept.extend(
-            active
-                .into_iter()
-                .filter(|r| r.phase != FailoverPhase::Replacing)
-                .map(|mut r| {
-                    r.since = Time(now);
-                    r
-                }),
-        );
-        let why = match input.pd {
-            PdView::Unreachable { message } => message.as_str(),
-            PdView::Reachable(_) => "no answer",
-        };
-        return finish(total, kept, done, Some(why), None, completed, None);
+/// Decides the plan when PD does not answer: no action, every watch restarts.
+fn unreachable_plan(
+    input: &FailoverInput<'_>,
+    total: i32,
+    active: Vec<MemberFailure>,
+    mut kept: Vec<MemberFailure>,
+    done: Vec<MemberFailure>,
+    completed: Vec<String>,
+) -> FailoverPlan {
+    let now = input.now;
+    // Safety rule 5: without PD's answer nothing is decided. The records
+    // stay, but what a member did while PD did not answer is unknown, so
+    // its period starts over when PD answers again: found by e2e, after a
+    // lost quorum came back, a member still catching up was replaced at
+    // once because its record's clock had run through the outage.
+    kept.extend(
+        active
+            .into_iter()
+            .filter(|r| r.phase != FailoverPhase::Replacing)
+            .map(|mut r| {
+                r.since = Time(now);
+                r
+            }),
+    );
+    let why = match input.pd {
+        PdView::Unreachable { message } => message.as_str(),
+        PdView::Reachable(_) => "no answer",
     };
+    finish(total, kept, done, Some(why), None, completed, None)
+}
 
-    // Unhealthy members of live instances (one whose replacement started is
-    // not watched again, even on a cache that does not show it deleting yet).
-    let replacing: Vec<String> = kept.iter().map(|r| r.instance.clone()).collect();
-    let failed: Vec<(&InstanceState, &crate::pd_view::MemberView)> = input
-        .instances
-        .iter()
-        .filter(|i| !i.deleting && !replacing.contains(&i.name))
-        .filter_map(|i| m.member_of(&i.name, &i.peer_url).map(|mv| (i, mv)))
-        .filter(|(_, mv)| !mv.healthy)
-        .collect();
-    let unhealthy_all = m.members.iter().filter(|mv| !mv.healthy).count();
+/// Finds the failed members to watch: appends a record for each to `kept`
+/// and returns which are due (unhealthy for the whole period) and when the
+/// next one will be.
+fn watch_failed_members(
+    input: &FailoverInput<'_>,
+    failed: &[(&InstanceState, &crate::pd_view::MemberView)],
+    active: &[MemberFailure],
+    kept: &mut Vec<MemberFailure>,
+) -> (Vec<usize>, Option<std::time::Duration>) {
+    let now = input.now;
+    let mut recheck_after: Option<std::time::Duration> = None;
     let mut due: Vec<usize> = Vec::new();
-    for (i, mv) in &failed {
+    for (i, mv) in failed {
         let prev = active.iter().find(|r| {
             r.instance == i.name
                 && r.member_id == mv.id.0.to_string()
@@ -206,97 +286,77 @@ pub fn plan_failover(input: &FailoverInput<'_>) -> FailoverPlan {
         }
         kept.push(r);
     }
+    (due, recheck_after)
+}
 
-    for (n, at) in due.iter().copied().enumerate() {
-        let name = kept[at].instance.clone();
-        let member = failed
-            .iter()
-            .find(|(i, _)| i.name == name)
-            .map(|(_, mv)| *mv);
-        let check = if total >= input.settings.max_total {
-            Err(blocked(
-                fo::MAX_TOTAL_REACHED,
-                format!(
-                    "{total} replacement(s) recorded, failover.maxTotal is {}; a person must \
-                     look (then set status.failover.total to 0)",
-                    input.settings.max_total
-                ),
-            ))
-        } else if unhealthy_all > 1 {
-            Err(blocked(
-                fo::TOO_MANY_FAILURES,
-                format!(
-                    "{unhealthy_all} PD members are unhealthy at once ({}); not replacing any \
-                     (a member is removed only while every other member is healthy)",
-                    m.unhealthy_except("").join(", ")
-                ),
-            ))
-        } else if n > 0 || in_flight || replace.is_some() {
-            Err(blocked(
-                fo::FAILOVER_IN_FLIGHT,
-                "another PD member is being replaced first".to_owned(),
-            ))
-        } else if m.is_leader(&name) {
-            Err(blocked(
-                reasons::MEMBER_UNHEALTHY,
-                format!("{name} leads PD while unhealthy; failover waits for a new leader"),
-            ))
-        } else if let Some(other) = input
-            .instances
-            .iter()
-            .find(|i| i.name != name && (i.deleting || !i.ready))
-        {
-            Err(blocked(
-                reasons::WAITING_FOR_MEMBER,
-                format!(
-                    "PD member {} is {}; failover waits until every other member serves",
-                    other.name,
-                    if other.deleting {
-                        "being removed"
-                    } else {
-                        "not ready"
-                    }
-                ),
-            ))
-        } else if !m.quorum_without(member.map(|mv| mv.id)) {
-            Err(blocked(
-                reasons::QUORUM_AT_RISK,
-                format!(
-                    "removing PD member {name} would leave PD without a healthy majority; \
-                     not replacing it"
-                ),
-            ))
-        } else {
-            Ok(())
-        };
-        let r = &mut kept[at];
-        match check {
-            Ok(()) => {
-                total += 1;
-                set_phase(
-                    r,
-                    FailoverPhase::Replacing,
-                    fo::FAILOVER_STARTED,
-                    format!(
-                        "PD member {name} was unhealthy for at least {}s: removing it from PD \
-                         (then its Pod and PVCs); a new member joins once it is gone",
-                        input.settings.period.as_secs()
-                    ),
-                    now,
-                );
-                replace = Some(name);
-            }
-            Err(b) => {
-                let new = r.phase != FailoverPhase::Refused
-                    || r.message.as_deref() != Some(b.message.as_str());
-                if new && b.reason != fo::FAILOVER_IN_FLIGHT {
-                    refusal.get_or_insert(b.clone());
+/// Decides whether the due member of instance `name` may be replaced now
+/// (safety rules 2, 3 and 5) or why not; `busy`: another replacement runs
+/// or comes first.
+fn replace_check(
+    input: &FailoverInput<'_>,
+    m: &Membership,
+    name: &str,
+    member: Option<&crate::pd_view::MemberView>,
+    busy: bool,
+    total: i32,
+    unhealthy_all: usize,
+) -> Result<(), Blocked> {
+    if total >= input.settings.max_total {
+        Err(blocked(
+            fo::MAX_TOTAL_REACHED,
+            format!(
+                "{total} replacement(s) recorded, failover.maxTotal is {}; a person must \
+                 look (then set status.failover.total to 0)",
+                input.settings.max_total
+            ),
+        ))
+    } else if unhealthy_all > 1 {
+        Err(blocked(
+            fo::TOO_MANY_FAILURES,
+            format!(
+                "{unhealthy_all} PD members are unhealthy at once ({}); not replacing any \
+                 (a member is removed only while every other member is healthy)",
+                m.unhealthy_except("").join(", ")
+            ),
+        ))
+    } else if busy {
+        Err(blocked(
+            fo::FAILOVER_IN_FLIGHT,
+            "another PD member is being replaced first".to_owned(),
+        ))
+    } else if m.is_leader(name) {
+        Err(blocked(
+            reasons::MEMBER_UNHEALTHY,
+            format!("{name} leads PD while unhealthy; failover waits for a new leader"),
+        ))
+    } else if let Some(other) = input
+        .instances
+        .iter()
+        .find(|i| i.name != name && (i.deleting || !i.ready))
+    {
+        Err(blocked(
+            reasons::WAITING_FOR_MEMBER,
+            format!(
+                "PD member {} is {}; failover waits until every other member serves",
+                other.name,
+                if other.deleting {
+                    "being removed"
+                } else {
+                    "not ready"
                 }
-                set_phase(r, FailoverPhase::Refused, b.reason, b.message, now);
-            }
-        }
+            ),
+        ))
+    } else if !m.quorum_without(member.map(|mv| mv.id)) {
+        Err(blocked(
+            reasons::QUORUM_AT_RISK,
+            format!(
+                "removing PD member {name} would leave PD without a healthy majority; \
+                 not replacing it"
+            ),
+        ))
+    } else {
+        Ok(())
     }
-    finish(total, kept, done, None, refusal, completed, recheck_after).with_replace(replace)
 }
 
 fn finish(

@@ -173,28 +173,7 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
     let store = input.store;
 
     if input.request == Request::Keep {
-        return match store {
-            Some(s) if s.is_removing() => RemovalStep::CancelRemoval(s.id),
-            Some(s) if s.is_removed() => {
-                if input.eviction_started_at.is_some() {
-                    RemovalStep::RemoveEvictLeader(Some(s.id))
-                } else {
-                    RemovalStep::TooLateToCancel
-                }
-            }
-            _ if input.eviction_started_at.is_some() => {
-                RemovalStep::RemoveEvictLeader(store.map(|s| s.id).or(input.recorded_store_id))
-            }
-            // An entry for our store that no operation of ours holds (no
-            // record): leaked (a lost status write, an operator that died
-            // between removing it and clearing nothing, a hand-made entry).
-            // It would keep the store leaderless for good: remove it. (The
-            // restart and removal paths record before they add.)
-            Some(s) if stores.evicting.as_ref().is_some_and(|e| e.contains(&s.id)) => {
-                RemovalStep::RemoveStrayEvictLeader(s.id)
-            }
-            _ => RemovalStep::Idle,
-        };
+        return cancel_step(input, stores, store);
     }
 
     match store {
@@ -228,82 +207,114 @@ pub fn next_removal_step(input: &RemovalInput<'_>) -> RemovalStep {
                 s.id, s.region_count
             ),
         ),
-        Some(s) => {
-            // Safety rule 4.
-            let up = stores.up_count();
-            let max = stores.max_replicas();
-            if is_up(s) && up.saturating_sub(1) < max {
-                return RemovalStep::Refuse(Blocked {
-                    reason: reasons::BELOW_MAX_REPLICAS,
-                    message: format!(
-                        "removing store {} would leave {} Up stores, fewer than PD's \
-                         max-replicas ({max}); the removal waits (add stores or lower \
-                         max-replicas, or clear offline to cancel)",
-                        s.id,
-                        up.saturating_sub(1)
-                    ),
-                });
-            }
-            // Safety rule 2: one store removal at a time in the cluster.
-            if let Some(other) = stores.removing().into_iter().find(|o| o.id != s.id) {
-                return wait(
-                    reasons::ANOTHER_REMOVAL_IN_FLIGHT,
-                    format!(
-                        "store {} ({}) is being removed; the removal of store {} waits for it",
-                        other.id, other.address, s.id
-                    ),
-                );
-            }
-            // Other stores whose leaders PD is evicting (a restart, or a
-            // removal that is not "removing" in PD yet): another disruption
-            // in flight. Two instances deleted at once would otherwise both
-            // start; the lower store id goes first.
-            let evicting_others: Vec<StoreId> = stores
-                .evicting
-                .as_ref()
-                .map_or_else(Vec::new, |e| evicting_others(stores, e, s.id));
-            let Some(started) = input.eviction_started_at else {
-                if let Some(other) = evicting_others.first() {
-                    return wait(
-                        reasons::ANOTHER_REMOVAL_IN_FLIGHT,
-                        format!(
-                            "the leaders of store {other} are being evicted; the removal of \
-                             store {} waits for it",
-                            s.id
-                        ),
-                    );
-                }
-                return RemovalStep::EvictLeaders(s.id);
-            };
-            if let Some(other) = evicting_others.iter().find(|o| **o < s.id) {
-                return wait(
-                    reasons::ANOTHER_REMOVAL_IN_FLIGHT,
-                    format!(
-                        "the leaders of store {other} are being evicted too; the removal of \
-                         store {} waits for it",
-                        s.id
-                    ),
-                );
-            }
-            let elapsed = input.now.duration_since(started);
-            let timeout = k8s_openapi::jiff::SignedDuration::try_from(input.evict_leader_timeout)
-                .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
-            if s.leader_count == Some(0) || elapsed >= timeout {
-                RemovalStep::DeleteStore(s.id)
+        Some(s) => remove_store_step(input, stores, s),
+    }
+}
+
+/// Decides the step of an instance that stays (`Request::Keep`): cancel its
+/// store's removal, or drop an evict-leader entry of ours or a stray one.
+fn cancel_step(input: &RemovalInput<'_>, stores: &Stores, store: Option<&Store>) -> RemovalStep {
+    match store {
+        Some(s) if s.is_removing() => RemovalStep::CancelRemoval(s.id),
+        Some(s) if s.is_removed() => {
+            if input.eviction_started_at.is_some() {
+                RemovalStep::RemoveEvictLeader(Some(s.id))
             } else {
-                let leaders = s
-                    .leader_count
-                    .map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string());
-                wait(
-                    reasons::EVICTING_LEADERS,
-                    format!(
-                        "evicting {leaders} Region leader(s) from store {} (at most {}s)",
-                        s.id,
-                        input.evict_leader_timeout.as_secs()
-                    ),
-                )
+                RemovalStep::TooLateToCancel
             }
         }
+        _ if input.eviction_started_at.is_some() => {
+            RemovalStep::RemoveEvictLeader(store.map(|s| s.id).or(input.recorded_store_id))
+        }
+        // An entry for our store that no operation of ours holds (no
+        // record): leaked (a lost status write, an operator that died
+        // between removing it and clearing nothing, a hand-made entry).
+        // It would keep the store leaderless for good: remove it. (The
+        // restart and removal paths record before they add.)
+        Some(s) if stores.evicting.as_ref().is_some_and(|e| e.contains(&s.id)) => {
+            RemovalStep::RemoveStrayEvictLeader(s.id)
+        }
+        _ => RemovalStep::Idle,
+    }
+}
+
+/// Decides the next step of removing store `s`, which PD lists and is not
+/// removing yet: refuse (safety rule 4), wait for another removal or
+/// eviction, evict its leaders, or delete the store through PD.
+fn remove_store_step(input: &RemovalInput<'_>, stores: &Stores, s: &Store) -> RemovalStep {
+    // Safety rule 4.
+    let up = stores.up_count();
+    let max = stores.max_replicas();
+    if is_up(s) && up.saturating_sub(1) < max {
+        return RemovalStep::Refuse(Blocked {
+            reason: reasons::BELOW_MAX_REPLICAS,
+            message: format!(
+                "removing store {} would leave {} Up stores, fewer than PD's \
+                 max-replicas ({max}); the removal waits (add stores or lower \
+                 max-replicas, or clear offline to cancel)",
+                s.id,
+                up.saturating_sub(1)
+            ),
+        });
+    }
+    // Safety rule 2: one store removal at a time in the cluster.
+    if let Some(other) = stores.removing().into_iter().find(|o| o.id != s.id) {
+        return wait(
+            reasons::ANOTHER_REMOVAL_IN_FLIGHT,
+            format!(
+                "store {} ({}) is being removed; the removal of store {} waits for it",
+                other.id, other.address, s.id
+            ),
+        );
+    }
+    // Other stores whose leaders PD is evicting (a restart, or a
+    // removal that is not "removing" in PD yet): another disruption
+    // in flight. Two instances deleted at once would otherwise both
+    // start; the lower store id goes first.
+    let evicting_others: Vec<StoreId> = stores
+        .evicting
+        .as_ref()
+        .map_or_else(Vec::new, |e| evicting_others(stores, e, s.id));
+    let Some(started) = input.eviction_started_at else {
+        if let Some(other) = evicting_others.first() {
+            return wait(
+                reasons::ANOTHER_REMOVAL_IN_FLIGHT,
+                format!(
+                    "the leaders of store {other} are being evicted; the removal of \
+                     store {} waits for it",
+                    s.id
+                ),
+            );
+        }
+        return RemovalStep::EvictLeaders(s.id);
+    };
+    if let Some(other) = evicting_others.iter().find(|o| **o < s.id) {
+        return wait(
+            reasons::ANOTHER_REMOVAL_IN_FLIGHT,
+            format!(
+                "the leaders of store {other} are being evicted too; the removal of \
+                 store {} waits for it",
+                s.id
+            ),
+        );
+    }
+    let elapsed = input.now.duration_since(started);
+    let timeout = k8s_openapi::jiff::SignedDuration::try_from(input.evict_leader_timeout)
+        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+    if s.leader_count == Some(0) || elapsed >= timeout {
+        RemovalStep::DeleteStore(s.id)
+    } else {
+        let leaders = s
+            .leader_count
+            .map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string());
+        wait(
+            reasons::EVICTING_LEADERS,
+            format!(
+                "evicting {leaders} Region leader(s) from store {} (at most {}s)",
+                s.id,
+                input.evict_leader_timeout.as_secs()
+            ),
+        )
     }
 }
 

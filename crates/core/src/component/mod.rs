@@ -11,6 +11,7 @@ pub mod naming;
 pub mod overlay;
 pub mod pods;
 pub mod render;
+mod service;
 pub mod spread;
 
 use kube::Resource;

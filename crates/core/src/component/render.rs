@@ -1,17 +1,17 @@
 //! Rendering what every component's instance has, written once: labels and
 //! selectors, the instance object a group creates, the ConfigMap, the PVCs,
 //! the Pod (volumes, mounts, container, metadata, overlays) and the headless
-//! peer Service. Pure: objects in, objects out. Each layer adds only what is
-//! its own (its configuration file, its ports, PD's bootstrap members).
+//! peer Service (written in the sibling module `service`, re-exported here).
+//! Pure: objects in, objects out. Each layer adds only what is its own (its
+//! configuration file, its ports, PD's bootstrap members).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe,
-    ResourceRequirements as K8sResources, SecretVolumeSource, Service, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume as PodVolume, VolumeMount as PodVolumeMount,
-    VolumeResourceRequirements,
+    ResourceRequirements as K8sResources, SecretVolumeSource, TCPSocketAction, Volume as PodVolume,
+    VolumeMount as PodVolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -25,6 +25,8 @@ use tikv_operator_api::{labels, names};
 
 use super::{Component, InstanceTemplate};
 use crate::revision::{PodRevision, RevisionInputs};
+
+pub use super::service::{group_parts, render_group_service, service_port};
 
 /// Condition reason: the user's configuration sets a key the operator owns,
 /// or is not valid TOML.
@@ -619,62 +621,6 @@ fn pod_meta<C: Component>(
         owner_references: None,
         ..ObjectMeta::default()
     }
-}
-
-/// The name and namespace of a group; an error when it lacks either.
-pub fn group_parts<C: Component>(group: &C::Group) -> Result<(String, String), RenderError> {
-    let m = group.meta();
-    let kind = C::KIND;
-    let name = m
-        .name
-        .clone()
-        .ok_or_else(|| RenderError::Incomplete(format!("{kind}Group without a name")))?;
-    let ns = m
-        .namespace
-        .clone()
-        .ok_or_else(|| RenderError::Incomplete(format!("{kind}Group without a namespace")))?;
-    Ok((name, ns))
-}
-
-/// A Service port named `name` targeting the container port of that name.
-pub fn service_port(name: &str, port: i32) -> ServicePort {
-    ServicePort {
-        name: Some(name.to_owned()),
-        port,
-        target_port: Some(IntOrString::String(name.to_owned())),
-        protocol: Some("TCP".to_owned()),
-        ..ServicePort::default()
-    }
-}
-
-/// A Service of a group named `service`, selecting the group's Pods, with
-/// the named `ports`. `headless`: no cluster IP, and not-ready addresses are
-/// published (the Pods' DNS names resolve from their start).
-pub fn render_group_service<C: Component>(
-    group: &C::Group,
-    cluster: &str,
-    service: &str,
-    ports: &[(&str, i32)],
-    headless: bool,
-) -> Result<Service, RenderError> {
-    let (name, ns) = group_parts::<C>(group)?;
-    Ok(Service {
-        metadata: ObjectMeta {
-            name: Some(service.to_owned()),
-            namespace: Some(ns),
-            labels: Some(group_selector::<C>(cluster, &name)),
-            owner_references: group.controller_owner_ref(&()).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: headless.then(|| "None".to_owned()),
-            publish_not_ready_addresses: headless.then_some(true),
-            selector: Some(group_selector::<C>(cluster, &name)),
-            ports: Some(ports.iter().map(|(n, p)| service_port(n, *p)).collect()),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    })
 }
 
 /// The objects of one instance as rendered now.

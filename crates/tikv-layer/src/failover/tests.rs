@@ -1,10 +1,12 @@
 #![allow(clippy::unwrap_used)]
 use super::*;
+use crate::reasons;
 use crate::store_view::tests::store;
 use k8s_openapi::jiff::SignedDuration;
 use pd_client::{ReplicationConfig, StoreState};
 use proptest::prelude::*;
 use tikv_operator_api::{EvenlySpreadPolicy, SchedulePolicy, SchedulePolicyType, ScheduleTopology};
+use tikv_operator_core::component::naming::SuffixSource;
 
 #[derive(Default)]
 struct Counter(u32);

@@ -6,7 +6,9 @@
 //! `tikv_operator_core::revision::RENDERING_GENERATION` (which restarts every
 //! Pod of every Cluster once after an operator upgrade). A change in rendering
 //! code alone must leave it alone. Regenerate the file after a deliberate bump
-//! with `UPDATE_GOLDEN=1 cargo test -p tikv-operator-tikv-layer --test revision_golden`.
+//! with `UPDATE_GOLDEN=1 cargo test -p tikv-operator-controller --test revision_golden`.
+//! It lives in the controller crate, which depends on both layers (no layer
+//! crate depends on another).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
