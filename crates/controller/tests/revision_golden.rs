@@ -187,7 +187,7 @@ fn example_pod_revisions_match_the_golden_file() {
             "RENDERING_GENERATION is {} but {} was generated under {}. A bump restarts every PD \
              and TiKV Pod of every Cluster once after the operator upgrade: if that is what you \
              want, say so in the release notes and regenerate the file with `UPDATE_GOLDEN=1 \
-             cargo test -p tikv-operator-tikv-layer --test revision_golden`",
+             cargo test -p tikv-operator-controller --test revision_golden`",
             RENDERING_GENERATION,
             path.display(),
             committed["renderingGeneration"]

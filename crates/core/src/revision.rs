@@ -63,7 +63,7 @@ use crate::content_hash;
 /// variables, ...) needs no bump: running Pods keep their old rendering until
 /// they are recreated for another reason (a template change, a restart
 /// request, a lost Pod). The golden test
-/// `crates/tikv-layer/tests/revision_golden.rs` fails when a change alters
+/// `crates/controller/tests/revision_golden.rs` fails when a change alters
 /// the revision of the examples without a bump, or a bump without
 /// regenerating the golden file.
 ///
