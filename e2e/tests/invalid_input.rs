@@ -195,9 +195,21 @@ async fn check_corpus(w: &World) -> Result<()> {
                         "{file}: kubectl get {resource} shows no SYNCED False:\n{table}"
                     ));
                 }
-                // The Cluster says so too, and nothing was created from the template.
-                let c = serde_json::to_value(w.api::<Cluster>().get("basic").await?)?;
-                if !has_condition(&c, "Synced", "False", reason) {
+                // The Cluster says so too (its status follows its groups' a moment later:
+                // the Cluster's reconcile waits for a burst of changes to end), and nothing
+                // was created from the template.
+                let cluster_says = wait_until(
+                    &w.env,
+                    &format!("Cluster basic Synced=False {reason}"),
+                    Duration::from_secs(10),
+                    || async {
+                        let c = serde_json::to_value(w.api::<Cluster>().get("basic").await?)?;
+                        Ok(has_condition(&c, "Synced", "False", reason).then_some(()))
+                    },
+                )
+                .await;
+                if cluster_says.is_err() {
+                    let c = serde_json::to_value(w.api::<Cluster>().get("basic").await?)?;
                     failures.push(format!(
                         "{file}: the Cluster is not Synced=False {reason}: {:?}",
                         conditions_of(&c)
