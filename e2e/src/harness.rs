@@ -191,6 +191,20 @@ impl Env {
         Ok(out)
     }
 
+    /// The API of one of the operator's kinds (`Cluster`, `PDGroup`, `PD`, ...) in `ns`, as
+    /// dynamic objects.
+    pub fn tikv_api(&self, ns: &str, kind: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            ns,
+            &kube::core::ApiResource::from_gvk(&GroupVersionKind::gvk(
+                "core.tikv.org",
+                "v1alpha1",
+                kind,
+            )),
+        )
+    }
+
     /// Runs kubectl against the environment; returns stdout, fails with stderr.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
         let out = self.kubectl_output(args)?;

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 
 use crate::config::Layout;
+use crate::harness::{Env, wait_until};
 
 /// Environment variable holding the path of the `tikv-operator` binary under test.
 pub const OPERATOR_BIN_ENV: &str = "TIKV_OPERATOR_BIN";
@@ -161,6 +162,42 @@ impl OperatorProcess {
     pub fn log_tail(&self, lines: usize) -> String {
         crate::process::tail(&self.log, lines)
     }
+
+    /// One GET of `path` on its HTTP endpoint: status code and body.
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        http_get(&self.http, path).await
+    }
+
+    /// Waits until its `/readyz` answers 200 (every watch cache has listed).
+    pub async fn wait_ready(&self, env: &Env, timeout: Duration) -> Result<()> {
+        wait_until(env, "/readyz 200", timeout, || async {
+            Ok(self
+                .get("/readyz")
+                .await
+                .ok()
+                .and_then(|(c, _)| (c == 200).then_some(())))
+        })
+        .await
+    }
+}
+
+/// One GET of `path` on `addr` (host:port) with a short timeout: status code and body.
+pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?;
+    let resp = http.get(format!("http://{addr}{path}")).send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await?))
+}
+
+/// `e` with the tails of the operators' logs attached, for a test failure.
+pub fn fail_with_logs(e: anyhow::Error, ops: &[&OperatorProcess]) -> anyhow::Error {
+    let logs: Vec<String> = ops
+        .iter()
+        .map(|o| format!("----- {} -----\n{}", o.log.display(), o.log_tail(40)))
+        .collect();
+    e.context(logs.join("\n"))
 }
 
 /// One scrape of the operator's `/metrics`: `(name, labels, value)` per sample.

@@ -13,25 +13,15 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::Api;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use tikv_operator_e2e::config;
 use tikv_operator_e2e::harness::{Env, TestNamespace, wait_until};
-use tikv_operator_e2e::operator::{OperatorOptions, OperatorProcess};
+use tikv_operator_e2e::operator::{OperatorOptions, OperatorProcess, fail_with_logs, http_get};
 
 /// Short leader election timings so that a takeover happens in seconds.
 const LEASE: Duration = Duration::from_secs(6);
 const RENEW: Duration = Duration::from_secs(4);
 const RETRY: Duration = Duration::from_secs(1);
-
-async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()?;
-    let resp = http.get(format!("http://{addr}{path}")).send().await?;
-    let status = resp.status().as_u16();
-    Ok((status, resp.text().await?))
-}
 
 /// The value of an unlabelled sample (`name value`) in a metrics text.
 fn sample(text: &str, name: &str) -> Option<f64> {
@@ -90,17 +80,9 @@ async fn wait_for_holder(env: &Env, ns: &str, want: &[&str], timeout: Duration) 
 
 /// `tikv_operator_leader` of a running operator.
 async fn leader_gauge(op: &OperatorProcess) -> Result<f64> {
-    let (code, text) = http_get(&op.http, "/metrics").await?;
+    let (code, text) = op.get("/metrics").await?;
     ensure!(code == 200, "/metrics answered {code}");
     sample(&text, "tikv_operator_leader").context("no tikv_operator_leader sample")
-}
-
-fn fail_with_logs(e: anyhow::Error, ops: &[&OperatorProcess]) -> anyhow::Error {
-    let logs: Vec<String> = ops
-        .iter()
-        .map(|o| format!("----- {} -----\n{}", o.log.display(), o.log_tail(40)))
-        .collect();
-    e.context(logs.join("\n"))
 }
 
 #[tokio::test]
@@ -145,14 +127,14 @@ async fn operator_serves_health_and_metrics() -> Result<()> {
         };
         let before = updates(&text);
         tokio::time::sleep(RETRY * 3).await;
-        let (_, later) = http_get(&op.http, "/metrics").await?;
+        let (_, later) = op.get("/metrics").await?;
         ensure!(
             updates(&later) >= before + 2.0,
             "Lease renewals not counted: {before} then {}",
             updates(&later)
         );
         // /readyz answers; until the controllers report synced caches it is 503 and says why.
-        let (code, body) = http_get(&op.http, "/readyz").await?;
+        let (code, body) = op.get("/readyz").await?;
         ensure!(
             (code == 200 && body == "ok\n")
                 || (code == 503 && body.contains("watch caches not synced")),
@@ -175,16 +157,7 @@ async fn operator_becomes_ready_once_caches_sync() -> Result<()> {
     let env = Env::get().await?;
     let ns = env.namespace("op-ready").await?;
     let mut op = OperatorProcess::start(&env.layout, &elector(&ns, "ready", &[]))?;
-    let result = wait_until(&env, "/readyz 200", Duration::from_secs(60), || {
-        let addr = op.http.clone();
-        async move {
-            Ok(http_get(&addr, "/readyz")
-                .await
-                .ok()
-                .filter(|(c, _)| *c == 200))
-        }
-    })
-    .await;
+    let result = op.wait_ready(&env, Duration::from_secs(60)).await;
     op.stop(Duration::from_secs(10));
     result.map_err(|e| fail_with_logs(e, &[&op]))?;
     ns.cleanup().await
@@ -225,7 +198,7 @@ async fn operator_standby_takes_over_when_the_leader_is_killed() -> Result<()> {
             leader_gauge(standby).await? == 0.0,
             "the standby reports leadership"
         );
-        let (code, body) = http_get(&standby.http, "/readyz").await?;
+        let (code, body) = standby.get("/readyz").await?;
         ensure!(
             code == 503 && body.contains("not the leader"),
             "standby /readyz: {code} {body:?}"
@@ -531,16 +504,7 @@ async fn operator_namespaced_rbac_is_sufficient_for_the_controllers() -> Result<
         ),
     )?;
     let result = async {
-        wait_until(&env, "/readyz 200", Duration::from_secs(60), || {
-            let addr = op.http.clone();
-            async move {
-                Ok(http_get(&addr, "/readyz")
-                    .await
-                    .ok()
-                    .filter(|(c, _)| *c == 200))
-            }
-        })
-        .await?;
+        op.wait_ready(&env, Duration::from_secs(60)).await?;
         ns.apply(
             r#"
 apiVersion: core.tikv.org/v1alpha1
@@ -568,11 +532,7 @@ spec:
 "#,
         )
         .await?;
-        let pds = Api::<DynamicObject>::namespaced_with(
-            env.client.clone(),
-            &ns.name,
-            &ApiResource::from_gvk(&GroupVersionKind::gvk("core.tikv.org", "v1alpha1", "PD")),
-        );
+        let pds = env.tikv_api(&ns.name, "PD");
         let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns.name);
         wait_until(
             &env,
@@ -591,7 +551,7 @@ spec:
         // Let a few more reconciles (status, events) happen.
         tokio::time::sleep(Duration::from_secs(10)).await;
         // The controllers record into the registry the manager serves.
-        let (_, metrics) = http_get(&op.http, "/metrics").await?;
+        let (_, metrics) = op.get("/metrics").await?;
         for want in [
             r#"tikv_operator_reconciles_total{controller="pdgroup"}"#,
             r#"tikv_operator_kube_requests_total{verb="patch",resource="pds"}"#,
@@ -603,23 +563,11 @@ spec:
         ensure!(denied.is_empty(), "requests denied:\n{}", denied.join("\n"));
         // Delete while the operator runs, so that its finalizers go away with the objects.
         for (kind, name) in [("PDGroup", "pd"), ("Cluster", "rbac")] {
-            let api = Api::<DynamicObject>::namespaced_with(
-                env.client.clone(),
-                &ns.name,
-                &ApiResource::from_gvk(&GroupVersionKind::gvk("core.tikv.org", "v1alpha1", kind)),
-            );
+            let api = env.tikv_api(&ns.name, kind);
             let _ = api.delete(name, &DeleteParams::default()).await;
         }
         wait_until(&env, "Cluster deleted", Duration::from_secs(90), || {
-            let api = Api::<DynamicObject>::namespaced_with(
-                env.client.clone(),
-                &ns.name,
-                &ApiResource::from_gvk(&GroupVersionKind::gvk(
-                    "core.tikv.org",
-                    "v1alpha1",
-                    "Cluster",
-                )),
-            );
+            let api = env.tikv_api(&ns.name, "Cluster");
             async move { Ok(api.get_opt("rbac").await?.is_none().then_some(())) }
         })
         .await?;
@@ -760,14 +708,6 @@ async fn operator_leader_exits_when_it_cannot_renew() -> Result<()> {
     ns.cleanup().await
 }
 
-fn api(env: &Env, ns: &str, kind: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        env.client.clone(),
-        ns,
-        &ApiResource::from_gvk(&GroupVersionKind::gvk("core.tikv.org", "v1alpha1", kind)),
-    )
-}
-
 /// After the leader is killed, the standby takes over and reconciles a change made right after
 /// the kill within the lease duration (plus margin). Needs the controllers (crates/controller).
 #[tokio::test]
@@ -815,7 +755,7 @@ spec:
 "#,
         )
         .await?;
-        let pds = api(&env, &ns.name, "PD");
+        let pds = env.tikv_api(&ns.name, "PD");
         let limit = LEASE + 2 * RETRY + Duration::from_secs(5);
         wait_until(
             &env,
@@ -837,10 +777,10 @@ spec:
         );
         ensure!(took <= limit, "reconciled after {took:?}");
         // Delete while the new leader runs, so that finalizers go with the objects.
-        api(&env, &ns.name, "PDGroup")
+        env.tikv_api(&ns.name, "PDGroup")
             .delete("pd", &DeleteParams::default())
             .await?;
-        let clusters = api(&env, &ns.name, "Cluster");
+        let clusters = env.tikv_api(&ns.name, "Cluster");
         clusters
             .delete("takeover", &DeleteParams::default())
             .await?;
@@ -855,132 +795,4 @@ spec:
     b.stop(Duration::from_secs(10));
     result.map_err(|e| fail_with_logs(e, &[&a, &b]))?;
     ns.cleanup().await
-}
-
-/// How many namespaces the many-namespaces test populates.
-const MANY_NAMESPACES: usize = 200;
-
-/// A platform team scopes the operator to many namespaces (`--namespace` once per namespace):
-/// with 200 populated namespaces the operator is ready within seconds, reconciles Clusters in
-/// the first and the last of them, and leaves a Cluster in a namespace it was not given alone.
-/// Found by the fleet benchmark: with one set of watches per namespace, 50 namespaces never
-/// became ready.
-#[tokio::test]
-#[ignore = "needs the e2e environment: run `cargo xtask e2e test`"]
-async fn an_operator_given_200_namespaces_is_ready_within_seconds() -> Result<()> {
-    use futures::{StreamExt, TryStreamExt};
-    use k8s_openapi::api::core::v1::Namespace;
-    let env = Env::get().await?;
-    let tag = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .subsec_nanos()
-            ^ std::process::id()
-    );
-    let names: Vec<String> = (0..=MANY_NAMESPACES)
-        .map(|i| format!("e2e-many-{tag}-{i}"))
-        .collect();
-    // The last one is not given to the operator.
-    let (watched, outside) = names.split_at(MANY_NAMESPACES);
-    let outside = &outside[0];
-    let namespaces: Api<Namespace> = Api::all(env.client.clone());
-    let populate = |ns: String| {
-        let env = env.clone();
-        let namespaces = namespaces.clone();
-        async move {
-            let obj: Namespace = serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": ns, "labels": {"e2e.tikv.org/test": "many"}},
-            }))?;
-            namespaces.create(&PostParams::default(), &obj).await?;
-            env.apply(
-                Some(&ns),
-                "apiVersion: core.tikv.org/v1alpha1\nkind: Cluster\nmetadata:\n  name: c\nspec: {}\n\
-                 ---\napiVersion: core.tikv.org/v1alpha1\nkind: TiKVGroup\nmetadata:\n  name: kv\n\
-                 spec:\n  cluster:\n    name: c\n  replicas: 0\n  template:\n    spec:\n      \
-                 version: v8.5.5\n      volumes:\n        - name: data\n          mounts:\n            \
-                 - type: data\n          storage: 1Gi\n",
-            )
-            .await?;
-            anyhow::Ok(())
-        }
-    };
-    let result = async {
-        futures::stream::iter(names.iter().cloned().map(populate))
-            .buffer_unordered(16)
-            .try_collect::<Vec<()>>()
-            .await
-            .context("populating the namespaces")?;
-        let mut opts = OperatorOptions::for_namespace(&watched[0]);
-        opts.name = format!("many-{tag}");
-        opts.namespaces = watched.to_vec();
-        let started = Instant::now();
-        let mut op = OperatorProcess::start(&env.layout, &opts)?;
-        let checked = async {
-            wait_until(&env, "/readyz 200", Duration::from_secs(60), || {
-                let addr = op.http.clone();
-                async move {
-                    Ok(http_get(&addr, "/readyz")
-                        .await
-                        .ok()
-                        .filter(|(c, _)| *c == 200))
-                }
-            })
-            .await?;
-            let ready_after = started.elapsed();
-            println!("ready {ready_after:?} after start with {MANY_NAMESPACES} --namespace flags");
-            ensure!(
-                ready_after <= Duration::from_secs(15),
-                "ready only {ready_after:?} after start"
-            );
-            // Reconciled in the first and the last namespace: the Cluster has its finalizer.
-            for ns in [&watched[0], &watched[MANY_NAMESPACES - 1]] {
-                let clusters = api(&env, ns, "Cluster");
-                wait_until(
-                    &env,
-                    &format!("{ns}: Cluster finalized"),
-                    Duration::from_secs(60),
-                    || {
-                        let clusters = clusters.clone();
-                        async move {
-                            let c = clusters.get("c").await?;
-                            Ok(c.metadata.finalizers.filter(|f| !f.is_empty()).map(|_| ()))
-                        }
-                    },
-                )
-                .await?;
-            }
-            let c = api(&env, outside, "Cluster").get("c").await?;
-            ensure!(
-                c.metadata.finalizers.is_none_or(|f| f.is_empty())
-                    && c.data.get("status").is_none(),
-                "the operator touched a Cluster in {outside}, which it was not given"
-            );
-            anyhow::Ok(())
-        }
-        .await;
-        op.stop(Duration::from_secs(10));
-        checked.map_err(|e| fail_with_logs(e, &[&op]))
-    }
-    .await;
-    // Teardown with the operator stopped: these objects never had PD members or Pods, so
-    // their finalizers are dropped by hand and the namespaces go with them.
-    futures::stream::iter(names.iter().cloned())
-        .for_each_concurrent(16, |ns| {
-            let env = env.clone();
-            let namespaces = namespaces.clone();
-            async move {
-                let unfinalize =
-                    Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
-                for (kind, name) in [("TiKVGroup", "kv"), ("Cluster", "c")] {
-                    let _ = api(&env, &ns, kind)
-                        .patch(name, &PatchParams::default(), &unfinalize)
-                        .await;
-                }
-                let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
-            }
-        })
-        .await;
-    result
 }
