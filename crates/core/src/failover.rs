@@ -47,6 +47,9 @@ impl Settings {
 
 /// A failure record of either failover (a TiKV store's, a PD member's).
 pub trait FailureRecord {
+    /// Its instance, phase, reason and message, to read.
+    fn summary_parts(&self) -> (&str, FailoverPhase, Option<&str>, Option<&str>);
+
     /// Its phase, reason, message and last transition time.
     fn phase_parts(
         &mut self,
@@ -59,6 +62,15 @@ pub trait FailureRecord {
 }
 
 impl FailureRecord for StoreFailure {
+    fn summary_parts(&self) -> (&str, FailoverPhase, Option<&str>, Option<&str>) {
+        (
+            &self.instance,
+            self.phase,
+            self.reason.as_deref(),
+            self.message.as_deref(),
+        )
+    }
+
     fn phase_parts(
         &mut self,
     ) -> (
@@ -77,6 +89,15 @@ impl FailureRecord for StoreFailure {
 }
 
 impl FailureRecord for MemberFailure {
+    fn summary_parts(&self) -> (&str, FailoverPhase, Option<&str>, Option<&str>) {
+        (
+            &self.instance,
+            self.phase,
+            self.reason.as_deref(),
+            self.message.as_deref(),
+        )
+    }
+
     fn phase_parts(
         &mut self,
     ) -> (
@@ -92,6 +113,26 @@ impl FailureRecord for MemberFailure {
             &mut self.last_transition_time,
         )
     }
+}
+
+/// The records in one of `phases`, for the `Failover` condition: the first one's reason and
+/// each one's `instance: message`, joined by "; ". `None` when no record is in those phases.
+pub fn summarize<R: FailureRecord>(
+    records: &[R],
+    phases: &[FailoverPhase],
+) -> Option<(Option<String>, String)> {
+    let matching: Vec<_> = records
+        .iter()
+        .map(FailureRecord::summary_parts)
+        .filter(|(_, phase, _, _)| phases.contains(phase))
+        .collect();
+    let (_, _, reason, _) = matching.first()?;
+    let message = matching
+        .iter()
+        .map(|(instance, _, _, message)| format!("{instance}: {}", message.unwrap_or("no details")))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some((reason.map(str::to_owned), message))
 }
 
 /// Moves `record` to `phase` (its transition time changes only with the
@@ -165,5 +206,64 @@ mod tests {
         assert!(s.enabled);
         assert_eq!(s.period, SignedDuration::from_secs(1));
         assert_eq!((s.max_in_flight, s.max_total), (1, 1));
+    }
+
+    fn member(
+        instance: &str,
+        phase: FailoverPhase,
+        reason: Option<&str>,
+        message: Option<&str>,
+    ) -> MemberFailure {
+        MemberFailure {
+            instance: instance.into(),
+            member_id: "1".into(),
+            since: Time(Timestamp::UNIX_EPOCH),
+            phase,
+            reason: reason.map(Into::into),
+            message: message.map(Into::into),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn summarize_takes_the_first_reason_and_lists_every_record_of_the_phases() {
+        let records = [
+            member(
+                "pd-a",
+                FailoverPhase::Observing,
+                Some("MemberUnhealthy"),
+                Some("down 10s"),
+            ),
+            member(
+                "pd-b",
+                FailoverPhase::Refused,
+                Some("TooManyFailures"),
+                None,
+            ),
+            member(
+                "pd-c",
+                FailoverPhase::Observing,
+                Some("Other"),
+                Some("down 20s"),
+            ),
+        ];
+        assert_eq!(
+            summarize(&records, &[FailoverPhase::Observing]),
+            Some((
+                Some("MemberUnhealthy".to_owned()),
+                "pd-a: down 10s; pd-c: down 20s".to_owned()
+            ))
+        );
+        assert_eq!(
+            summarize(
+                &records,
+                &[FailoverPhase::Refused, FailoverPhase::Replacing]
+            ),
+            Some((
+                Some("TooManyFailures".to_owned()),
+                "pd-b: no details".to_owned()
+            ))
+        );
+        assert_eq!(summarize(&records, &[FailoverPhase::Replacing]), None);
     }
 }

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tikv_operator_api::{FailoverPhase, MemberFailure, PdFailoverStatus};
 use tikv_operator_core::failover::reasons as fo;
-use tikv_operator_core::failover::{Settings, recheck_in, set_phase};
+use tikv_operator_core::failover::{Settings, recheck_in, set_phase, summarize};
 
 use crate::group::{Blocked, InstanceState};
 use crate::pd_view::{Membership, PdView};
@@ -394,23 +394,8 @@ impl FailoverPlan {
 
 /// The `Failover` condition; `unreachable`: why PD did not answer.
 fn condition_of(active: &[MemberFailure], unreachable: Option<&str>) -> (bool, String, String) {
-    let of = |phase: FailoverPhase| -> Option<(String, String)> {
-        let matching: Vec<&MemberFailure> = active.iter().filter(|r| r.phase == phase).collect();
-        let first = matching.first()?;
-        Some((
-            first.reason.clone().unwrap_or_default(),
-            matching
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}: {}",
-                        r.instance,
-                        r.message.as_deref().unwrap_or("no details")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-        ))
+    let of = |phase: FailoverPhase| {
+        summarize(active, &[phase]).map(|(reason, message)| (reason.unwrap_or_default(), message))
     };
     if let Some((reason, message)) = of(FailoverPhase::Replacing) {
         return (true, reason, message);

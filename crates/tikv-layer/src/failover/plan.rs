@@ -4,6 +4,7 @@
 
 use tikv_operator_api::tikv::{FailoverPhase, FailoverStatus, StoreFailure};
 use tikv_operator_core::component::naming::{self, SuffixSource};
+use tikv_operator_core::failover::summarize;
 
 use super::replacements::{advance_replacement, resolve_unpaired};
 use super::safety::{blocked, safety_check, too_many_failures};
@@ -337,31 +338,14 @@ fn finish_plan(
 
 /// Decides the `Failover` condition from the records: status, reason, message.
 fn condition_of(failures: &[StoreFailure], pd_reachable: bool) -> (bool, String, String) {
-    let of = |phases: &[FailoverPhase]| -> (Option<String>, Vec<String>) {
-        let matching: Vec<&StoreFailure> = failures
-            .iter()
-            .filter(|r| phases.contains(&r.phase))
-            .collect();
-        (
-            matching.first().and_then(|r| r.reason.clone()),
-            matching
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}: {}",
-                        r.instance,
-                        r.message.as_deref().unwrap_or("no details")
-                    )
-                })
-                .collect(),
-        )
-    };
-    let (reason, running) = of(&[FailoverPhase::Replacing, FailoverPhase::Removing]);
-    if !running.is_empty() {
+    if let Some((reason, running)) = summarize(
+        failures,
+        &[FailoverPhase::Replacing, FailoverPhase::Removing],
+    ) {
         return (
             true,
             reason.unwrap_or_else(|| reasons::FAILOVER_STARTED.to_owned()),
-            running.join("; "),
+            running,
         );
     }
     if !pd_reachable && !failures.iter().all(|r| finished(r.phase)) {
@@ -372,12 +356,11 @@ fn condition_of(failures: &[StoreFailure], pd_reachable: bool) -> (bool, String,
         );
     }
     for phase in [FailoverPhase::Refused, FailoverPhase::Observing] {
-        let (reason, list) = of(&[phase]);
-        if !list.is_empty() {
+        if let Some((reason, list)) = summarize(failures, &[phase]) {
             return (
                 false,
                 reason.unwrap_or_else(|| reasons::STORE_UNHEALTHY.to_owned()),
-                list.join("; "),
+                list,
             );
         }
     }
