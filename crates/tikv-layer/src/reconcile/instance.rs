@@ -472,44 +472,8 @@ pub async fn reconcile_instance(
     let rendered = render_instance_objects(kv, s.cluster.pd_url.as_deref(), running);
 
     // Apply the instance's objects (not while it is going away).
-    let mut created_revision = None;
-    let synced = if !acting {
-        Some(ConditionUpdate::new(
-            condition::SYNCED,
-            false,
-            "Paused",
-            "the Cluster is paused",
-        ))
-    } else if deleting {
-        // Safety rule 1: a Pod lost (node drain, eviction) while its store
-        // is still in PD and not removed is recreated; the store must stay
-        // up until PD has moved its Regions away.
-        if !s.cluster.deleting && s.pod.is_none() && store.is_some_and(|st| !st.is_removed()) {
-            if let Err((reason, m)) = apply_instance_objects(ctx, s, &rendered, true).await? {
-                warn!(%reason, message = %m, "cannot recreate the Pod of a store being removed");
-            } else {
-                info!("recreated the lost Pod of a store being removed");
-            }
-        }
-        None
-    } else {
-        ensure_finalizer(ctx.kube.as_ref(), &key, kv).await?;
-        let store_gone =
-            store.is_some_and(Store::is_removed) || status.state == Some(ApiStoreState::Removed);
-        // Offline: the Pod stays (and a lost one comes back) until the store
-        // is removed in PD (safety rule 1).
-        let pod_allowed =
-            !store_gone && (request == Request::Keep || store.is_some_and(|st| !st.is_removed()));
-        Some(
-            match apply_instance_objects(ctx, s, &rendered, pod_allowed).await? {
-                Ok(applied) => {
-                    created_revision = applied.created_revision;
-                    ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, applied.message)
-                }
-                Err((reason, m)) => ConditionUpdate::new(condition::SYNCED, false, reason, m),
-            },
-        )
-    };
+    let (synced, created_revision) =
+        sync_instance_objects(ctx, s, store, &status, request, acting, &rendered).await?;
 
     // A rolling restart of the store (see `crate::restart`), while the store
     // is kept and not being removed.
@@ -555,32 +519,8 @@ pub async fn reconcile_instance(
     };
 
     // Store labels, while the store serves and nothing removes it.
-    if acting
-        && request == Request::Keep
-        && let (Some(st), Some(stores)) = (store, s.pd.stores())
-        && is_up(st)
-    {
-        let spec_labels = kv
-            .spec
-            .template
-            .server
-            .as_ref()
-            .map(|sv| sv.labels.clone())
-            .unwrap_or_default();
-        let want = desired_store_labels(
-            &spec_labels,
-            &stores.replication.location_labels,
-            s.node_labels,
-            kv.spec.topology.as_ref(),
-        );
-        let diff = labels_to_set(&want, &st.labels);
-        if !diff.is_empty() {
-            pd_api
-                .set_store_labels(st.id, &diff)
-                .await
-                .map_err(|e| Error::pd("set_store_labels", e))?;
-            info!(store = %st.id, ?diff, "store labels set");
-        }
+    if acting && request == Request::Keep {
+        sync_store_labels(s, store, pd_api).await?;
     }
 
     // Report.
@@ -588,9 +528,154 @@ pub async fn reconcile_instance(
     if let Some(synced) = synced {
         conditions::set(&mut conds, synced, generation, now);
     }
-    let previous = conditions::find(&conds, reasons::CONDITION_OFFLINE).cloned();
-    let (offline, severity) = offline_condition(
+    report_offline(ctx, s, &mut conds, &step_for_report, request, acting, now).await?;
+
+    let pod_is_ready = s.pod.is_some_and(pod_ready);
+    let ready = ready_condition(s, store, request);
+    // A store still joining (not registered, not yet serving) keeps the PD
+    // cache refreshing fast: otherwise the instance would notice its store
+    // Up only at the next slow refresh (measured: Ready 30 s late).
+    let store_settling = ready.status != conditions::TRUE;
+    conditions::set(&mut conds, ready, generation, now);
+
+    status.common = CommonStatus {
+        conditions: conds,
+        observed_generation: generation,
+    };
+    record_store(
+        &mut status,
+        s.pd,
+        store,
+        recorded,
+        request,
         &step_for_report,
+    );
+    status.current_revision = s
+        .pod
+        .and_then(|p| p.metadata.annotations.as_ref())
+        .and_then(|a| a.get(labels::INSTANCE_REVISION).cloned())
+        .or(created_revision)
+        .or(status.current_revision);
+    if kv.status.as_ref() != Some(&status) {
+        patch_status(ctx, &key, &name, &status).await?;
+    }
+    let in_flight =
+        step_for_report.in_flight() || restart.in_flight() || !pod_is_ready || store_settling;
+    Ok(ctx.policy.after_success(in_flight))
+}
+
+/// Applies the instance's objects unless it is going away (see
+/// `apply_instance_objects`): the `Synced` condition to set, if any, and the
+/// revision of a Pod created now. While it is deleted, only a Pod lost before
+/// its store left PD comes back.
+async fn sync_instance_objects(
+    ctx: &Ctx,
+    s: &InstanceSnapshot<'_>,
+    store: Option<&Store>,
+    status: &TiKVStatus,
+    request: Request,
+    acting: bool,
+    rendered: &std::result::Result<Rendered, RenderError>,
+) -> Result<(Option<ConditionUpdate>, Option<String>)> {
+    let kv = s.instance;
+    let key = ObjectKey::of(kv)?;
+    let deleting = kv.metadata.deletion_timestamp.is_some();
+    let mut created_revision = None;
+    let synced = if !acting {
+        Some(ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            "Paused",
+            "the Cluster is paused",
+        ))
+    } else if deleting {
+        // Safety rule 1: a Pod lost (node drain, eviction) while its store
+        // is still in PD and not removed is recreated; the store must stay
+        // up until PD has moved its Regions away.
+        if !s.cluster.deleting && s.pod.is_none() && store.is_some_and(|st| !st.is_removed()) {
+            if let Err((reason, m)) = apply_instance_objects(ctx, s, rendered, true).await? {
+                warn!(%reason, message = %m, "cannot recreate the Pod of a store being removed");
+            } else {
+                info!("recreated the lost Pod of a store being removed");
+            }
+        }
+        None
+    } else {
+        ensure_finalizer(ctx.kube.as_ref(), &key, kv).await?;
+        let store_gone =
+            store.is_some_and(Store::is_removed) || status.state == Some(ApiStoreState::Removed);
+        // Offline: the Pod stays (and a lost one comes back) until the store
+        // is removed in PD (safety rule 1).
+        let pod_allowed =
+            !store_gone && (request == Request::Keep || store.is_some_and(|st| !st.is_removed()));
+        Some(
+            match apply_instance_objects(ctx, s, rendered, pod_allowed).await? {
+                Ok(applied) => {
+                    created_revision = applied.created_revision;
+                    ConditionUpdate::new(condition::SYNCED, true, reasons::SYNCED, applied.message)
+                }
+                Err((reason, m)) => ConditionUpdate::new(condition::SYNCED, false, reason, m),
+            },
+        )
+    };
+    Ok((synced, created_revision))
+}
+
+/// Sets the store labels PD lacks (from the spec, the topology and the
+/// Node's labels named by PD's location labels) on a store that is Up.
+async fn sync_store_labels(
+    s: &InstanceSnapshot<'_>,
+    store: Option<&Store>,
+    pd_api: &dyn PdApi,
+) -> Result<()> {
+    let kv = s.instance;
+    let (Some(st), Some(stores)) = (store, s.pd.stores()) else {
+        return Ok(());
+    };
+    if !is_up(st) {
+        return Ok(());
+    }
+    let spec_labels = kv
+        .spec
+        .template
+        .server
+        .as_ref()
+        .map(|sv| sv.labels.clone())
+        .unwrap_or_default();
+    let want = desired_store_labels(
+        &spec_labels,
+        &stores.replication.location_labels,
+        s.node_labels,
+        kv.spec.topology.as_ref(),
+    );
+    let diff = labels_to_set(&want, &st.labels);
+    if !diff.is_empty() {
+        pd_api
+            .set_store_labels(st.id, &diff)
+            .await
+            .map_err(|e| Error::pd("set_store_labels", e))?;
+        info!(store = %st.id, ?diff, "store labels set");
+    }
+    Ok(())
+}
+
+/// Sets the `Offline` condition from the removal step and publishes the
+/// Events of its changes (the request itself once, then each new reason).
+async fn report_offline(
+    ctx: &Ctx,
+    s: &InstanceSnapshot<'_>,
+    conds: &mut Vec<Condition>,
+    step_for_report: &RemovalStep,
+    request: Request,
+    acting: bool,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<()> {
+    let kv = s.instance;
+    let deleting = kv.metadata.deletion_timestamp.is_some();
+    let generation = kv.metadata.generation;
+    let previous = conditions::find(conds, reasons::CONDITION_OFFLINE).cloned();
+    let (offline, severity) = offline_condition(
+        step_for_report,
         request,
         previous.as_ref(),
         s.cluster.deleting,
@@ -631,40 +716,8 @@ pub async fn reconcile_instance(
         )
         .await?;
     }
-    conditions::set(&mut conds, offline, generation, now);
-
-    let pod_is_ready = s.pod.is_some_and(pod_ready);
-    let ready = ready_condition(s, store, request);
-    // A store still joining (not registered, not yet serving) keeps the PD
-    // cache refreshing fast: otherwise the instance would notice its store
-    // Up only at the next slow refresh (measured: Ready 30 s late).
-    let store_settling = ready.status != conditions::TRUE;
-    conditions::set(&mut conds, ready, generation, now);
-
-    status.common = CommonStatus {
-        conditions: conds,
-        observed_generation: generation,
-    };
-    record_store(
-        &mut status,
-        s.pd,
-        store,
-        recorded,
-        request,
-        &step_for_report,
-    );
-    status.current_revision = s
-        .pod
-        .and_then(|p| p.metadata.annotations.as_ref())
-        .and_then(|a| a.get(labels::INSTANCE_REVISION).cloned())
-        .or(created_revision)
-        .or(status.current_revision);
-    if kv.status.as_ref() != Some(&status) {
-        patch_status(ctx, &key, &name, &status).await?;
-    }
-    let in_flight =
-        step_for_report.in_flight() || restart.in_flight() || !pod_is_ready || store_settling;
-    Ok(ctx.policy.after_success(in_flight))
+    conditions::set(conds, offline, generation, now);
+    Ok(())
 }
 
 pub(super) async fn patch_status(
