@@ -203,43 +203,9 @@ pub async fn reconcile_group(
         .unwrap_or_default();
     let old_progressing = conditions::find(&conds, condition::PROGRESSING).cloned();
     let min_ready = i64::from(group.spec.min_ready_seconds.unwrap_or(0).max(0));
-    let running_pod = |pods: &'_ [Pod], n: &str| -> Option<usize> {
-        pods.iter()
-            .position(|p| name_of(p) == names::pod(n) && p.metadata.deletion_timestamp.is_none())
-    };
-
     // Where every live instance stands against the template. Decided from
     // the template and the Pods, never from instance status, which lags.
-    let live: Vec<LiveInstance<'_>> = s
-        .instances
-        .iter()
-        .filter(|i| i.metadata.deletion_timestamp.is_none())
-        .filter(|i| i.status.as_ref().and_then(|st| st.state) != Some(ApiStoreState::Removed))
-        .map(|kv| {
-            let pod = running_pod(s.pods, name_of(kv)).map(|at| &s.pods[at]);
-            let want = desired_instance(group, kv, kv.spec.offline, None);
-            let rendered = render_instance_objects(&want, s.cluster.pd_url.as_deref(), pod).ok();
-            let current = pod.map(|p| rendered.as_ref().is_none_or(|r| r.revision.runs(Some(p))));
-            let serving = pod.is_some_and(|p| pod_available(p, min_ready, now))
-                && disruption(kv, pod, s.pd, false, min_ready, now).is_none();
-            let evicting = kv
-                .status
-                .as_ref()
-                .is_some_and(|st| st.leader_eviction_started_at.is_some());
-            let by_generation = rendered
-                .as_ref()
-                .and_then(|r| r.revision.outdated_by_generation(pod));
-            LiveInstance {
-                kv,
-                pod,
-                by_generation,
-                revision: rendered.map(|r| r.revision.revision),
-                current,
-                restarting: annotation(kv, labels::RESTART_ALLOWED).is_some()
-                    && !(current == Some(true) && serving && !evicting),
-            }
-        })
-        .collect();
+    let live = live_instances(s, min_ready, now);
     let currency: BTreeMap<String, Option<bool>> = live
         .iter()
         .filter(|l| !l.kv.spec.offline)
@@ -464,31 +430,7 @@ pub async fn reconcile_group(
         }
         Some(plan)
     };
-    if let Some(GroupPlan::Refuse(b)) = &plan
-        && (b.reason == reasons::DOWNGRADE_REFUSED
-            || b.reason == reasons::INVALID_CONFIG
-            || is_tls_refusal(b.reason))
-        && old_progressing
-            .as_ref()
-            .is_none_or(|c| c.reason != b.reason || c.message != b.message)
-    {
-        warn!(reason = b.reason, message = %b.message, "template refused");
-        publish(
-            ctx,
-            event(
-                group,
-                EventType::Warning,
-                b.reason,
-                if is_tls_refusal(b.reason) {
-                    "CheckTLSSecret"
-                } else {
-                    "Upgrade"
-                },
-                b.message.clone(),
-            ),
-        )
-        .await?;
-    }
+    announce_refusal(ctx, group, plan.as_ref(), old_progressing.as_ref()).await?;
 
     // Report.
     let live_states: Vec<(&InstanceState, &TiKV)> = states
@@ -516,110 +458,14 @@ pub async fn reconcile_group(
         group.spec.replicas,
         currency.values(),
     );
-    let progressing = match &plan {
-        None => ConditionUpdate::new(
-            condition::PROGRESSING,
-            false,
-            "Paused",
-            "the Cluster is paused or being deleted, or the group is being deleted",
-        ),
-        Some(GroupPlan::Steady | GroupPlan::Wait(_)) if !going.is_empty() => {
-            // Surface what the removals report (refusals, PD outages).
-            let details: Vec<String> = live_states
-                .iter()
-                .filter(|(st, _)| st.offline)
-                .filter_map(|(st, kv)| {
-                    let c = conditions::find(
-                        &kv.status.as_ref()?.common.conditions,
-                        reasons::CONDITION_OFFLINE,
-                    )?;
-                    Some((st.name.as_str(), c))
-                })
-                .map(|(n, c)| format!("{n}: {} ({})", c.reason, c.message))
-                .collect();
-            let blocked = live_states
-                .iter()
-                .filter(|(st, _)| st.offline)
-                .find_map(|(_, kv)| {
-                    conditions::find(
-                        &kv.status.as_ref()?.common.conditions,
-                        reasons::CONDITION_OFFLINE,
-                    )
-                    .filter(|c| {
-                        c.reason == reasons::REMOVAL_REFUSED || c.reason == reasons::PD_UNAVAILABLE
-                    })
-                    .map(|c| c.reason.clone())
-                });
-            ConditionUpdate::new(
-                condition::PROGRESSING,
-                true,
-                blocked.unwrap_or_else(|| reasons::SCALING_IN.to_owned()),
-                if details.is_empty() {
-                    format!("removing the store(s) of {}", going.join(", "))
-                } else {
-                    format!("removing the store(s) of {}", details.join("; "))
-                },
-            )
-        }
-        Some(GroupPlan::Steady) => match &restart {
-            RestartPlan::Grant { name, .. } => ConditionUpdate::new(
-                condition::PROGRESSING,
-                true,
-                reasons::ROLLING_UPDATE,
-                format!(
-                    "restarting the store of {name} ({}/{} updated)",
-                    revisions.updated, group.spec.replicas
-                ),
-            ),
-            RestartPlan::Wait(b) => {
-                ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
-            }
-            RestartPlan::None if !restarting.is_empty() => ConditionUpdate::new(
-                condition::PROGRESSING,
-                true,
-                reasons::ROLLING_UPDATE,
-                format!(
-                    "waiting for {} to finish restarting ({}/{} updated)",
-                    restarting.join(", "),
-                    revisions.updated,
-                    group.spec.replicas
-                ),
-            ),
-            RestartPlan::None => ConditionUpdate::new(
-                condition::PROGRESSING,
-                false,
-                reasons::SYNCED,
-                format!("{} TiKV stores", serving.len()),
-            ),
-        },
-        Some(GroupPlan::DeleteRemoved(n)) => ConditionUpdate::new(
-            condition::PROGRESSING,
-            true,
-            reasons::STORE_TOMBSTONED,
-            format!("deleting removed instance(s) {}", n.join(", ")),
-        ),
-        Some(GroupPlan::CancelOffline(n)) => ConditionUpdate::new(
-            condition::PROGRESSING,
-            true,
-            reasons::REMOVAL_CANCELLED,
-            format!("cancelling the removal of {}", n.join(", ")),
-        ),
-        Some(GroupPlan::Create(n)) => ConditionUpdate::new(
-            condition::PROGRESSING,
-            true,
-            reasons::SCALING_OUT,
-            format!("creating {} TiKV instance(s)", n.len()),
-        ),
-        Some(GroupPlan::MarkOffline { name, .. }) => ConditionUpdate::new(
-            condition::PROGRESSING,
-            true,
-            reasons::SCALING_IN,
-            format!("taking the store of {name} offline"),
-        ),
-        Some(GroupPlan::Wait(b) | GroupPlan::Refuse(b)) => {
-            ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
-        }
-    };
+    let progressing = progressing_condition(
+        plan.as_ref(),
+        &restart,
+        &live_states,
+        &restarting,
+        revisions.updated,
+        group.spec.replicas,
+    );
     let progressing = revision::with_notice(progressing, notice.as_deref());
     if announce
         && let Some(n) = notice.as_deref().filter(|_| plan.is_some())
@@ -716,6 +562,206 @@ pub async fn reconcile_group(
         (Requeue::After(d), Some(r)) if r < d => Requeue::After(r),
         (q, _) => q,
     })
+}
+
+/// The group's live instances (not deleted, store not removed) and where
+/// each stands against the group's template.
+fn live_instances<'a>(
+    s: &GroupSnapshot<'a>,
+    min_ready: i64,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Vec<LiveInstance<'a>> {
+    let group = s.group;
+    let running_pod = |pods: &'_ [Pod], n: &str| -> Option<usize> {
+        pods.iter()
+            .position(|p| name_of(p) == names::pod(n) && p.metadata.deletion_timestamp.is_none())
+    };
+
+    s.instances
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter(|i| i.status.as_ref().and_then(|st| st.state) != Some(ApiStoreState::Removed))
+        .map(|kv| {
+            let pod = running_pod(s.pods, name_of(kv)).map(|at| &s.pods[at]);
+            let want = desired_instance(group, kv, kv.spec.offline, None);
+            let rendered = render_instance_objects(&want, s.cluster.pd_url.as_deref(), pod).ok();
+            let current = pod.map(|p| rendered.as_ref().is_none_or(|r| r.revision.runs(Some(p))));
+            let serving = pod.is_some_and(|p| pod_available(p, min_ready, now))
+                && disruption(kv, pod, s.pd, false, min_ready, now).is_none();
+            let evicting = kv
+                .status
+                .as_ref()
+                .is_some_and(|st| st.leader_eviction_started_at.is_some());
+            let by_generation = rendered
+                .as_ref()
+                .and_then(|r| r.revision.outdated_by_generation(pod));
+            LiveInstance {
+                kv,
+                pod,
+                by_generation,
+                revision: rendered.map(|r| r.revision.revision),
+                current,
+                restarting: annotation(kv, labels::RESTART_ALLOWED).is_some()
+                    && !(current == Some(true) && serving && !evicting),
+            }
+        })
+        .collect()
+}
+
+/// A refused template (downgrade, invalid config, TLS Secret): a warning
+/// Event when the refusal is new (`old_progressing`: the condition before).
+async fn announce_refusal(
+    ctx: &Ctx,
+    group: &TiKVGroup,
+    plan: Option<&GroupPlan>,
+    old_progressing: Option<&Condition>,
+) -> Result<()> {
+    if let Some(GroupPlan::Refuse(b)) = plan
+        && (b.reason == reasons::DOWNGRADE_REFUSED
+            || b.reason == reasons::INVALID_CONFIG
+            || is_tls_refusal(b.reason))
+        && old_progressing.is_none_or(|c| c.reason != b.reason || c.message != b.message)
+    {
+        warn!(reason = b.reason, message = %b.message, "template refused");
+        publish(
+            ctx,
+            event(
+                group,
+                EventType::Warning,
+                b.reason,
+                if is_tls_refusal(b.reason) {
+                    "CheckTLSSecret"
+                } else {
+                    "Upgrade"
+                },
+                b.message.clone(),
+            ),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The group's `Progressing` condition: what this reconcile did or waits
+/// for (`None` plan: it does not act).
+fn progressing_condition(
+    plan: Option<&GroupPlan>,
+    restart: &RestartPlan,
+    live_states: &[(&InstanceState, &TiKV)],
+    restarting: &[&str],
+    updated: i32,
+    replicas: i32,
+) -> ConditionUpdate {
+    let going: Vec<&str> = live_states
+        .iter()
+        .filter(|(st, _)| st.offline)
+        .map(|(st, _)| st.name.as_str())
+        .collect();
+    let serving = live_states.iter().filter(|(st, _)| !st.offline).count();
+    match plan {
+        None => ConditionUpdate::new(
+            condition::PROGRESSING,
+            false,
+            "Paused",
+            "the Cluster is paused or being deleted, or the group is being deleted",
+        ),
+        Some(GroupPlan::Steady | GroupPlan::Wait(_)) if !going.is_empty() => {
+            // Surface what the removals report (refusals, PD outages).
+            let details: Vec<String> = live_states
+                .iter()
+                .filter(|(st, _)| st.offline)
+                .filter_map(|(st, kv)| {
+                    let c = conditions::find(
+                        &kv.status.as_ref()?.common.conditions,
+                        reasons::CONDITION_OFFLINE,
+                    )?;
+                    Some((st.name.as_str(), c))
+                })
+                .map(|(n, c)| format!("{n}: {} ({})", c.reason, c.message))
+                .collect();
+            let blocked = live_states
+                .iter()
+                .filter(|(st, _)| st.offline)
+                .find_map(|(_, kv)| {
+                    conditions::find(
+                        &kv.status.as_ref()?.common.conditions,
+                        reasons::CONDITION_OFFLINE,
+                    )
+                    .filter(|c| {
+                        c.reason == reasons::REMOVAL_REFUSED || c.reason == reasons::PD_UNAVAILABLE
+                    })
+                    .map(|c| c.reason.clone())
+                });
+            ConditionUpdate::new(
+                condition::PROGRESSING,
+                true,
+                blocked.unwrap_or_else(|| reasons::SCALING_IN.to_owned()),
+                if details.is_empty() {
+                    format!("removing the store(s) of {}", going.join(", "))
+                } else {
+                    format!("removing the store(s) of {}", details.join("; "))
+                },
+            )
+        }
+        Some(GroupPlan::Steady) => match &restart {
+            RestartPlan::Grant { name, .. } => ConditionUpdate::new(
+                condition::PROGRESSING,
+                true,
+                reasons::ROLLING_UPDATE,
+                format!(
+                    "restarting the store of {name} ({}/{} updated)",
+                    updated, replicas
+                ),
+            ),
+            RestartPlan::Wait(b) => {
+                ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
+            }
+            RestartPlan::None if !restarting.is_empty() => ConditionUpdate::new(
+                condition::PROGRESSING,
+                true,
+                reasons::ROLLING_UPDATE,
+                format!(
+                    "waiting for {} to finish restarting ({}/{} updated)",
+                    restarting.join(", "),
+                    updated,
+                    replicas
+                ),
+            ),
+            RestartPlan::None => ConditionUpdate::new(
+                condition::PROGRESSING,
+                false,
+                reasons::SYNCED,
+                format!("{serving} TiKV stores"),
+            ),
+        },
+        Some(GroupPlan::DeleteRemoved(n)) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::STORE_TOMBSTONED,
+            format!("deleting removed instance(s) {}", n.join(", ")),
+        ),
+        Some(GroupPlan::CancelOffline(n)) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::REMOVAL_CANCELLED,
+            format!("cancelling the removal of {}", n.join(", ")),
+        ),
+        Some(GroupPlan::Create(n)) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::SCALING_OUT,
+            format!("creating {} TiKV instance(s)", n.len()),
+        ),
+        Some(GroupPlan::MarkOffline { name, .. }) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::SCALING_IN,
+            format!("taking the store of {name} offline"),
+        ),
+        Some(GroupPlan::Wait(b) | GroupPlan::Refuse(b)) => {
+            ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
+        }
+    }
 }
 
 /// What the restart planner needs: this group's candidates and restarts in
