@@ -15,6 +15,20 @@ pub enum Requeue {
     After(Duration),
 }
 
+impl Requeue {
+    /// This requeue, or one after `timer` when that comes sooner: a timer of
+    /// the reconcile's own (a failover period ending, a refused Secret
+    /// polled) must not be lost to a later resync.
+    #[must_use]
+    pub fn or_sooner(self, timer: Option<Duration>) -> Self {
+        match (self, timer) {
+            (Self::After(d), Some(t)) if t < d => Self::After(t),
+            (Self::AwaitChange, Some(t)) => Self::After(t),
+            (q, _) => q,
+        }
+    }
+}
+
 impl From<Requeue> for Action {
     fn from(r: Requeue) -> Self {
         match r {
@@ -107,5 +121,15 @@ mod tests {
             Action::requeue(Duration::from_secs(3))
         );
         assert_eq!(Action::from(Requeue::AwaitChange), Action::await_change());
+    }
+
+    #[test]
+    fn a_sooner_timer_wins_a_later_one_does_not() {
+        let (s5, s9) = (Duration::from_secs(5), Duration::from_secs(9));
+        assert_eq!(Requeue::After(s9).or_sooner(Some(s5)), Requeue::After(s5));
+        assert_eq!(Requeue::After(s5).or_sooner(Some(s9)), Requeue::After(s5));
+        assert_eq!(Requeue::After(s5).or_sooner(None), Requeue::After(s5));
+        assert_eq!(Requeue::AwaitChange.or_sooner(Some(s9)), Requeue::After(s9));
+        assert_eq!(Requeue::AwaitChange.or_sooner(None), Requeue::AwaitChange);
     }
 }

@@ -1046,10 +1046,20 @@ async fn a_downgrade_is_refused_until_explicitly_allowed() {
         (status.as_str(), reason.as_str()),
         ("True", reasons::DOWNGRADE_REFUSED)
     );
-    assert!(w.kube.calls().iter().any(|c| matches!(
-        c,
-        KubeCall::PublishEvent(e) if e.reason == reasons::DOWNGRADE_REFUSED
-    )));
+    w.reconcile_group().await;
+    w.reconcile_group().await;
+    assert_eq!(
+        w.kube
+            .calls()
+            .iter()
+            .filter(|c| matches!(
+                c,
+                KubeCall::PublishEvent(e) if e.reason == reasons::DOWNGRADE_REFUSED
+            ))
+            .count(),
+        1,
+        "one Warning, not one per reconcile"
+    );
     // Status tells the truth: members run v8.5.5 at the old revision.
     let st = w.group().status.unwrap().group;
     assert_eq!(st.version.as_deref(), Some("v8.5.5"));

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
@@ -191,6 +192,55 @@ impl TlsSecrets {
             now,
         )
     }
+}
+
+/// Of a refused template, what keeps the group from being `Synced` and
+/// `Ready` (see [`crate::conditions::group_sync_and_ready`]): a config that
+/// does not parse or a refused TLS Secret. A refused downgrade is not among
+/// them: the last good template keeps running in sync.
+pub fn sync_refusal(refused: Option<&Blocked>) -> Option<(&'static str, &str)> {
+    refused
+        .filter(|b| b.reason == render::INVALID_CONFIG || is_tls_refusal(b.reason))
+        .map(|b| (b.reason, b.message.as_str()))
+}
+
+/// Publishes a Warning Event for a refused template (a downgrade, a config
+/// that does not parse, a refused TLS Secret) when the refusal is new:
+/// `previous` is the group's `Progressing` condition before this reconcile,
+/// which carries the refusal while it lasts.
+pub async fn announce_refusal<K: Resource<DynamicType = ()>>(
+    ctx: &Ctx,
+    group: &K,
+    refused: Option<&Blocked>,
+    previous: Option<&Condition>,
+) -> Result<()> {
+    let Some(b) = refused.filter(|b| {
+        b.reason == DOWNGRADE_REFUSED
+            || b.reason == render::INVALID_CONFIG
+            || is_tls_refusal(b.reason)
+    }) else {
+        return Ok(());
+    };
+    if previous.is_some_and(|c| c.reason == b.reason && c.message == b.message) {
+        return Ok(());
+    }
+    tracing::warn!(reason = b.reason, message = %b.message, "template refused");
+    let action = if is_tls_refusal(b.reason) {
+        "CheckTLSSecret"
+    } else {
+        "Upgrade"
+    };
+    crate::objects::publish(
+        ctx.kube.as_ref(),
+        crate::objects::event(
+            group,
+            crate::kube_writer::EventType::Warning,
+            b.reason,
+            action,
+            b.message.clone(),
+        ),
+    )
+    .await
 }
 
 /// Whether `reason` is one of a refused TLS Secret.

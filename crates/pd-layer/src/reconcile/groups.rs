@@ -197,10 +197,8 @@ pub async fn reconcile_group(
     let currency = pod_currency(group, s.instances, s.pods);
     let update_revision = render::group_revision(group);
     let notice = rendering_generation_notice(group, s.instances, s.pods);
-    let announce = revision::notice_is_new(
-        notice.as_deref(),
-        conditions::find(&conds, condition::PROGRESSING),
-    );
+    let old_progressing = conditions::find(&conds, condition::PROGRESSING).cloned();
+    let announce = revision::notice_is_new(notice.as_deref(), old_progressing.as_ref());
     let instance_states: Vec<InstanceState> = s
         .instances
         .iter()
@@ -442,28 +440,11 @@ pub async fn reconcile_group(
         }
         Some(plan)
     };
-    if let Some(GroupPlan::Refuse(b)) = &plan
-        && (b.reason == reasons::DOWNGRADE_REFUSED
-            || b.reason == reasons::INVALID_CONFIG
-            || is_tls_refusal(b.reason))
-    {
-        warn!(reason = b.reason, message = %b.message, "template refused");
-        publish(
-            ctx.kube.as_ref(),
-            event(
-                group,
-                EventType::Warning,
-                b.reason,
-                if is_tls_refusal(b.reason) {
-                    "CheckTLSSecret"
-                } else {
-                    "Upgrade"
-                },
-                b.message.clone(),
-            ),
-        )
-        .await?;
-    }
+    let refused = match &plan {
+        Some(GroupPlan::Refuse(b)) => Some(b),
+        _ => None,
+    };
+    announce_refusal(ctx, group, refused, old_progressing.as_ref()).await?;
 
     // Report.
     let live: Vec<&InstanceState> = instance_states.iter().filter(|i| !i.deleting).collect();
@@ -533,14 +514,7 @@ pub async fn reconcile_group(
         );
     }
     // A rejected config or TLS Secret: not Synced, not Ready.
-    let config_refused = match &plan {
-        Some(GroupPlan::Refuse(b))
-            if b.reason == reasons::INVALID_CONFIG || is_tls_refusal(b.reason) =>
-        {
-            Some((b.reason, b.message.as_str()))
-        }
-        _ => None,
-    };
+    let config_refused = sync_refusal(refused);
     let tls_refused = config_refused.is_some_and(|(r, _)| is_tls_refusal(r));
     let all_ready = ready == group.spec.replicas && replicas == group.spec.replicas;
     for update in conditions::group_sync_and_ready(
@@ -619,11 +593,7 @@ pub async fn reconcile_group(
         .into_iter()
         .chain(tls_refused.then_some(tikv_operator_core::tls::RECHECK))
         .min();
-    Ok(match (requeue, recheck) {
-        (Requeue::After(d), Some(r)) if r < d => Requeue::After(r),
-        (Requeue::AwaitChange, Some(r)) => Requeue::After(r),
-        (q, _) => q,
-    })
+    Ok(requeue.or_sooner(recheck))
 }
 
 /// Carries out PD failover's one action (deleting the failed instance: its

@@ -430,7 +430,11 @@ pub async fn reconcile_group(
         }
         Some(plan)
     };
-    announce_refusal(ctx, group, plan.as_ref(), old_progressing.as_ref()).await?;
+    let refused = match &plan {
+        Some(GroupPlan::Refuse(b)) => Some(b),
+        _ => None,
+    };
+    announce_refusal(ctx, group, refused, old_progressing.as_ref()).await?;
 
     // Report.
     let live_states: Vec<(&InstanceState, &TiKV)> = states
@@ -495,14 +499,7 @@ pub async fn reconcile_group(
         );
     }
     // A rejected config or TLS Secret: not Synced, not Ready.
-    let config_refused = match &plan {
-        Some(GroupPlan::Refuse(b))
-            if b.reason == reasons::INVALID_CONFIG || is_tls_refusal(b.reason) =>
-        {
-            Some((b.reason, b.message.as_str()))
-        }
-        _ => None,
-    };
+    let config_refused = sync_refusal(refused);
     let tls_refused = config_refused.is_some_and(|(r, _)| is_tls_refusal(r));
     let all_ready = ready == group.spec.replicas
         && i32::try_from(serving.len()).unwrap_or(i32::MAX) == group.spec.replicas;
@@ -558,10 +555,7 @@ pub async fn reconcile_group(
         .into_iter()
         .chain(tls_refused.then_some(tikv_operator_core::tls::RECHECK))
         .min();
-    Ok(match (requeue, recheck) {
-        (Requeue::After(d), Some(r)) if r < d => Requeue::After(r),
-        (q, _) => q,
-    })
+    Ok(requeue.or_sooner(recheck))
 }
 
 /// The group's live instances (not deleted, store not removed) and where
@@ -606,40 +600,6 @@ fn live_instances<'a>(
             }
         })
         .collect()
-}
-
-/// A refused template (downgrade, invalid config, TLS Secret): a warning
-/// Event when the refusal is new (`old_progressing`: the condition before).
-async fn announce_refusal(
-    ctx: &Ctx,
-    group: &TiKVGroup,
-    plan: Option<&GroupPlan>,
-    old_progressing: Option<&Condition>,
-) -> Result<()> {
-    if let Some(GroupPlan::Refuse(b)) = plan
-        && (b.reason == reasons::DOWNGRADE_REFUSED
-            || b.reason == reasons::INVALID_CONFIG
-            || is_tls_refusal(b.reason))
-        && old_progressing.is_none_or(|c| c.reason != b.reason || c.message != b.message)
-    {
-        warn!(reason = b.reason, message = %b.message, "template refused");
-        publish(
-            ctx,
-            event(
-                group,
-                EventType::Warning,
-                b.reason,
-                if is_tls_refusal(b.reason) {
-                    "CheckTLSSecret"
-                } else {
-                    "Upgrade"
-                },
-                b.message.clone(),
-            ),
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// The group's `Progressing` condition: what this reconcile did or waits
