@@ -160,6 +160,162 @@ async fn run_group_plan(
     Ok(())
 }
 
+/// Where each instance stands, for the planner: ready for sequencing
+/// (available, and PD's health read after its Pod turned Ready) and outdated
+/// (it carries the current template and its running Pod does not run it).
+fn instance_states(
+    s: &GroupSnapshot<'_>,
+    update_revision: &str,
+    currency: &std::collections::BTreeMap<String, Option<bool>>,
+    min_ready: i64,
+    now: Timestamp,
+) -> Vec<InstanceState> {
+    s.instances
+        .iter()
+        .map(|i| {
+            // Ready for sequencing: available, and PD's health was read after
+            // the Pod turned Ready (a reading from before says nothing about
+            // the new process; found by e2e: two members restarted at once).
+            let ready = s.pods.iter().any(|p| {
+                name_of(p) == name_of(i)
+                    && pod_available(p, min_ready, now)
+                    && s.pd
+                        .membership()
+                        .is_some_and(|m| m.fresher_than(ready_since(p)))
+            });
+            let mut st = InstanceState::from_instance(i, ready);
+            // Outdated means: the instance object already carries the current
+            // template (so a replacement Pod is rendered from it) and its
+            // running Pod is not what that template renders. Instance status
+            // lags: a Pod just replaced would still read RestartPending and
+            // be restarted twice.
+            let carries_template = i
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::TEMPLATE_REVISION))
+                .map(String::as_str)
+                == Some(update_revision);
+            st.outdated = carries_template && currency.get(name_of(i)) == Some(&Some(false));
+            st
+        })
+        .collect()
+}
+
+/// Holds a planned restart back (a wait instead) until it is safe and
+/// settled: every member carries the current template, every other member
+/// answers ready itself, the member's process is old enough to be told apart
+/// from its replacement, and a restart due only to a rendering generation
+/// bump (`new_notice`, new this reconcile) has been announced once.
+async fn gate_restart(
+    s: &GroupSnapshot<'_>,
+    pd_api: &dyn PdApi,
+    mut plan: GroupPlan,
+    update_revision: &str,
+    new_notice: Option<&str>,
+    now: Timestamp,
+) -> GroupPlan {
+    // Restarts only once every member's instance visibly carries the
+    // current template: the order of restarts is then the same at every
+    // reconcile, whatever the caches have seen (found by e2e: with the
+    // template reaching the cache instance by instance, two reconciles
+    // picked two different members and PD lost quorum).
+    let lagging: Vec<&str> = s
+        .instances
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter(|i| {
+            i.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::TEMPLATE_REVISION))
+                .map(String::as_str)
+                != Some(update_revision)
+        })
+        .map(name_of)
+        .collect();
+    if matches!(plan, GroupPlan::Restart { .. }) && !lagging.is_empty() {
+        plan = GroupPlan::Wait(crate::group::Blocked {
+            reason: reasons::WAITING_FOR_MEMBER,
+            message: format!(
+                "waiting for every member to carry the new template before restarting: {}",
+                lagging.join(", ")
+            ),
+        });
+    }
+    if let GroupPlan::Restart { name, .. } = &plan {
+        let silent = members_not_answering(pd_api, s.instances, s.pods, name).await;
+        if !silent.is_empty() {
+            plan = GroupPlan::Wait(crate::group::Blocked {
+                reason: reasons::WAITING_FOR_MEMBER,
+                message: format!(
+                    "restarts wait for every other PD member to answer ready itself: {}",
+                    silent.join(", ")
+                ),
+            });
+        }
+    }
+    if let GroupPlan::Restart { name, .. } = &plan
+        && let Some(message) = too_young_to_restart(pd_api, s.instances, s.pods, name, now).await
+    {
+        plan = GroupPlan::Wait(crate::group::Blocked {
+            reason: reasons::WAITING_FOR_MEMBER,
+            message,
+        });
+    }
+    // A restart due only to a rendering generation bump is announced
+    // (Progressing, an Event) one reconcile before the first Pod goes.
+    if matches!(plan, GroupPlan::Restart { .. })
+        && let Some(n) = new_notice
+    {
+        plan = GroupPlan::Wait(crate::group::Blocked {
+            reason: revision::RENDERING_GENERATION_CHANGED,
+            message: n.to_owned(),
+        });
+    }
+    plan
+}
+
+/// The group's `Progressing` condition: what this reconcile did or waits
+/// for (`None` plan: it does not act); `replicas`: live members.
+fn progressing_condition(plan: Option<&GroupPlan>, replicas: i32) -> ConditionUpdate {
+    match plan {
+        None => ConditionUpdate::new(
+            condition::PROGRESSING,
+            false,
+            "Paused",
+            "the Cluster is paused or the group is being deleted",
+        ),
+        Some(GroupPlan::Steady) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            false,
+            reasons::SYNCED,
+            format!("{replicas} PD members"),
+        ),
+        Some(GroupPlan::Create(n)) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::WAITING_FOR_MEMBER,
+            format!("creating {} PD member(s)", n.len()),
+        ),
+        Some(GroupPlan::Remove { name, .. }) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::REMOVING_MEMBER,
+            format!("removing PD member {name}"),
+        ),
+        Some(GroupPlan::Restart { name, .. }) => ConditionUpdate::new(
+            condition::PROGRESSING,
+            true,
+            reasons::RESTARTING,
+            format!("restarting PD member {name}"),
+        ),
+        Some(GroupPlan::Wait(b) | GroupPlan::Refuse(b)) => {
+            ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
+        }
+    }
+}
+
 /// Reconciles one PDGroup. See the module docs.
 #[instrument(skip_all, fields(group = name_of(s.group), namespace = s.group.metadata.namespace.as_deref()))]
 pub async fn reconcile_group(
@@ -199,36 +355,7 @@ pub async fn reconcile_group(
     let notice = rendering_generation_notice(group, s.instances, s.pods);
     let old_progressing = conditions::find(&conds, condition::PROGRESSING).cloned();
     let announce = revision::notice_is_new(notice.as_deref(), old_progressing.as_ref());
-    let instance_states: Vec<InstanceState> = s
-        .instances
-        .iter()
-        .map(|i| {
-            // Ready for sequencing: available, and PD's health was read after
-            // the Pod turned Ready (a reading from before says nothing about
-            // the new process; found by e2e: two members restarted at once).
-            let ready = s.pods.iter().any(|p| {
-                name_of(p) == name_of(i)
-                    && pod_available(p, min_ready, now)
-                    && s.pd
-                        .membership()
-                        .is_some_and(|m| m.fresher_than(ready_since(p)))
-            });
-            let mut st = InstanceState::from_instance(i, ready);
-            // Outdated means: the instance object already carries the current
-            // template (so a replacement Pod is rendered from it) and its
-            // running Pod is not what that template renders. Instance status
-            // lags: a Pod just replaced would still read RestartPending and
-            // be restarted twice.
-            let carries_template = i
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(labels::TEMPLATE_REVISION))
-                == Some(&update_revision);
-            st.outdated = carries_template && currency.get(name_of(i)) == Some(&Some(false));
-            st
-        })
-        .collect();
+    let instance_states = instance_states(s, &update_revision, &currency, min_ready, now);
 
     // Nothing is created or removed for a group whose Cluster is missing or
     // being deleted (the Cluster deletes its groups in order).
@@ -376,65 +503,15 @@ pub async fn reconcile_group(
             plan = GroupPlan::Refuse(blocked);
         }
         fo = Some(failover);
-        // Restarts only once every member's instance visibly carries the
-        // current template: the order of restarts is then the same at every
-        // reconcile, whatever the caches have seen (found by e2e: with the
-        // template reaching the cache instance by instance, two reconciles
-        // picked two different members and PD lost quorum).
-        let lagging: Vec<&str> = s
-            .instances
-            .iter()
-            .filter(|i| i.metadata.deletion_timestamp.is_none())
-            .filter(|i| {
-                i.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(labels::TEMPLATE_REVISION))
-                    != Some(&update_revision)
-            })
-            .map(name_of)
-            .collect();
-        if matches!(plan, GroupPlan::Restart { .. }) && !lagging.is_empty() {
-            plan = GroupPlan::Wait(crate::group::Blocked {
-                reason: reasons::WAITING_FOR_MEMBER,
-                message: format!(
-                    "waiting for every member to carry the new template before restarting: {}",
-                    lagging.join(", ")
-                ),
-            });
-        }
-        if let GroupPlan::Restart { name, .. } = &plan {
-            let silent = members_not_answering(pd_api, s.instances, s.pods, name).await;
-            if !silent.is_empty() {
-                plan = GroupPlan::Wait(crate::group::Blocked {
-                    reason: reasons::WAITING_FOR_MEMBER,
-                    message: format!(
-                        "restarts wait for every other PD member to answer ready itself: {}",
-                        silent.join(", ")
-                    ),
-                });
-            }
-        }
-        if let GroupPlan::Restart { name, .. } = &plan
-            && let Some(message) =
-                too_young_to_restart(pd_api, s.instances, s.pods, name, now).await
-        {
-            plan = GroupPlan::Wait(crate::group::Blocked {
-                reason: reasons::WAITING_FOR_MEMBER,
-                message,
-            });
-        }
-        // A restart due only to a rendering generation bump is announced
-        // (Progressing, an Event) one reconcile before the first Pod goes.
-        if announce
-            && matches!(plan, GroupPlan::Restart { .. })
-            && let Some(n) = &notice
-        {
-            plan = GroupPlan::Wait(crate::group::Blocked {
-                reason: revision::RENDERING_GENERATION_CHANGED,
-                message: n.clone(),
-            });
-        }
+        let plan = gate_restart(
+            s,
+            pd_api,
+            plan,
+            &update_revision,
+            notice.as_deref().filter(|_| announce),
+            now,
+        )
+        .await;
         if !matches!(&plan, GroupPlan::Refuse(b) if is_tls_refusal(b.reason)) {
             run_group_plan(ctx, s, pd_api, &plan).await?;
         }
@@ -450,41 +527,7 @@ pub async fn reconcile_group(
     let live: Vec<&InstanceState> = instance_states.iter().filter(|i| !i.deleting).collect();
     let replicas = i32::try_from(live.len()).unwrap_or(i32::MAX);
     let ready = pods_ready;
-    let progressing = match &plan {
-        None => ConditionUpdate::new(
-            condition::PROGRESSING,
-            false,
-            "Paused",
-            "the Cluster is paused or the group is being deleted",
-        ),
-        Some(GroupPlan::Steady) => ConditionUpdate::new(
-            condition::PROGRESSING,
-            false,
-            reasons::SYNCED,
-            format!("{replicas} PD members"),
-        ),
-        Some(GroupPlan::Create(n)) => ConditionUpdate::new(
-            condition::PROGRESSING,
-            true,
-            reasons::WAITING_FOR_MEMBER,
-            format!("creating {} PD member(s)", n.len()),
-        ),
-        Some(GroupPlan::Remove { name, .. }) => ConditionUpdate::new(
-            condition::PROGRESSING,
-            true,
-            reasons::REMOVING_MEMBER,
-            format!("removing PD member {name}"),
-        ),
-        Some(GroupPlan::Restart { name, .. }) => ConditionUpdate::new(
-            condition::PROGRESSING,
-            true,
-            reasons::RESTARTING,
-            format!("restarting PD member {name}"),
-        ),
-        Some(GroupPlan::Wait(b) | GroupPlan::Refuse(b)) => {
-            ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
-        }
-    };
+    let progressing = progressing_condition(plan.as_ref(), replicas);
     let progressing = revision::with_notice(progressing, notice.as_deref());
     if announce
         && let Some(n) = notice.as_deref().filter(|_| plan.is_some())
