@@ -10,6 +10,7 @@ use kube::Resource;
 
 use super::render::{self, RenderError};
 use super::{Blocked, Component, InstanceTemplate};
+use crate::conditions::ConditionUpdate;
 use crate::objects::{cached, desired, name_of};
 use crate::{Ctx, Error, Result, history};
 
@@ -241,6 +242,79 @@ pub async fn announce_refusal<K: Resource<DynamicType = ()>>(
         ),
     )
     .await
+}
+
+/// What a group's conditions report after a reconcile (see [`set_conditions`]).
+#[derive(Debug)]
+pub struct GroupConditions<'a> {
+    /// `Progressing` as the plan decided it.
+    pub progressing: ConditionUpdate,
+    /// Pods outdated only by a bump of the rendering generation: what to tell.
+    pub notice: Option<&'a str>,
+    /// The notice is new this reconcile: it is announced with an Event.
+    pub announce: bool,
+    /// The group acts (its Cluster is not paused or deleted, nor is it).
+    pub acting: bool,
+    /// The `Failover` condition, when failover ran: holds, reason, message.
+    pub failover: Option<(bool, String, String)>,
+    /// The plan's refusal, if any (see [`sync_refusal`]).
+    pub refused: Option<&'a Blocked>,
+    /// Every member ready: holds, reason, message.
+    pub ready: (bool, &'a str, String),
+}
+
+/// Sets a group's `Progressing` (with the rendering generation notice),
+/// `Failover`, `Synced` and `Ready` conditions in `conds`, and announces a new
+/// notice with an Event while the group progresses. The same for every
+/// component.
+pub async fn set_conditions<K: Resource<DynamicType = ()>>(
+    ctx: &Ctx,
+    group: &K,
+    conds: &mut Vec<Condition>,
+    report: GroupConditions<'_>,
+    now: Timestamp,
+) -> Result<()> {
+    let generation = group.meta().generation;
+    let progressing = crate::revision::with_notice(report.progressing, report.notice);
+    if report.announce
+        && report.acting
+        && let Some(n) = report.notice
+        && progressing.status == crate::conditions::TRUE
+    {
+        tracing::info!(notice = n, "Pods outdated only by the rendering generation");
+        crate::objects::publish(
+            ctx.kube.as_ref(),
+            crate::objects::event(
+                group,
+                crate::kube_writer::EventType::Normal,
+                crate::revision::RENDERING_GENERATION_CHANGED,
+                "Restart",
+                n.to_owned(),
+            ),
+        )
+        .await?;
+    }
+    crate::conditions::set(conds, progressing, generation, now);
+    if let Some((holds, reason, message)) = report.failover {
+        crate::conditions::set(
+            conds,
+            ConditionUpdate::new(
+                crate::failover::reasons::CONDITION_FAILOVER,
+                holds,
+                reason,
+                message,
+            ),
+            generation,
+            now,
+        );
+    }
+    // A rejected config or TLS Secret: not Synced, not Ready.
+    for update in
+        crate::conditions::group_sync_and_ready(sync_refusal(report.refused), report.ready)
+    {
+        crate::conditions::set(conds, update, generation, now);
+    }
+    Ok(())
 }
 
 /// Whether `reason` is one of a refused TLS Secret.

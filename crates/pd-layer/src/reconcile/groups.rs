@@ -528,52 +528,32 @@ pub async fn reconcile_group(
     let replicas = i32::try_from(live.len()).unwrap_or(i32::MAX);
     let ready = pods_ready;
     let progressing = progressing_condition(plan.as_ref(), replicas);
-    let progressing = revision::with_notice(progressing, notice.as_deref());
-    if announce
-        && let Some(n) = notice.as_deref().filter(|_| plan.is_some())
-        && progressing.status == conditions::TRUE
-    {
-        info!(notice = n, "Pods outdated only by the rendering generation");
-        publish(
-            ctx.kube.as_ref(),
-            event(
-                group,
-                EventType::Normal,
-                revision::RENDERING_GENERATION_CHANGED,
-                "Restart",
-                n.to_owned(),
-            ),
-        )
-        .await?;
-    }
-    conditions::set(&mut conds, progressing, generation, now);
-    if let Some(f) = &fo {
-        let (holds, reason, message) = f.condition.clone();
-        conditions::set(
-            &mut conds,
-            ConditionUpdate::new(fo_reasons::CONDITION_FAILOVER, holds, reason, message),
-            generation,
-            now,
-        );
-    }
-    // A rejected config or TLS Secret: not Synced, not Ready.
-    let config_refused = sync_refusal(refused);
-    let tls_refused = config_refused.is_some_and(|(r, _)| is_tls_refusal(r));
+    let tls_refused = sync_refusal(refused).is_some_and(|(r, _)| is_tls_refusal(r));
     let all_ready = ready == group.spec.replicas && replicas == group.spec.replicas;
-    for update in conditions::group_sync_and_ready(
-        config_refused,
-        (
-            all_ready,
-            if all_ready {
-                "AllMembersReady"
-            } else {
-                "MembersNotReady"
-            },
-            format!("{ready}/{} PD members ready", group.spec.replicas),
-        ),
-    ) {
-        conditions::set(&mut conds, update, generation, now);
-    }
+    set_conditions(
+        ctx,
+        group,
+        &mut conds,
+        GroupConditions {
+            progressing,
+            notice: notice.as_deref(),
+            announce,
+            acting: plan.is_some(),
+            failover: fo.as_ref().map(|f| f.condition.clone()),
+            refused,
+            ready: (
+                all_ready,
+                if all_ready {
+                    "AllMembersReady"
+                } else {
+                    "MembersNotReady"
+                },
+                format!("{ready}/{} PD members ready", group.spec.replicas),
+            ),
+        },
+        now,
+    )
+    .await?;
     let mut revisions = revision_status(group, &currency);
     // The update is complete (currentRevision, version) only once every
     // member runs it, is Ready and is healthy in a PD reading taken after its

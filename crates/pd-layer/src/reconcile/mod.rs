@@ -41,8 +41,8 @@ use crate::removal::{RemovalInput, RemovalStep, next_removal_step};
 use crate::render::{self, RenderError};
 use tikv_operator_core::component::apply;
 use tikv_operator_core::component::group::{
-    TemplateRevision, TlsSecrets, announce_refusal, apply_group_objects, is_tls_refusal,
-    sync_refusal, template_refusal,
+    GroupConditions, TemplateRevision, TlsSecrets, announce_refusal, apply_group_objects,
+    is_tls_refusal, set_conditions, sync_refusal, template_refusal,
 };
 use tikv_operator_core::component::naming::SuffixSource;
 use tikv_operator_core::component::pods::{pod_available, pod_ready};

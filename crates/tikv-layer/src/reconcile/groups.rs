@@ -470,53 +470,33 @@ pub async fn reconcile_group(
         revisions.updated,
         group.spec.replicas,
     );
-    let progressing = revision::with_notice(progressing, notice.as_deref());
-    if announce
-        && let Some(n) = notice.as_deref().filter(|_| plan.is_some())
-        && progressing.status == conditions::TRUE
-    {
-        info!(notice = n, "Pods outdated only by the rendering generation");
-        publish(
-            ctx,
-            event(
-                group,
-                EventType::Normal,
-                revision::RENDERING_GENERATION_CHANGED,
-                "Restart",
-                n.to_owned(),
-            ),
-        )
-        .await?;
-    }
-    conditions::set(&mut conds, progressing, generation, now);
-    if let Some(f) = &fo {
-        let (holds, reason, message) = f.condition.clone();
-        conditions::set(
-            &mut conds,
-            ConditionUpdate::new(reasons::CONDITION_FAILOVER, holds, reason, message),
-            generation,
-            now,
-        );
-    }
-    // A rejected config or TLS Secret: not Synced, not Ready.
-    let config_refused = sync_refusal(refused);
-    let tls_refused = config_refused.is_some_and(|(r, _)| is_tls_refusal(r));
+    let tls_refused = sync_refusal(refused).is_some_and(|(r, _)| is_tls_refusal(r));
     let all_ready = ready == group.spec.replicas
         && i32::try_from(serving.len()).unwrap_or(i32::MAX) == group.spec.replicas;
-    for update in conditions::group_sync_and_ready(
-        config_refused,
-        (
-            all_ready,
-            if all_ready {
-                "AllStoresReady"
-            } else {
-                "StoresNotReady"
-            },
-            format!("{ready}/{} TiKV stores ready", group.spec.replicas),
-        ),
-    ) {
-        conditions::set(&mut conds, update, generation, now);
-    }
+    set_conditions(
+        ctx,
+        group,
+        &mut conds,
+        GroupConditions {
+            progressing,
+            notice: notice.as_deref(),
+            announce,
+            acting: plan.is_some(),
+            failover: fo.as_ref().map(|f| f.condition.clone()),
+            refused,
+            ready: (
+                all_ready,
+                if all_ready {
+                    "AllStoresReady"
+                } else {
+                    "StoresNotReady"
+                },
+                format!("{ready}/{} TiKV stores ready", group.spec.replicas),
+            ),
+        },
+        now,
+    )
+    .await?;
     let status = TiKVGroupStatus {
         common: CommonStatus {
             conditions: conds,
