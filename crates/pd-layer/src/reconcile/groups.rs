@@ -160,6 +160,62 @@ async fn run_group_plan(
     Ok(())
 }
 
+/// The group's template reaches its objects (Services, revision history)
+/// and its instances (their ConfigMaps and PVCs follow; running Pods restart
+/// through `GroupPlan::Restart`).
+async fn apply_template(
+    ctx: &Ctx,
+    s: &GroupSnapshot<'_>,
+    currency: &std::collections::BTreeMap<String, Option<bool>>,
+    update_revision: &str,
+) -> Result<()> {
+    let group = s.group;
+    let revisions_now = revision_status(group, currency);
+    apply_group_objects::<render::Pd>(
+        ctx,
+        group,
+        &group.spec.cluster.name,
+        [
+            render::render_peer_service(group),
+            render::render_client_service(group),
+        ],
+        s.services,
+        TemplateRevision {
+            update: update_revision,
+            data: render::group_revision_data(group),
+            all_updated: revisions_now.all_updated,
+            recorded_current: group
+                .status
+                .as_ref()
+                .and_then(|st| st.group.current_revision.as_deref()),
+            limit: s.cluster.revision_history_limit,
+            existing: s.revisions,
+        },
+    )
+    .await?;
+    // Template changes reach the instance objects (their ConfigMaps and
+    // PVCs follow; running Pods restart through `GroupPlan::Restart`).
+    for i in s
+        .instances
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+    {
+        let want = render::render_instance(
+            group,
+            &NewInstance {
+                name: name_of(i).to_owned(),
+                topology: i.spec.topology.clone(),
+                bootstrap_members: render::bootstrap_members(i),
+            },
+            i.spec.tls_cluster,
+        );
+        ctx.kube
+            .apply_if_changed(&desired(&want)?, cached(Some(i)).as_ref())
+            .await?;
+    }
+    Ok(())
+}
+
 /// Where each instance stands, for the planner: ready for sequencing
 /// (available, and PD's health read after its Pod turned Ready) and outdated
 /// (it carries the current template and its running Pod does not run it).
@@ -423,49 +479,7 @@ pub async fn reconcile_group(
         // instances, the running members are left alone.
         Some(GroupPlan::Refuse(blocked))
     } else {
-        let revisions_now = revision_status(group, &currency);
-        apply_group_objects::<render::Pd>(
-            ctx,
-            group,
-            &cluster_name,
-            [
-                render::render_peer_service(group),
-                render::render_client_service(group),
-            ],
-            s.services,
-            TemplateRevision {
-                update: &update_revision,
-                data: render::group_revision_data(group),
-                all_updated: revisions_now.all_updated,
-                recorded_current: group
-                    .status
-                    .as_ref()
-                    .and_then(|st| st.group.current_revision.as_deref()),
-                limit: s.cluster.revision_history_limit,
-                existing: s.revisions,
-            },
-        )
-        .await?;
-        // Template changes reach the instance objects (their ConfigMaps and
-        // PVCs follow; running Pods restart through `GroupPlan::Restart`).
-        for i in s
-            .instances
-            .iter()
-            .filter(|i| i.metadata.deletion_timestamp.is_none())
-        {
-            let want = render::render_instance(
-                group,
-                &NewInstance {
-                    name: name_of(i).to_owned(),
-                    topology: i.spec.topology.clone(),
-                    bootstrap_members: render::bootstrap_members(i),
-                },
-                i.spec.tls_cluster,
-            );
-            ctx.kube
-                .apply_if_changed(&desired(&want)?, cached(Some(i)).as_ref())
-                .await?;
-        }
+        apply_template(ctx, s, &currency, &update_revision).await?;
         let bootstrapped =
             s.cluster.pd_cluster_id_known || s.pd.membership().is_some_and(|m| m.leader.is_some());
         let group_uid = group.metadata.uid.clone().unwrap_or_default();

@@ -294,41 +294,7 @@ pub async fn reconcile_group(
         // instances, the running stores are left alone.
         Some(GroupPlan::Refuse(blocked))
     } else {
-        let update_revision = render::group_revision(group);
-        let all_updated = Revisions::count(
-            update_revision.clone(),
-            group.spec.replicas,
-            currency.values(),
-        )
-        .all_updated;
-        apply_group_objects::<render::Kv>(
-            ctx,
-            group,
-            &cluster_name,
-            [render::render_peer_service(group)],
-            s.services,
-            TemplateRevision {
-                update: &update_revision,
-                data: render::group_revision_data(group),
-                all_updated,
-                recorded_current: group
-                    .status
-                    .as_ref()
-                    .and_then(|st| st.group.current_revision.as_deref()),
-                limit: s.cluster.revision_history_limit,
-                existing: s.revisions,
-            },
-        )
-        .await?;
-        // Template changes reach the instance objects (ConfigMaps and PVCs
-        // follow, metadata is patched in place); a running Pod that must be
-        // recreated waits for its grant.
-        for l in &live {
-            let want = desired_instance(group, l.kv, l.kv.spec.offline, grant_of(l.kv).as_deref());
-            ctx.kube
-                .apply_if_changed(&desired(&want)?, cached(Some(l.kv)).as_ref())
-                .await?;
-        }
+        apply_template(ctx, s, &live, &currency, &grant_of).await?;
         // Failover first: its one action is this reconcile's change.
         let restarting_now: Vec<&str> = live
             .iter()
@@ -536,6 +502,55 @@ pub async fn reconcile_group(
         .chain(tls_refused.then_some(tikv_operator_core::tls::RECHECK))
         .min();
     Ok(requeue.or_sooner(recheck))
+}
+
+/// The group's template reaches its objects (peer Service, revision
+/// history) and its live instances (ConfigMaps and PVCs follow, metadata is
+/// patched in place); `grant_of`: the restart grant an instance keeps.
+async fn apply_template(
+    ctx: &Ctx,
+    s: &GroupSnapshot<'_>,
+    live: &[LiveInstance<'_>],
+    currency: &BTreeMap<String, Option<bool>>,
+    grant_of: &(dyn Fn(&TiKV) -> Option<String> + Sync),
+) -> Result<()> {
+    let group = s.group;
+    let update_revision = render::group_revision(group);
+    let all_updated = Revisions::count(
+        update_revision.clone(),
+        group.spec.replicas,
+        currency.values(),
+    )
+    .all_updated;
+    apply_group_objects::<render::Kv>(
+        ctx,
+        group,
+        &group.spec.cluster.name,
+        [render::render_peer_service(group)],
+        s.services,
+        TemplateRevision {
+            update: &update_revision,
+            data: render::group_revision_data(group),
+            all_updated,
+            recorded_current: group
+                .status
+                .as_ref()
+                .and_then(|st| st.group.current_revision.as_deref()),
+            limit: s.cluster.revision_history_limit,
+            existing: s.revisions,
+        },
+    )
+    .await?;
+    // Template changes reach the instance objects (ConfigMaps and PVCs
+    // follow, metadata is patched in place); a running Pod that must be
+    // recreated waits for its grant.
+    for l in live {
+        let want = desired_instance(group, l.kv, l.kv.spec.offline, grant_of(l.kv).as_deref());
+        ctx.kube
+            .apply_if_changed(&desired(&want)?, cached(Some(l.kv)).as_ref())
+            .await?;
+    }
+    Ok(())
 }
 
 /// The group's live instances (not deleted, store not removed) and where
