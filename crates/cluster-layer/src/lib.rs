@@ -379,6 +379,23 @@ pub fn next_deletion_step(
 
 pub use tikv_operator_core::Ctx;
 
+/// The Cluster's groups and instances the API server still holds (read past
+/// the caches), as `Kind/name`.
+async fn objects_left(ctx: &Ctx, ns: Option<&str>, cluster: &str) -> Result<Vec<String>> {
+    let mut left = Vec::new();
+    for kind in [
+        ObjectKey::new::<tikv_operator_api::TiKV>(ns, ""),
+        ObjectKey::new::<TiKVGroup>(ns, ""),
+        ObjectKey::new::<tikv_operator_api::PD>(ns, ""),
+        ObjectKey::new::<PDGroup>(ns, ""),
+    ] {
+        for name in ctx.kube.names_in_cluster(&kind, cluster).await? {
+            left.push(format!("{}/{name}", kind.kind));
+        }
+    }
+    Ok(left)
+}
+
 /// A Cluster and what the caches hold about it.
 #[derive(Debug, Clone, Copy)]
 pub struct ClusterSnapshot<'a> {
@@ -427,8 +444,18 @@ pub async fn reconcile_cluster(ctx: &Ctx, s: &ClusterSnapshot<'_>) -> Result<Req
             }
             DeletionStep::Wait(_) => {}
             DeletionStep::Done => {
-                release_finalizer(ctx.kube.as_ref(), &key).await?;
-                return Ok(Requeue::AwaitChange);
+                // The caches may lag behind objects created a moment ago:
+                // the finalizer goes only when the API server holds none of
+                // the Cluster's groups and instances either.
+                let left = objects_left(ctx, ns, &key.name).await?;
+                if left.is_empty() {
+                    release_finalizer(ctx.kube.as_ref(), &key).await?;
+                    return Ok(Requeue::AwaitChange);
+                }
+                info!(
+                    ?left,
+                    "the caches show nothing left, the API server does: waiting"
+                );
             }
         }
         return Ok(ctx.policy.after_success(true));

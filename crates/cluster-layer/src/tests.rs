@@ -452,3 +452,57 @@ async fn reconcile_of_a_deleted_cluster_deletes_groups_in_order_then_lets_go() {
     run(vec![], BTreeMap::new()).await;
     assert!(kube.get(&key).is_none(), "finalizer removed, Cluster gone");
 }
+
+/// The caches lag: a PD created a moment before the Cluster was deleted may
+/// not be in them yet. The finalizer stays while the API server still holds
+/// one of the Cluster's instances; with it gone, the PD could never finish
+/// its removal and would hold its namespace forever.
+#[tokio::test]
+async fn a_deleted_cluster_keeps_its_finalizer_while_the_api_server_holds_an_instance_the_caches_miss()
+ {
+    let kube = FakeKube::new();
+    let key = ObjectKey::new::<Cluster>(Some("ns"), "basic");
+    kube.insert(
+        key.clone(),
+        serde_json::to_value(cluster(None, true)).unwrap(),
+    );
+    let pd_key = ObjectKey::new::<tikv_operator_api::PD>(Some("ns"), "pd-abc123");
+    kube.insert(
+        pd_key.clone(),
+        json!({
+            "apiVersion": "core.tikv.org/v1alpha1",
+            "kind": "PD",
+            "metadata": {"name": "pd-abc123", "namespace": "ns",
+                         "finalizers": [labels::FINALIZER]},
+            "spec": {"cluster": {"name": "basic"}, "version": "v8.5.5"},
+        }),
+    );
+    // Another Cluster's PD in the namespace does not hold this one.
+    kube.insert(
+        ObjectKey::new::<tikv_operator_api::PD>(Some("ns"), "pd-other"),
+        json!({
+            "apiVersion": "core.tikv.org/v1alpha1",
+            "kind": "PD",
+            "metadata": {"name": "pd-other", "namespace": "ns"},
+            "spec": {"cluster": {"name": "other"}, "version": "v8.5.5"},
+        }),
+    );
+    let c: Cluster = kube.get_typed(&key).unwrap();
+    let pd = unreachable();
+    let nothing_cached = BTreeMap::new();
+    let snapshot = ClusterSnapshot {
+        cluster: &c,
+        groups: &[],
+        instances_left: &nothing_cached,
+        pd: &pd,
+    };
+    let requeue = reconcile_cluster(&ctx(&kube), &snapshot).await.unwrap();
+    assert!(
+        kube.get(&key).is_some(),
+        "the Cluster went while its PD exists"
+    );
+    assert_ne!(requeue, Requeue::AwaitChange, "it must look again");
+    kube.remove(&pd_key);
+    reconcile_cluster(&ctx(&kube), &snapshot).await.unwrap();
+    assert!(kube.get(&key).is_none(), "finalizer removed, Cluster gone");
+}

@@ -27,6 +27,7 @@ pub enum KubeOp {
     RemoveFinalizer,
     PublishEvent,
     GetSecret,
+    NamesInCluster,
 }
 
 /// One recorded call of [`FakeKube`].
@@ -46,6 +47,8 @@ pub enum KubeCall {
     PublishEvent(EventSpec),
     /// `get_secret` (the Secret's key).
     GetSecret(ObjectKey),
+    /// `names_in_cluster` (the kind's key) and the Cluster's name.
+    NamesInCluster(ObjectKey, String),
 }
 
 impl KubeCall {
@@ -59,6 +62,7 @@ impl KubeCall {
             Self::RemoveFinalizer(..) => KubeOp::RemoveFinalizer,
             Self::PublishEvent(..) => KubeOp::PublishEvent,
             Self::GetSecret(..) => KubeOp::GetSecret,
+            Self::NamesInCluster(..) => KubeOp::NamesInCluster,
         }
     }
 
@@ -70,7 +74,8 @@ impl KubeCall {
             | Self::PatchStatus(k, _)
             | Self::AddFinalizer(k, _)
             | Self::RemoveFinalizer(k, _)
-            | Self::GetSecret(k) => Some(k),
+            | Self::GetSecret(k)
+            | Self::NamesInCluster(k, _) => Some(k),
             Self::PublishEvent(_) => None,
         }
     }
@@ -342,6 +347,20 @@ impl KubeWriter for FakeKube {
     async fn publish_event(&self, event: &EventSpec) -> Result<()> {
         let _s = self.enter(KubeCall::PublishEvent(event.clone()))?;
         Ok(())
+    }
+
+    async fn names_in_cluster(&self, kind: &ObjectKey, cluster: &str) -> Result<Vec<String>> {
+        let s = self.enter(KubeCall::NamesInCluster(kind.clone(), cluster.to_owned()))?;
+        Ok(s.objects
+            .iter()
+            .filter(|(k, o)| {
+                k.api_version == kind.api_version
+                    && k.kind == kind.kind
+                    && k.namespace == kind.namespace
+                    && o.pointer("/spec/cluster/name").and_then(Value::as_str) == Some(cluster)
+            })
+            .map(|(k, _)| k.name.clone())
+            .collect())
     }
 
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {

@@ -251,6 +251,22 @@ impl KubeWriter for KubeClientWriter {
         Ok(())
     }
 
+    async fn names_in_cluster(&self, kind: &ObjectKey, cluster: &str) -> Result<Vec<String>> {
+        let list = self
+            .api(kind)
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(|e| fail("list", kind, e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|o| {
+                o.data.pointer("/spec/cluster/name").and_then(Value::as_str) == Some(cluster)
+            })
+            .filter_map(|o| o.metadata.name)
+            .collect())
+    }
+
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
         Api::<Secret>::namespaced(self.client.clone(), namespace)
             .get_opt(name)

@@ -215,6 +215,16 @@ pub trait KubeWriter: Send + Sync {
     /// Cluster reads the TLS Secrets it uses by name when it reconciles.
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>>;
 
+    /// The names of the objects of `kind`'s type in `kind`'s namespace (its
+    /// name is not used) whose `spec.cluster.name` is `cluster`, read from
+    /// the API server, not a cache. Taken before the one irreversible step
+    /// decided on cached reads that nothing follows up: a Cluster's finalizer
+    /// goes only when this finds none of its groups and instances (found by
+    /// e2e: a PD created a moment before its Cluster was deleted was not in
+    /// the cache yet, the Cluster went, and the PD kept its finalizer with no
+    /// Cluster left to finish its removal).
+    async fn names_in_cluster(&self, kind: &ObjectKey, cluster: &str) -> Result<Vec<String>>;
+
     /// Applies `desired` unless `cached` (the object as the watch cache holds
     /// it) already carries the same [`labels::APPLIED_HASH`] and contains every
     /// desired field with the desired value. The hash catches fields removed
@@ -255,6 +265,9 @@ impl<T: KubeWriter + ?Sized> KubeWriter for std::sync::Arc<T> {
     }
     async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<()> {
         (**self).remove_finalizer(key, finalizer).await
+    }
+    async fn names_in_cluster(&self, kind: &ObjectKey, cluster: &str) -> Result<Vec<String>> {
+        (**self).names_in_cluster(kind, cluster).await
     }
     async fn publish_event(&self, event: &EventSpec) -> Result<()> {
         (**self).publish_event(event).await

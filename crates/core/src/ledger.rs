@@ -314,6 +314,9 @@ impl<W: KubeWriter> KubeWriter for LedgerWriter<W> {
     ) -> Result<Option<k8s_openapi::api::core::v1::Secret>> {
         self.inner.get_secret(namespace, name).await
     }
+    async fn names_in_cluster(&self, kind: &ObjectKey, cluster: &str) -> Result<Vec<String>> {
+        self.inner.names_in_cluster(kind, cluster).await
+    }
 }
 
 #[cfg(test)]
