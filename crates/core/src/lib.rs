@@ -29,7 +29,7 @@
 //!   [`Error::category`] for metrics and Events.
 //! - [`Requeue`] / [`RequeuePolicy`]: when a reconcile runs again.
 //!
-//! In-memory fakes ([`fake::FakeKube`], [`fake::FakeClock`]) that record every
+//! In-memory fakes (`fake::FakeKube`, `fake::FakeClock`) that record every
 //! call are behind the `fake` feature, for reconciler tests.
 
 mod clock;

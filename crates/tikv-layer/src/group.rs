@@ -35,7 +35,7 @@ pub struct InstanceState {
     /// Its store is Removed (Tombstone) or gone: the instance only waits to
     /// be deleted.
     pub removed: bool,
-    /// Value of the [`labels::DELETE_PRIORITY`] annotation (0 when absent or not an integer).
+    /// Value of the [`tikv_operator_api::labels::DELETE_PRIORITY`] annotation (0 when absent or not an integer).
     pub delete_priority: i64,
     /// Its store id, when known.
     pub store_id: Option<StoreId>,
