@@ -34,7 +34,7 @@ pub struct Args {
     /// Use this binary instead of building `tikv-operator` with `cargo build --release`.
     #[arg(long, value_name = "PATH")]
     binary: Option<PathBuf>,
-    /// Where to write the OCI archive (default: <target dir>/image/tikv-operator.oci.tar).
+    /// Where to write the OCI archive (default: `<target dir>/image/tikv-operator.oci.tar`).
     #[arg(long, value_name = "PATH")]
     output: Option<PathBuf>,
 }

@@ -247,12 +247,12 @@ pub const DNS1123_SUBDOMAIN: &str =
 const LABEL_NAME: &str = "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?";
 
 /// Kubernetes label or annotation key: an optional DNS subdomain prefix and
-/// `/`, then a name (see [`LABEL_NAME`]).
+/// `/`, then a name (see `LABEL_NAME`).
 pub fn qualified_name_regex() -> String {
     format!("^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{LABEL_NAME}$")
 }
 
-/// Kubernetes label value: empty, or a name (see [`LABEL_NAME`]).
+/// Kubernetes label value: empty, or a name (see `LABEL_NAME`).
 pub fn label_value_regex() -> String {
     format!("^({LABEL_NAME})?$")
 }

@@ -25,10 +25,10 @@ pub struct InstanceState {
     pub ready: bool,
     /// Whether the instance object is being deleted (its removal is in flight).
     pub deleting: bool,
-    /// Value of the [`labels::DELETE_PRIORITY`] annotation (0 when absent or not an integer).
+    /// Value of the [`tikv_operator_api::labels::DELETE_PRIORITY`] annotation (0 when absent or not an integer).
     pub delete_priority: i64,
     /// For instances created at bootstrap: every initial member's name
-    /// ([`labels::PD_BOOTSTRAP_MEMBERS`]).
+    /// ([`tikv_operator_api::labels::PD_BOOTSTRAP_MEMBERS`]).
     pub bootstrap_members: Option<Vec<String>>,
     /// Its running Pod was created from an older rendering and must be
     /// restarted (the instance reports `Synced=False`, `RestartPending`).

@@ -18,7 +18,7 @@
 //!   removal run by its finalizer.
 //!
 //! Both return a [`Requeue`] (convert with `Action::from`). Errors are
-//! [`Error`]s; the error policy is [`RequeuePolicy::after_error`].
+//! [`Error`]s; the error policy is [`tikv_operator_core::RequeuePolicy::after_error`].
 //! Watches the manager must set up: PDGroup owns PD instances and Services;
 //! PD owns Pod, ConfigMap and PVCs; a Cluster change maps to its groups.
 
