@@ -160,101 +160,8 @@ pub fn plan_status(
 ) -> ClusterStatus {
     let old = cluster.status.clone().unwrap_or_default();
     let generation = cluster.metadata.generation;
-    let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
     let mut conds = old.common.conditions.clone();
-
-    let mut sums: BTreeMap<Kind, (i32, i32)> = BTreeMap::new();
-    for g in groups {
-        let e = sums.entry(g.kind).or_default();
-        e.0 += g.replicas;
-        e.1 += g.ready_replicas;
-    }
-    let components = sums
-        .into_iter()
-        .map(|(k, (replicas, ready))| ComponentStatus {
-            kind: k.as_str().to_owned(),
-            replicas,
-            ready_replicas: ready,
-        })
-        .collect();
-
-    let mut pd_groups: Vec<&GroupSummary> = groups.iter().filter(|g| g.kind == Kind::PD).collect();
-    pd_groups.sort_by(|a, b| a.name.cmp(&b.name));
-    let scheme = if tls_requested(cluster) {
-        "https"
-    } else {
-        "http"
-    };
-    let pd_url = pd_groups.first().map(|g| {
-        format!(
-            "{scheme}://{}.{namespace}.svc:{}",
-            names::pd_client_service(&g.name),
-            g.client_port.unwrap_or(2379)
-        )
-    });
-
-    let reported = pd
-        .members
-        .as_ref()
-        .filter(|_| pd.reachable())
-        .map(|m| m.cluster_id.to_string());
-    let (id, synced) = match (&old.id, &reported) {
-        (Some(recorded), Some(now_id)) if recorded != now_id => (
-            old.id.clone(),
-            ConditionUpdate::new(
-                condition::SYNCED,
-                false,
-                REASON_CLUSTER_ID_MISMATCH,
-                format!(
-                    "PD reports cluster id {now_id} but this Cluster recorded {recorded}; \
-                     the operator does not act on a different PD cluster"
-                ),
-            ),
-        ),
-        (Some(_), _) => (
-            old.id.clone(),
-            ConditionUpdate::new(condition::SYNCED, true, "Synced", "PD cluster id recorded"),
-        ),
-        (None, Some(now_id)) => (
-            Some(now_id.clone()),
-            ConditionUpdate::new(condition::SYNCED, true, "Synced", "PD cluster id recorded"),
-        ),
-        (None, None) => (
-            None,
-            ConditionUpdate::new(
-                condition::SYNCED,
-                false,
-                "WaitingForPD",
-                "PD has not answered yet",
-            ),
-        ),
-    };
-    let synced = if let Some(e) = client_tls {
-        // The operator could not reach PD: its PDGroup creates no member.
-        ConditionUpdate::new(
-            condition::SYNCED,
-            false,
-            e.reason(),
-            format!("the client TLS Secret is refused, no PD member is created: {e}"),
-        )
-    } else if let Some((g, (reason, message))) = groups
-        .iter()
-        .find_map(|g| g.not_synced.as_ref().map(|n| (g, n)))
-        // A rejected template is told before "waiting for PD" (a PDGroup
-        // whose template is rejected never brings PD up), never over a PD
-        // of another cluster.
-        .filter(|_| synced.status == conditions::TRUE || synced.reason == "WaitingForPD")
-    {
-        // A group whose template is rejected: the Cluster is not synced either.
-        ConditionUpdate::new(
-            condition::SYNCED,
-            false,
-            reason.clone(),
-            format!("{}Group {}: {message}", g.kind.as_str(), g.name),
-        )
-    } else {
-        synced
-    };
+    let (id, synced) = cluster_id_and_synced(old.id.as_ref(), groups, pd, client_tls);
     conditions::set(&mut conds, synced, generation, now);
 
     let suspended = cluster
@@ -299,13 +206,139 @@ pub fn plan_status(
         generation,
         now,
     );
+    conditions::set(&mut conds, ready_condition(groups, pd), generation, now);
 
+    ClusterStatus {
+        common: CommonStatus {
+            conditions: conds,
+            observed_generation: generation,
+        },
+        id,
+        pd: pd_url(cluster, groups),
+        components: components(groups),
+    }
+}
+
+/// Replicas and ready replicas summed per component.
+fn components(groups: &[GroupSummary]) -> Vec<ComponentStatus> {
+    let mut sums: BTreeMap<Kind, (i32, i32)> = BTreeMap::new();
+    for g in groups {
+        let e = sums.entry(g.kind).or_default();
+        e.0 += g.replicas;
+        e.1 += g.ready_replicas;
+    }
+    sums.into_iter()
+        .map(|(k, (replicas, ready))| ComponentStatus {
+            kind: k.as_str().to_owned(),
+            replicas,
+            ready_replicas: ready,
+        })
+        .collect()
+}
+
+/// PD's client URL: the client Service of the (first, by name) PDGroup.
+fn pd_url(cluster: &Cluster, groups: &[GroupSummary]) -> Option<String> {
+    let namespace = cluster.metadata.namespace.as_deref().unwrap_or_default();
+    let scheme = if tls_requested(cluster) {
+        "https"
+    } else {
+        "http"
+    };
+    groups
+        .iter()
+        .filter(|g| g.kind == Kind::PD)
+        .min_by(|a, b| a.name.cmp(&b.name))
+        .map(|g| {
+            format!(
+                "{scheme}://{}.{namespace}.svc:{}",
+                names::pd_client_service(&g.name),
+                g.client_port.unwrap_or(2379)
+            )
+        })
+}
+
+/// The PD cluster id to record (recorded once, never overwritten) and the
+/// `Synced` condition: a refused client Secret first, then a group whose
+/// template is rejected, then the id (a PD of another cluster, or none yet).
+fn cluster_id_and_synced(
+    recorded: Option<&String>,
+    groups: &[GroupSummary],
+    pd: &PdSnapshot,
+    client_tls: Option<&SecretError>,
+) -> (Option<String>, ConditionUpdate) {
+    let reported = pd
+        .members
+        .as_ref()
+        .filter(|_| pd.reachable())
+        .map(|m| m.cluster_id.to_string());
+    let (id, synced) = match (recorded, &reported) {
+        (Some(was), Some(now_id)) if was != now_id => (
+            Some(was.clone()),
+            ConditionUpdate::new(
+                condition::SYNCED,
+                false,
+                REASON_CLUSTER_ID_MISMATCH,
+                format!(
+                    "PD reports cluster id {now_id} but this Cluster recorded {was}; \
+                     the operator does not act on a different PD cluster"
+                ),
+            ),
+        ),
+        (Some(_), _) => (
+            recorded.cloned(),
+            ConditionUpdate::new(condition::SYNCED, true, "Synced", "PD cluster id recorded"),
+        ),
+        (None, Some(now_id)) => (
+            Some(now_id.clone()),
+            ConditionUpdate::new(condition::SYNCED, true, "Synced", "PD cluster id recorded"),
+        ),
+        (None, None) => (
+            None,
+            ConditionUpdate::new(
+                condition::SYNCED,
+                false,
+                "WaitingForPD",
+                "PD has not answered yet",
+            ),
+        ),
+    };
+    let synced = if let Some(e) = client_tls {
+        // The operator could not reach PD: its PDGroup creates no member.
+        ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            e.reason(),
+            format!("the client TLS Secret is refused, no PD member is created: {e}"),
+        )
+    } else if let Some((g, (reason, message))) = groups
+        .iter()
+        .find_map(|g| g.not_synced.as_ref().map(|n| (g, n)))
+        // A rejected template is told before "waiting for PD" (a PDGroup
+        // whose template is rejected never brings PD up), never over a PD
+        // of another cluster.
+        .filter(|_| synced.status == conditions::TRUE || synced.reason == "WaitingForPD")
+    {
+        // A group whose template is rejected: the Cluster is not synced either.
+        ConditionUpdate::new(
+            condition::SYNCED,
+            false,
+            reason.clone(),
+            format!("{}Group {}: {message}", g.kind.as_str(), g.name),
+        )
+    } else {
+        synced
+    };
+    (id, synced)
+}
+
+/// `Ready`: a PDGroup, PD answering, and every group ready.
+fn ready_condition(groups: &[GroupSummary], pd: &PdSnapshot) -> ConditionUpdate {
     let not_ready: Vec<String> = groups
         .iter()
         .filter(|g| !g.ready)
         .map(|g| format!("{} {}", g.kind.as_str(), g.name))
         .collect();
-    let ready = if pd_groups.is_empty() {
+    if !groups.iter().any(|g| g.kind == Kind::PD) {
         ConditionUpdate::new(
             condition::READY,
             false,
@@ -328,17 +361,6 @@ pub fn plan_status(
         )
     } else {
         ConditionUpdate::new(condition::READY, true, "AllGroupsReady", "")
-    };
-    conditions::set(&mut conds, ready, generation, now);
-
-    ClusterStatus {
-        common: CommonStatus {
-            conditions: conds,
-            observed_generation: generation,
-        },
-        id,
-        pd: pd_url,
-        components,
     }
 }
 
