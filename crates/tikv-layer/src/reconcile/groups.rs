@@ -351,48 +351,19 @@ pub async fn reconcile_group(
             plan = GroupPlan::Refuse(blocked);
         }
         info!(?plan, "TiKVGroup plan");
-        let find = |n: &str| s.instances.iter().find(|i| name_of(*i) == n);
         if !matches!(&plan, GroupPlan::Refuse(b) if is_tls_refusal(b.reason)) {
             run_group_plan(ctx, s, &plan, &grant_of, old_progressing.as_ref()).await?;
         }
         if plan == GroupPlan::Steady {
-            restart = plan_restart(&restart_input(group, s, &live, min_ready, now));
-            // A restart due only to a rendering generation bump is
-            // announced (Progressing, an Event) one reconcile before the
-            // first grant.
-            if announce
-                && matches!(restart, RestartPlan::Grant { .. })
-                && let Some(n) = &notice
-            {
-                restart = RestartPlan::Wait(Blocked {
-                    reason: revision::RENDERING_GENERATION_CHANGED,
-                    message: n.clone(),
-                });
-            }
-            if let RestartPlan::Grant {
-                name,
-                revision,
-                why,
-            } = &restart
-                && let Some(i) = find(name)
-            {
-                let want = desired_instance(group, i, false, Some(revision));
-                ctx.kube
-                    .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
-                    .await?;
-                info!(instance = %name, %why, "store restart granted");
-                publish(
-                    ctx,
-                    event(
-                        group,
-                        EventType::Normal,
-                        reasons::ROLLING_UPDATE,
-                        "Restart",
-                        format!("restarting the store of {name} with its new rendering ({why})"),
-                    ),
-                )
-                .await?;
-            }
+            restart = grant_restart(
+                ctx,
+                s,
+                &live,
+                notice.as_deref().filter(|_| announce),
+                min_ready,
+                now,
+            )
+            .await?;
         }
         Some(plan)
     };
@@ -717,6 +688,55 @@ fn progressing_condition(
             ConditionUpdate::new(condition::PROGRESSING, true, b.reason, b.message.clone())
         }
     }
+}
+
+/// With the group steady, plans the next store restart and grants it (the
+/// instance's restart annotation, an Event). A restart due only to a
+/// rendering generation bump (`new_notice`, new this reconcile) is announced
+/// (Progressing, an Event) one reconcile before the first grant.
+async fn grant_restart(
+    ctx: &Ctx,
+    s: &GroupSnapshot<'_>,
+    live: &[LiveInstance<'_>],
+    new_notice: Option<&str>,
+    min_ready: i64,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<RestartPlan> {
+    let group = s.group;
+    let restart = plan_restart(&restart_input(group, s, live, min_ready, now));
+    if matches!(restart, RestartPlan::Grant { .. })
+        && let Some(n) = new_notice
+    {
+        return Ok(RestartPlan::Wait(Blocked {
+            reason: revision::RENDERING_GENERATION_CHANGED,
+            message: n.to_owned(),
+        }));
+    }
+    if let RestartPlan::Grant {
+        name,
+        revision,
+        why,
+    } = &restart
+        && let Some(i) = s.instances.iter().find(|i| name_of(*i) == name)
+    {
+        let want = desired_instance(group, i, false, Some(revision));
+        ctx.kube
+            .apply(&ObjectKey::of(&want)?, &desired(&want)?.stamped())
+            .await?;
+        info!(instance = %name, %why, "store restart granted");
+        publish(
+            ctx,
+            event(
+                group,
+                EventType::Normal,
+                reasons::ROLLING_UPDATE,
+                "Restart",
+                format!("restarting the store of {name} with its new rendering ({why})"),
+            ),
+        )
+        .await?;
+    }
+    Ok(restart)
 }
 
 /// What the restart planner needs: this group's candidates and restarts in
