@@ -1913,3 +1913,32 @@ async fn a_plaintext_group_reads_no_secret() {
             .any(|c| matches!(c, KubeCall::GetSecret(_)))
     );
 }
+
+/// A Cluster that does not carry the operator's finalizer yet gets no PD
+/// member: deleted at once, it would go without the operator seeing its
+/// deletion through, and a PD created meanwhile would hold its namespace
+/// forever (found by e2e). The group waits with `WaitingForCluster` and
+/// creates the member once the Cluster is claimed.
+#[tokio::test]
+async fn nothing_is_created_for_a_cluster_not_yet_claimed() {
+    let mut w = World::new(1, None);
+    w.cluster.unclaimed = true;
+    for _ in 0..3 {
+        w.reconcile_group().await;
+    }
+    assert!(
+        w.instances().is_empty(),
+        "a PD was created for an unclaimed Cluster"
+    );
+    let (status, reason) = w.condition(condition::PROGRESSING);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        (
+            "True",
+            tikv_operator_core::component::group::WAITING_FOR_CLUSTER
+        )
+    );
+    w.cluster.unclaimed = false;
+    w.reconcile_group().await;
+    assert_eq!(w.instances().len(), 1);
+}

@@ -938,3 +938,30 @@ async fn a_store_removed_behind_the_operators_back_is_replaced() {
             .any(|r| r == reasons::TOO_LATE_TO_CANCEL)
     );
 }
+
+/// A Cluster that does not carry the operator's finalizer yet gets no TiKV
+/// instance (see the PD layer's test of the same name): the group waits with
+/// `WaitingForCluster` and creates its instances once the Cluster is claimed.
+#[tokio::test]
+async fn nothing_is_created_for_a_cluster_not_yet_claimed() {
+    let mut w = World::new(3);
+    w.cluster.unclaimed = true;
+    for _ in 0..3 {
+        w.reconcile_group().await;
+    }
+    assert!(
+        w.instances().is_empty(),
+        "a TiKV was created for an unclaimed Cluster"
+    );
+    let (status, reason, _) = w.group_condition(condition::PROGRESSING);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        (
+            "True",
+            tikv_operator_core::component::group::WAITING_FOR_CLUSTER
+        )
+    );
+    w.cluster.unclaimed = false;
+    w.reconcile_group().await;
+    assert_eq!(w.instances().len(), 3);
+}

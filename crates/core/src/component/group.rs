@@ -317,6 +317,22 @@ pub async fn set_conditions<K: Resource<DynamicType = ()>>(
     Ok(())
 }
 
+/// Reason of a group that waits for its Cluster to be claimed.
+pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
+
+/// What a group waits for while its Cluster `cluster` does not carry the
+/// operator's finalizer yet: nothing is created for a Cluster whose deletion
+/// the operator could not see through.
+pub fn waiting_for_cluster(cluster: &str) -> Blocked {
+    Blocked {
+        reason: WAITING_FOR_CLUSTER,
+        message: format!(
+            "Cluster {cluster} does not carry the operator's finalizer yet; nothing is created \
+             for it until its first reconcile adds it"
+        ),
+    }
+}
+
 /// Whether `reason` is one of a refused TLS Secret.
 pub fn is_tls_refusal(reason: &str) -> bool {
     [

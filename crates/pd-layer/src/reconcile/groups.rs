@@ -455,6 +455,8 @@ pub async fn reconcile_group(
     let mut fo: Option<crate::failover::FailoverPlan> = None;
     let plan = if !acts {
         None
+    } else if s.cluster.unclaimed {
+        Some(GroupPlan::Wait(waiting_for_cluster(&cluster_name)))
     } else if let Some(first) = s.cluster_pd_group.filter(|first| *first != group_name) {
         // Safety rule 7: a second PDGroup would bootstrap a second PD cluster.
         Some(GroupPlan::Refuse(Blocked {

@@ -42,7 +42,7 @@ use crate::render::{self, RenderError};
 use tikv_operator_core::component::apply;
 use tikv_operator_core::component::group::{
     GroupConditions, TemplateRevision, TlsSecrets, announce_refusal, apply_group_objects,
-    is_tls_refusal, set_conditions, sync_refusal, template_refusal,
+    is_tls_refusal, set_conditions, sync_refusal, template_refusal, waiting_for_cluster,
 };
 use tikv_operator_core::component::naming::SuffixSource;
 use tikv_operator_core::component::pods::{pod_available, pod_ready};
@@ -65,6 +65,12 @@ pub struct ClusterFacts {
     /// stripped by hand): nothing is created, and removals wait (only a
     /// Cluster being deleted may skip PD).
     pub missing: bool,
+    /// The Cluster does not carry the operator's finalizer yet (its first
+    /// reconcile adds it): nothing is created for it until it does, or a
+    /// Cluster deleted at once would leave instances no deletion can finish
+    /// (found by e2e: a PD created before the Cluster's finalizer was held by
+    /// its own finalizer forever once the Cluster went).
+    pub unclaimed: bool,
     /// The Cluster recorded a PD cluster id: PD was bootstrapped, new members join.
     pub pd_cluster_id_known: bool,
     /// `spec.revisionHistoryLimit`, defaulted.
@@ -93,6 +99,7 @@ impl ClusterFacts {
                     .is_some_and(|s| s.suspend_compute),
                 deleting: c.metadata.deletion_timestamp.is_some(),
                 missing: false,
+                unclaimed: !has_finalizer(c),
                 pd_cluster_id_known: c.status.as_ref().is_some_and(|s| s.id.is_some()),
                 revision_history_limit: history::limit_of(c.spec.revision_history_limit),
                 client_tls_secret: c.client_tls_secret(),

@@ -273,6 +273,8 @@ pub async fn reconcile_group(
     };
     let plan = if !acts {
         None
+    } else if s.cluster.unclaimed {
+        Some(GroupPlan::Wait(waiting_for_cluster(&cluster_name)))
     } else if let Some(blocked) = template_refusal::<render::Kv>(
         group,
         &group.spec.template.spec,
