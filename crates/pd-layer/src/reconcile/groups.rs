@@ -200,15 +200,7 @@ async fn apply_template(
         .iter()
         .filter(|i| i.metadata.deletion_timestamp.is_none())
     {
-        let want = render::render_instance(
-            group,
-            &NewInstance {
-                name: name_of(i).to_owned(),
-                topology: i.spec.topology.clone(),
-                bootstrap_members: render::bootstrap_members(i),
-            },
-            i.spec.tls_cluster,
-        );
+        let want = as_the_group_renders_it(group, i);
         ctx.kube
             .apply_if_changed(&desired(&want)?, cached(Some(i)).as_ref())
             .await?;
@@ -544,7 +536,7 @@ pub async fn reconcile_group(
     let replicas = i32::try_from(live.len()).unwrap_or(i32::MAX);
     let ready = pods_ready;
     let progressing = progressing_condition(plan.as_ref(), replicas);
-    let tls_refused = sync_refusal(refused).is_some_and(|(r, _)| is_tls_refusal(r));
+    let tls_refused = refused.is_some_and(|b| is_tls_refusal(b.reason));
     let all_ready = ready == group.spec.replicas && replicas == group.spec.replicas;
     set_conditions(
         ctx,

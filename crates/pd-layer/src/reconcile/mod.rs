@@ -42,7 +42,7 @@ use crate::render::{self, RenderError};
 use tikv_operator_core::component::apply;
 use tikv_operator_core::component::group::{
     GroupConditions, TemplateRevision, TlsSecrets, announce_refusal, apply_group_objects,
-    is_tls_refusal, set_conditions, sync_refusal, template_refusal, waiting_for_cluster,
+    is_tls_refusal, set_conditions, template_refusal, waiting_for_cluster,
 };
 use tikv_operator_core::component::naming::SuffixSource;
 use tikv_operator_core::component::pods::{pod_available, pod_ready};
@@ -128,6 +128,20 @@ use tikv_operator_core::objects::{
 
 pub use tikv_operator_core::revision::Revisions;
 
+/// The instance `i` as the group's current template renders it (same name,
+/// topology, bootstrap members and TLS as it was created with).
+fn as_the_group_renders_it(group: &PDGroup, i: &PD) -> PD {
+    render::render_instance(
+        group,
+        &NewInstance {
+            name: name_of(i).to_owned(),
+            topology: i.spec.topology.clone(),
+            bootstrap_members: render::bootstrap_members(i),
+        },
+        i.spec.tls_cluster,
+    )
+}
+
 /// Each live instance with its running Pod (if any) and what the group's
 /// current template renders for it, given that Pod.
 fn as_the_group_renders<'a>(
@@ -139,15 +153,7 @@ fn as_the_group_renders<'a>(
         .iter()
         .filter(|i| i.metadata.deletion_timestamp.is_none())
         .map(move |i| {
-            let want = render::render_instance(
-                group,
-                &NewInstance {
-                    name: name_of(i).to_owned(),
-                    topology: i.spec.topology.clone(),
-                    bootstrap_members: render::bootstrap_members(i),
-                },
-                i.spec.tls_cluster,
-            );
+            let want = as_the_group_renders_it(group, i);
             let running = pods.iter().find(|p| {
                 name_of(*p) == names::pod(name_of(i)) && p.metadata.deletion_timestamp.is_none()
             });

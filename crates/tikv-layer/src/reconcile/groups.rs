@@ -409,7 +409,7 @@ pub async fn reconcile_group(
         revisions.updated,
         group.spec.replicas,
     );
-    let tls_refused = sync_refusal(refused).is_some_and(|(r, _)| is_tls_refusal(r));
+    let tls_refused = refused.is_some_and(|b| is_tls_refusal(b.reason));
     let all_ready = ready == group.spec.replicas
         && i32::try_from(serving.len()).unwrap_or(i32::MAX) == group.spec.replicas;
     set_conditions(

@@ -39,7 +39,7 @@ use tikv_operator_api::{
 use tikv_operator_core::component::apply;
 use tikv_operator_core::component::group::{
     GroupConditions, TemplateRevision, TlsSecrets, announce_refusal, apply_group_objects,
-    is_tls_refusal, set_conditions, sync_refusal, template_refusal, waiting_for_cluster,
+    is_tls_refusal, set_conditions, template_refusal, waiting_for_cluster,
 };
 use tikv_operator_core::component::naming::SuffixSource;
 use tikv_operator_core::component::pods::{pod_available, pod_ready};
